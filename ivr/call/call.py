@@ -1,0 +1,554 @@
+"""The Call: the one object a flow talks to.
+
+It joins one PBX leg (a participant on a route point), the leg's two audio streams and the
+per-call audio pipeline (:class:`~ivr.call.media.CallMedia`). YAML steps and Python flows both
+call these methods, so both kinds of flow behave identically.
+
+Every operation that waits raises :class:`CallHangup` as soon as the caller hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, TypeVar
+
+import numpy as np
+
+from ivr.audio.prompts import PromptError, prompt_cache
+from ivr.call.collector import DigitCollector, DigitRules, GatherSession, PromptPlan
+from ivr.call.collector import menu as menu_rules
+from ivr.call.record import CallRecord, Outcome
+from ivr.call.results import (
+    CallError,
+    CallHangup,
+    Caller,
+    GatherResult,
+    PlayResult,
+    Prompt,
+    RecordResult,
+    TransferResult,
+)
+from ivr.pbx.errors import NotFoundError, PbxError
+from ivr.pbx.models import ParticipantInfo, ParticipantStatus
+
+if TYPE_CHECKING:
+    from ivr.call.media import CallMedia
+    from ivr.pbx.client import PbxClient
+    from ivr.speech.services import SpeechServices
+
+log = logging.getLogger("ivr.call")
+T = TypeVar("T")
+
+TRANSFER_MODES = ("routeto", "transferto", "divert")
+# After the PBX's own ring timeout, how long we still wait for its verdict before calling it.
+TRANSFER_GRACE_S = 2.0
+
+
+class Call:
+    """One call on a route point, as seen by a flow."""
+
+    def __init__(
+        self,
+        pbx: "PbxClient",
+        participant: ParticipantInfo,
+        media: "CallMedia",
+        *,
+        audio_dirs: Sequence[Path] = (),
+        recordings_dir: Path = Path("var/recordings"),
+        speech: "SpeechServices | None" = None,
+        record: CallRecord | None = None,
+    ) -> None:
+        self.pbx = pbx
+        self.participant = participant
+        self.media = media
+        self.route_point = participant.dn
+        self.participant_id = participant.id
+        self.call_id = str(participant.callid or participant.id)
+        self.caller = Caller(participant.party_caller_id or participant.party_dn, participant.party_caller_name)
+        self.did = participant.party_did
+        self.vars: dict[str, Any] = {}
+        self.audio_dirs: list[Path] = list(audio_dirs)
+        self.recordings_dir = recordings_dir
+        self.speech = speech
+        self.call_record = record or CallRecord(
+            call_id=self.call_id,
+            route_point=self.route_point,
+            participant_id=self.participant_id,
+            caller_number=self.caller.number,
+            caller_name=self.caller.name,
+            did=self.did,
+        )
+        self.log = logging.LoggerAdapter(log, {"call_id": self.call_id})
+        self._ended = asyncio.Event()
+        self._transfer_pending = False
+        # Set while a gather or menu waits for the caller's keys (the simulator presses then).
+        self.listening = asyncio.Event()
+        # Set by the flow layer so Python flows can run YAML subflows (see ivr.flow).
+        self.subflow_runner: Callable[..., Awaitable[Any]] | None = None
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def hung_up(self) -> bool:
+        return self._ended.is_set()
+
+    @property
+    def ended(self) -> asyncio.Event:
+        return self._ended
+
+    def on_removed(self) -> None:
+        """The PBX removed our participant: the caller hung up or the call moved away."""
+        if not self._ended.is_set():
+            self._ended.set()
+            if not self._transfer_pending:  # a pending transfer decides the outcome itself
+                self.call_record.finish(Outcome.CALLER_HANGUP)
+            self.media.close_nowait()
+
+    def on_updated(self, participant: ParticipantInfo) -> None:
+        self.participant = participant
+
+    def on_pbx_digit(self, digits: str) -> None:
+        for d in digits:
+            self.media.pbx_digit(d)
+
+    def _check(self) -> None:
+        if self._ended.is_set():
+            raise CallHangup(f"call {self.call_id} has ended")
+
+    async def _until_hangup(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` but raise CallHangup the moment the caller leaves."""
+        self._check()
+        task = asyncio.ensure_future(awaitable)
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            raise
+        finally:
+            ended.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        try:
+            await task
+        except BaseException:
+            pass
+        raise CallHangup(f"call {self.call_id} has ended")
+
+    def log_event(self, message: str, **fields: Any) -> None:
+        """The flow's `log` step: a line in the worker log, tagged with the call id."""
+        self.log.info(message, extra={"fields": fields} if fields else None)
+
+    log_message = log_event
+
+    # --- answer / hangup / data -------------------------------------------------------------
+
+    async def answer(self) -> None:
+        """Connect the leg. Calls often reach a route point already Connected: then a no-op."""
+        self._check()
+        if self.participant.status != ParticipantStatus.CONNECTED:
+            try:
+                await self.pbx.rest.answer(self.route_point, self.participant_id)
+            except NotFoundError:
+                self.on_removed()
+                raise CallHangup(f"call {self.call_id} ended before it was answered") from None
+            await self._until_hangup(
+                self.pbx.state.wait_status(self.route_point, self.participant_id, ParticipantStatus.CONNECTED, timeout=10)
+            )
+        if self.call_record.answered_at is None:
+            self.call_record.answered_at = time.time()
+        await self.media.start()
+
+    async def hangup(self) -> None:
+        """Drop our leg: the call ends for the caller."""
+        if self._ended.is_set():
+            return
+        self.call_record.finish(Outcome.IVR_HANGUP)
+        await self.media.drain(timeout=1.0)
+        try:
+            await self.pbx.rest.drop(self.route_point, self.participant_id)
+        except NotFoundError:
+            pass  # already gone: the goal is reached
+        self._ended.set()
+        self.media.close_nowait()
+
+    async def attach_data(self, data: Mapping[str, Any]) -> None:
+        """Store key/value data on the leg (3CX shows it to the agent who takes the call)."""
+        self._check()
+        clean = {str(k): str(v) for k, v in data.items()}
+        await self.pbx.rest.attach_participant_data(self.route_point, self.participant_id, clean)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._until_hangup(asyncio.sleep(max(0.0, float(seconds))))
+
+    # --- prompts ----------------------------------------------------------------------------
+
+    def resolve_audio(self, name: str | Path) -> Path:
+        """Find a prompt file: as given, then in each audio dir (the flow's folder comes first)."""
+        path = Path(name)
+        if path.is_absolute() or path.exists():
+            return path
+        for folder in self.audio_dirs:
+            candidate = folder / path
+            if candidate.exists():
+                return candidate
+        searched = ", ".join(str(d) for d in self.audio_dirs) or "(no audio dirs)"
+        raise CallError(f"audio file {name} not found (looked in {searched})")
+
+    def _load(self, name: str | Path) -> np.ndarray:
+        path = self.resolve_audio(name)
+        try:
+            return prompt_cache.get(path)
+        except PromptError as exc:
+            raise CallError(str(exc)) from None
+
+    async def play(self, *files: str | Path, loop: int = 1, barge_in: bool = True) -> PlayResult:
+        """Play audio files in order (``loop`` times). Stops early on barge-in."""
+        self._check()
+        clips = [self._load(f) for f in files]  # fail before playing anything
+        result = PlayResult(completed=True)
+        for _ in range(max(1, int(loop))):
+            for name, pcm in zip(files, clips):
+                self.call_record.prompts.append(str(name))
+                result = await self._until_hangup(
+                    self.media.play(pcm, barge_in_speech=barge_in, barge_in_dtmf=barge_in, tag=str(name))
+                )
+                if not result.completed:
+                    return result
+        return result
+
+    async def say(
+        self, text: str, *, voice: str | None = None, tts: str | None = None, barge_in: bool = True
+    ) -> PlayResult:
+        """Speak text with a TTS adapter; the first sentence plays while the rest is synthesized."""
+        self._check()
+        if self.speech is None:
+            raise CallError("say: no TTS is configured for this worker")
+        self.call_record.prompts.append(f"say:{text}")
+        chunks = self.speech.synthesize(text, voice=voice, tts=tts)
+        return await self._until_hangup(
+            self.media.play_stream(chunks, barge_in_speech=barge_in, barge_in_dtmf=barge_in, tag=f"say:{text[:40]}")
+        )
+
+    async def play_prompt(self, prompt: Prompt | None, *, barge_in: bool = True) -> PlayResult:
+        """Play a Prompt: a file, ``{"say": text}``, or a list of those."""
+        if prompt is None:
+            return PlayResult(completed=True)
+        items: Sequence[Any]
+        if isinstance(prompt, (str, Path, Mapping)):
+            items = [prompt]
+        else:
+            items = list(prompt)
+        result = PlayResult(completed=True)
+        for item in items:
+            if isinstance(item, Mapping):
+                if "say" not in item:
+                    raise CallError(f"prompt {dict(item)!r}: expected a file name or {{say: text}}")
+                result = await self.say(str(item["say"]), voice=item.get("voice"), tts=item.get("tts"), barge_in=barge_in)
+            else:
+                result = await self.play(item, barge_in=barge_in)
+            if not result.completed:
+                return result
+        return result
+
+    # --- digits -----------------------------------------------------------------------------
+
+    async def gather(
+        self,
+        *,
+        prompt: Prompt | None = None,
+        rules: DigitRules | None = None,
+        retries: int = 2,
+        reprompt: Prompt | None = None,
+        no_input_prompt: Prompt | list[Prompt] | None = None,
+        no_match_prompt: Prompt | list[Prompt] | None = None,
+        barge_in: bool = True,
+        speech: Any = None,
+        **rule_fields: Any,
+    ) -> GatherResult:
+        """Collect digits by the VoiceXML timer rules (docs/dtmf-timers.md), with retries.
+
+        ``rules`` (or its fields as keyword arguments: min_digits, max_digits, terminator,
+        first_digit_timeout, ...) say what to collect; prompts escalate per attempt.
+        """
+        self._check()
+        if rules is None:
+            rules = DigitRules(**rule_fields)
+        elif rule_fields:
+            rules = rules.model_copy(update=rule_fields)
+        prompts: dict[str, Any] = {}  # the collector sees prompts as opaque keys
+
+        def key(p: Any) -> str | None:
+            if p is None:
+                return None
+            k = f"prompt-{len(prompts)}"
+            prompts[k] = p
+            return k
+
+        plan = PromptPlan(
+            initial=key(prompt),
+            reprompt=key(reprompt),
+            no_input=tuple(key(p) for p in _as_list(no_input_prompt)),
+            no_match=tuple(key(p) for p in _as_list(no_match_prompt)),
+        )
+        pending = self.media.take_digits() if rules.type_ahead else (self.media.take_digits() and "")
+        session = GatherSession(rules, retries=retries, prompts=plan, pending=pending)
+        loop = asyncio.get_running_loop()
+        while (attempt := session.next_attempt()) is not None:
+            if attempt.collector.outcome is None:  # else type-ahead already decided it
+                await self._collect_once(attempt.collector, [prompts[k] for k in attempt.prompts], barge_in, loop)
+            session.record()
+        self.media.unread_digits(session.leftover())
+        final = session.result
+        result = GatherResult(
+            status=final.status,
+            digits=final.digits,
+            terminator=final.terminator,
+            attempts=final.attempts,
+            reason=final.reason,
+        )
+        self.call_record.digits.append(result.digits)
+        return result
+
+    async def menu(
+        self,
+        *,
+        prompt: Prompt | None = None,
+        choices: Mapping[str, Any] | Sequence[str],
+        retries: int = 2,
+        reprompt: Prompt | None = None,
+        no_input_prompt: Prompt | list[Prompt] | None = None,
+        no_match_prompt: Prompt | list[Prompt] | None = None,
+        timeout: float = 5.0,
+        barge_in: bool = True,
+    ) -> GatherResult:
+        """A single-key menu: the result's ``choice`` is the key pressed, or None."""
+        keys = list(choices.keys() if isinstance(choices, Mapping) else choices)
+        rules = menu_rules(keys, first_digit_timeout=timeout, barge_in=barge_in)
+        result = await self.gather(
+            prompt=prompt,
+            rules=rules,
+            retries=retries,
+            reprompt=reprompt,
+            no_input_prompt=no_input_prompt,
+            no_match_prompt=no_match_prompt,
+            barge_in=barge_in,
+        )
+        if result.status == "match":
+            result.choice = result.digits
+        return result
+
+    async def _collect_once(self, collector: DigitCollector, prompts: Sequence[Any], barge_in: bool, loop: asyncio.AbstractEventLoop) -> None:
+        """One attempt: play the prompt(s) while listening, then wait by the collector's timers."""
+        digits = self.media.digit_queue
+        play_task: asyncio.Task | None = None
+        if prompts:
+            collector.prompt_started(loop.time())
+            play_task = asyncio.ensure_future(self._play_prompts(prompts, barge_in))
+        else:
+            collector.start(loop.time())
+        ended = asyncio.ensure_future(self._ended.wait())
+        get_digit: asyncio.Future | None = None
+        self.listening.set()
+        try:
+            while collector.outcome is None:
+                if get_digit is None:
+                    get_digit = asyncio.ensure_future(digits.get())
+                waiters: set[asyncio.Future] = {ended, get_digit}
+                if play_task is not None:
+                    waiters.add(play_task)
+                deadline = collector.deadline
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                now = loop.time()
+                if ended in done:
+                    raise CallHangup(f"call {self.call_id} has ended")
+                if get_digit in done:
+                    digit, _at = get_digit.result()
+                    get_digit = None
+                    if play_task is not None and collector.barge_in_wanted(digit):
+                        self.media.cut("dtmf")
+                    collector.digit(digit, now)
+                if collector.outcome is None and play_task is not None and play_task.done():
+                    play_task.result()  # surface errors of the prompt (missing file, TTS failure)
+                    play_task = None
+                    collector.prompt_finished(now)
+                if collector.outcome is None:
+                    collector.poll(now)
+        finally:
+            self.listening.clear()
+            ended.cancel()
+            if get_digit is not None and not get_digit.done():
+                get_digit.cancel()
+            if play_task is not None and not play_task.done():
+                self.media.cut("gather_done")
+                play_task.cancel()
+                try:
+                    await play_task
+                except BaseException:
+                    pass
+
+    async def _play_prompts(self, prompts: Sequence[Any], barge_in: bool) -> None:
+        for prompt in prompts:
+            result = await self.play_prompt(prompt, barge_in=barge_in)
+            if not result.completed:
+                return
+
+    # --- transfer ---------------------------------------------------------------------------
+
+    async def transfer(self, destination: str, *, mode: str = "routeto", timeout: float = 20) -> TransferResult:
+        """Hand the call to ``destination`` and report answered, busy, no_answer or failed.
+
+        ``routeto`` offers the call while we keep it (the caller hears our audio meanwhile);
+        ``transferto`` is a blind transfer of a connected call; ``divert`` works on a ringing one.
+        On ``answered`` the call has left the IVR: the flow should end.
+        """
+        self._check()
+        if mode not in TRANSFER_MODES:
+            raise CallError(f"transfer: mode must be one of {', '.join(TRANSFER_MODES)}, not {mode!r}")
+        destination = str(destination).strip()
+        if not destination:
+            raise CallError("transfer: empty destination")
+        action = getattr(self.pbx.rest, mode)
+        await self.media.drain(timeout=2.0)
+        self._transfer_pending = True
+        try:
+            return await self._transfer(action, destination, mode, timeout)
+        finally:
+            self._transfer_pending = False
+
+    async def _transfer(self, action: Callable[..., Awaitable[Any]], destination: str, mode: str, timeout: float) -> TransferResult:
+        started = time.monotonic()
+        try:
+            response = await action(self.route_point, self.participant_id, destination, timeout=int(timeout))
+        except NotFoundError:
+            self.on_removed()
+            raise CallHangup(f"call {self.call_id} ended before the transfer") from None
+        except PbxError as exc:
+            return self._transfer_done(TransferResult("failed", destination, mode, f"HTTP {exc.status}: {exc.message}"))
+        if not response.ok:
+            reason = str(response.reason or response.reasontext or response.status)
+            status = "busy" if "busy" in reason.lower() else "failed"
+            return self._transfer_done(TransferResult(status, destination, mode, reason))
+        gone = await self._wait_gone(timeout + TRANSFER_GRACE_S)
+        if gone:
+            if await self._delivered_to(destination):
+                self.call_record.transferred_to = destination
+                self.call_record.finish(Outcome.TRANSFERRED, f"{mode} {destination}")
+                self.media.close_nowait()
+                return self._transfer_done(TransferResult("answered", destination, mode, "delivered"))
+            # The leg vanished and the call is not at the destination: the caller hung up while it rang.
+            self.call_record.finish(Outcome.CALLER_HANGUP, f"during {mode} to {destination}")
+            raise CallHangup(f"call {self.call_id} ended during the transfer to {destination}")
+        waited = time.monotonic() - started
+        return self._transfer_done(TransferResult("no_answer", destination, mode, f"no answer after {waited:.1f} s"))
+
+    async def _wait_gone(self, timeout: float) -> bool:
+        """True once our leg is removed, False if it is still there after ``timeout``."""
+        if self._ended.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._ended.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def _delivered_to(self, destination: str, settle: float = 0.5) -> bool:
+        """After our leg went away: was the call delivered, or did the caller hang up?
+
+        When the destination DN is monitored, the call must show up there (its Upsert may
+        arrive just after our Remove, hence ``settle``). When it is not monitored we cannot
+        see it, and a successful offer that took our leg away counts as delivered.
+        """
+        if destination not in self.pbx.state.dns:
+            return True
+        callid = self.participant.callid
+
+        def arrived() -> bool:
+            dn = self.pbx.state.dns.get(destination)
+            return bool(dn and any(p.callid == callid for p in dn.participants))
+
+        if arrived():
+            return True
+        try:
+            await self.pbx.state.wait_for(arrived, timeout=settle)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def _transfer_done(self, result: TransferResult) -> TransferResult:
+        self.log.info("transfer %s to %s: %s (%s)", result.mode, result.destination, result.status, result.reason)
+        return result
+
+    # --- recording --------------------------------------------------------------------------
+
+    async def record(
+        self,
+        path: str | Path,
+        *,
+        max_seconds: float = 120,
+        silence_end: float | None = 3.0,
+        stop_keys: str = "#",
+        beep: bool = True,
+        mode: str = "caller",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RecordResult:
+        """Record the caller until silence, a stop key, the length limit, or hangup."""
+        self._check()
+        target = Path(path)
+        if not target.is_absolute():
+            target = self.recordings_dir / target
+        meta = {
+            "call_id": self.call_id,
+            "caller": self.caller.number,
+            "caller_name": self.caller.name,
+            "did": self.did,
+            "route_point": self.route_point,
+            **(dict(metadata) if metadata else {}),
+        }
+        result = await self.media.record(
+            target,
+            max_seconds=max_seconds,
+            silence_end=silence_end,
+            stop_keys=stop_keys,
+            beep=beep,
+            mode=mode,
+            metadata=meta,
+            ended=self._ended,
+        )
+        if result.path is not None:
+            self.call_record.recordings.append(str(result.path))
+        return result
+
+    async def subflow(self, path: str | Path, **params: Any) -> Any:
+        """Run another flow file (YAML or Python) on this call; returns its `return` values."""
+        if self.subflow_runner is None:
+            raise CallError("subflow: no flow runner is attached to this call")
+        return await self.subflow_runner(self, path, params)
+
+    async def agent(self, **options: Any) -> Any:
+        """An LLM voice conversation inside the flow (see ivr.speech.agent)."""
+        from ivr.speech.agent import run_agent  # the speech layer is optional
+
+        return await run_agent(self, **options)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    return [value]
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.+-]")
+
+
+def safe_filename(text: str) -> str:
+    """A string made safe for use in a file name (call ids, caller numbers)."""
+    return _SAFE_NAME.sub("_", text)[:80] or "_"

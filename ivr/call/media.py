@@ -1,0 +1,385 @@
+"""The audio side of one call: the two PBX streams joined to the audio pipeline.
+
+Inbound: PBX GET stream -> :class:`~ivr.audio.pipeline.InboundProcessor` (DTMF first, then
+VAD) -> digits (merged with the PBX's DTMF events so a key press counts once), speech
+events, utterances, recorder and STT taps.
+
+Outbound: prompts go on a :class:`~ivr.audio.playback.PlaybackQueue`; the PBX POST stream's
+pacer pulls one 20 ms frame at a time from it, a small lead ahead of real time. Barge-in
+cuts items in the queue at once, so only the pacer's lead (default 60 ms) still plays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+
+import numpy as np
+
+from ivr.audio.frames import FRAME_SAMPLES, SAMPLE_RATE, pcm_to_array
+from ivr.audio.pipeline import DigitDetected, DigitMerger, InboundProcessor
+from ivr.audio.playback import PlaybackCut, PlaybackFinished, PlaybackQueue
+from ivr.audio.prompts import beep as make_beep
+from ivr.audio.recorder import Recorder
+from ivr.audio.vad import SpeechCancelled, SpeechEnded, SpeechStarted, VoiceActivityDetector
+from ivr.call.results import PlayResult, RecordResult
+
+if TYPE_CHECKING:
+    from ivr.pbx.client import PbxClient
+
+log = logging.getLogger("ivr.call.media")
+
+FrameListener = Callable[[np.ndarray], None]
+
+
+@dataclass
+class MediaSettings:
+    lead_ms: int | None = None  # None: the PBX config's outbound_lead_ms
+    inband_dtmf: bool = True  # also detect DTMF tones in the caller's audio
+    vad_aggressiveness: int = 2
+    vad_start_ms: int = 60
+    vad_end_ms: int = 500
+    vad_min_speech_ms: int = 120
+    media_timeout: float = 10.0  # how long to wait for the streams to become available
+
+
+class CallMedia:
+    """Audio for one participant. ``start()`` once the leg is Connected; ``close()`` at the end."""
+
+    def __init__(self, pbx: "PbxClient", dn: str, participant_id: int, *, settings: MediaSettings | None = None, metrics: Any = None) -> None:
+        self.pbx = pbx
+        self.dn = dn
+        self.participant_id = participant_id
+        self.settings = settings or MediaSettings()
+        self.metrics = metrics
+        s = self.settings
+        self.vad = VoiceActivityDetector(
+            aggressiveness=s.vad_aggressiveness, start_ms=s.vad_start_ms, end_ms=s.vad_end_ms, min_speech_ms=s.vad_min_speech_ms
+        )
+        self.processor = InboundProcessor(dtmf=s.inband_dtmf, vad=self.vad, on_frame=self._tap)
+        self.merger = DigitMerger()
+        self.playback = PlaybackQueue()
+        self.digit_queue: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
+        self.speech_events: asyncio.Queue[Any] = asyncio.Queue()  # SpeechStarted/Ended/Cancelled
+        self._listeners: list[FrameListener] = []
+        self._waiters: dict[int, asyncio.Future[PlayResult]] = {}
+        self._inbound = None
+        self._outbound = None
+        self._reader: asyncio.Task | None = None
+        self._started = False
+        self._closed = False
+        self._ivr_frames: list[bytes | None] = []  # frames played since the last caller frame (recording "both")
+        self._recorder: Recorder | None = None
+        self.barge_ins = {"dtmf": 0, "speech": 0}
+        self.inbound_bytes = 0
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started or self._closed:
+            return
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self._loop_t0 = loop.time()
+        self._outbound = self.pbx.open_outbound(
+            self.dn, self.participant_id, self.settings.lead_ms, media_timeout=self.settings.media_timeout, source=self._next_frame
+        )
+        self._inbound = self.pbx.open_inbound(self.dn, self.participant_id, media_timeout=self.settings.media_timeout)
+        self._reader = asyncio.create_task(self._read_inbound(), name=f"inbound-{self.dn}-{self.participant_id}")
+
+    def close_nowait(self) -> None:
+        """Stop everything now (the leg is gone); pending plays end as interrupted by hangup."""
+        if self._closed:
+            return
+        self._closed = True
+        for item_id in self.playback.clear():
+            self._resolve(item_id, PlayResult(False, "hangup"))
+        self.playback.pop_events()
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_result(PlayResult(False, "hangup"))
+        self._waiters.clear()
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def close(self) -> None:
+        self.close_nowait()
+        if self._reader is not None:
+            try:
+                await self._reader
+            except (asyncio.CancelledError, Exception):
+                pass
+        for stream in (self._inbound, self._outbound):
+            if stream is not None:
+                try:
+                    await stream.close()
+                except Exception:  # closing a stream of a call that is gone may fail: nothing to do
+                    log.debug("closing a stream failed", exc_info=True)
+
+    def stats(self) -> dict[str, Any]:
+        out = self._outbound.stats if self._outbound is not None else None
+        data: dict[str, Any] = {"barge_ins": dict(self.barge_ins), "inbound_bytes": self.inbound_bytes}
+        if out is not None:
+            data.update(
+                underruns=out.underruns,
+                max_lateness_ms=round(out.max_lateness_ms, 1),
+                outbound_bytes=out.bytes_sent,
+                stream_reopens=out.reopens,
+            )
+            if out.first_byte_at is not None:
+                data["first_byte_ms"] = round((out.first_byte_at - self._loop_t0) * 1000, 1)
+        return data
+
+    # --- outbound ---------------------------------------------------------------------------
+
+    def _next_frame(self) -> bytes | None:
+        """Called by the pacer for each 20 ms of audio to send; None when nothing plays."""
+        frame = self.playback.next_frame()
+        for event in self.playback.pop_events():
+            self._on_playback_event(event)
+        if self._recorder is not None and self._recorder.mode == "both":
+            self._ivr_frames.append(frame)
+        return frame
+
+    def _on_playback_event(self, event: PlaybackFinished | PlaybackCut) -> None:
+        if isinstance(event, PlaybackFinished):
+            self._resolve(event.id, PlayResult(True, None))
+        else:
+            self._resolve(event.id, PlayResult(False, event.reason, event.played_ms))
+
+    def _resolve(self, item_id: int, result: PlayResult) -> None:
+        fut = self._waiters.pop(item_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(result)
+
+    def _enqueue(self, pcm: np.ndarray, barge_in_speech: bool, barge_in_dtmf: bool, tag: Any) -> asyncio.Future[PlayResult]:
+        fut: asyncio.Future[PlayResult] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            fut.set_result(PlayResult(False, "hangup"))
+            return fut
+        item_id = self.playback.enqueue(pcm, barge_in_speech=barge_in_speech, barge_in_dtmf=barge_in_dtmf, tag=tag)
+        self._waiters[item_id] = fut
+        if self._outbound is not None:
+            self._outbound.wake()
+        return fut
+
+    async def play(self, pcm: np.ndarray, *, barge_in_speech: bool = True, barge_in_dtmf: bool = True, tag: Any = None) -> PlayResult:
+        """Queue one clip and wait until it has been handed to the pacer, or was cut."""
+        if not self._started:
+            await self.start()
+        return await self._enqueue(pcm, barge_in_speech, barge_in_dtmf, tag)
+
+    async def play_stream(
+        self, chunks: AsyncIterator[np.ndarray], *, barge_in_speech: bool = True, barge_in_dtmf: bool = True, tag: Any = None
+    ) -> PlayResult:
+        """Play audio as it is produced (TTS): each chunk is queued as soon as it arrives."""
+        if not self._started:
+            await self.start()
+        last: asyncio.Future[PlayResult] | None = None
+        pending: list[asyncio.Future[PlayResult]] = []
+        try:
+            async for chunk in chunks:
+                fut = self._enqueue(np.asarray(chunk, dtype=np.int16), barge_in_speech, barge_in_dtmf, tag)
+                pending.append(fut)
+                last = fut
+                cut = next((f.result() for f in pending if f.done() and not f.result().completed), None)
+                if cut is not None:
+                    return cut  # barged in while synthesis went on: stop synthesizing
+        finally:
+            if hasattr(chunks, "aclose"):
+                await chunks.aclose()  # type: ignore[attr-defined]
+        if last is None:
+            return PlayResult(True)
+        results = [await f for f in pending]
+        return next((r for r in results if not r.completed), results[-1])
+
+    def cut(self, reason: str = "clear") -> None:
+        """Stop what plays and drop what is queued."""
+        for item_id in self.playback.clear():
+            pass
+        for event in self.playback.pop_events():
+            if isinstance(event, PlaybackCut):
+                self._resolve(event.id, PlayResult(False, reason, event.played_ms))
+            else:
+                self._on_playback_event(event)
+
+    async def drain(self, timeout: float = 2.0) -> None:
+        """Wait until queued prompts have been sent (bounded by ``timeout``)."""
+        if self._outbound is None:
+            return
+        pending = [f for f in self._waiters.values() if not f.done()]
+        try:
+            if pending:
+                await asyncio.wait_for(asyncio.gather(*pending), timeout)
+            await asyncio.wait_for(self._outbound.wait_played(), timeout)
+        except (asyncio.TimeoutError, Exception):
+            pass
+
+    # --- inbound ----------------------------------------------------------------------------
+
+    def add_listener(self, listener: FrameListener) -> Callable[[], None]:
+        """Receive every caller frame (20 ms int16) from now on; returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def pbx_digit(self, digit: str) -> None:
+        """A DTMF event from the PBX."""
+        now = asyncio.get_running_loop().time()
+        if self.merger.add(digit, "pbx", now):
+            self._on_digit(digit, now)
+
+    def flush_digits(self) -> None:
+        self.take_digits()
+
+    def take_digits(self) -> str:
+        """Remove and return the keys pressed but not yet read (type-ahead)."""
+        keys = []
+        while not self.digit_queue.empty():
+            keys.append(self.digit_queue.get_nowait()[0])
+        return "".join(keys)
+
+    def unread_digits(self, keys: str) -> None:
+        """Put keys back in front of the queue, for the next gather to read first."""
+        if not keys:
+            return
+        now = asyncio.get_running_loop().time()
+        rest = []
+        while not self.digit_queue.empty():
+            rest.append(self.digit_queue.get_nowait())
+        for k in keys:
+            self.digit_queue.put_nowait((k, now))
+        for item in rest:
+            self.digit_queue.put_nowait(item)
+
+    def _on_digit(self, digit: str, now: float) -> None:
+        self.digit_queue.put_nowait((digit, now))
+        if self.playback.on_digit():
+            self.barge_ins["dtmf"] += 1
+            if self.metrics is not None:
+                self.metrics.barge_ins.labels("dtmf").inc()
+        for event in self.playback.pop_events():
+            self._on_playback_event(event)
+
+    def _on_speech_start(self) -> None:
+        if self.playback.on_speech():
+            self.barge_ins["speech"] += 1
+            if self.metrics is not None:
+                self.metrics.barge_ins.labels("speech").inc()
+        for event in self.playback.pop_events():
+            self._on_playback_event(event)
+
+    async def _read_inbound(self) -> None:
+        assert self._inbound is not None
+        loop = asyncio.get_running_loop()
+        try:
+            async for chunk in self._inbound:
+                self.inbound_bytes += len(chunk)
+                now = loop.time()
+                for event in self.processor.process(chunk):
+                    if isinstance(event, DigitDetected):
+                        if self.merger.add(event.digit, "inband", now):
+                            self._on_digit(event.digit, now)
+                    elif isinstance(event, SpeechStarted):
+                        self._on_speech_start()
+                        self.speech_events.put_nowait(event)
+                    elif isinstance(event, (SpeechEnded, SpeechCancelled)):
+                        self.speech_events.put_nowait(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("caller audio stream failed: %s", exc)
+
+    def _tap(self, frame: np.ndarray, _t: float = 0.0) -> None:
+        if not self._listeners and self._recorder is None:
+            return
+        for listener in list(self._listeners):
+            listener(frame)
+        rec = self._recorder
+        if rec is not None:
+            rec.add_caller(frame)
+            if rec.mode == "both":
+                rec.add_ivr(self._ivr_frames.pop(0) if self._ivr_frames else None)
+
+    # --- recording --------------------------------------------------------------------------
+
+    async def record(
+        self,
+        target: Path,
+        *,
+        max_seconds: float,
+        silence_end: float | None,
+        stop_keys: str,
+        beep: bool,
+        mode: str,
+        metadata: dict[str, Any],
+        ended: asyncio.Event,
+    ) -> RecordResult:
+        """Record until silence, a stop key, the length limit or hangup; save WAV + JSON sidecar."""
+        if not self._started:
+            await self.start()
+        if beep:
+            await self.play(make_beep(), barge_in_speech=False, barge_in_dtmf=False, tag="beep")
+        self.flush_digits()
+        recorder = Recorder(mode=mode, max_seconds=max_seconds)
+        self._ivr_frames.clear()
+        self._recorder = recorder
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        heard_speech = False
+        last_voice = started
+        reason = "max_length"
+        ended_wait = asyncio.ensure_future(ended.wait())
+        try:
+            while True:
+                now = loop.time()
+                if now - started >= max_seconds:
+                    reason = "max_length"
+                    break
+                deadline = started + max_seconds
+                if silence_end is not None:
+                    deadline = min(deadline, last_voice + silence_end)
+                    if now >= last_voice + silence_end:
+                        reason = "silence"
+                        break
+                get_digit = asyncio.ensure_future(self.digit_queue.get())
+                get_speech = asyncio.ensure_future(self.speech_events.get())
+                done, _ = await asyncio.wait(
+                    {get_digit, get_speech, ended_wait}, timeout=max(0.0, deadline - now), return_when=asyncio.FIRST_COMPLETED
+                )
+                for fut in (get_digit, get_speech):
+                    if not fut.done():
+                        fut.cancel()
+                if ended_wait in done:
+                    reason = "hangup"
+                    break
+                if get_digit in done and get_digit.result()[0] in stop_keys:
+                    reason = "key"
+                    break
+                if get_speech in done:
+                    event = get_speech.result()
+                    if isinstance(event, SpeechStarted):
+                        heard_speech = True
+                        last_voice = float("inf")  # no silence timeout while the caller speaks
+                    elif isinstance(event, (SpeechEnded, SpeechCancelled)):
+                        last_voice = loop.time()
+        finally:
+            ended_wait.cancel()
+            self._recorder = None
+        duration = recorder.duration
+        meta = {**metadata, "reason": reason, "speech_detected": heard_speech, "started_at": time.time() - duration}
+        if duration <= 0:
+            return RecordResult(None, 0.0, reason, meta)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path = await asyncio.to_thread(recorder.save, target, meta)
+        return RecordResult(path, round(duration, 3), reason, meta)
+
+
+def pcm_seconds(pcm: np.ndarray) -> float:
+    return len(pcm) / SAMPLE_RATE
+
+
+__all__ = ["CallMedia", "MediaSettings", "FRAME_SAMPLES", "pcm_to_array"]

@@ -1,0 +1,96 @@
+"""The call record: what happened on one call, written as one JSON line when the call ends."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class Outcome:
+    """How a call ended. Every call ends in exactly one of these."""
+
+    TRANSFERRED = "transferred"  # handed to another destination by transfer/routeto/divert
+    CALLER_HANGUP = "caller_hangup"  # the caller left
+    IVR_HANGUP = "ivr_hangup"  # the flow hung up (or ran to its end)
+    OVERFLOW = "overflow"  # the worker could not take the call and sent it to the overflow
+    ERROR = "error"  # the flow failed and no handler could place the call
+    DRAINED = "drained"  # cut at the drain deadline
+
+
+@dataclass
+class StepRecord:
+    step: str
+    id: str | None
+    at: float  # seconds since the call started
+    result: Any = None
+    duration: float = 0.0
+
+
+@dataclass
+class CallRecord:
+    call_id: str
+    route_point: str
+    participant_id: int
+    caller_number: str = ""
+    caller_name: str = ""
+    did: str = ""
+    flow: str = ""
+    flow_version: str = ""
+    started_at: float = field(default_factory=time.time)
+    answered_at: float | None = None
+    ended_at: float | None = None
+    outcome: str | None = None
+    outcome_detail: str = ""
+    transferred_to: str | None = None
+    digits: list[str] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    recordings: list[str] = field(default_factory=list)
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def elapsed(self) -> float:
+        return time.time() - self.started_at
+
+    def add_step(self, step: str, step_id: str | None = None, result: Any = None, duration: float = 0.0) -> None:
+        self.steps.append(StepRecord(step, step_id, round(self.elapsed(), 3), result, round(duration, 3)))
+
+    def finish(self, outcome: str, detail: str = "") -> None:
+        """Set the outcome once; the first decision wins (a hangup after a transfer stays a transfer)."""
+        if self.outcome is None:
+            self.outcome = outcome
+            self.outcome_detail = detail
+        if self.ended_at is None:
+            self.ended_at = time.time()
+
+    @property
+    def duration(self) -> float:
+        end = self.ended_at or time.time()
+        return round(end - self.started_at, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["duration"] = self.duration
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), default=str, separators=(",", ":"))
+
+
+class CallRecordWriter:
+    """Appends call records as JSON lines; one line per call, flushed at once."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path else None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: CallRecord) -> None:
+        if not self.path:
+            return
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(record.to_json() + "\n")

@@ -1,0 +1,72 @@
+"""What the Call's operations return, and the exceptions they raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+
+class CallHangup(Exception):
+    """The caller hung up (or the leg ended) while an operation was running."""
+
+
+class CallError(Exception):
+    """An operation on the call failed in a way the flow may want to handle (its on_error runs)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    number: str
+    name: str = ""
+
+    def __str__(self) -> str:  # templates print {{ caller }} as the number
+        return self.number
+
+
+@dataclass
+class PlayResult:
+    completed: bool
+    interrupted_by: str | None = None  # "dtmf" | "speech" | "hangup" | None
+    played_ms: int = 0
+
+
+@dataclass
+class GatherResult:
+    status: str  # "match" | "no_input" | "no_match"
+    digits: str = ""
+    terminator: str | None = None
+    attempts: int = 0
+    source: str = "dtmf"  # "dtmf" | "speech"
+    transcript: str | None = None
+    confidence: float | None = None
+    choice: str | None = None
+    reason: str = ""
+
+    @property
+    def matched(self) -> bool:
+        return self.status == "match"
+
+
+@dataclass
+class TransferResult:
+    status: str  # "answered" | "busy" | "no_answer" | "failed"
+    destination: str = ""
+    mode: str = "routeto"
+    reason: str = ""
+
+    @property
+    def answered(self) -> bool:
+        return self.status == "answered"
+
+
+@dataclass
+class RecordResult:
+    path: Path | None
+    duration: float
+    reason: str  # "silence" | "max_length" | "key" | "hangup"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# A prompt: an audio file, {"say": text, "voice": ...}, or a list of those played in order.
+Prompt = Union[str, Path, Mapping[str, Any], Sequence[Union[str, Path, Mapping[str, Any]]]]

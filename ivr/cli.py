@@ -1,0 +1,174 @@
+"""The ``ivr`` command line.
+
+    ivr run --config ivr.yaml            run the worker next to a 3CX
+    ivr call FLOW --digits 1 [--json]    one simulated call: emulator + worker in this process
+    ivr demo                             the README demo (ivr call flows/main_menu.yaml --digits 1)
+    ivr dial NUMBER --flow FILE          place an outbound call and run a flow when answered
+    ivr emulator [...]                   a local 3CX (same wire) in the foreground
+    ivr validate FILE...                 check flow files: file:line:col: message
+    ivr schema                           the JSON Schema of flow files
+
+Every command turns expected failures into one line on stderr and exit status 1 or 2;
+tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if not argv:
+        parser.print_help()
+        return 2
+    # Sub-commands with parsers of their own get their arguments untouched.
+    delegated = {
+        "emulator": ("ivr.emulator.cli", "main"),
+        "validate": ("ivr.flow.cli", "validate_main"),
+        "schema": ("ivr.flow.cli", "schema_main"),
+    }
+    if argv[0] in delegated:
+        module, func = delegated[argv[0]]
+        import importlib
+
+        return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ivr", description="IVR and AI voice-agent runtime for 3CX V20")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the worker (flows for calls on the configured route points)")
+    p.add_argument("--config", "-c", default="ivr.yaml", help="worker config file (default: ivr.yaml)")
+    _logging_args(p)
+    p.set_defaults(func=_cmd_run)
+
+    for name, helptext in (("call", "run one simulated call through the emulator and the worker"),
+                           ("demo", "the README demo: a call to flows/main_menu.yaml pressing 1")):
+        p = sub.add_parser(name, help=helptext)
+        if name == "call":
+            p.add_argument("flow", help="flow file (.yaml or .py)")
+        p.add_argument("--digits", default="1" if name == "demo" else "", help="keys the caller presses, e.g. 1 or 1234#")
+        p.add_argument("--speak", metavar="WAV", help="a WAV file the caller says once the IVR listens")
+        p.add_argument("--caller", default="+4930123456", help="caller number")
+        p.add_argument("--did", default="", help="the number the caller dialled")
+        p.add_argument("--json", action="store_true", help="print the call record and emulator log as JSON")
+        p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+        p.add_argument("--heard", metavar="WAV", help="save what the caller heard to this WAV file")
+        p.add_argument("--extension", action="append", default=[], metavar="DN=BEHAVIOUR",
+                       help="emulator extension behaviour, e.g. 102=busy (repeatable)")
+        _logging_args(p, default_level="WARNING")
+        p.set_defaults(func=_cmd_call, flow="flows/main_menu.yaml") if name == "demo" else p.set_defaults(func=_cmd_call)
+
+    p = sub.add_parser("dial", help="place an outbound call from the route point and run a flow when answered")
+    p.add_argument("number", help="destination number or extension")
+    p.add_argument("--flow", required=True, help="flow file to run when the call is answered")
+    p.add_argument("--config", "-c", default="ivr.yaml", help="worker config file (PBX and route point)")
+    p.add_argument("--route-point", help="route point to call from (default: the config's first)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer")
+    _logging_args(p)
+    p.set_defaults(func=_cmd_dial)
+
+    sub.add_parser("emulator", help="run the 3CX emulator (ivr emulator --help)")
+    sub.add_parser("validate", help="check flow files (ivr validate --help)")
+    sub.add_parser("schema", help="print the flow JSON Schema")
+    return parser
+
+
+def _logging_args(p: argparse.ArgumentParser, default_level: str = "INFO") -> None:
+    p.add_argument("--log-level", default=default_level, help=f"DEBUG, INFO, WARNING... (default {default_level})")
+    p.add_argument("--log-json", action="store_true", help="JSON log lines (call id on every line)")
+
+
+def _version() -> str:
+    from ivr import __version__
+
+    return f"ivr {__version__}"
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"ivr: {message}", file=sys.stderr)
+    return code
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ivr.config import ConfigError
+    from ivr.config_loader import load_config
+    from ivr.flow import FlowLoadError
+    from ivr.pbx.errors import AuthenticationError
+    from ivr.worker.logs import setup_logging
+    from ivr.worker.service import serve
+
+    setup_logging(args.log_level, args.log_json)
+    try:
+        config = load_config(args.config)
+        return asyncio.run(serve(config))
+    except (ConfigError, FlowLoadError, AuthenticationError) as exc:
+        return _fail(str(exc))
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    from ivr.config import ConfigError
+    from ivr.flow import FlowLoadError
+    from ivr.simulate import SimulatedCall, format_report
+    from ivr.worker.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_json)
+    behaviours = {}
+    for item in args.extension:
+        dn, _, behaviour = item.partition("=")
+        if not dn or behaviour not in ("answer", "busy", "no_answer"):
+            return _fail(f"--extension {item!r}: expected DN=answer|busy|no_answer", 2)
+        behaviours[dn] = behaviour
+    sim = SimulatedCall(
+        args.flow,
+        digits=args.digits,
+        speak=args.speak,
+        caller=args.caller,
+        did=args.did,
+        extensions=behaviours,
+        timeout=args.timeout,
+    )
+    try:
+        report = asyncio.run(sim.run())
+    except (FlowLoadError, ConfigError) as exc:
+        return _fail(str(exc))
+    except TimeoutError as exc:
+        return _fail(str(exc))
+    if args.heard:
+        report.save_heard(args.heard)
+    print(report.to_json() if args.json else format_report(report))
+    return 0
+
+
+def _cmd_dial(args: argparse.Namespace) -> int:
+    from ivr.config import ConfigError
+    from ivr.config_loader import load_config
+    from ivr.flow import FlowLoadError
+    from ivr.pbx.errors import PbxError
+    from ivr.worker.dial import dial
+    from ivr.worker.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_json)
+    try:
+        config = load_config(args.config)
+        record = asyncio.run(dial(config, args.number, args.flow, route_point=args.route_point, timeout=args.timeout))
+    except (ConfigError, FlowLoadError, PbxError) as exc:
+        return _fail(str(exc))
+    print(f"call to {args.number}: {record.outcome} {record.outcome_detail}".rstrip())
+    return 0 if record.outcome != "error" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The worker's configuration file (``ivr.yaml``), as pydantic models.
+
+Example::
+
+    pbx:
+      url: https://pbx.example.com:5001
+      client_id: "900"
+      client_secret_env: IVR_CLIENT_SECRET     # or client_secret_file: /etc/ivr/secret
+      verify_tls: true                         # false, or a CA bundle path
+    routes:
+      - route_point: "800"
+        flow: flows/main_menu.yaml
+      - route_point: "800"
+        did: "+4930555000"                     # optional: only calls to this DID
+        flow: flows/vip.yaml
+    overflow: "100"                            # where calls go while draining or when no route fits
+    drain_timeout: 300
+
+Relative paths are resolved against the config file's folder. The secret itself never
+appears in the file: it comes from an environment variable or a file, and it is a
+``SecretStr`` so it cannot leak through a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is one line that says what and where."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PbxSettings(_Strict):
+    url: str = Field(description="Base URL of the 3CX (or the emulator), e.g. https://pbx.example.com:5001")
+    client_id: str
+    client_secret: SecretStr | None = Field(
+        default=None, description="Discouraged: prefer client_secret_env or client_secret_file"
+    )
+    client_secret_env: str | None = Field(default=None, description="Environment variable holding the secret")
+    client_secret_file: str | None = Field(default=None, description="File holding the secret")
+    verify_tls: bool | str = Field(default=True, description="true, false, or a CA bundle path")
+    outbound_lead_ms: int = Field(default=60, ge=20, le=500)
+
+    @field_validator("client_id", mode="before")
+    @classmethod
+    def _id_as_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) else v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
+        return v.rstrip("/")
+
+    def resolve_secret(self) -> SecretStr:
+        """The client secret from wherever the config says it lives."""
+        sources = [s for s in (self.client_secret, self.client_secret_env, self.client_secret_file) if s]
+        if len(sources) != 1:
+            raise ConfigError(
+                "pbx: give exactly one of client_secret_env, client_secret_file or client_secret"
+            )
+        if self.client_secret is not None:
+            return self.client_secret
+        if self.client_secret_env:
+            value = os.environ.get(self.client_secret_env)
+            if not value:
+                raise ConfigError(
+                    f"pbx.client_secret_env: environment variable {self.client_secret_env} is not set"
+                )
+            return SecretStr(value)
+        path = Path(self.client_secret_file or "")
+        try:
+            value = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"pbx.client_secret_file: cannot read {path}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"pbx.client_secret_file: {path} is empty")
+        return SecretStr(value)
+
+
+class Route(_Strict):
+    """Which flow answers calls arriving on a route point, optionally narrowed by DID or caller."""
+
+    route_point: str
+    flow: str
+    did: str | None = Field(default=None, description="Only calls to this DID")
+    caller: str | None = Field(default=None, description="Only callers whose number matches this regex")
+
+    @field_validator("route_point", "did", mode="before")
+    @classmethod
+    def _as_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) else v
+
+    @field_validator("caller")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+    def matches(self, route_point: str, did: str, caller: str) -> bool:
+        if self.route_point != route_point:
+            return False
+        if self.did is not None and self.did != did:
+            return False
+        if self.caller is not None and not re.search(self.caller, caller or ""):
+            return False
+        return True
+
+
+class SpeechSettings(_Strict):
+    stt: str = "pocketsphinx"
+    tts: str = "hibari"
+    llm: str | None = None
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-adapter options, keyed by adapter name"
+    )
+
+
+class MetricsSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, description="Serve /metrics, /healthz, /readyz here")
+
+
+class WorkerConfig(_Strict):
+    pbx: PbxSettings
+    routes: list[Route] = Field(min_length=1)
+    overflow: str | None = Field(default=None, description="Destination for calls the worker cannot take")
+    drain_timeout: float = Field(default=300.0, gt=0)
+    max_calls: int = Field(default=1000, ge=1)
+    records: str | None = Field(default="var/calls.jsonl", description="Call records (JSON lines)")
+    recordings_dir: str = "var/recordings"
+    audio_dirs: list[str] = Field(default_factory=lambda: ["audio"])
+    speech: SpeechSettings = Field(default_factory=SpeechSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _routes_unique(self) -> "WorkerConfig":
+        seen = set()
+        for route in self.routes:
+            key = (route.route_point, route.did, route.caller)
+            if key in seen:
+                raise ValueError(f"two routes for route point {route.route_point} with the same filters")
+            seen.add(key)
+        return self
+
+    def path(self, value: str) -> Path:
+        """A path from the config, resolved against the config file's folder."""
+        p = Path(value)
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def route_for(self, route_point: str, did: str, caller: str) -> Route | None:
+        """The most specific matching route: DID and caller filters win over a bare route point."""
+        candidates = [r for r in self.routes if r.matches(route_point, did, caller)]
+        candidates.sort(key=lambda r: (r.did is None, r.caller is None))
+        return candidates[0] if candidates else None
+
+    @property
+    def route_points(self) -> list[str]:
+        return sorted({r.route_point for r in self.routes})

@@ -1,0 +1,105 @@
+"""``ivr emulator``: run the 3CX emulator in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from .app import Emulator
+from .config import EmulatorConfig, parse_extensions
+
+
+def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Run a local 3CX V20 Call Control emulator.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--client-id", default="900")
+    p.add_argument("--client-secret", default=None,
+                   help="default: $IVR_EMULATOR_SECRET, else 'secret'")
+    p.add_argument("--route-point", default="800")
+    p.add_argument("--extensions", default="100-105", help="ranges and lists, e.g. 100-105,200")
+    p.add_argument("--busy", default="", help="extensions that answer busy, e.g. 104")
+    p.add_argument("--no-answer", default="", help="extensions that never answer, e.g. 105")
+    p.add_argument("--ring-seconds", type=float, default=0.5)
+    p.add_argument("--no-answer-timeout", type=float, default=20)
+    p.add_argument("--token-lifetime", type=float, default=3600)
+    p.add_argument("--keep-previous-tokens", action="store_true",
+                   help="a new token does not revoke the previous one")
+    p.add_argument("--inbound-status", choices=("Connected", "Ringing"), default="Connected")
+    p.add_argument("--repeat-upserts", action="store_true", help="repeat Upserts every 750 ms")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    """Build the config; raises ValueError with a one-line message on bad input."""
+    secret = args.client_secret or os.environ.get("IVR_EMULATOR_SECRET") or "secret"
+    extensions = {dn: "answer" for dn in parse_extensions(args.extensions)}
+    for flag, behaviour in ((args.busy, "busy"), (args.no_answer, "no_answer")):
+        if flag:
+            for dn in parse_extensions(flag):
+                if dn not in extensions:
+                    raise ValueError(f"--{behaviour.replace('_', '-')}: {dn!r} is not in --extensions")
+                extensions[dn] = behaviour
+    try:
+        return EmulatorConfig(
+            client_id=args.client_id,
+            client_secret=secret,
+            route_point=args.route_point,
+            extensions=extensions,
+            ring_seconds=args.ring_seconds,
+            no_answer_timeout=args.no_answer_timeout,
+            token_lifetime=args.token_lifetime,
+            revoke_previous_tokens=not args.keep_previous_tokens,
+            inbound_status=args.inbound_status,
+            repeat_upserts=args.repeat_upserts,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"]) or "config"
+        raise ValueError(f"{loc}: {first['msg']}") from None
+
+
+async def _serve(cfg: EmulatorConfig, host: str, port: int) -> None:
+    emu = Emulator(cfg)
+    await emu.start(host, port)
+    exts = ",".join(cfg.extensions)
+    print(f"3CX emulator listening on {emu.url} (client_id {cfg.client_id}, route point {cfg.route_point}, "
+          f"extensions {exts})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not on this platform / thread
+            pass
+    try:
+        await stop.wait()
+    finally:
+        await emu.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse ``argv`` (without the program name), serve until Ctrl-C; exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as exc:
+        print(f"ivr emulator: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(cfg, args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"ivr emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

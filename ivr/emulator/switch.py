@@ -1,0 +1,406 @@
+"""The emulated PBX's behaviour: calls arrive, ring, get routed, transferred, dropped.
+
+Every change to a leg is published on the event bus (Upsert/Remove) and written to the
+call's log. Offers (routeto/transferto/divert/makecall) ring in a task on the loop clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ivr.pbx.models import (
+    ActionRequest,
+    CallControlResultResponse,
+    DeviceInfo,
+    DNType,
+    FinalStatus,
+    MakeCallRequest,
+    ParticipantInfo,
+    ParticipantStatus,
+)
+
+from .config import BEHAVIOURS, EmulatorConfig
+from .events import EventBus
+from .media import RATE
+from .state import ApiError, Call, Dn, Leg, Offer, Party, device_id_for
+
+CONNECTED, RINGING, DIALING = ParticipantStatus.CONNECTED, ParticipantStatus.RINGING, ParticipantStatus.DIALING
+DTMF_DIGITS = set("0123456789*#ABCD")
+MAX_ENDED_CALLS = 100  # ended calls kept for inspection (with their heard audio)
+
+
+def _result(leg: ParticipantInfo | None, text: str, *, failed: str | None = None) -> CallControlResultResponse:
+    if failed:
+        return CallControlResultResponse(
+            finalstatus=FinalStatus.FAILED, reason=failed, reasontext=text, result=leg
+        )
+    return CallControlResultResponse(
+        finalstatus=FinalStatus.SUCCESS, reason="NotSpecified", reasontext=text, result=leg
+    )
+
+
+class Pbx:
+    """The switch: DNs, calls and every state change, publishing events as they happen."""
+
+    def __init__(self, config: EmulatorConfig, bus: EventBus) -> None:
+        self.config = config
+        self.bus = bus
+        host = config.host_address
+        rp = config.route_point
+        self.route_point = Dn(
+            dn=rp,
+            type=DNType.ROUTE_POINT,
+            device=DeviceInfo(dn=rp, device_id=device_id_for(rp, host), user_agent="3CX Route Point"),
+        )
+        self.dns: dict[str, Dn] = {rp: self.route_point}
+        for ext, behaviour in config.extensions.items():
+            self.dns[ext] = Dn(
+                dn=ext,
+                type=DNType.EXTENSION,
+                device=DeviceInfo(dn=ext, device_id=device_id_for(ext, host), user_agent="Emulated Phone"),
+                behaviour=behaviour,
+            )
+        self.calls: dict[int, Call] = {}
+        self.legs: dict[int, Leg] = {}
+        self._participant_ids = itertools.count(1)
+        self._leg_ids = itertools.count(10001)  # distinct ranges catch id mix-ups in clients
+        self._call_ids = itertools.count(1001)
+        self._external = re.compile(r"^\+?\d{%d,}$" % config.external_min_digits)
+
+    # --- clock and log ----------------------------------------------------------------------
+
+    @staticmethod
+    def now() -> float:
+        return asyncio.get_running_loop().time()
+
+    def log(self, call: Call, event: str, **fields: Any) -> None:
+        call.log.append({"t": round(self.now() - call.t0, 3), "event": event, **fields})
+
+    # --- lookups (raise ApiError with the HTTP status) ---------------------------------------
+
+    def get_dn(self, dn: str) -> Dn:
+        found = self.dns.get(dn)
+        if found is None:
+            raise ApiError(404, f"DN {dn!r} not found")
+        return found
+
+    def get_leg(self, dn: Dn, participant_id: str) -> Leg:
+        try:
+            pid = int(participant_id)
+        except ValueError:
+            raise ApiError(404, f"participant {participant_id!r} on DN {dn.dn!r}: not a participant id") from None
+        leg = self.legs.get(pid)
+        if leg is None:
+            raise ApiError(404, f"participant {pid} on DN {dn.dn!r} not found")
+        if leg.dn is not dn:
+            raise ApiError(403, f"participant {pid} is not controlled by DN {dn.dn!r}")
+        return leg
+
+    def get_call(self, callid: int | str) -> Call:
+        try:
+            call = self.calls.get(int(callid))
+        except ValueError:
+            call = None
+        if call is None:
+            raise ApiError(404, f"call {callid!r} not found")
+        return call
+
+    def set_behaviour(self, dn: str, behaviour: str) -> None:
+        ext = self.dns.get(dn)
+        if ext is None or ext.type != DNType.EXTENSION:
+            raise ApiError(404, f"extension {dn!r} not found")
+        if behaviour not in BEHAVIOURS:
+            raise ApiError(400, f"behaviour {behaviour!r}: must be one of {', '.join(BEHAVIOURS)}")
+        ext.behaviour = behaviour
+
+    # --- leg bookkeeping --------------------------------------------------------------------
+
+    def _new_leg(self, call: Call, dn: Dn, status: str, party: Party, **kw: Any) -> Leg:
+        leg = Leg(
+            id=next(self._participant_ids),
+            legid=next(self._leg_ids),
+            dn=dn,
+            call=call,
+            status=status,
+            party=party,
+            device_id=dn.device.device_id,
+            **kw,
+        )
+        dn.legs[leg.id] = leg
+        call.legs[leg.id] = leg
+        self.legs[leg.id] = leg
+        self.bus.upsert(dn.dn, leg.id)
+        return leg
+
+    def _set_status(self, leg: Leg, status: str) -> None:
+        leg.status = status
+        self.bus.upsert(leg.dn.dn, leg.id)
+
+    def _remove_leg(self, leg: Leg) -> None:
+        if leg.gone:
+            return
+        leg.gone = True
+        leg.dn.legs.pop(leg.id, None)
+        leg.call.legs.pop(leg.id, None)
+        self.legs.pop(leg.id, None)
+        for stream in list(leg.streams):
+            stream.end("end")
+        self.bus.remove(leg.dn.dn, leg.id)
+
+    def _store(self, call: Call) -> None:
+        self.calls[call.callid] = call
+        ended = [c for c in self.calls.values() if c.state == "ended"]
+        for old in ended[: max(0, len(ended) - MAX_ENDED_CALLS)]:
+            del self.calls[old.callid]
+
+    # --- calls from the outside world -------------------------------------------------------
+
+    def inbound(self, caller: str, to: str | None = None, name: str = "", did: str | None = None) -> Call:
+        """An external caller dials the route point (control API ``POST /_emulator/calls``)."""
+        rp = self.route_point
+        to = to or rp.dn
+        if not caller:
+            raise ApiError(400, "calls: 'from' (the caller's number) is required")
+        if to != rp.dn:
+            raise ApiError(400, f"calls: 'to' is {to!r} but only the route point {rp.dn!r} takes external calls")
+        far = Party(name=name or "", dn=caller, caller_id=caller, did=did if did is not None else to,
+                    dn_type=DNType.EXTERNAL_LINE)
+        call = Call(callid=next(self._call_ids), t0=self.now(), direction="inbound", far=far, caller=caller, to=to)
+        self._store(call)
+        self.log(call, "created", direction="inbound", **{"from": caller, "to": to, "name": far.name, "did": far.did})
+        status = self.config.inbound_status
+        call.holder = self._new_leg(call, rp, status, far)
+        call.location = rp.dn
+        if status == CONNECTED:
+            call.state = "connected"
+            self.log(call, "answered", dn=rp.dn, by="pbx")
+        return call
+
+    def hangup(self, call: Call) -> None:
+        """The far party hangs up."""
+        if call.state == "ended":
+            raise ApiError(409, f"call {call.callid} has already ended")
+        self.end_call(call, by="caller")
+
+    def dtmf_digit(self, call: Call, digit: str) -> None:
+        """The far party presses one key: one DTMFstring event on the leg that holds the call."""
+        leg = call.holder
+        if call.state == "ended" or leg is None:
+            raise ApiError(409, f"call {call.callid} has no leg of ours to send DTMF to (state {call.state})")
+        self.bus.dtmf(leg.dn.dn, leg.id, digit)
+        self.log(call, "dtmf", digit=digit, dn=leg.dn.dn)
+
+    def speak(self, call: Call, pcm: np.ndarray) -> tuple[float, float]:
+        """Queue the far party's speech; returns (start, end) in seconds since call start."""
+        if call.state == "ended":
+            raise ApiError(409, f"call {call.callid} has ended")
+        start, end = call.voice.queue(pcm, call.sample_at(self.now()))
+        self.log(call, "audio", seconds=round(len(pcm) / RATE, 3), start=round(start / RATE, 3),
+                 end=round(end / RATE, 3))
+        return start / RATE, end / RATE
+
+    def end_call(self, call: Call, by: str) -> None:
+        """End the whole call: every leg removed (Remove events), streams end."""
+        if call.state == "ended":
+            return
+        offer, call.offer = call.offer, None
+        if offer and offer.task:
+            offer.task.cancel()
+        for leg in list(call.legs.values()):
+            self._remove_leg(leg)
+        call.state, call.holder, call.held = "ended", None, False
+        call.ended_at = self.now()
+        self.log(call, "dropped", by=by)
+
+    # --- the Call Control actions -----------------------------------------------------------
+
+    def answer(self, leg: Leg) -> CallControlResultResponse:
+        if leg.status != RINGING:
+            raise ApiError(422, f"answer on participant {leg.id} of DN {leg.dn.dn!r}: it is {leg.status}, not Ringing")
+        if leg.dn is not self.route_point and not leg.dn.direct_control:
+            raise ApiError(422, f"answer on participant {leg.id}: device of DN {leg.dn.dn!r} has no direct control")
+        self._set_status(leg, CONNECTED)
+        if leg is leg.call.holder:
+            leg.call.state = "connected"
+        self.log(leg.call, "answered", dn=leg.dn.dn, by="api")
+        return _result(leg.info(), "Answered")
+
+    def drop(self, leg: Leg) -> CallControlResultResponse:
+        info = leg.info()
+        call = leg.call
+        offer = call.offer
+        if offer and offer.target is leg:
+            # Dropping the ringing leg at the destination rejects the offer only.
+            self.log(call, "dropped_leg", dn=leg.dn.dn, by="api")
+            self._finish_offer(offer, "rejected")
+        else:
+            self.end_call(call, by=f"api:{leg.dn.dn}")
+        return _result(info, "Dropped")
+
+    def attach(self, leg: Leg, body: ActionRequest) -> CallControlResultResponse:
+        if body.attacheddata is None:
+            raise ApiError(400, f"attach_participant_data on participant {leg.id}: 'attacheddata' object required")
+        leg.attached.update(body.attacheddata)
+        self.bus.upsert(leg.dn.dn, leg.id)
+        self.log(leg.call, "attached", dn=leg.dn.dn, data=dict(body.attacheddata))
+        return _result(leg.info(), "Attached")
+
+    def offer(self, leg: Leg, kind: str, body: ActionRequest) -> CallControlResultResponse:
+        """routeto / transferto / divert: offer the call to ``body.destination``."""
+        call = leg.call
+        where = f"{kind} on participant {leg.id} of DN {leg.dn.dn!r}"
+        if not body.destination:
+            raise ApiError(400, f"{where}: 'destination' is required")
+        allowed = {"divert": (RINGING,), "transferto": (CONNECTED,), "routeto": (RINGING, CONNECTED)}[kind]
+        if leg.status not in allowed:
+            raise ApiError(422, f"{where}: it is {leg.status}, must be {' or '.join(allowed)}")
+        if leg is not call.holder:
+            raise ApiError(422, f"{where}: this leg does not hold the call")
+        if call.offer is not None:
+            raise ApiError(422, f"{where}: an offer to {call.offer.destination!r} is still in progress")
+        timeout = self._timeout(body.timeout, where)
+        info = leg.info()
+        dest = body.destination
+        past = {"routeto": "routed", "transferto": "transferred", "divert": "diverted"}[kind]
+        target_dn, failure = self._classify(dest, leg.dn)
+        if failure:
+            self.log(call, past, destination=dest, result=failure)
+            return _failed(info, failure)
+        self.log(call, "offer", action=kind, destination=dest)
+        if kind == "divert":
+            self._remove_leg(leg)  # divert replaces the ringing leg at once
+            call.holder = None
+        if kind == "transferto":
+            call.held = True
+            self.log(call, "held")
+        target = None
+        if target_dn is not None:
+            target = self._new_leg(call, target_dn, RINGING, replace(call.far),
+                                   referred_by=(leg.dn.dn, leg.dn.type))
+        self._start_offer(Offer(kind=kind, destination=dest, origin=leg, target=target, timeout=timeout))
+        return _result(info, "Dialing")
+
+    def makecall(self, dn: Dn, body: MakeCallRequest, device_id: str | None = None) -> CallControlResultResponse:
+        """A call from one of our DNs (or one of its devices) to ``body.destination``."""
+        where = f"makecall from DN {dn.dn!r}"
+        if device_id is not None and device_id != dn.device.device_id:
+            raise ApiError(404, f"{where}: device {device_id!r} not found on this DN")
+        timeout = self._timeout(body.timeout, where)
+        dest = body.destination
+        target_dn, failure = self._classify(dest, dn)
+        if failure:
+            return _failed(None, failure)
+        if target_dn is not None:
+            far = Party(name=f"Extension {dest}", dn=dest, caller_id=dest, dn_type=target_dn.type)
+        else:
+            far = Party(dn=dest, caller_id=dest, dn_type=DNType.EXTERNAL_LINE)
+        call = Call(callid=next(self._call_ids), t0=self.now(), direction="outbound", far=far,
+                    caller=dn.dn, to=dest, state="dialing")
+        self._store(call)
+        self.log(call, "created", direction="outbound", **{"from": dn.dn, "to": dest})
+        origin = self._new_leg(call, dn, DIALING, far, originated_by=(dn.dn, dn.type))
+        if body.attacheddata:
+            origin.attached.update(body.attacheddata)
+        call.holder, call.location = origin, dn.dn
+        target = None
+        if target_dn is not None:
+            me = Party(name=dn.dn, dn=dn.dn, caller_id=dn.dn, dn_type=dn.type)
+            target = self._new_leg(call, target_dn, RINGING, me, originated_by=(dn.dn, dn.type))
+        self._start_offer(Offer(kind="makecall", destination=dest, origin=origin, target=target, timeout=timeout))
+        return _result(origin.info(), "Dialing")
+
+    # --- offers -----------------------------------------------------------------------------
+
+    def _timeout(self, value: int | None, where: str) -> float:
+        if value is None:
+            return self.config.no_answer_timeout
+        if value <= 0:
+            raise ApiError(400, f"{where}: 'timeout' must be a positive number of seconds, got {value}")
+        return float(value)
+
+    def _classify(self, dest: str, origin: Dn) -> tuple[Dn | None, str | None]:
+        """(extension DN or None for an external number, failure result or None)."""
+        dn = self.dns.get(dest)
+        if dn is not None and dn.type == DNType.EXTENSION and dn is not origin:
+            return (None, "busy") if dn.behaviour == "busy" else (dn, None)
+        if dn is None and self._external.match(dest):
+            return None, None
+        return None, "not_found"
+
+    def _start_offer(self, offer: Offer) -> None:
+        offer.origin.call.offer = offer
+        offer.task = asyncio.get_running_loop().create_task(self._ring(offer))
+
+    async def _ring(self, offer: Offer) -> None:
+        ring, timeout = self.config.ring_seconds, offer.timeout
+        if ring < timeout:
+            await asyncio.sleep(ring)
+            behaviour = offer.target.dn.behaviour if offer.target else "answer"
+            if behaviour == "answer":
+                self._finish_offer(offer, "answered")
+                return
+            if behaviour == "busy":  # switched to busy while ringing
+                self._finish_offer(offer, "busy")
+                return
+            await asyncio.sleep(timeout - ring)
+        else:
+            await asyncio.sleep(timeout)
+        self._finish_offer(offer, "no_answer")
+
+    def _finish_offer(self, offer: Offer, result: str) -> None:
+        call = offer.origin.call
+        if call.offer is not offer:
+            return
+        call.offer = None
+        if offer.task and offer.task is not asyncio.current_task():
+            offer.task.cancel()
+        kind, origin, target = offer.kind, offer.origin, offer.target
+        past = {"routeto": "routed", "transferto": "transferred", "divert": "diverted", "makecall": "makecall"}[kind]
+        if result == "answered":
+            if kind == "makecall":
+                self._set_status(origin, CONNECTED)
+                if target:
+                    self._set_status(target, CONNECTED)
+            else:
+                self._remove_leg(origin)  # the route point's leg leaves (Remove), then delivery
+                if target:
+                    self._set_status(target, CONNECTED)
+                call.holder = target
+                call.location = target.dn.dn if target else offer.destination
+                call.held = False
+            call.state = "connected"
+            self.log(call, past, destination=offer.destination, result="answered")
+            return
+        if target:
+            self._remove_leg(target)
+        self.log(call, past, destination=offer.destination, result=result)
+        if kind in ("routeto", "transferto") and not origin.gone:
+            if kind == "transferto":
+                call.held = False
+                self.log(call, "resumed")
+            self.bus.upsert(origin.dn.dn, origin.id)  # the offer was withdrawn: the leg is still ours
+        else:
+            self.end_call(call, by=result)
+
+    def repeat_upserts(self) -> None:
+        """Re-announce every participant, as real servers do every ~750 ms."""
+        for leg in list(self.legs.values()):
+            self.bus.upsert(leg.dn.dn, leg.id)
+
+
+_FAILURES = {  # result -> (reason, reasontext)
+    "busy": ("PhoneBusy", "Destination busy"),
+    "not_found": ("NotFound", "Destination not found"),
+}
+
+
+def _failed(leg: ParticipantInfo | None, failure: str) -> CallControlResultResponse:
+    """HTTP 200 with ``finalstatus: Failed``: how a refused delivery is answered."""
+    reason, text = _FAILURES[failure]
+    return _result(leg, text, failed=reason)

@@ -1,0 +1,174 @@
+"""Semantic checks on a validated flow: ids, gotos, reachability, files, template names.
+
+Runs after pydantic validation (which checks shapes and types), so every check here can
+rely on the models. Each finding is a :class:`Diagnostic` positioned via the loader's
+:class:`~ivr.flow.loader.Src` tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .diagnostics import Diagnostic, Severity
+from .schema import (
+    RESERVED_NAMES,
+    Flow,
+    GotoStep,
+    HangupStep,
+    Node,
+    PlayArgs,
+    Prompt,
+    ReturnStep,
+    SetStep,
+    StepBase,
+    SubflowStep,
+    VoicemailArgs,
+    suggest,
+)
+from .templates import Condition, Template
+
+__all__ = ["AUDIO_STEPS", "audio_search_path", "check_flow", "resolve_audio", "walk_nodes"]
+
+#: Steps that need the caller's audio; skipped in ``on_hangup``.
+AUDIO_STEPS = frozenset({"answer", "play", "say", "menu", "gather", "record", "voicemail",
+                         "transfer", "pause", "hangup", "attach_data"})
+_JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace",
+                            "true", "false", "none", "True", "False", "None"})
+_TERMINAL = (GotoStep, HangupStep, ReturnStep)
+
+
+def audio_search_path(folder: Path) -> list[Path]:
+    """Folders a relative audio path is looked up in: the flow's folder, then the nearest
+    ``audio/`` folders walking up from it, then ``./audio``."""
+    folder = folder.resolve()
+    dirs = [folder, *(p / "audio" for p in (folder, *folder.parents))]
+    cwd_audio = Path.cwd() / "audio"
+    if cwd_audio not in dirs:
+        dirs.append(cwd_audio)
+    return dirs
+
+
+def resolve_audio(name: str | Path, folder: Path) -> Path | None:
+    """The audio file ``name`` refers to (absolute paths as they are), or None."""
+    path = Path(name)
+    if path.is_absolute():
+        return path if path.is_file() else None
+    for base in audio_search_path(folder):
+        candidate = base / path
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def walk_nodes(obj: Any, src: Any, parent: Any = None, key: Any = None) -> Iterator[tuple[Any, Any, Any, Any]]:
+    """Yield (value, src, parent, key) for every model, list, dict, template and condition
+    under ``obj``; ``src`` is the nearest known source position (short forms have none of
+    their own, so they report their parent's)."""
+    yield obj, src, parent, key
+    if isinstance(obj, Node):
+        for name, f in type(obj).model_fields.items():
+            alias = f.alias or name
+            value = getattr(obj, name)
+            if value is None:
+                continue
+            yield from walk_nodes(value, src.child(alias) or src, obj, alias)
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            yield from walk_nodes(value, src.child(i) or src, obj, i)
+    elif isinstance(obj, dict):
+        for k, value in obj.items():
+            yield from walk_nodes(value, src.child(k) or src, obj, k)
+
+
+class _Checker:
+    def __init__(self, flow: Flow, file: str, check_files: bool) -> None:
+        self.flow, self.file, self.check_files = flow, file, check_files
+        self.out: list[Diagnostic] = []
+
+    def add(self, src: Any, severity: Severity, message: str, *, key: str | None = None) -> None:
+        line, col = src.key_pos(key) if key is not None else (src.line, src.col)
+        self.out.append(Diagnostic(self.file, line, col, severity, message))
+
+    def run(self, root: Any) -> list[Diagnostic]:
+        nodes = list(walk_nodes(self.flow, root))
+        steps = [(n, s) for n, s, _, _ in nodes if isinstance(n, StepBase)]
+        ids = self._ids(steps)
+        known = self._known_names(nodes)
+        for node, src, parent, key in nodes:
+            if isinstance(node, GotoStep) and node.goto not in ids:
+                self.add(src.at("goto"), "error",
+                         f"goto target {node.goto!r} not found{suggest(node.goto, ids)}")
+            elif isinstance(node, list) and node and all(isinstance(s, StepBase) for s in node):
+                self._unreachable(node, src)
+            elif isinstance(node, (Template, Condition)):
+                extra = {"mailbox"} if isinstance(parent, VoicemailArgs) and key == "file" else set()
+                self._names(node, src, known | extra)
+            if self.check_files:
+                self._files(node, src)
+        for step in self.flow.on_hangup:
+            if step.kind in AUDIO_STEPS:
+                self.add(root.at("on_hangup", self.flow.on_hangup.index(step)), "warning",
+                         f"{step.kind!r} is skipped in on_hangup: the caller is gone")
+        return self.out
+
+    def _ids(self, steps: list[tuple[StepBase, Any]]) -> dict[str, Any]:
+        ids: dict[str, Any] = {}
+        for step, src in steps:
+            if step.id is None:
+                continue
+            if step.id in ids:
+                first = ids[step.id]
+                self.add(src.at("id"), "error",
+                         f"duplicate step id {step.id!r} (first used on line {first.at('id').line})")
+            else:
+                ids[step.id] = src
+        return ids
+
+    def _unreachable(self, steps: list[StepBase], src: Any) -> None:
+        dead_after: tuple[str, int] | None = None
+        warned = False
+        for i, step in enumerate(steps):
+            step_src = src.child(i) or src
+            if step.id is not None:
+                dead_after, warned = None, False  # a goto target: reachable again
+            if dead_after is not None and not warned:
+                self.add(step_src, "warning",
+                         f"unreachable step: it follows the {dead_after[0]} on line {dead_after[1]} and has no id")
+                warned = True  # one warning per dead run
+            if dead_after is None and isinstance(step, _TERMINAL) and step.when is None:
+                dead_after = (step.kind, step_src.line)
+
+    def _known_names(self, nodes: list[tuple[Any, Any, Any, Any]]) -> set[str]:
+        known = set(RESERVED_NAMES) | _JINJA_GLOBALS | set(self.flow.vars) | set(self.flow.params)
+        for node, _, _, key in nodes:
+            if isinstance(node, SetStep):
+                known.update(node.set)
+            elif isinstance(node, Node) and getattr(node, "into", None):
+                known.add(node.into)
+        return known
+
+    def _names(self, tmpl: Template | Condition, src: Any, known: set[str]) -> None:
+        for name in sorted(tmpl.names - known):
+            self.add(src, "warning", f"template uses unknown name {name!r}{suggest(name, known)}"
+                     " (set it with 'set:' or 'vars:' first)")
+
+    def _files(self, node: Any, src: Any) -> None:
+        folder = self.flow.folder
+        if isinstance(node, (PlayArgs, Prompt)):
+            items, key = (node.files, "files") if isinstance(node, PlayArgs) else (node.parts, "parts")
+            for i, item in enumerate(items):
+                if isinstance(item, Template) and item.is_static and resolve_audio(item, folder) is None:
+                    base = src.child(key) or src
+                    self.add(base.child(i) or base, "error", f"audio file {str(item)!r} not found "
+                             "(looked next to the flow and in audio/ folders)")
+        elif isinstance(node, SubflowStep):
+            if not (folder / node.subflow.file).is_file():
+                self.add(src.at("subflow", "file"), "error", f"subflow file {node.subflow.file!r} not found")
+
+
+def check_flow(flow: Flow, root: Any, file: str, *, check_files: bool = True) -> list[Diagnostic]:
+    """All semantic problems of ``flow`` (errors and warnings), in file order."""
+    out = _Checker(flow, file, check_files).run(root)
+    return sorted(set(out), key=lambda d: (d.line, d.col, d.message))

@@ -1,0 +1,563 @@
+"""Run a YAML flow over a Call: each step is one Call method (or pure flow logic).
+
+Control flow uses an explicit stack of (step list, next index) frames, so ``goto`` can jump
+to any step id in the flow - into or out of nested branches - and the rest of the enclosing
+lists still runs in order afterwards. A per-call step budget stops endless goto loops.
+
+Error handling:
+
+* a step that raises (anything but :class:`CallHangup`) runs the flow's ``on_error`` steps
+  with ``error`` (the message) in the template context; the outcome is ``"error"``;
+* :class:`CallHangup` runs ``on_hangup`` with audio steps skipped; the outcome is
+  ``"caller_hangup"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .checks import AUDIO_STEPS, resolve_audio, walk_nodes
+from .hours import is_open
+from .schema import Flow, Prompt, StepBase
+from .templates import Template, evaluate, render_value
+
+__all__ = ["MAX_STEPS", "FlowError", "FlowOutcome", "run_flow"]
+
+log = logging.getLogger("ivr.flow")
+
+#: Steps one call may execute (subflows included) before the flow is stopped.
+MAX_STEPS = 1000
+#: Extra steps granted to on_error after the budget ran out, so it can still say sorry.
+ERROR_ALLOWANCE = 100
+#: HTTP response bodies beyond this are cut (a flow wants a small JSON answer).
+MAX_HTTP_BODY = 1024 * 1024
+
+
+class FlowError(Exception):
+    """A flow failed at run time in a way the flow itself caused (step limit, bad value)."""
+
+
+@dataclass
+class FlowOutcome:
+    """How a flow run ended.
+
+    ``status``: ``completed`` (ran off the end), ``returned`` (a ``return`` step),
+    ``hangup`` (a ``hangup`` step), ``transferred`` (an answered transfer ended the flow),
+    ``caller_hangup``, or ``error`` (``error`` holds the message; ``handled`` tells whether
+    ``on_error`` ran to its end).
+    """
+
+    status: str
+    returned: dict[str, Any] | None = None
+    error: str | None = None
+    handled: bool = False
+    steps: int = 0
+
+
+@dataclass
+class _Budget:
+    limit: int
+    used: int = 0
+
+
+@dataclass
+class _Stop:
+    status: str
+    returned: dict[str, Any] | None = None
+
+
+@dataclass
+class _Goto:
+    target: str
+
+
+@dataclass
+class _Branch:
+    steps: list[StepBase] = field(default_factory=list)
+
+
+def _hangup_exc() -> type[BaseException]:
+    from ivr.call.results import CallHangup
+
+    return CallHangup
+
+
+class _Runner:
+    def __init__(self, flow: Flow, call: Any, params: dict[str, Any], vars_: dict[str, Any], budget: _Budget) -> None:
+        self.flow, self.call, self.budget = flow, call, budget
+        self.params = params
+        self.vars = vars_
+        self.digits = ""
+        self.last: Any = None
+        self.error: str | None = None
+        self.hung_up_mode = False
+        self._lines: dict[int, int] | None = None
+        self.CallHangup = _hangup_exc()
+
+    # --- context ------------------------------------------------------------------------
+
+    def context(self, **extra: Any) -> dict[str, Any]:
+        call = self.call
+        caller = getattr(call, "caller", None)
+        ctx: dict[str, Any] = dict(self.vars)  # vars are also top-level names (never reserved ones)
+        ctx.update(
+            caller={"number": getattr(caller, "number", ""), "name": getattr(caller, "name", "")},
+            call={"id": getattr(call, "call_id", ""), "did": getattr(call, "did", ""),
+                  "route_point": getattr(call, "route_point", "")},
+            vars=self.vars, params=self.params, digits=self.digits, last=self.last,
+            now=datetime.now().astimezone(), error=self.error,
+        )
+        ctx.update(extra)
+        return ctx
+
+    def text(self, value: Any, **extra: Any) -> str:
+        if isinstance(value, Template):
+            return value.render(self.context(**extra))
+        return "" if value is None else str(value)
+
+    def value(self, value: Any) -> Any:
+        return render_value(value, self.context())
+
+    def line_of(self, step: StepBase) -> int:
+        if self._lines is None:
+            self._lines = {}
+            if self.flow._src is not None:
+                for node, src, _, _ in walk_nodes(self.flow, self.flow._src):
+                    if isinstance(node, StepBase):
+                        self._lines[id(node)] = src.line
+        return self._lines.get(id(step), 0)
+
+    def where(self, step: StepBase) -> str:
+        name = self.flow.path.name if self.flow.path else self.flow.name
+        line = self.line_of(step)
+        return f"{name}:{line}" if line else f"{name}"
+
+    def audio(self, name: Template) -> str:
+        text = self.text(name)
+        found = resolve_audio(text, self.flow.folder)
+        return str(found) if found is not None else text
+
+    def prompt(self, prompt: Prompt | None) -> Any:
+        """A Prompt model -> what Call takes (files resolved, texts rendered)."""
+        if prompt is None:
+            return None
+        parts: list[Any] = []
+        for part in prompt.parts:
+            if isinstance(part, Template):
+                parts.append(self.audio(part))
+            else:
+                item = {"say": self.text(part.say)}
+                if part.voice:
+                    item["voice"] = part.voice
+                if part.tts:
+                    item["tts"] = part.tts
+                parts.append(item)
+        return parts[0] if len(parts) == 1 else parts
+
+    def prompts(self, prompts: list[Prompt] | None) -> Any:
+        return None if prompts is None else [self.prompt(p) for p in prompts]
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def stack_for(self, target: str) -> list[list[Any]]:
+        try:
+            address = self.flow.address(target)
+        except KeyError as exc:
+            raise FlowError(str(exc.args[0])) from None
+        frames = [[steps, i + 1] for steps, i in address[:-1]]
+        steps, i = address[-1]
+        return [*frames, [steps, i]]
+
+    async def run_steps(self, steps: list[StepBase]) -> _Stop | None:
+        stack: list[list[Any]] = [[steps, 0]]
+        while stack:
+            frame = stack[-1]
+            items, i = frame
+            if i >= len(items):
+                stack.pop()
+                continue
+            frame[1] = i + 1
+            step = items[i]
+            self.budget.used += 1
+            if self.budget.used > self.budget.limit:
+                raise FlowError(f"{self.where(step)}: more than {self.budget.limit} steps ran "
+                                "(an endless goto loop?)")
+            if step.when is not None and not evaluate(step.when, self.context()):
+                continue
+            if self.hung_up_mode and step.kind in AUDIO_STEPS:
+                self.record(step, {"skipped": "caller hung up"}, 0.0)
+                continue
+            started = time.monotonic()
+            signal = await self.execute(step)
+            self.record(step, self.last, time.monotonic() - started)
+            if isinstance(signal, _Branch):
+                if signal.steps:
+                    stack.append([signal.steps, 0])
+            elif isinstance(signal, _Goto):
+                stack = self.stack_for(signal.target)
+            elif isinstance(signal, _Stop):
+                return signal
+        return None
+
+    def record(self, step: StepBase, result: Any, duration: float) -> None:
+        rec = getattr(self.call, "call_record", None)
+        if rec is not None and hasattr(rec, "add_step"):
+            rec.add_step(step.kind, step.id, _plain(result), duration)
+            return
+        steps = getattr(getattr(self.call, "record", None), "steps", None)
+        if isinstance(steps, list):
+            steps.append({"name": step.kind, "id": step.id, "result": _plain(result)})
+
+    async def execute(self, step: StepBase) -> Any:
+        handler = getattr(self, f"do_{step.kind}")
+        return await handler(step, step.action)
+
+    def store(self, into: str | None, value: Any) -> None:
+        if into:
+            self.vars[into] = value
+
+    # --- steps --------------------------------------------------------------------------
+
+    async def do_answer(self, step: StepBase, _: Any) -> None:
+        await self.call.answer()
+        self.last = None
+
+    async def do_hangup(self, step: StepBase, _: Any) -> _Stop:
+        await self.call.hangup()
+        self.last = None
+        return _Stop("hangup")
+
+    async def do_play(self, step: StepBase, a: Any) -> None:
+        files = [self.audio(f) for f in a.files]
+        result = await self.call.play(*files, loop=a.loop, barge_in=a.barge_in)
+        self.last = {"completed": result.completed, "interrupted_by": result.interrupted_by}
+
+    async def do_say(self, step: StepBase, a: Any) -> None:
+        result = await self.call.say(self.text(a.text), voice=a.voice, tts=a.tts, barge_in=a.barge_in)
+        self.last = {"completed": result.completed, "interrupted_by": result.interrupted_by}
+
+    async def do_hours(self, step: StepBase, a: Any) -> _Branch:
+        open_now = is_open(a.schedule, datetime.now().astimezone())
+        self.last = {"open": open_now}
+        self.store(a.into, open_now)
+        return _Branch(a.open if open_now else a.closed)
+
+    def _gather_result(self, result: Any, into: str | None, key: str) -> dict[str, Any]:
+        self.digits = result.digits
+        out = {k: getattr(result, k, None) for k in
+               ("status", "digits", "terminator", "attempts", "source", "transcript", "confidence", "choice")}
+        self.last = out
+        # `into` gets the value authors want in a variable: the digits (gather) or the key
+        # (menu); `last` keeps the whole result.
+        self.store(into, out[key] if out["status"] == "match" else None)
+        return out
+
+    async def do_menu(self, step: StepBase, a: Any) -> _Branch:
+        result = await self.call.menu(
+            prompt=self.prompt(a.prompt), choices=list(a.choices), retries=a.retries,
+            reprompt=self.prompt(a.reprompt), no_input_prompt=self.prompts(a.no_input_prompt),
+            no_match_prompt=self.prompts(a.no_match_prompt), timeout=a.timeout, barge_in=a.barge_in,
+        )
+        out = self._gather_result(result, a.into, "choice")
+        if out["status"] == "match":
+            return _Branch(a.choices.get(out["choice"] or out["digits"], []))
+        return _Branch(a.on_no_input if out["status"] == "no_input" else a.on_no_match)
+
+    async def do_gather(self, step: StepBase, a: Any) -> _Branch:
+        result = await self.call.gather(
+            prompt=self.prompt(a.prompt), rules=a.rules, retries=a.retries,
+            reprompt=self.prompt(a.reprompt), no_input_prompt=self.prompts(a.no_input_prompt),
+            no_match_prompt=self.prompts(a.no_match_prompt), barge_in=a.barge_in,
+        )
+        out = self._gather_result(result, a.into, "digits")
+        branch = {"match": a.on_match, "no_input": a.on_no_input, "no_match": a.on_no_match}
+        return _Branch(branch.get(out["status"], []))
+
+    async def do_transfer(self, step: StepBase, a: Any) -> Any:
+        to = self.text(a.to).strip()
+        if not to:
+            raise FlowError(f"{self.where(step)}: transfer destination {str(a.to)!r} rendered empty")
+        result = await self.call.transfer(to, mode=a.mode, timeout=a.timeout)
+        self.last = {"status": result.status, "reason": result.reason, "destination": to}
+        self.store(a.into, self.last)
+        branches = {"answered": a.on_answered, "busy": a.on_busy, "no_answer": a.on_no_answer, "failed": a.on_failed}
+        chosen = branches.get(result.status, [])
+        if result.status == "answered" and not chosen:
+            return _Stop("transferred")  # the call has left the IVR
+        return _Branch(chosen)
+
+    async def do_record(self, step: StepBase, a: Any) -> None:
+        result = await self.call.record(
+            self.text(a.file), max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys,
+            beep=a.beep, mode=a.mode, metadata={k: str(v) for k, v in self.value(a.metadata).items()} or None,
+        )
+        self.last = {"path": str(result.path) if result.path else None, "duration": result.duration, "reason": result.reason}
+        self.store(a.into, self.last)
+
+    async def do_voicemail(self, step: StepBase, a: Any) -> None:
+        mailbox = self.text(a.mailbox)
+        if a.greeting is not None:
+            await self.call.play_prompt(self.prompt(a.greeting), barge_in=True)
+        path = self.text(a.file, mailbox=mailbox)
+        result = await self.call.record(
+            path, max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys, beep=a.beep,
+            metadata={"mailbox": mailbox, "kind": "voicemail"},
+        )
+        self.last = {"path": str(result.path) if result.path else None, "duration": result.duration,
+                     "reason": result.reason, "mailbox": mailbox}
+        self.store(a.into, self.last)
+
+    async def do_set(self, step: StepBase, values: dict[str, Any]) -> None:
+        for name, value in values.items():  # in order: later values see earlier ones
+            self.vars[name] = render_value(value, self.context())
+        self.last = {k: self.vars[k] for k in values}
+
+    async def do_if(self, step: StepBase, cond: Any) -> _Branch:
+        result = evaluate(cond, self.context())
+        self.last = {"result": result}
+        return _Branch(step.then if result else step.else_)
+
+    async def do_switch(self, step: StepBase, value: Template) -> _Branch:
+        text = self.text(value).strip()
+        self.last = {"value": text}
+        return _Branch(step.cases.get(text, step.default))
+
+    async def do_goto(self, step: StepBase, target: str) -> _Goto:
+        self.last = {"target": target}
+        return _Goto(target)
+
+    async def do_subflow(self, step: StepBase, a: Any) -> None:
+        path = self.flow.folder / a.file
+        params = self.value(a.params)
+        returned = await _run_path(self.call, path, params, self.budget, hung_up=self.hung_up_mode)
+        self.last = returned
+        self.store(a.into, returned)
+
+    async def do_http(self, step: StepBase, a: Any) -> _Branch | None:
+        import aiohttp
+
+        url = self.text(a.url)
+        headers = {k: self.text(v) for k, v in a.headers.items()}
+        query = {k: str(v) for k, v in self.value(a.query).items()}
+        kwargs: dict[str, Any] = {"headers": headers, "params": query or None}
+        if a.json_ is not None:
+            kwargs["json"] = self.value(a.json_)
+        elif a.body is not None:
+            kwargs["data"] = self.text(a.body).encode()
+        result: dict[str, Any]
+        try:
+            timeout = aiohttp.ClientTimeout(total=a.timeout)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.request(a.method, url, **kwargs) as resp:
+                    raw = await resp.content.read(MAX_HTTP_BODY)
+                    text = raw.decode(resp.charset or "utf-8", errors="replace")
+                    result = {"status": resp.status, "ok": resp.status < 400, "text": text,
+                              "json": None, "body": text, "error": None}
+                    if "json" in (resp.content_type or ""):
+                        try:
+                            result["json"] = result["body"] = json.loads(text)
+                        except ValueError:
+                            pass
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            # the URL may carry secrets in its query: name only the host
+            host = _host(url)
+            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
+            result = {"status": 0, "ok": False, "text": "", "json": None, "body": None, "error": f"{host}: {reason}"}
+        self.last = result
+        self.store(a.into, result)
+        if result["ok"]:
+            return None
+        if a.on_failure:
+            return _Branch(a.on_failure)
+        problem = result["error"] or f"HTTP {result['status']} from {_host(url)}"
+        raise FlowError(f"{self.where(step)}: http {a.method} failed: {problem}")
+
+    async def do_pause(self, step: StepBase, seconds: float) -> None:
+        await self.call.sleep(seconds)
+        self.last = None
+
+    async def do_log(self, step: StepBase, a: Any) -> None:
+        message = self.text(a.message)
+        emit = getattr(self.call, "log_event", None)
+        if a.level == "info" and callable(emit):
+            emit(message, step=step.id or step.kind)
+        else:
+            logging.getLogger("ivr.flow.log").log(logging.getLevelName(a.level.upper()), "%s", message)
+        self.last = {"message": message}
+
+    async def do_attach_data(self, step: StepBase, data: dict[str, Template]) -> None:
+        values = {k: self.text(v) for k, v in data.items()}
+        await self.call.attach_data(values)
+        self.last = values
+
+    async def do_return(self, step: StepBase, values: dict[str, Any] | None) -> _Stop:
+        returned = self.value(values) if values else {}
+        self.last = returned
+        return _Stop("returned", returned)
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).hostname or "?"
+    except ValueError:
+        return "?"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+async def _run(flow: Flow, call: Any, params: dict[str, Any] | None, budget: _Budget,
+               vars_: dict[str, Any] | None, *, hung_up: bool = False) -> FlowOutcome:
+    unknown = sorted(set(params or {}) - set(flow.params))
+    if unknown:
+        raise FlowError(f"flow {flow.name!r} has no parameter {unknown[0]!r} (it takes: {', '.join(flow.params) or 'none'})")
+    merged = {**flow.params, **(params or {})}
+    if vars_ is None:
+        vars_ = {}
+    for name, value in flow.vars.items():
+        vars_.setdefault(name, value)
+    runner = _Runner(flow, call, merged, vars_, budget)
+    runner.hung_up_mode = hung_up
+    CallHangup = runner.CallHangup
+    start = budget.used
+    try:
+        try:
+            stop = await runner.run_steps(flow.steps)
+        except CallHangup:
+            raise
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any step failure goes to on_error
+            message = str(exc) or type(exc).__name__
+            log.warning("flow %s: %s", flow.name, message)
+            if hasattr(getattr(call, "call_record", None), "errors"):
+                call.call_record.errors.append(message)
+            if not flow.on_error or hung_up:
+                return FlowOutcome("error", error=message, steps=budget.used - start)
+            runner.error = message
+            budget.limit = max(budget.limit, budget.used + ERROR_ALLOWANCE)
+            try:
+                await runner.run_steps(flow.on_error)
+            except CallHangup:
+                raise
+            except Exception as again:  # noqa: BLE001
+                return FlowOutcome("error", error=f"{message}; then on_error failed: {again}", steps=budget.used - start)
+            return FlowOutcome("error", error=message, handled=True, steps=budget.used - start)
+    except CallHangup:
+        if not hung_up and flow.on_hangup:
+            runner.hung_up_mode = True
+            budget.limit = max(budget.limit, budget.used + ERROR_ALLOWANCE)
+            try:
+                await runner.run_steps(flow.on_hangup)
+            except Exception as exc:  # noqa: BLE001 - nobody is left to tell; log it
+                log.warning("flow %s: on_hangup failed: %s", flow.name, exc)
+        return FlowOutcome("caller_hangup", steps=budget.used - start)
+    if stop is None:
+        return FlowOutcome("completed", steps=budget.used - start)
+    return FlowOutcome(stop.status, returned=stop.returned, steps=budget.used - start)
+
+
+def _budget_of(call: Any, max_steps: int) -> _Budget:
+    # One budget per call, shared by the flow and every subflow it runs.
+    budget = getattr(call, "_flow_budget", None)
+    if not isinstance(budget, _Budget):
+        budget = _Budget(max_steps)
+        try:
+            call._flow_budget = budget
+        except AttributeError:  # pragma: no cover - a call object with __slots__
+            pass
+    return budget
+
+
+async def _run_path(call: Any, path: Path, params: dict[str, Any], budget: _Budget, *, hung_up: bool = False) -> dict[str, Any]:
+    """Run a subflow file; its ``return`` values (or {}) come back. Errors propagate."""
+    runnable = _load_cached(path)
+    if isinstance(runnable, YamlFlow):
+        outcome = await _run(runnable.flow, call, params, budget, {}, hung_up=hung_up)
+        if outcome.status == "error" and not outcome.handled:
+            raise FlowError(f"subflow {path.name}: {outcome.error}")
+        if outcome.status == "caller_hangup":
+            raise runnable_hangup()
+        return outcome.returned or {}
+    result = await runnable.run(call, params=params)
+    return result if isinstance(result, dict) else ({} if result is None else {"result": result})
+
+
+_CACHE: dict[Path, tuple[tuple[int, int], Any]] = {}
+
+
+def _load_cached(path: Path) -> Any:
+    """load_any with a cache keyed by the file's mtime and size (subflows run per call)."""
+    from . import load_any
+
+    key = path.resolve()
+    try:
+        st = key.stat()
+    except OSError:
+        return load_any(path)  # raises the proper "file not found" FlowLoadError
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    runnable = load_any(path)
+    if len(_CACHE) > 256:
+        _CACHE.clear()
+    _CACHE[key] = (stamp, runnable)
+    return runnable
+
+
+def runnable_hangup() -> BaseException:
+    return _hangup_exc()("caller hung up during a subflow")
+
+
+async def run_flow(flow: Flow, call: Any, *, params: dict[str, Any] | None = None,
+                   max_steps: int = MAX_STEPS) -> FlowOutcome:
+    """Run ``flow`` on ``call`` to its end; never raises for flow errors (see FlowOutcome).
+
+    The flow's variables live in ``call.vars`` (initial ``vars:`` fill in names not set
+    yet). ``max_steps`` bounds the steps of this call, subflows included."""
+    if getattr(call, "subflow_runner", "absent") is None:
+        from . import run_subflow
+
+        call.subflow_runner = run_subflow
+    vars_ = getattr(call, "vars", None)
+    if not isinstance(vars_, dict):
+        vars_ = {}
+    return await _run(flow, call, params, _budget_of(call, max_steps), vars_)
+
+
+class YamlFlow:
+    """A loaded YAML flow as the worker runs it: ``await YamlFlow(flow).run(call)``."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.path = flow.path
+        self.name = flow.name
+
+    async def run(self, call: Any, params: dict[str, Any] | None = None) -> FlowOutcome:
+        """Run the flow; re-raises CallHangup, raises FlowError for an unhandled error."""
+        outcome = await run_flow(self.flow, call, params=params)
+        if outcome.status == "caller_hangup":
+            raise runnable_hangup()
+        if outcome.status == "error" and not outcome.handled:
+            raise FlowError(outcome.error)
+        return outcome
+
+    def __repr__(self) -> str:
+        return f"YamlFlow({str(self.path or self.name)!r})"

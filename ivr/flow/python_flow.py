@@ -1,0 +1,93 @@
+"""Python flows: a module file with ``async def main(call) -> None``.
+
+    # flows/pin.py
+    async def main(call):
+        await call.answer()
+        result = await call.gather(prompt="pin_prompt.wav", max_digits=4)
+        ...
+
+Loaded by path (not by import name), so flows need not live on ``sys.path``. A flow may also
+accept parameters: ``async def main(call, **params)`` - subflow and ``run(params=...)`` pass
+them as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .diagnostics import Diagnostic, FlowLoadError
+
+__all__ = ["PythonFlow", "load_python_flow"]
+
+_counter = 0
+
+
+def _module_name(path: Path) -> str:
+    global _counter
+    _counter += 1
+    safe = "".join(c if c.isalnum() else "_" for c in path.stem)
+    return f"ivr_flow_{safe}_{_counter}"
+
+
+def _fail(path: Path, line: int, message: str) -> FlowLoadError:
+    return FlowLoadError([Diagnostic(str(path), line, 1 if line else 0, "error", message)])
+
+
+def load_python_flow(path: str | Path) -> PythonFlow:
+    """Import the module at ``path`` and check it defines ``async def main(call)``.
+
+    Raises :class:`FlowLoadError` (file:line: message) for a missing file, a syntax error,
+    an exception while importing, or a missing / non-async ``main``."""
+    p = Path(path)
+    if not p.is_file():
+        raise _fail(p, 0, "file not found" if not p.exists() else "not a file")
+    name = _module_name(p)
+    spec = importlib.util.spec_from_file_location(name, p)
+    if spec is None or spec.loader is None:
+        raise _fail(p, 0, "cannot load as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise FlowLoadError([Diagnostic(str(p), exc.lineno or 0, exc.offset or 0, "error",
+                                        f"syntax error: {exc.msg}")]) from None
+    except Exception as exc:  # noqa: BLE001 - importing user code may raise anything
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == p]
+        line = frames[-1].lineno if frames else 0
+        raise _fail(p, line or 0, f"error while importing: {type(exc).__name__}: {exc}") from None
+    finally:
+        sys.modules.pop(name, None)
+    main = getattr(module, "main", None)
+    if main is None:
+        raise _fail(p, 0, "no 'main' function: a Python flow defines 'async def main(call)'")
+    if not inspect.iscoroutinefunction(main):
+        line = getattr(getattr(main, "__code__", None), "co_firstlineno", 0)
+        raise _fail(p, line, "'main' must be 'async def main(call)', not a plain function")
+    return PythonFlow(p, module, main)
+
+
+class PythonFlow:
+    """A loaded Python flow: ``await flow.run(call, params)`` calls ``main(call, **params)``."""
+
+    def __init__(self, path: Path, module: ModuleType, main: Any) -> None:
+        self.path = path
+        self.name = path.stem
+        self.module = module
+        self.main = main
+
+    async def run(self, call: Any, params: dict[str, Any] | None = None) -> Any:
+        """Run ``main``; a Python flow can call YAML subflows with ``call.subflow(path, **params)``."""
+        if getattr(call, "subflow_runner", "absent") is None:
+            from . import run_subflow
+
+            call.subflow_runner = run_subflow
+        return await self.main(call, **(params or {}))
+
+    def __repr__(self) -> str:
+        return f"PythonFlow({str(self.path)!r})"

@@ -1,0 +1,967 @@
+"""Pydantic models of a YAML flow file: the single source of truth for the format.
+
+The loader validates parsed YAML against :class:`Flow`; :func:`flow_json_schema` derives the
+editor schema (``ivr/flow/flow.schema.json``) from the same models, and the interpreter reads
+the validated models. Short forms an author may write (``- answer``, ``play: a.wav``,
+``transfer: "101"``) are normalised here, in one place, to the long forms.
+
+Every model forbids unknown fields; errors carry a ``loc`` that the loader maps back to the
+YAML line and column. Conventions for custom errors raised here (read by the loader):
+``ctx["at_key"]`` points the error at a mapping key, ``ctx["subpath"]`` descends further.
+"""
+
+from __future__ import annotations
+
+import difflib
+import keyword
+import re
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetCoreSchemaHandler,
+    PlainValidator,
+    PrivateAttr,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError, core_schema
+
+from .hours import HoursError, Schedule, parse_days, parse_ranges, parse_schedule
+from .templates import Condition, Template, TemplateError
+
+__all__ = [
+    "RESERVED_NAMES",
+    "STEP_TYPES",
+    "Flow",
+    "Prompt",
+    "SayPrompt",
+    "Step",
+    "StepBase",
+    "flow_json_schema",
+]
+
+#: Names the template context defines; flow variables may not take them.
+RESERVED_NAMES = frozenset({"caller", "call", "vars", "digits", "params", "last", "now", "error"})
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+DTMF_KEYS = "0123456789*#ABCD"
+
+
+def suggest(word: str, options: Any) -> str:
+    """`` (did you mean 'x'?)`` for the closest option, or ``""``."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --- value types --------------------------------------------------------------------------
+
+
+def _template(value: str) -> Template:
+    try:
+        return Template(value)
+    except TemplateError as exc:
+        raise PydanticCustomError("template_syntax", "{message}", {"message": str(exc)}) from None
+
+
+def _template_core_schema(_cls: Any, _source: Any, _handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    return core_schema.no_info_after_validator_function(
+        _template, core_schema.str_schema(coerce_numbers_to_str=True)
+    )
+
+
+def _template_json_schema(_cls: Any, _core: Any, _handler: Any) -> dict[str, Any]:
+    # Numbers are accepted (and read as text) wherever a template is: `to: 101`.
+    return {"type": ["string", "number"]}
+
+
+Template.__get_pydantic_core_schema__ = classmethod(_template_core_schema)  # type: ignore[attr-defined]
+Template.__get_pydantic_json_schema__ = classmethod(_template_json_schema)  # type: ignore[attr-defined]
+
+#: A string that may hold ``{{ placeholders }}``; compiled at load time.
+Text = Template
+
+
+def _condition(value: Any) -> Condition:
+    if not isinstance(value, (str, bool, int, float)) or value is None:
+        raise PydanticCustomError(
+            "condition_type", "a condition must be an expression or a boolean, got {kind}",
+            {"kind": type(value).__name__},
+        )
+    try:
+        return Condition(value)
+    except TemplateError as exc:
+        raise PydanticCustomError("template_syntax", "{message}", {"message": str(exc)}) from None
+
+
+Cond = Annotated[
+    Condition,
+    PlainValidator(_condition, json_schema_input_type=Union[str, bool]),
+]
+
+
+def _value(value: Any, path: tuple[Any, ...] = ()) -> Any:
+    """Any YAML value; every string in it becomes a Template (errors name the sub-path)."""
+    if isinstance(value, str):
+        try:
+            return Template(value)
+        except TemplateError as exc:
+            raise PydanticCustomError(
+                "template_syntax", "{message}", {"message": str(exc), "subpath": list(path)}
+            ) from None
+    if isinstance(value, dict):
+        return {k: _value(v, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_value(v, (*path, i)) for i, v in enumerate(value)]
+    return value
+
+
+#: Any YAML value whose strings are templates (``set``, ``json``, ``params``, ``return``).
+Value = Annotated[Any, PlainValidator(_value, json_schema_input_type=Any)]
+
+
+def _var_name(value: str) -> str:
+    if not _IDENT.match(value) or keyword.iskeyword(value) or value in ("true", "false", "none"):
+        raise PydanticCustomError(
+            "var_name", "'{name}' is not a valid variable name (letters, digits, _)", {"name": value}
+        )
+    if value in RESERVED_NAMES:
+        raise PydanticCustomError(
+            "var_reserved", "'{name}' is reserved by the template context ({names})",
+            {"name": value, "names": ", ".join(sorted(RESERVED_NAMES))},
+        )
+    return value
+
+
+VarName = Annotated[str, Field(description="A flow variable name."), PlainValidator(
+    lambda v: _var_name(_as_str(v)), json_schema_input_type=str)]
+
+
+def _as_str(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise PydanticCustomError("string_type", "Input should be a valid string")
+    return str(v)
+
+
+def _step_id(v: Any) -> str:
+    text = _as_str(v)
+    if not _STEP_ID.match(text):
+        raise PydanticCustomError(
+            "step_id", "step id '{id}' must start with a letter or _ and use letters, digits, _ . -",
+            {"id": text},
+        )
+    return text
+
+
+StepId = Annotated[str, PlainValidator(_step_id, json_schema_input_type=str)]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+# --- base ---------------------------------------------------------------------------------
+
+
+class Node(BaseModel):
+    """Base of all flow-file models: strict keys, numbers accepted where text is expected."""
+
+    model_config = ConfigDict(
+        extra="forbid", coerce_numbers_to_str=True, populate_by_name=True,
+        arbitrary_types_allowed=True, defer_build=True,
+    )
+
+    #: Human name used in error messages ("transfer", "menu").
+    what: ClassVar[str] = ""
+    #: Extra JSON-schema forms an author may write instead of the mapping (short forms).
+    json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prepare(cls, data: Any, info: ValidationInfo) -> Any:
+        # The loader passes a context; remember which model read which mapping so an
+        # unknown key can be answered with "did you mean" from this model's own fields.
+        if info.context is not None and isinstance(data, dict):
+            info.context.setdefault("models", {})[id(data)] = cls
+        return cls.normalize(data)
+
+    @classmethod
+    def normalize(cls, data: Any) -> Any:
+        """Turn a short form into the mapping form; the default keeps data as is."""
+        return data
+
+    @classmethod
+    def field_keys(cls) -> list[str]:
+        """The keys an author may write in this mapping."""
+        return [f.alias or name for name, f in cls.model_fields.items()]
+
+
+def _one_or_many(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+# --- prompts ------------------------------------------------------------------------------
+
+
+class SayPrompt(Node):
+    """A spoken part of a prompt: ``{say: "text", voice: optional}``."""
+
+    what: ClassVar[str] = "say prompt"
+    say: Text = Field(description="Text to speak (a template).")
+    voice: str | None = Field(None, description="TTS voice name.")
+    tts: str | None = Field(None, description="TTS adapter name.")
+
+
+def _prompt_part_tag(v: Any) -> str:
+    return "prompt:say" if isinstance(v, dict) else "prompt:file"
+
+
+PromptPart = Annotated[
+    Union[Annotated[Text, Tag("prompt:file")], Annotated[SayPrompt, Tag("prompt:say")]],
+    Discriminator(_prompt_part_tag),
+]
+
+
+class Prompt(Node):
+    """What to play: an audio file, ``{say: text}``, or a list of those played in order."""
+
+    what: ClassVar[str] = "prompt"
+    json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = (
+        {"type": "string", "description": "Audio file (flow folder, then audio/)."},
+        {"$ref": "#/$defs/SayPrompt"},
+        {"type": "array", "items": {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/SayPrompt"}]}},
+    )
+    parts: list[PromptPart] = Field(min_length=1)
+
+    @classmethod
+    def normalize(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "parts" not in data:
+            return {"parts": [data]}
+        if isinstance(data, (str, int, float, list)) and not isinstance(data, bool):
+            return {"parts": _one_or_many(data)}
+        return data
+
+    def files(self) -> list[Template]:
+        """The audio-file parts."""
+        return [p for p in self.parts if isinstance(p, Template)]
+
+    def to_call(self) -> Any:
+        """The shape ``Call`` takes: a str, ``{"say":..}`` or a list of those (unrendered)."""
+        out = [p if isinstance(p, Template) else p.model_dump(exclude_none=True) for p in self.parts]
+        return out[0] if len(out) == 1 else out
+
+
+def _escalation(value: Any) -> Any:
+    # "one per attempt, last repeats": a list is a sequence of prompts, each of which
+    # may itself be a list of parts played in order.
+    return value if isinstance(value, list) else [value]
+
+
+Escalation = Annotated[list[Prompt], Field(min_length=1)]
+
+
+class _Escalating(Node):
+    """Shared retry/prompt fields of menu and gather."""
+
+    retries: int = Field(2, ge=0, le=20, description="Extra attempts after the first.")
+    reprompt: Prompt | None = Field(None, description="Played instead of `prompt` on retries.")
+    no_input_prompt: Escalation | None = Field(
+        None, description="Played after no input; a list escalates, its last entry repeats.")
+    no_match_prompt: Escalation | None = Field(
+        None, description="Played after invalid input; a list escalates, its last entry repeats.")
+    barge_in: bool = Field(True, description="Input interrupts the prompt.")
+    into: VarName | None = Field(None, description="Variable that receives the result.")
+
+    @field_validator("no_input_prompt", "no_match_prompt", mode="before")
+    @classmethod
+    def _escalate(cls, v: Any) -> Any:
+        return None if v is None else _escalation(v)
+
+
+# --- steps --------------------------------------------------------------------------------
+
+
+class StepBase(Node):
+    """Fields every step may carry besides its action."""
+
+    kind: ClassVar[str] = ""
+    id: StepId | None = Field(None, description="Name of this step, a `goto` target.")
+    when: Cond | None = Field(None, description="Run the step only if this condition holds.")
+
+    def branches(self) -> list[tuple[tuple[str, ...], list[StepBase]]]:
+        """Every nested step list of this step with its key path in the YAML mapping,
+        e.g. ``(("then",), [...])`` or ``(("menu", "choices", "1"), [...])``."""
+        out: list[tuple[tuple[str, ...], list[StepBase]]] = []
+        _collect_branches(self, (), out, top=True)
+        return out
+
+    @property
+    def action(self) -> Any:
+        """The value under the step's keyword (its arguments)."""
+        return getattr(self, _FIELD_OF.get(self.kind, self.kind))
+
+
+def _is_steps(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(s, StepBase) for s in value)
+
+
+def _collect_branches(obj: Any, prefix: tuple[str, ...], out: list[Any], *, top: bool = False) -> None:
+    if isinstance(obj, StepBase) and not top:
+        return
+    if isinstance(obj, Node):
+        for name, f in type(obj).model_fields.items():
+            _collect_branches(getattr(obj, name), (*prefix, f.alias or name), out)
+    elif _is_steps(obj):
+        out.append((prefix, obj))
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            if _is_steps(value):
+                out.append(((*prefix, str(key)), value))
+
+
+class _NoArgStep(StepBase):
+    @classmethod
+    def normalize(cls, data: Any) -> Any:
+        return {cls.kind: None} if data == cls.kind else data
+
+
+class AnswerStep(_NoArgStep):
+    """``- answer``: pick up the call."""
+
+    kind: ClassVar[str] = "answer"
+    what: ClassVar[str] = "answer step"
+    json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"const": "answer"},)
+    answer: None = Field(description="Answer the call.")
+
+
+class HangupStep(_NoArgStep):
+    """``- hangup``: end the call."""
+
+    kind: ClassVar[str] = "hangup"
+    what: ClassVar[str] = "hangup step"
+    json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"const": "hangup"},)
+    hangup: None = Field(description="Hang up.")
+
+
+class PlayArgs(Node):
+    """``play: a.wav`` or ``{files: [a.wav, b.wav], loop: 2, barge_in: false}``."""
+
+    what: ClassVar[str] = "play"
+    json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = (
+        {"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    )
+    files: list[Text] = Field(min_length=1, description="Audio files, played in order.")
+    loop: int = Field(1, ge=1, le=100, description="How many times to play the files.")
+    barge_in: bool = Field(True, description="DTMF or speech interrupts playback.")
+
+    @classmethod
+    def normalize(cls, data: Any) -> Any:
+        if isinstance(data, (str, int, float, list)) and not isinstance(data, bool):
+            return {"files": _one_or_many(data)}
+        if isinstance(data, dict) and "files" in data:
+            return {**data, "files": _one_or_many(data["files"])}
+        return data
+
+
+class PlayStep(StepBase):
+    kind: ClassVar[str] = "play"
+    what: ClassVar[str] = "play step"
+    play: PlayArgs
+
+
+class SayArgs(Node):
+    """``say: "text"`` or ``{text:, voice:, tts:, barge_in:}``."""
+
+    what: ClassVar[str] = "say"
+    json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"type": "string"},)
+    text: Text = Field(description="Text to speak (a template).")
+    voice: str | None = Field(None, description="TTS voice name.")
+    tts: str | None = Field(None, description="TTS adapter name.")
+    barge_in: bool = True
+
+    @classmethod
+    def normalize(cls, data: Any) -> Any:
+        if isinstance(data, (str, int, float)) and not isinstance(data, bool):
+            return {"text": data}
+        return data
+
+
+class SayStep(StepBase):
+    kind: ClassVar[str] = "say"
+    what: ClassVar[str] = "say step"
+    say: SayArgs
+
+
+def _weekly_key(key: Any) -> None:
+    try:
+        parse_days(str(key))
+    except HoursError as exc:
+        raise PydanticCustomError("hours", "{message}", {"message": str(exc), "at_key": key}) from None
+
+
+class HoursArgs(Node):
+    """Office hours: run ``open`` or ``closed``."""
+
+    what: ClassVar[str] = "hours"
+    timezone: str = Field(description="IANA time zone, e.g. Europe/Berlin.")
+    weekly: dict[str, str | list[str] | None] = Field(
+        description='Day spec -> "HH:MM-HH:MM" (or a list, "closed", "open").')
+    holidays: list[date | str] = Field(
+        default_factory=list, description='"YYYY-MM-DD", "MM-DD" (yearly) or "A..B".')
+    open: Steps = Field(default_factory=list, description="Steps when open.")
+    closed: Steps = Field(default_factory=list, description="Steps when closed.")
+    into: VarName | None = Field(None, description="Variable that receives true/false.")
+    _schedule: Schedule | None = PrivateAttr(None)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            parse_schedule(v, {})
+        except HoursError as exc:
+            raise PydanticCustomError("hours", "{message}", {"message": str(exc)}) from None
+        return v
+
+    @field_validator("weekly")
+    @classmethod
+    def _weekly(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key, ranges in v.items():
+            _weekly_key(key)
+            try:
+                parse_ranges(ranges)
+            except HoursError as exc:
+                raise PydanticCustomError(
+                    "hours", "{message}", {"message": str(exc), "subpath": [key]}) from None
+        return v
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, v: list[Any]) -> list[Any]:
+        for i, h in enumerate(v):
+            try:
+                parse_schedule("UTC", {}, [h])
+            except HoursError as exc:
+                raise PydanticCustomError(
+                    "hours", "{message}", {"message": str(exc), "subpath": [i]}) from None
+        return v
+
+    @property
+    def schedule(self) -> Schedule:
+        """The parsed schedule (built once)."""
+        if self._schedule is None:
+            self._schedule = parse_schedule(self.timezone, self.weekly, self.holidays)
+        return self._schedule
+
+
+class HoursStep(StepBase):
+    kind: ClassVar[str] = "hours"
+    what: ClassVar[str] = "hours step"
+    hours: HoursArgs
+
+
+class MenuArgs(_Escalating):
+    """A DTMF menu: one key per choice, each choice a list of steps."""
+
+    what: ClassVar[str] = "menu"
+    prompt: Prompt = Field(description="The menu prompt.")
+    choices: dict[str, Steps] = Field(min_length=1, description="Key -> steps.")
+    timeout: Seconds = Field(5.0, description="Seconds to wait for a key.")
+    on_no_input: Steps = Field(default_factory=list, description="After the last retry with no key.")
+    on_no_match: Steps = Field(default_factory=list, description="After the last retry with a wrong key.")
+
+    @field_validator("choices")
+    @classmethod
+    def _keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if len(key) != 1 or key not in DTMF_KEYS:
+                raise PydanticCustomError(
+                    "menu_key", "menu choice '{key}' must be one key: 0-9, * or #", {"key": key, "at_key": key})
+        return v
+
+
+class MenuStep(StepBase):
+    kind: ClassVar[str] = "menu"
+    what: ClassVar[str] = "menu step"
+    menu: MenuArgs
+
+
+class GatherArgs(_Escalating):
+    """Collect digits with VoiceXML-style timers and retries (rules: ``DigitRules``)."""
+
+    what: ClassVar[str] = "gather"
+    prompt: Prompt | None = None
+    min_digits: int = Field(1, ge=0, le=64, description="Fewest digits that match (0: a lone terminator).")
+    max_digits: int = Field(1, ge=1, le=64, description="Most digits; reaching it ends input.")
+    terminator: str | None = Field("#", description="Key that ends input early; null for none.")
+    first_digit_timeout: Seconds = Field(5.0, description="No key this long after the prompt: no input.")
+    inter_digit_timeout: Seconds = Field(3.0, description="Silence after a digit ends input.")
+    final_timeout: float = Field(0.0, ge=0, le=60, description="After max_digits, wait this long for the terminator.")
+    valid_digits: str | None = Field(None, description="Keys that may be collected; null: all but the terminator.")
+    pattern: str | None = Field(None, description="Regex the digits must fully match.")
+    type_ahead: bool = Field(True, description="Keys pressed during the prompt count.")
+    on_match: Steps = Field(default_factory=list)
+    on_no_input: Steps = Field(default_factory=list)
+    on_no_match: Steps = Field(default_factory=list)
+    _rules: Any = PrivateAttr(None)
+
+    RULE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "min_digits", "max_digits", "terminator", "first_digit_timeout", "inter_digit_timeout",
+        "final_timeout", "valid_digits", "pattern", "type_ahead")
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> GatherArgs:
+        # The Call's DigitRules is the authority on what a valid rule set is; building it
+        # here makes every rule problem a load error with a position.
+        from pydantic import ValidationError
+
+        if self.min_digits > self.max_digits:
+            raise PydanticCustomError(
+                "digits_range", "min_digits ({a}) is larger than max_digits ({b})",
+                {"a": self.min_digits, "b": self.max_digits, "at_key": "min_digits"})
+        try:
+            from ivr.call.collector import DigitRules
+        except ImportError:  # pragma: no cover - the call layer is broken; its own tests say why
+            return self
+        try:
+            self._rules = DigitRules(**{f: getattr(self, f) for f in self.RULE_FIELDS})
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = first["loc"][0] if first["loc"] else None
+            raise PydanticCustomError(
+                "digit_rules", "{message}",
+                {"message": first["msg"].removeprefix("Value error, "),
+                 **({"at_key": where} if where in self.model_fields_set else {})}) from None
+        return self
+
+    @property
+    def rules(self) -> Any:
+        """The :class:`ivr.call.collector.DigitRules` for this gather."""
+        return self._rules
+
+
+class GatherStep(StepBase):
+    kind: ClassVar[str] = "gather"
+    what: ClassVar[str] = "gather step"
+    gather: GatherArgs
+
+
+class TransferArgs(Node):
+    """Transfer the caller; branches run on the outcome."""
+
+    what: ClassVar[str] = "transfer"
+    json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"type": ["string", "integer"]},)
+    to: Text = Field(description="Destination number (a template).")
+    mode: Literal["routeto", "transferto", "divert"] = "routeto"
+    timeout: Seconds = 20.0
+    into: VarName | None = None
+    on_answered: Steps = Field(default_factory=list)
+    on_busy: Steps = Field(default_factory=list)
+    on_no_answer: Steps = Field(default_factory=list)
+    on_failed: Steps = Field(default_factory=list)
+
+    @classmethod
+    def normalize(cls, data: Any) -> Any:
+        if isinstance(data, (str, int)) and not isinstance(data, bool):
+            return {"to": data}
+        return data
+
+
+class TransferStep(StepBase):
+    kind: ClassVar[str] = "transfer"
+    what: ClassVar[str] = "transfer step"
+    transfer: TransferArgs
+
+
+class RecordArgs(Node):
+    """Record the caller to a WAV file."""
+
+    what: ClassVar[str] = "record"
+    json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"type": "string"},)
+    file: Text = Field(description="Output path (a template).")
+    max_seconds: Seconds = 120.0
+    silence_end: float | None = Field(3.0, gt=0, le=600, description="Stop after this much silence; null: never.")
+    stop_keys: str = Field("#", description="Keys that end the recording.")
+    beep: bool = True
+    mode: Literal["caller", "both"] = "caller"
+    metadata: dict[str, Value] = Field(default_factory=dict)
+    into: VarName | None = None
+
+    @classmethod
+    def normalize(cls, data: Any) -> Any:
+        return {"file": data} if isinstance(data, str) else data
+
+
+class RecordStep(StepBase):
+    kind: ClassVar[str] = "record"
+    what: ClassVar[str] = "record step"
+    record: RecordArgs
+
+
+class VoicemailArgs(Node):
+    """Play a greeting, then record a message for ``mailbox`` with metadata."""
+
+    what: ClassVar[str] = "voicemail"
+    mailbox: Text
+    greeting: Prompt | None = None
+    file: Text = Field(Template("voicemail/{{ mailbox }}/{{ call.id }}.wav"),
+                       description="Output path; `mailbox` is defined while rendering it.")
+    max_seconds: Seconds = 120.0
+    silence_end: float | None = Field(3.0, gt=0, le=600)
+    stop_keys: str = "#"
+    beep: bool = True
+    into: VarName | None = None
+
+
+class VoicemailStep(StepBase):
+    kind: ClassVar[str] = "voicemail"
+    what: ClassVar[str] = "voicemail step"
+    voicemail: VoicemailArgs
+
+
+class SetStep(StepBase):
+    """``set: {name: value}``; string values are templates (native for ``{{ expr }}``)."""
+
+    kind: ClassVar[str] = "set"
+    what: ClassVar[str] = "set step"
+    set: Annotated[dict[VarName, Value], Field(min_length=1)]
+
+
+class IfStep(StepBase):
+    kind: ClassVar[str] = "if"
+    what: ClassVar[str] = "if step"
+    if_: Cond = Field(alias="if", description="Condition: expression, template or boolean.")
+    then: Steps = Field(default_factory=list)
+    else_: Steps = Field(default_factory=list, alias="else")
+
+
+class SwitchStep(StepBase):
+    kind: ClassVar[str] = "switch"
+    what: ClassVar[str] = "switch step"
+    switch: Text = Field(description="Value to compare (a template), rendered to text.")
+    cases: dict[str, Steps] = Field(min_length=1)
+    default: Steps = Field(default_factory=list)
+
+
+class GotoStep(StepBase):
+    kind: ClassVar[str] = "goto"
+    what: ClassVar[str] = "goto step"
+    goto: StepId = Field(description="Id of the step to continue at.")
+
+
+class SubflowArgs(Node):
+    """Run another flow file in the same call; its ``return`` values land in ``into``."""
+
+    what: ClassVar[str] = "subflow"
+    json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"type": "string"},)
+    file: str = Field(description="Flow file, relative to this flow's folder.")
+    params: dict[VarName, Value] = Field(default_factory=dict)
+    into: VarName | None = None
+
+    @classmethod
+    def normalize(cls, data: Any) -> Any:
+        return {"file": data} if isinstance(data, str) else data
+
+
+class SubflowStep(StepBase):
+    kind: ClassVar[str] = "subflow"
+    what: ClassVar[str] = "subflow step"
+    subflow: SubflowArgs
+
+
+class HttpArgs(Node):
+    """An HTTP request; the response (status, ok, json, text) lands in ``into``."""
+
+    what: ClassVar[str] = "http"
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
+    url: Text
+    headers: dict[str, Text] = Field(default_factory=dict)
+    query: dict[str, Value] = Field(default_factory=dict)
+    json_: Value = Field(None, alias="json", description="JSON body (templates inside).")
+    body: Text | None = Field(None, description="Raw text body.")
+    timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    into: VarName | None = None
+    on_failure: Steps = Field(default_factory=list, description="On error, timeout or status >= 400.")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: Template) -> Template:
+        if v.is_static and not v.startswith(("http://", "https://")):
+            raise PydanticCustomError("url", "url '{u}' must start with http:// or https://", {"u": str(v)})
+        return v
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpArgs:
+        if self.json_ is not None and self.body is not None:
+            raise PydanticCustomError("http_body", "give either json or body, not both", {"at_key": "body"})
+        return self
+
+
+class HttpStep(StepBase):
+    kind: ClassVar[str] = "http"
+    what: ClassVar[str] = "http step"
+    http: HttpArgs
+
+
+class PauseStep(StepBase):
+    kind: ClassVar[str] = "pause"
+    what: ClassVar[str] = "pause step"
+    pause: Annotated[float, Field(ge=0, le=3600, description="Seconds of silence.")]
+
+
+class LogArgs(Node):
+    what: ClassVar[str] = "log"
+    json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"type": "string"},)
+    message: Text
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def normalize(cls, data: Any) -> Any:
+        if isinstance(data, (str, int, float)) and not isinstance(data, bool):
+            return {"message": data}
+        return data
+
+
+class LogStep(StepBase):
+    kind: ClassVar[str] = "log"
+    what: ClassVar[str] = "log step"
+    log: LogArgs
+
+
+class AttachDataStep(StepBase):
+    kind: ClassVar[str] = "attach_data"
+    what: ClassVar[str] = "attach_data step"
+    attach_data: Annotated[dict[str, Text], Field(min_length=1, description="Key -> value (templates).")]
+
+
+class ReturnStep(StepBase):
+    kind: ClassVar[str] = "return"
+    what: ClassVar[str] = "return step"
+    json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"const": "return"},)
+    return_: dict[str, Value] | None = Field(alias="return", description="Values given back to the caller flow.")
+
+    @classmethod
+    def normalize(cls, data: Any) -> Any:
+        return {"return": None} if data == "return" else data
+
+
+STEP_TYPES: dict[str, type[StepBase]] = {
+    cls.kind: cls
+    for cls in (
+        AnswerStep, PlayStep, SayStep, HoursStep, MenuStep, GatherStep, TransferStep,
+        RecordStep, VoicemailStep, SetStep, IfStep, SwitchStep, GotoStep, SubflowStep,
+        HttpStep, PauseStep, LogStep, AttachDataStep, HangupStep, ReturnStep,
+    )
+}
+_FIELD_OF = {"if": "if_", "return": "return_"}
+BARE_STEPS = ("answer", "hangup", "return")
+_BASE_KEYS = frozenset(StepBase.model_fields)
+_TAG_PREFIX = "step:"
+_INVALID = "step:?"
+#: Loc components that are union tags, not YAML keys; the loader skips them.
+UNION_TAGS = frozenset({*(_TAG_PREFIX + k for k in STEP_TYPES), _INVALID, "prompt:file", "prompt:say"})
+_COMPANIONS = {"then": "if", "else": "if", "cases": "switch", "default": "switch"}
+
+
+def _step_tag(value: Any) -> str:
+    if isinstance(value, str):
+        return _TAG_PREFIX + value if value in BARE_STEPS else _INVALID
+    if isinstance(value, dict):
+        kinds = [k for k in value if k in STEP_TYPES]
+        if len(kinds) == 1:
+            return _TAG_PREFIX + kinds[0]
+    return _INVALID
+
+
+def _bad_step(value: Any) -> Any:
+    """Explain why ``value`` is not a step (always raises)."""
+    kinds = list(STEP_TYPES)
+    if isinstance(value, str):
+        if value in STEP_TYPES:
+            raise PydanticCustomError("step_needs_value", "step '{k}' needs a value, e.g. '{k}: ...'", {"k": value})
+        raise PydanticCustomError("unknown_step", "unknown step '{k}'{hint}", {"k": value, "hint": suggest(value, kinds)})
+    if isinstance(value, dict):
+        present = [k for k in value if k in STEP_TYPES]
+        if len(present) > 1:
+            raise PydanticCustomError(
+                "several_actions", "a step has one action; found '{a}' and '{b}' (make them separate list items)",
+                {"a": present[0], "b": present[1], "at_key": present[1]})
+        unknown = [k for k in value if k not in _BASE_KEYS]
+        for key in unknown:
+            if key in _COMPANIONS:
+                continue
+            raise PydanticCustomError("unknown_step", "unknown step '{k}'{hint}",
+                                      {"k": str(key), "hint": suggest(key, kinds), "at_key": key})
+        if unknown:
+            raise PydanticCustomError("unknown_step", "'{k}' belongs to an '{o}' step, which is missing",
+                                      {"k": unknown[0], "o": _COMPANIONS[unknown[0]], "at_key": unknown[0]})
+        raise PydanticCustomError("no_action", "step has no action (one of: {kinds})", {"kinds": ", ".join(kinds)})
+    raise PydanticCustomError(
+        "step_type", "a step is a name like 'answer' or a mapping like 'play: file.wav', not {t}",
+        {"t": "null" if value is None else type(value).__name__})
+
+
+Step = Annotated[
+    Union[
+        tuple(Annotated[cls, Tag(_TAG_PREFIX + k)] for k, cls in STEP_TYPES.items())  # type: ignore[misc]
+        + (Annotated[Any, PlainValidator(_bad_step), SkipJsonSchema(), Tag(_INVALID)],)
+    ],
+    Discriminator(_step_tag),
+]
+Steps = list[Step]
+
+
+# --- the flow -----------------------------------------------------------------------------
+
+
+class StepAddress(tuple):
+    """Where a step sits: ((list, index), ...) from the outermost list to the step."""
+
+
+class Flow(Node):
+    """A validated flow file. Load one with :func:`ivr.flow.load_flow`."""
+
+    what: ClassVar[str] = "flow"
+    name: str | None = Field(None, description="Flow name; defaults to the file stem.")
+    description: str | None = None
+    params: dict[VarName, Any] = Field(default_factory=dict, description="Subflow parameters with defaults.")
+    vars: dict[VarName, Any] = Field(default_factory=dict, description="Initial variables.")
+    steps: Steps = Field(min_length=1, description="The steps, run in order.")
+    on_error: Steps = Field(default_factory=list, description="Runs when a step fails.")
+    on_hangup: Steps = Field(default_factory=list, description="Runs after the caller hangs up (no audio).")
+
+    _path: Path | None = PrivateAttr(None)
+    _index: dict[str, StepAddress] | None = PrivateAttr(None)
+    _src: Any = PrivateAttr(None)
+    _diagnostics: list[Any] = PrivateAttr(default_factory=list)
+
+    @property
+    def diagnostics(self) -> list[Any]:
+        """Warnings found while loading (a flow with errors does not load)."""
+        return list(self._diagnostics)
+
+    @property
+    def path(self) -> Path | None:
+        """The file the flow was loaded from (None when built in code)."""
+        return self._path
+
+    @property
+    def folder(self) -> Path:
+        """The folder relative paths in the flow resolve against."""
+        return self._path.parent if self._path else Path.cwd()
+
+    def sections(self) -> list[tuple[str, list[StepBase]]]:
+        """The top-level step lists: steps, on_error, on_hangup."""
+        return [("steps", self.steps), ("on_error", self.on_error), ("on_hangup", self.on_hangup)]
+
+    def walk(self) -> Iterator[tuple[StepBase, StepAddress]]:
+        """Every step (depth first, in file order) with its address."""
+        for _, steps in self.sections():
+            yield from _walk(steps, ())
+
+    @property
+    def ids(self) -> dict[str, StepAddress]:
+        """Step id -> address (the first step with that id wins)."""
+        if self._index is None:
+            index: dict[str, StepAddress] = {}
+            for step, addr in self.walk():
+                if step.id is not None and step.id not in index:
+                    index[step.id] = addr
+            self._index = index
+        return self._index
+
+    def find(self, step_id: str) -> StepBase | None:
+        """The step with id ``step_id``, or None."""
+        addr = self.ids.get(step_id)
+        if addr is None:
+            return None
+        steps, i = addr[-1]
+        return steps[i]
+
+    def address(self, step_id: str) -> StepAddress:
+        """The address of ``step_id``; KeyError naming the id when there is none."""
+        try:
+            return self.ids[step_id]
+        except KeyError:
+            raise KeyError(f"no step with id '{step_id}'{suggest(step_id, self.ids)}") from None
+
+
+def _walk(steps: list[StepBase], prefix: tuple[Any, ...]) -> Iterator[tuple[StepBase, StepAddress]]:
+    for i, step in enumerate(steps):
+        addr = StepAddress((*prefix, (steps, i)))
+        yield step, addr
+        for _, branch in step.branches():
+            yield from _walk(branch, addr)
+
+
+for _model in (*STEP_TYPES.values(), HoursArgs, MenuArgs, GatherArgs, TransferArgs, HttpArgs, Flow):
+    _model.model_rebuild()
+
+
+def _replace(node: Any, old: Any, new: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if value == old:
+                node[key] = dict(new)
+            else:
+                _replace(value, old, new)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            if value == old:
+                node[i] = dict(new)
+            else:
+                _replace(value, old, new)
+
+
+def _all_nodes() -> list[type[Node]]:
+    out, stack = [], [Node]
+    while stack:
+        cls = stack.pop()
+        out.append(cls)
+        stack.extend(cls.__subclasses__())
+    return out
+
+
+def flow_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a flow file (for editors: ``# yaml-language-server: $schema=...``)."""
+    schema = Flow.model_json_schema(by_alias=True)
+    defs = schema["$defs"]
+    for cls in _all_nodes():
+        target = defs.get(cls.__name__)
+        if cls.json_short_forms and target is not None:
+            full = dict(target)
+            target.clear()
+            target["title"] = full.pop("title", cls.__name__)
+            if "description" in full:
+                target["description"] = full["description"]
+            target["anyOf"] = [*cls.json_short_forms, full]
+    # Name the step union once instead of repeating its 20 alternatives at every list.
+    step_union = {"oneOf": [{"$ref": f"#/$defs/{cls.__name__}"} for cls in STEP_TYPES.values()]}
+    _replace(schema, step_union, {"$ref": "#/$defs/Step"})
+    defs["Step"] = {"title": "Step", "description": "One step: a name (answer, hangup, return) "
+                    "or a mapping with one action key plus optional id and when.", **step_union}
+    # Escalating prompts: one prompt, or a list (one per attempt, the last repeats).
+    prompt_or_list = [{"$ref": "#/$defs/Prompt"},
+                      {"type": "array", "items": {"$ref": "#/$defs/Prompt"}, "minItems": 1},
+                      {"type": "null"}]
+    for target in defs.values():
+        for key in ("no_input_prompt", "no_match_prompt"):
+            prop = target.get("properties", {}).get(key)
+            if prop is not None:
+                target["properties"][key] = {"anyOf": prompt_or_list, "default": None,
+                                             "description": prop.get("description", "")}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://github.com/ivr3cx/ivr/flow.schema.json"
+    schema["title"] = "ivr flow"
+    schema["description"] = "A YAML call flow for the ivr runtime (see docs/flows.md)."
+    return schema

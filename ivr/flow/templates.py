@@ -1,0 +1,277 @@
+"""Sandboxed Jinja2 templates and conditions for flow files.
+
+Every string a flow author writes in a templated field becomes a :class:`Template` when the
+flow is loaded: a ``str`` subclass that carries its compiled Jinja2 form, so syntax errors are
+load errors (with file:line:col, mapped by the loader) and rendering a call's prompt costs one
+function call. Strings without ``{{``/``{%``/``{#`` skip Jinja entirely.
+
+Policy (documented in ``docs/flows.md``):
+
+* The environment is :class:`jinja2.sandbox.ImmutableSandboxedEnvironment`: no access to
+  ``_private`` or dunder attributes, no mutation of lists/dicts, bounded ``range``; we also cap
+  ``**`` and sequence repetition so a template cannot eat the CPU or the memory.
+* Undefined names raise (:class:`jinja2.StrictUndefined`); use ``x | default('y')`` or
+  ``x is defined`` for optional values. ``None`` renders as an empty string.
+* A template that is exactly one ``{{ expression }}`` is *native*: :func:`render_value`
+  returns the expression's Python value (so ``set: {tries: "{{ tries + 1 }}"}`` stores an int).
+* A condition (``if:``, ``when:``) is a bare expression (``tries > 2``), a template
+  (``"{{ digits == '1' }}"``) or a YAML boolean.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+from jinja2 import nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+__all__ = [
+    "Condition",
+    "Template",
+    "TemplateError",
+    "compile_template",
+    "evaluate",
+    "render",
+    "render_value",
+]
+
+# Exponents and repetitions beyond these are refused: `9 ** 9 ** 9` or `'x' * 10**9`
+# would otherwise stall the event loop that serves every call.
+_MAX_POWER_BITS = 4096
+_MAX_REPEAT = 100_000
+_MARKERS = ("{{", "{%", "{#")
+_SINGLE_EXPR = re.compile(r"\A\s*\{\{(?P<expr>.*?)\}\}\s*\Z", re.S)
+_FALSE_WORDS = frozenset({"", "false", "no", "off", "0", "none"})
+
+
+class TemplateError(ValueError):
+    """A template failed to compile or to render; ``str()`` says which and why."""
+
+
+class _FlowSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox plus caps on ``**`` and ``*`` so no template can stall the loop."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
+            if right > 0 and left.bit_length() * right > _MAX_POWER_BITS:
+                raise SecurityError(f"power result too large (over {_MAX_POWER_BITS} bits)")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+                    if len(seq) * n > _MAX_REPEAT:
+                        raise SecurityError(f"repetition result too long (max {_MAX_REPEAT})")
+        return super().call_binop(context, operator, left, right)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # `vars.items` or `last.keys` must mean the flow's values, not dict methods.
+        if isinstance(obj, dict) and isinstance(attribute, str) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+def _finalize(value: Any) -> Any:
+    return "" if value is None else value
+
+
+ENV = _FlowSandbox(undefined=jinja2.StrictUndefined, autoescape=False, finalize=_finalize,
+                   keep_trailing_newline=True)
+
+
+def has_template_syntax(text: str) -> bool:
+    """True when ``text`` contains Jinja markers and so needs compiling."""
+    return any(m in text for m in _MARKERS)
+
+
+def _syntax_error(exc: jinja2.TemplateSyntaxError, source: str) -> TemplateError:
+    where = f" (template line {exc.lineno})" if exc.lineno and "\n" in source.strip() else ""
+    err = TemplateError(f"template syntax error: {exc.message}{where}")
+    err.lineno = exc.lineno  # type: ignore[attr-defined]
+    return err
+
+
+def _read_names(ast: nodes.Template) -> frozenset[str]:
+    """Top-level names a template reads. Cheaper than ``meta.find_undeclared_variables``
+    (which runs a code generator); names the template assigns itself are left out."""
+    stored = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    return frozenset(n.name for n in ast.find_all(nodes.Name) if n.ctx == "load" and n.name not in stored)
+
+
+class Template(str):
+    """A string that is also a compiled template.
+
+    ``names`` is the set of top-level variables the template reads (used by the validator to
+    warn about misspelt names); ``is_static`` means no Jinja syntax, render returns the text.
+    """
+
+    __slots__ = ("_expr", "_tmpl", "names")
+    _tmpl: jinja2.Template | None
+    _expr: Callable[..., Any] | None
+    names: frozenset[str]
+
+    def __new__(cls, source: str) -> Template:
+        self = super().__new__(cls, source)
+        self._tmpl = self._expr = None
+        self.names = frozenset()
+        if not has_template_syntax(source):
+            return self
+        try:
+            single = _SINGLE_EXPR.match(source)
+            inner = single.group("expr") if single else None
+            if inner is not None and "{{" not in inner and "}}" not in inner:
+                self._expr = ENV.compile_expression(inner, undefined_to_none=False)
+            ast = ENV.parse(source)
+            self.names = _read_names(ast)
+            self._tmpl = ENV.from_string(ast)
+        except jinja2.TemplateSyntaxError as exc:
+            raise _syntax_error(exc, source) from None
+        return self
+
+    @property
+    def is_static(self) -> bool:
+        """True when the text has no template syntax."""
+        return self._tmpl is None
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        """Render to a string; raises :class:`TemplateError` on undefined names etc."""
+        if self._tmpl is None:
+            return str(self)
+        try:
+            return self._tmpl.render(context)
+        except Exception as exc:  # noqa: BLE001 - author's expression: 1/0, 'a' + 1, huge range
+            raise TemplateError(f"template {str(self)!r} failed: {_reason(exc)}") from None
+
+    def value(self, context: Mapping[str, Any]) -> Any:
+        """Render natively: a single ``{{ expr }}`` gives the expression's value."""
+        if self._expr is None:
+            return self.render(context)
+        return _call_expr(self._expr, context, str(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Template, (str(self),))
+
+
+def _call_expr(fn: Callable[..., Any], context: Mapping[str, Any], source: str) -> Any:
+    try:
+        result = fn(**context)
+        if isinstance(result, jinja2.Undefined):
+            result._fail_with_undefined_error()
+        return result
+    except Exception as exc:  # noqa: BLE001 - see Template.render
+        raise TemplateError(f"expression {source!r} failed: {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, jinja2.TemplateError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Condition:
+    """A compiled condition: a YAML bool, a bare expression, or a template string."""
+
+    __slots__ = ("_const", "_expr", "_tmpl", "names", "source")
+
+    def __init__(self, source: str | bool | int | float) -> None:
+        self.source = source
+        self._const: bool | None = None
+        self._expr: Callable[..., Any] | None = None
+        self._tmpl: Template | None = None
+        self.names: frozenset[str] = frozenset()
+        if isinstance(source, (bool, int, float)):
+            self._const = bool(source)
+            return
+        text = str(source)
+        if not text.strip():
+            raise TemplateError("condition is empty")
+        single = _SINGLE_EXPR.match(text)
+        if single and "{{" not in single.group("expr") and "}}" not in single.group("expr"):
+            text = single.group("expr")
+        elif has_template_syntax(text):
+            # Mixed text and placeholders: render, then read the words true/false.
+            self._tmpl = Template(text)
+            self.names = self._tmpl.names
+            return
+        try:
+            self._expr = ENV.compile_expression(text, undefined_to_none=False)
+            self.names = _read_names(ENV.parse("{{ " + text + " }}"))
+        except jinja2.TemplateSyntaxError as exc:
+            raise _syntax_error(exc, text) from None
+
+    def evaluate(self, context: Mapping[str, Any]) -> bool:
+        """The condition's truth value in ``context``."""
+        if self._const is not None:
+            return self._const
+        if self._tmpl is not None:
+            return self._tmpl.render(context).strip().lower() not in _FALSE_WORDS
+        assert self._expr is not None
+        value = _call_expr(self._expr, context, str(self.source))
+        try:
+            return bool(value)
+        except Exception as exc:  # noqa: BLE001
+            raise TemplateError(f"condition {self.source!r} failed: {_reason(exc)}") from None
+
+    def __repr__(self) -> str:
+        return f"Condition({self.source!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Condition) and other.source == self.source
+
+    def __hash__(self) -> int:
+        return hash(self.source)
+
+
+@lru_cache(maxsize=512)
+def compile_template(source: str) -> Template:
+    """Compile ``source`` once (cached); raises :class:`TemplateError` on bad syntax."""
+    return Template(source)
+
+
+@lru_cache(maxsize=512)
+def _condition(source: str | bool) -> Condition:
+    return Condition(source)
+
+
+def render(template: str, context: Mapping[str, Any]) -> str:
+    """Render a template string (compiled or not) to text in ``context``."""
+    tmpl = template if isinstance(template, Template) else compile_template(template)
+    return tmpl.render(context)
+
+
+def render_value(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render a YAML value: strings natively (see module doc), dicts and lists recursively."""
+    if isinstance(value, str):
+        tmpl = value if isinstance(value, Template) else compile_template(value)
+        return tmpl.value(context)
+    if isinstance(value, Mapping):
+        return {k: render_value(v, context) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [render_value(v, context) for v in value]
+    return value
+
+
+def evaluate(condition: Condition | str | bool, context: Mapping[str, Any]) -> bool:
+    """Evaluate a condition: ``"{{ digits == '1' }}"``, ``"tries > 2"`` or a bool."""
+    cond = condition if isinstance(condition, Condition) else _condition(condition)
+    return cond.evaluate(context)
+
+
+def template_nodes(value: Any) -> list[Template]:
+    """All :class:`Template` strings inside a (nested) value."""
+    out: list[Template] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Template):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return out
+

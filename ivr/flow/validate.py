@@ -1,0 +1,121 @@
+"""``validate_paths``: check flow files and the subflows they call, collecting every problem.
+
+Per file this is :func:`~ivr.flow.loader.load_flow` (YAML, schema, templates, ids, gotos,
+files, reachability). Across files it adds what one file cannot know: subflow cycles and
+subflow parameters the called flow does not declare. Nothing here raises for bad input:
+every problem, even an unreadable path, is a :class:`Diagnostic`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .checks import walk_nodes
+from .diagnostics import Diagnostic, FlowLoadError
+from .loader import load_flow
+from .schema import Flow, SubflowStep
+
+__all__ = ["Diagnostic", "FLOW_SUFFIXES", "expand_paths", "validate_paths"]
+
+FLOW_SUFFIXES = (".yaml", ".yml", ".py")
+
+
+def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]:
+    """Files to check: directories expand to the flow files under them (sorted)."""
+    files: list[Path] = []
+    problems: list[Diagnostic] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in FLOW_SUFFIXES and p.is_file()
+                           and not any(part.startswith((".", "__")) for part in p.relative_to(path).parts))
+            if not found:
+                problems.append(Diagnostic(str(raw), 0, 0, "error", "no flow files (*.yaml, *.yml, *.py) in this directory"))
+            files.extend(found)
+        else:
+            files.append(path)
+    return files, problems
+
+
+class _Validator:
+    def __init__(self, check_files: bool) -> None:
+        self.check_files = check_files
+        self.flows: dict[Path, Flow | None] = {}
+        self.names: dict[Path, str] = {}
+        self.out: list[Diagnostic] = []
+
+    def load(self, path: Path, name: str) -> Flow | None:
+        key = path.resolve() if path.exists() else path.absolute()
+        if key in self.flows:
+            return self.flows[key]
+        self.flows[key] = None  # placeholder: a cycle finds "loading", not a recursion
+        self.names[key] = name
+        flow: Flow | None = None
+        try:
+            if path.suffix == ".py":
+                from .python_flow import load_python_flow
+
+                load_python_flow(path)
+            else:
+                flow = load_flow(path, check_files=self.check_files)
+                self.out.extend(flow.diagnostics)
+        except FlowLoadError as exc:
+            self.out.extend(exc.diagnostics or [Diagnostic(name, 0, 0, "error", str(exc))])
+        except RecursionError:
+            self.out.append(Diagnostic(name, 1, 1, "error", "nested too deeply"))
+        except Exception as exc:  # noqa: BLE001 - a validator reports, it never crashes
+            self.out.append(Diagnostic(name, 0, 0, "error", f"cannot load: {type(exc).__name__}: {exc}"))
+        self.flows[key] = flow
+        return flow
+
+    def subflow_calls(self, flow: Flow) -> list[tuple[SubflowStep, Any, Path]]:
+        calls = []
+        for node, src, _, _ in walk_nodes(flow, flow._src):
+            if isinstance(node, SubflowStep):
+                calls.append((node, src, flow.folder / node.subflow.file))
+        return calls
+
+    def follow(self, path: Path, name: str, stack: list[Path]) -> None:
+        """Load ``path`` and everything it calls; report cycles and unknown params."""
+        flow = self.load(path, name)
+        if flow is None:
+            return
+        me = path.resolve()
+        stack.append(me)
+        for step, src, target in self.subflow_calls(flow):
+            if not target.is_file():
+                continue  # already reported by the flow's own checks
+            resolved = target.resolve()
+            where = src.at("subflow", "file")
+            if resolved in stack:
+                chain = stack[stack.index(resolved):] + [resolved]
+                names = " -> ".join(p.name for p in chain)
+                self.out.append(Diagnostic(name, where.line, where.col, "error", f"subflow cycle: {names}"))
+                continue
+            already = resolved in self.flows
+            if not already:
+                self.follow(target, str(target), stack)
+            callee = self.flows.get(resolved)
+            if callee is not None:
+                for param in step.subflow.params:
+                    if param not in callee.params:
+                        at = src.at("subflow", "params")
+                        line, col = at.key_pos(param)
+                        takes = ", ".join(callee.params) or "none"
+                        self.out.append(Diagnostic(name, line, col, "error",
+                                                   f"subflow {step.subflow.file!r} has no parameter {param!r} (it takes: {takes})"))
+        stack.pop()
+
+
+def validate_paths(paths: Iterable[str | Path], *, check_files: bool = True) -> list[Diagnostic]:
+    """Every problem in the given flow files (directories are searched), errors and warnings,
+    sorted by file and position. An empty list means all is well."""
+    files, problems = expand_paths(paths)
+    v = _Validator(check_files)
+    v.out.extend(problems)
+    for path in files:
+        v.follow(path, str(path), [])
+    unique = {(d.file, d.line, d.col, d.severity, d.message): d for d in v.out}
+    return sorted(unique.values(), key=lambda d: (d.file, d.line, d.col, d.message))

@@ -1,0 +1,263 @@
+"""``PbxClient``: the single entry point to one 3CX V20 Call Control API.
+
+``async with PbxClient(cfg) as pbx`` fetches a token, opens the event socket and waits
+for the first resync. An unreachable PBX is retried with backoff and logged (cancel the
+``async with`` to give up); rejected credentials raise :class:`AuthenticationError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import aiohttp
+
+from .auth import TokenManager
+from .config import PbxConfig
+from .errors import ForbiddenError, NotFoundError
+from .events import (
+    Connected,
+    Disconnected,
+    DtmfReceived,
+    EventHub,
+    ParticipantRemoved,
+    PbxEvent,
+    Subscription,
+)
+from .eventsocket import EventStream
+from .inbound import InboundAudio
+from .models import EventType, WsMessage, parse_entity
+from .outbound import OutboundAudio
+from .rest import RestClient
+from .state import PbxState
+
+log = logging.getLogger(__name__)
+
+
+class PbxClient:
+    """One connection to a PBX: REST, the event socket, the state mirror and audio streams."""
+
+    def __init__(self, cfg: PbxConfig) -> None:
+        self.cfg = cfg
+        self._hub = EventHub()
+        self.state = PbxState(self._publish)
+        self._session: aiohttp.ClientSession | None = None
+        self._tokens: TokenManager | None = None
+        self._rest: RestClient | None = None
+        self._stream: EventStream | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._inbound: dict[tuple[str, int], list[InboundAudio]] = {}
+        self._outbound: dict[tuple[str, int], list[OutboundAudio]] = {}
+
+    def __repr__(self) -> str:
+        return f"PbxClient(url={self.cfg.url!r}, client_id={self.cfg.client_id!r})"
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> PbxClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Connect and wait for the first resync (retrying an unreachable PBX forever)."""
+        if self._task is not None:
+            raise RuntimeError("PbxClient already started")
+        self._session = aiohttp.ClientSession()
+        self._tokens = TokenManager(self._session, self.cfg)
+        self._rest = RestClient(self._session, self._tokens, self.cfg)
+        self._stream = EventStream(
+            self.cfg,
+            self._tokens,
+            resync=self._resync,
+            handle=self._handle,
+            on_connected=lambda: self._publish(Connected()),
+            on_disconnected=lambda reason: self._publish(Disconnected(reason)),
+        )
+        self._task = asyncio.get_running_loop().create_task(self._stream.run())
+        try:
+            await asyncio.wait({self._stream.ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+            if self._stream.ready.done():
+                self._stream.ready.result()  # raises AuthenticationError
+            else:
+                self._task.result()
+                raise RuntimeError("event socket stopped before the first resync")
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close every stream, the socket and the HTTP session. Idempotent."""
+        for streams in list(self._outbound.values()):
+            for out in streams:
+                await out.close()
+        for streams in list(self._inbound.values()):
+            for inb in streams:
+                await inb.close()
+        self._outbound.clear()
+        self._inbound.clear()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._tokens is not None:
+            await self._tokens.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self._hub.close()
+
+    # --- public API --------------------------------------------------------------------------
+
+    @property
+    def rest(self) -> RestClient:
+        """One method per endpoint and action."""
+        if self._rest is None:
+            raise RuntimeError("PbxClient not started: use 'async with PbxClient(cfg)'")
+        return self._rest
+
+    @property
+    def tokens(self) -> TokenManager:
+        """The token manager (``tokens.refreshes`` is a metric)."""
+        if self._tokens is None:
+            raise RuntimeError("PbxClient not started: use 'async with PbxClient(cfg)'")
+        return self._tokens
+
+    @property
+    def event_stream(self) -> EventStream:
+        """The socket runner (its counters: connects, resyncs, gaps, malformed)."""
+        if self._stream is None:
+            raise RuntimeError("PbxClient not started: use 'async with PbxClient(cfg)'")
+        return self._stream
+
+    def events(self) -> Subscription:
+        """A new subscription to typed events, from now on: ``async for ev in pbx.events()``."""
+        return self._hub.subscribe()
+
+    def open_inbound(
+        self, dn: str, participant_id: int, *, media_timeout: float | None = None
+    ) -> InboundAudio:
+        """The caller's audio; read it with ``async for chunk in stream``."""
+        assert self._session is not None and self._tokens is not None
+        stream = InboundAudio(
+            self._session,
+            self._tokens,
+            self.cfg,
+            dn,
+            participant_id,
+            exists=lambda: self._exists(dn, participant_id),
+            media_timeout=media_timeout,
+        )
+        self._inbound.setdefault((dn, participant_id), []).append(stream)
+        return stream
+
+    def open_outbound(
+        self,
+        dn: str,
+        participant_id: int,
+        lead_ms: int | None = None,
+        *,
+        media_timeout: float | None = None,
+    ) -> OutboundAudio:
+        """Audio to the caller: ``write(pcm)``, ``clear()``, ``drain()``, ``close()``."""
+        assert self._session is not None and self._tokens is not None
+        stream = OutboundAudio(
+            self._session,
+            self._tokens,
+            self.cfg,
+            dn,
+            participant_id,
+            exists=lambda: self._exists(dn, participant_id),
+            lead_ms=lead_ms,
+            media_timeout=media_timeout,
+        )
+        stream.start()
+        self._outbound.setdefault((dn, participant_id), []).append(stream)
+        return stream
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _publish(self, event: PbxEvent) -> None:
+        self._hub.publish(event)
+        if isinstance(event, ParticipantRemoved):
+            self._participant_gone(event.dn, event.participant_id)
+
+    def _participant_gone(self, dn: str, participant_id: int) -> None:
+        """The call ended: end its streams (in the background; publish never blocks)."""
+        key = (dn, participant_id)
+        for inb in self._inbound.pop(key, []):
+            asyncio.get_running_loop().create_task(inb.close())
+        for out in self._outbound.pop(key, []):
+            out.ended = True
+            asyncio.get_running_loop().create_task(out.close())
+
+    async def _exists(self, dn: str, participant_id: int) -> bool:
+        """Whether the participant is still there, asking the PBX (authoritative)."""
+        try:
+            await self.rest.get_participant(dn, participant_id)
+            return True
+        except (NotFoundError, ForbiddenError):
+            return False
+
+    async def _resync(self) -> None:
+        self.state.apply_snapshot(await self.rest.get_all())
+
+    async def _handle(self, msg: WsMessage) -> None:
+        event = msg.event
+        kind = event.kind
+        if kind in (EventType.RESPONSE, EventType.PROMPT_PLAYBACK_FINISHED):
+            return
+        if kind is None:
+            log.debug("event socket: unknown event_type %s on %s", event.event_type, event.entity)
+            return
+        target = parse_entity(event.entity)
+        if target is None:
+            await self._handle_dn_path(kind, event.entity)
+            return
+        dn, what, ident = target
+        if what == "participants":
+            try:
+                pid = int(ident)
+            except ValueError:
+                log.warning("event socket: participant id %r is not a number in %s", ident, event.entity)
+                return
+            if kind == EventType.UPSERT:
+                await self._refresh_participant(dn, pid)
+            elif kind == EventType.REMOVE:
+                self.state.remove_participant(dn, pid)
+            elif kind == EventType.DTMF_STRING:
+                for digit in event.dtmf_digits:
+                    if not digit.isspace():
+                        self._publish(DtmfReceived(dn, pid, digit))
+        elif what == "devices":
+            if kind == EventType.UPSERT:
+                try:
+                    self.state.upsert_device(dn, await self.rest.get_device(dn, ident))
+                except NotFoundError:
+                    self.state.remove_device(dn, ident)
+            elif kind == EventType.REMOVE:
+                self.state.remove_device(dn, ident)
+
+    async def _refresh_participant(self, dn: str, pid: int) -> None:
+        try:
+            participant = await self.rest.get_participant(dn, pid)
+        except NotFoundError:
+            self.state.remove_participant(dn, pid)  # gone before we asked
+            return
+        except ForbiddenError:
+            log.info("event socket: participant %s/%s is not controlled by this client", dn, pid)
+            return
+        self.state.upsert_participant(dn, participant)
+
+    async def _handle_dn_path(self, kind: EventType, entity: str) -> None:
+        parts = entity.strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "callcontrol" and kind == EventType.UPSERT:
+            from urllib.parse import unquote
+
+            dn = unquote(parts[1])
+            try:
+                self.state.upsert_dn(await self.rest.get_dn(dn))
+            except NotFoundError:
+                pass
+            return
+        log.debug("event socket: ignored event %s on %r", kind.name, entity)

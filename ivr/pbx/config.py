@@ -1,0 +1,76 @@
+"""``PbxConfig``: where the PBX is, the API client's credentials, and the client's timings."""
+
+from __future__ import annotations
+
+import ssl
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+
+class PbxConfig(BaseModel):
+    """Settings of one connection to a 3CX V20 Call Control API.
+
+    ``client_secret`` is a :class:`~pydantic.SecretStr`: it never appears in ``repr`` or logs.
+    ``verify_tls`` is ``True`` (system CAs), ``False`` (no verification) or a CA bundle path.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(description="Base URL of the PBX, http:// or https://")
+    client_id: str
+    client_secret: SecretStr
+    verify_tls: bool | str = True
+    request_timeout: float = Field(10.0, gt=0, description="seconds for one REST request")
+    outbound_lead_ms: int = Field(60, ge=20, description="outbound audio kept ahead of real time")
+    reconnect_initial: float = Field(0.5, gt=0, description="first event-socket reconnect delay (s)")
+    reconnect_max: float = Field(30.0, gt=0, description="reconnect delay cap (s)")
+    reconnect_jitter: float = Field(0.2, ge=0, lt=1, description="random +- fraction of each delay")
+    retry_attempts: int = Field(4, ge=0, description="REST retries after the first attempt")
+    retry_initial: float = Field(0.2, gt=0, description="first REST retry delay (s)")
+    retry_max: float = Field(5.0, gt=0, description="REST retry delay cap (s)")
+    ping_interval: float = Field(5.0, gt=0, description="event-socket ping period (s)")
+    media_timeout: float = Field(10.0, gt=0, description="how long a stream waits for media (424)")
+    token_refresh_margin: float = Field(60.0, ge=0, description="refresh this early (at most 10%)")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"PBX url must start with http:// or https:// and name a host, got {v!r}")
+        return v.strip().rstrip("/")
+
+    @field_validator("client_id")
+    @classmethod
+    def _check_client_id(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("client_id must not be empty")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> PbxConfig:
+        if self.reconnect_initial > self.reconnect_max:
+            raise ValueError(
+                f"reconnect_initial ({self.reconnect_initial}) must not exceed reconnect_max ({self.reconnect_max})"
+            )
+        if self.retry_initial > self.retry_max:
+            raise ValueError(f"retry_initial ({self.retry_initial}) must not exceed retry_max ({self.retry_max})")
+        return self
+
+    @property
+    def ws_url(self) -> str:
+        """The event socket URL: ws(s)://host[:port]/callcontrol/ws."""
+        scheme, rest = self.url.split("://", 1)
+        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/callcontrol/ws"
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """The TLS setting for aiohttp and websockets (``True`` means library default)."""
+        if self.verify_tls is True:
+            return True
+        if self.verify_tls is False:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        return ssl.create_default_context(cafile=self.verify_tls)

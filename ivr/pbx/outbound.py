@@ -1,0 +1,313 @@
+"""``OutboundAudio``: audio to the caller over ONE long-lived chunked ``POST .../stream``.
+
+Raw PCM s16le 8 kHz mono, ``Content-Type: application/octet-stream``, never a WAV header.
+3CX has no flush, so whatever was sent will play: a pacer sends 20 ms frames keeping at
+most ``lead_ms`` of audio ahead of real time (measured on the loop clock, deadline-based so
+it does not drift), and ``clear()`` (barge-in) therefore takes effect within ``lead_ms``.
+Nothing is sent while the queue is empty (no padding). If the POST is cut while the call
+goes on (token revoked), it is reopened with a fresh token and the queue continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from .auth import TokenManager
+from .backoff import Backoff
+from .config import PbxConfig
+from .errors import (
+    AuthenticationError,
+    MediaNotReadyError,
+    error_for_status,
+    message_from_body,
+)
+from .inbound import stream_timeout
+from .rest import participant_url_path
+
+log = logging.getLogger(__name__)
+
+FRAME_BYTES = 320  # 20 ms at 8 kHz s16le mono
+BYTES_PER_SECOND = 16_000
+# Frames of one POST attempt kept until the PBX has clearly accepted it, so that audio
+# sent into a rejected POST (401/424 arrive right after the first chunk) is sent again.
+REQUEUE_FRAMES = 25
+
+
+@dataclass
+class OutboundStats:
+    """Pacer measurements (times are loop times in seconds)."""
+
+    bytes_sent: int = 0
+    frames_sent: int = 0
+    underruns: int = 0  # the pacer woke more than one frame late while audio was queued
+    max_lateness_ms: float = 0.0
+    first_write_at: float | None = None
+    first_byte_at: float | None = None
+    reopens: int = 0
+
+
+class OutboundAudio:
+    """Writes one participant's outgoing audio; call :meth:`start` once, then ``write``.
+
+    The HTTP request goes out with the first audio frame (aiohttp sends the headers with
+    the first body chunk), so an idle stream costs nothing at the PBX. Frames sent into a
+    POST the PBX rejects (401, 424, 404) are sent again on the next attempt.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        tokens: TokenManager,
+        cfg: PbxConfig,
+        dn: str,
+        participant_id: int,
+        *,
+        exists: Callable[[], Awaitable[bool]],
+        lead_ms: int | None = None,
+        media_timeout: float | None = None,
+    ) -> None:
+        self.dn = dn
+        self.participant_id = participant_id
+        self.lead_ms = lead_ms if lead_ms is not None else cfg.outbound_lead_ms
+        if self.lead_ms < 20:
+            raise ValueError(f"outbound audio: lead_ms must be >= 20 (one frame), got {self.lead_ms}")
+        self._session = session
+        self._tokens = tokens
+        self._cfg = cfg
+        self._exists = exists
+        self._media_timeout = media_timeout if media_timeout is not None else cfg.media_timeout
+        self._url = cfg.url + participant_url_path(dn, participant_id) + "/stream"
+        self._buf = bytearray()
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._next_t: float | None = None  # loop time at which audio sent so far ends playing
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._attempt: list[bytes] | None = []  # frames of this POST attempt (None: past the cap)
+        self.ended = False  # the participant is gone: the POST will not be reopened
+        self.stats = OutboundStats()
+
+    # --- public API --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the POST in the background (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def write(self, pcm: bytes) -> None:
+        """Queue raw PCM (s16le 8 kHz mono). A trailing odd byte waits for the next write."""
+        if self._error is not None:
+            raise self._error
+        if self._closing:
+            raise RuntimeError(f"outbound audio of {self.dn}/{self.participant_id} is closed")
+        if not pcm:
+            return
+        if self.stats.first_write_at is None:
+            self.stats.first_write_at = asyncio.get_running_loop().time()
+        self._buf += pcm
+        if len(self._buf) >= 2:
+            self._drained.clear()
+        self._wake.set()
+
+    def clear(self) -> float:
+        """Drop everything not yet written; return how many ms of audio were dropped."""
+        dropped = len(self._buf)
+        self._buf.clear()
+        self._drained.set()
+        return dropped * 1000 / BYTES_PER_SECOND
+
+    @property
+    def queued_ms(self) -> float:
+        """Audio queued but not yet written."""
+        return len(self._buf) * 1000 / BYTES_PER_SECOND
+
+    @property
+    def ahead_ms(self) -> float:
+        """How far the audio already written runs ahead of real time now."""
+        if self._next_t is None:
+            return 0.0
+        return max(0.0, (self._next_t - asyncio.get_running_loop().time()) * 1000)
+
+    async def drain(self) -> None:
+        """Wait until everything queued has been written to the connection."""
+        waiter = asyncio.ensure_future(self._drained.wait())
+        try:
+            if self._task is not None:
+                await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await waiter
+        finally:
+            waiter.cancel()
+        if self._error is not None:
+            raise self._error
+
+    async def wait_played(self) -> None:
+        """Wait until everything queued has been written AND played out in real time."""
+        await self.drain()
+        if self._next_t is not None:
+            delay = self._next_t - asyncio.get_running_loop().time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        """Drop unsent audio and end the POST with the zero-length chunk."""
+        self._closing = True
+        self._buf.clear()
+        self._drained.set()
+        self._wake.set()
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self._cfg.request_timeout)
+            except asyncio.TimeoutError:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    # --- the pacer: the POST body ---------------------------------------------------------
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        lead = self.lead_ms / 1000
+        stats = self.stats
+        while not self._closing:
+            n = len(self._buf) - len(self._buf) % 2
+            if n == 0:
+                self._drained.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            now = loop.time()
+            if self._next_t is None or self._next_t < now:
+                # Nothing left playing at the PBX: the pacing clock restarts now.
+                self._next_t = now
+            size = min(FRAME_BYTES, n)
+            send_at = self._next_t + size / BYTES_PER_SECOND - lead  # keeps the lead <= lead_ms
+            if send_at > now:
+                await asyncio.sleep(send_at - now)
+                if self._buf:
+                    late = loop.time() - send_at
+                    stats.max_lateness_ms = max(stats.max_lateness_ms, late * 1000)
+                    if late > FRAME_BYTES / BYTES_PER_SECOND:
+                        stats.underruns += 1
+                continue  # re-check: clear() or close() may have run meanwhile
+            frame = bytes(self._buf[:size])
+            del self._buf[:size]
+            self._next_t += size / BYTES_PER_SECOND
+            if stats.first_byte_at is None:
+                stats.first_byte_at = now
+            stats.bytes_sent += size
+            stats.frames_sent += 1
+            if self._attempt is not None:
+                self._attempt.append(frame)
+                if len(self._attempt) > REQUEUE_FRAMES:
+                    self._attempt = None
+            yield frame
+
+    def _requeue_attempt(self) -> None:
+        """The PBX rejected the POST: its frames were not played, queue them again."""
+        frames = self._attempt or []
+        self._attempt = []
+        if not frames or self._closing:
+            return
+        data = b"".join(frames)
+        self._buf[:0] = data
+        self._drained.clear()
+        self.stats.bytes_sent -= len(data)
+        self.stats.frames_sent -= len(frames)
+        if self._next_t is not None:
+            self._next_t -= len(data) / BYTES_PER_SECOND
+
+    # --- the connection ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._connect_loop()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # surfaced by write()/drain()
+            self._error = exc
+            log.warning("outbound stream %s failed: %s", self._url, exc)
+        finally:
+            self._drained.set()
+
+    async def _connect_loop(self) -> None:
+        cfg = self._cfg
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(0.05, 1.0, cfg.reconnect_jitter)
+        deadline = loop.time() + self._media_timeout
+        reauthed = False
+        opened = False
+        while not self._closing:
+            token = await self._tokens.token()
+            sent_before = self.stats.bytes_sent
+            self._attempt = []
+            if opened:
+                self.stats.reopens += 1
+            opened = True
+            try:
+                async with self._session.post(
+                    URL(self._url, encoded=True),
+                    data=self._body(),  # an async generator: chunked transfer encoding
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/octet-stream",
+                    },
+                    timeout=stream_timeout(cfg),
+                    ssl=cfg.ssl_context(),
+                ) as resp:
+                    status = resp.status
+                    body = await resp.read()
+                    reason = resp.reason or ""
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                if self._closing:
+                    return
+                log.info("outbound stream %s interrupted: %s", self._url, exc or type(exc).__name__)
+                if self.stats.bytes_sent > sent_before:  # it was streaming: a fresh start
+                    reauthed = False
+                    backoff.reset()
+                    deadline = loop.time() + self._media_timeout
+                if not await self._exists():
+                    self.ended = True
+                    return
+                await asyncio.sleep(backoff.next())
+                continue
+            if self._closing:
+                return
+            if 200 <= status < 300:
+                if self.stats.bytes_sent > sent_before:
+                    reauthed = False
+                    backoff.reset()
+                    deadline = loop.time() + self._media_timeout
+                # The server ended the stream: the call ended, or it cut us (token revoked).
+                if not await self._exists():
+                    self.ended = True
+                    return
+                await asyncio.sleep(backoff.next())
+                continue
+            message = message_from_body(body, reason)
+            self._requeue_attempt()
+            if status == 401:
+                if reauthed:
+                    raise AuthenticationError(
+                        401, message, "POST", self._url, pbx_url=cfg.url, client_id=cfg.client_id
+                    )
+                reauthed = True
+                self._tokens.invalidate(token)
+                continue
+            if status in (404, 424):
+                if status == 404 and not await self._exists():
+                    self.ended = True
+                    return
+                if loop.time() > deadline:
+                    raise MediaNotReadyError(status, message, "POST", self._url)
+                await asyncio.sleep(backoff.next())
+                continue
+            raise error_for_status(status, message, "POST", self._url)

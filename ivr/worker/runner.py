@@ -1,0 +1,363 @@
+"""The worker: route points in, one Call per arriving participant, its flow run to an outcome.
+
+One asyncio loop serves every call. Each call runs in its own task with its own log context;
+an exception in one call runs that call's ``on_error`` and never reaches another call or the
+worker. Every call ends in a defined outcome and leaves one call record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ivr.call import Call, CallHangup
+from ivr.call.media import CallMedia, MediaSettings
+from ivr.call.record import CallRecord, CallRecordWriter, Outcome
+from ivr.config import WorkerConfig
+from ivr.pbx import PbxClient, PbxConfig
+from ivr.pbx.errors import NotFoundError, PbxError
+from ivr.pbx.events import DtmfReceived, ParticipantRemoved, ParticipantUpdated, Resynced
+from ivr.pbx.models import ParticipantInfo, ParticipantStatus
+from ivr.worker.library import FlowLibrary
+from ivr.worker.logs import current_call_id
+from ivr.worker.metrics import WorkerMetrics
+
+log = logging.getLogger("ivr.worker")
+
+# Statuses in which a participant on a route point is a call for us to take.
+_TAKE = (ParticipantStatus.CONNECTED, ParticipantStatus.RINGING)
+
+
+class Worker:
+    """Runs flows for calls arriving on the configured route points."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        secret: Any = None,
+        speech: Any = None,
+        on_call_started: Callable[[Call], None] | None = None,
+        reload_interval: float = 1.0,
+    ) -> None:
+        self.config = config
+        self._secret = secret if secret is not None else config.pbx.resolve_secret()
+        self.speech = speech
+        self.on_call_started = on_call_started
+        self.reload_interval = reload_interval
+        self.library = FlowLibrary([config.path(r.flow) for r in config.routes])
+        self.records = CallRecordWriter(config.path(config.records) if config.records else None)
+        self.metrics = WorkerMetrics()
+        self.calls: dict[tuple[str, int], Call] = {}
+        self._tasks: dict[tuple[str, int], asyncio.Task] = {}
+        self._claimed: set[tuple[str, int]] = set()
+        self.draining = False
+        self.ready = asyncio.Event()
+        self.pbx: PbxClient | None = None
+        self.completed: list[CallRecord] = []  # most recent records, for `ivr call` and tests
+        self._outbound: dict[tuple[str, int], Any] = {}  # dialled legs -> the flow to run on answer
+        self._waiters: dict[str, asyncio.Future[CallRecord]] = {}  # call id -> its record, when it ends
+        self.keep_records = 1000
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def pbx_config(self) -> PbxConfig:
+        p = self.config.pbx
+        return PbxConfig(
+            url=p.url,
+            client_id=p.client_id,
+            client_secret=self._secret,
+            verify_tls=p.verify_tls,
+            outbound_lead_ms=p.outbound_lead_ms,
+        )
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve calls until ``stop`` is set (or SIGTERM/SIGINT when run from the CLI), then drain."""
+        self.library.load_all()
+        stop = stop or asyncio.Event()
+        async with PbxClient(self.pbx_config()) as pbx:
+            self.pbx = pbx
+            self._check_route_points(pbx)
+            events = pbx.events()
+            watcher = asyncio.create_task(self.library.watch(self.reload_interval), name="flow-reload")
+            dispatcher = asyncio.create_task(self._dispatch(events), name="event-dispatch")
+            self._take_existing(pbx)
+            self.ready.set()
+            log.info("worker ready: route points %s, %d flow(s)", ", ".join(self.config.route_points), len(self.config.routes))
+            try:
+                await stop.wait()
+            finally:
+                await self.drain(self.config.drain_timeout)
+                watcher.cancel()
+                dispatcher.cancel()
+                events.close()
+                for task in (watcher, dispatcher):
+                    try:
+                        await task
+                    except (asyncio.CancelledError, Exception):
+                        pass
+                self.ready.clear()
+                self.pbx = None
+
+    def _check_route_points(self, pbx: PbxClient) -> None:
+        known = {dn.dn for dn in pbx.state.dns.values()}
+        for rp in self.config.route_points:
+            if rp not in known:
+                log.warning("route point %s is not among the DNs this API client controls (%s)", rp, ", ".join(sorted(known)) or "none")
+
+    def _take_existing(self, pbx: PbxClient) -> None:
+        """Calls already waiting on our route points when the worker starts are taken too."""
+        for rp in self.config.route_points:
+            for participant in pbx.state.participants(rp):
+                self._maybe_start(rp, participant)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking calls; let calls in progress finish for up to ``timeout`` seconds."""
+        self.draining = True
+        pending = [t for t in self._tasks.values() if not t.done()]
+        if pending:
+            log.info("draining: waiting up to %.0f s for %d call(s)", timeout, len(pending))
+            done, still = await asyncio.wait(pending, timeout=timeout)
+            for task in still:
+                task.cancel()  # the call task records Outcome.DRAINED and drops the leg
+            if still:
+                await asyncio.wait(still, timeout=5)
+        log.info("drained")
+
+    # --- events -----------------------------------------------------------------------------
+
+    async def _dispatch(self, events: Any) -> None:
+        async for event in events:
+            try:
+                self._handle(event)
+            except Exception:  # one bad event must not stop the worker
+                log.exception("error while handling %r", event)
+
+    def _handle(self, event: Any) -> None:
+        if isinstance(event, ParticipantUpdated):
+            key = (event.dn, event.participant.id)
+            call = self.calls.get(key)
+            if call is not None:
+                call.on_updated(event.participant)
+            elif event.dn in self.config.route_points:
+                self._maybe_start(event.dn, event.participant)
+        elif isinstance(event, ParticipantRemoved):
+            call = self.calls.get((event.dn, event.participant_id))
+            if call is not None:
+                call.on_removed()
+            self._claimed.discard((event.dn, event.participant_id))
+        elif isinstance(event, DtmfReceived):
+            call = self.calls.get((event.dn, event.participant_id))
+            if call is not None:
+                call.on_pbx_digit(event.digits)
+        elif isinstance(event, Resynced):
+            assert self.pbx is not None
+            for (dn, pid), call in list(self.calls.items()):
+                if self.pbx.state.participant(dn, pid) is None:
+                    call.on_removed()
+            self._take_existing(self.pbx)
+
+    def _maybe_start(self, rp: str, participant: ParticipantInfo) -> None:
+        key = (rp, participant.id)
+        if key in self._claimed or participant.status not in _TAKE:
+            return
+        if key in self._outbound and participant.status != ParticipantStatus.CONNECTED:
+            return  # a call we dialled: its flow starts when the other side answers
+        self._claimed.add(key)
+        if self.draining or len(self.calls) >= self.config.max_calls:
+            why = "draining" if self.draining else f"at max_calls={self.config.max_calls}"
+            task = asyncio.create_task(self._overflow(participant, why), name=f"overflow-{participant.id}")
+        else:
+            task = asyncio.create_task(self._run_call(participant), name=f"call-{participant.callid}")
+        self._tasks[key] = task
+        task.add_done_callback(lambda _t, key=key: self._tasks.pop(key, None))
+
+    # --- outbound ---------------------------------------------------------------------------
+
+    async def dial(self, destination: str, flow_path: str, *, route_point: str | None = None, timeout: float = 60) -> CallRecord:
+        """Call ``destination`` from the route point's device; run the flow once it answers."""
+        from ivr.worker.library import FlowLibrary
+
+        assert self.pbx is not None, "the worker is not running"
+        rp = route_point or self.config.route_points[0]
+        one = FlowLibrary([self.config.path(flow_path)])
+        one.load_all()
+        flow = one.get(self.config.path(flow_path))
+        dn = self.pbx.state.dn(rp)
+        device = dn.devices[0].device_id if dn and dn.devices else None
+        if device:
+            result = await self.pbx.rest.device_makecall(rp, device, destination, timeout=int(timeout))
+        else:
+            result = await self.pbx.rest.makecall(rp, destination, timeout=int(timeout))
+        if not result.ok or result.result is None:
+            record = CallRecord(call_id="-", route_point=rp, participant_id=0, caller_number=destination)
+            record.finish(Outcome.ERROR, f"makecall to {destination} failed: {result.reason or result.status}")
+            return record
+        leg = result.result
+        key = (rp, leg.id)
+        self._outbound[key] = flow
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[f"{rp}/{leg.id}"] = waiter
+        current = self.pbx.state.participant(rp, leg.id)
+        if current is not None:
+            self._maybe_start(rp, current)
+        try:
+            connected = await self.pbx.state.wait_for(
+                lambda s: key in self._claimed or s.participant(rp, leg.id) is None, timeout=timeout + 5
+            )
+        except asyncio.TimeoutError:
+            connected = False
+        if key not in self._claimed:
+            self._outbound.pop(key, None)
+            self._waiters.pop(f"{rp}/{leg.id}", None)
+            record = CallRecord(call_id=str(leg.callid), route_point=rp, participant_id=leg.id, caller_number=destination)
+            if connected is not False:
+                record.finish(Outcome.CALLER_HANGUP, "not answered")
+            else:
+                record.finish(Outcome.ERROR, f"no answer within {timeout:.0f} s")
+                try:
+                    await self.pbx.rest.drop(rp, leg.id)
+                except PbxError:
+                    pass
+            return record
+        return await waiter
+
+    # --- one call ---------------------------------------------------------------------------
+
+    def _new_record(self, participant: ParticipantInfo) -> CallRecord:
+        return CallRecord(
+            call_id=str(participant.callid or participant.id),
+            route_point=participant.dn,
+            participant_id=participant.id,
+            caller_number=participant.party_caller_id or participant.party_dn,
+            caller_name=participant.party_caller_name,
+            did=participant.party_did,
+        )
+
+    async def _overflow(self, participant: ParticipantInfo, why: str) -> None:
+        """A call we will not run a flow for: send it to the overflow destination, or refuse it."""
+        record = self._new_record(participant)
+        current_call_id.set(record.call_id)
+        assert self.pbx is not None
+        target = self.config.overflow
+        try:
+            if target:
+                await self.pbx.rest.routeto(participant.dn, participant.id, target)
+                record.transferred_to = target
+                record.finish(Outcome.OVERFLOW, f"{why}: routed to {target}")
+            else:
+                await self.pbx.rest.drop(participant.dn, participant.id)
+                record.finish(Outcome.OVERFLOW, f"{why}: no overflow destination, dropped")
+        except PbxError as exc:
+            record.errors.append(str(exc))
+            record.finish(Outcome.ERROR, f"{why}: overflow failed: {exc}")
+        log.warning("call not taken (%s): %s", why, record.outcome_detail)
+        self._finish_record(record, was_active=False)
+
+    async def _run_call(self, participant: ParticipantInfo) -> None:
+        assert self.pbx is not None
+        pbx = self.pbx
+        rp = participant.dn
+        key = (rp, participant.id)
+        record = self._new_record(participant)
+        current_call_id.set(record.call_id)
+        outbound_flow = self._outbound.pop(key, None)
+        route = None if outbound_flow else self.config.route_for(rp, record.did, record.caller_number)
+        media = CallMedia(pbx, rp, participant.id, settings=MediaSettings(), metrics=self.metrics)
+        call = Call(
+            pbx,
+            participant,
+            media,
+            audio_dirs=[self.config.path(d) for d in self.config.audio_dirs],
+            recordings_dir=self.config.path(self.config.recordings_dir),
+            speech=self.speech,
+            record=record,
+        )
+        self.calls[key] = call
+        self.metrics.call_started()
+        started = time.monotonic()
+        try:
+            if outbound_flow is not None:
+                flow = outbound_flow
+            elif route is None:
+                log.warning("no route for call to %s (DID %r, caller %r)", rp, record.did, record.caller_number)
+                await self._fallback(call, "no route")
+                return
+            else:
+                flow = self.library.get(self.config.path(route.flow))
+            record.flow = str(flow.path)
+            record.flow_version = flow.version
+            log.info("call from %s to %s: flow %s (version %s)", record.caller_number, rp, flow.path.name, flow.version)
+            if self.on_call_started:
+                self.on_call_started(call)
+            await flow.runnable.run(call)
+            if not call.hung_up:
+                await call.hangup()  # the flow ran to its end
+        except CallHangup:
+            record.finish(Outcome.CALLER_HANGUP)
+        except asyncio.CancelledError:
+            record.finish(Outcome.DRAINED, "cut at the drain deadline")
+            await self._fallback(call, "drain deadline")
+        except Exception as exc:  # the flow's own on_error already ran (or there was none)
+            log.exception("call failed: %s", exc)
+            record.errors.append(f"{type(exc).__name__}: {exc}")
+            await self._fallback(call, f"{type(exc).__name__}: {exc}")
+        finally:
+            await media.close()
+            self.calls.pop(key, None)
+            if record.outcome is None:
+                record.finish(Outcome.IVR_HANGUP)
+            record.metrics.update(media.stats())
+            record.metrics["flow_seconds"] = round(time.monotonic() - started, 3)
+            self._finish_record(record)
+
+    async def _fallback(self, call: Call, why: str) -> None:
+        """Last resort for a call whose flow could not place it: overflow destination, or hang up."""
+        if call.hung_up:
+            return
+        target = self.config.overflow
+        try:
+            if target:
+                result = await asyncio.wait_for(call.transfer(target, timeout=20), timeout=30)
+                if result.answered:
+                    call.call_record.outcome = Outcome.ERROR if call.call_record.outcome in (None, Outcome.ERROR) else call.call_record.outcome
+                    call.call_record.outcome_detail = f"{why}; fallback to {target}"
+                    return
+            await call.hangup()
+            call.call_record.outcome = Outcome.ERROR if why != "drain deadline" else Outcome.DRAINED
+            call.call_record.outcome_detail = why
+        except (CallHangup, asyncio.TimeoutError):
+            pass
+        except (PbxError, NotFoundError) as exc:
+            call.call_record.errors.append(f"fallback failed: {exc}")
+        except Exception:
+            log.exception("fallback failed")
+        if call.call_record.outcome is None:
+            call.call_record.finish(Outcome.ERROR, why)
+
+    def _finish_record(self, record: CallRecord, *, was_active: bool = True) -> None:
+        try:
+            self.records.write(record)
+        except OSError as exc:
+            log.error("cannot write call record: %s", exc)
+        self.completed.append(record)
+        del self.completed[: -self.keep_records]
+        waiter = self._waiters.pop(f"{record.route_point}/{record.participant_id}", None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(record)
+        self.metrics.call_ended(record, was_active=was_active)
+        log.info("call ended: %s %s (%.1f s)", record.outcome, record.outcome_detail, record.duration)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT start a graceful drain."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
