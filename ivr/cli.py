@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--heard", metavar="WAV", help="save what the caller heard to this WAV file")
         p.add_argument("--extension", action="append", default=[], metavar="DN=BEHAVIOUR",
                        help="emulator extension behaviour, e.g. 102=busy (repeatable)")
+        p.add_argument("--at", metavar="TIME", default=DEMO_TIME if name == "demo" else None,
+                       help="pin the flow's clock, ISO 8601 with offset, e.g. 2026-11-23T10:00+01:00"
+                       + (f" (default {DEMO_TIME}: office hours)" if name == "demo" else ""))
         _logging_args(p, default_level="WARNING")
         p.set_defaults(func=_cmd_call, flow="flows/main_menu.yaml") if name == "demo" else p.set_defaults(func=_cmd_call)
 
@@ -84,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("validate", help="check flow files (ivr validate --help)")
     sub.add_parser("schema", help="print the flow JSON Schema")
     return parser
+
+
+# The demo runs at any hour; it pins the flow clock to a Monday morning in Berlin so the
+# office-hours check takes the "open" branch and the menu is heard.
+DEMO_TIME = "2026-11-23T10:00:00+01:00"
 
 
 def _logging_args(p: argparse.ArgumentParser, default_level: str = "INFO") -> None:
@@ -125,6 +133,16 @@ def _cmd_call(args: argparse.Namespace) -> int:
     from ivr.worker.logs import setup_logging
 
     setup_logging(args.log_level, args.log_json)
+    at = None
+    if args.at:
+        from datetime import datetime
+
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            return _fail(f"--at {args.at!r}: expected ISO 8601 like 2026-11-23T10:00+01:00", 2)
+        if at.tzinfo is None:
+            return _fail(f"--at {args.at!r}: give a UTC offset, e.g. +01:00", 2)
     behaviours = {}
     for item in args.extension:
         dn, _, behaviour = item.partition("=")
@@ -139,6 +157,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
         did=args.did,
         extensions=behaviours,
         timeout=args.timeout,
+        at=at,
     )
     try:
         report = asyncio.run(sim.run())

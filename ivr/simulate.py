@@ -16,6 +16,7 @@ import json
 import secrets
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,10 @@ class SimulatedCall:
         timeout: float = 120.0,
         recordings_dir: str | Path | None = None,
         speech: Any = None,
+        at: datetime | None = None,
     ) -> None:
         self.flow = Path(flow)
+        self.at = at  # pin the flow's wall clock (office hours) to this moment
         self.digit_groups = [g for g in digits.split(",")] if digits else []
         self.speak = Path(speak) if speak else None
         self.caller = caller
@@ -124,7 +127,7 @@ class SimulatedCall:
                 audio_dirs=[str(self.flow.resolve().parent), str(PROJECT_AUDIO)],
             )
             started: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
-            worker = Worker(config, speech=self.speech, on_call_started=lambda c: started.done() or started.set_result(c))
+            worker = Worker(config, speech=self.speech, on_call_started=self._started(started))
             stop = asyncio.Event()
             worker_task = asyncio.create_task(worker.run(stop))
             try:
@@ -133,7 +136,7 @@ class SimulatedCall:
                 call = await asyncio.wait_for(started, 10)
                 record = await asyncio.wait_for(self._drive(emu, callid, call, worker), self.timeout)
                 await asyncio.sleep(0.2)  # let the emulator log the last events (hang-up, transfer)
-                info = await emu.call_info(callid)
+                info = emu.call_info(callid)
                 heard = emu.heard_pcm(callid)
             except asyncio.TimeoutError:
                 raise TimeoutError(f"the simulated call did not finish within {self.timeout:.0f} s") from None
@@ -141,6 +144,17 @@ class SimulatedCall:
                 stop.set()
                 await asyncio.wait_for(worker_task, 15)
         return SimReport(record, info, heard)
+
+    def _started(self, future: "asyncio.Future[Call]"):
+        def on_call_started(call: Call) -> None:
+            if self.at is not None:
+                pinned = self.at
+                started = datetime.now(timezone.utc)
+                call.clock = lambda: pinned + (datetime.now(timezone.utc) - started)
+            if not future.done():
+                future.set_result(call)
+
+        return on_call_started
 
     @staticmethod
     async def _ready(worker: Any, task: asyncio.Task) -> None:

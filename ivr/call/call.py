@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
@@ -89,6 +90,8 @@ class Call:
         self.listening = asyncio.Event()
         # Set by the flow layer so Python flows can run YAML subflows (see ivr.flow).
         self.subflow_runner: Callable[..., Awaitable[Any]] | None = None
+        # Wall-clock time as flows see it (office hours); the simulator can pin it.
+        self.clock: Callable[[], datetime] | None = None
 
     # --- state ------------------------------------------------------------------------------
 
@@ -139,6 +142,10 @@ class Call:
         except BaseException:
             pass
         raise CallHangup(f"call {self.call_id} has ended")
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware: what `hours` steps and `{{ now }}` see."""
+        return self.clock() if self.clock is not None else datetime.now(timezone.utc)
 
     def log_event(self, message: str, **fields: Any) -> None:
         """The flow's `log` step: a line in the worker log, tagged with the call id."""

@@ -112,7 +112,7 @@ class _Runner:
             call={"id": getattr(call, "call_id", ""), "did": getattr(call, "did", ""),
                   "route_point": getattr(call, "route_point", "")},
             vars=self.vars, params=self.params, digits=self.digits, last=self.last,
-            now=datetime.now().astimezone(), error=self.error,
+            now=_now(self.call), error=self.error,
         )
         ctx.update(extra)
         return ctx
@@ -244,7 +244,7 @@ class _Runner:
         self.last = {"completed": result.completed, "interrupted_by": result.interrupted_by}
 
     async def do_hours(self, step: StepBase, a: Any) -> _Branch:
-        open_now = is_open(a.schedule, datetime.now().astimezone())
+        open_now = is_open(a.schedule, _now(self.call))
         self.last = {"open": open_now}
         self.store(a.into, open_now)
         return _Branch(a.open if open_now else a.closed)
@@ -561,3 +561,9 @@ class YamlFlow:
 
     def __repr__(self) -> str:
         return f"YamlFlow({str(self.path or self.name)!r})"
+
+
+def _now(call: Any) -> datetime:
+    """Wall-clock time as the call sees it (a simulator may pin it); always timezone-aware."""
+    now = getattr(call, "now", None)
+    return now() if callable(now) else datetime.now().astimezone()

@@ -167,7 +167,8 @@ def _yaml_error(file: str, exc: YAMLError, text: str) -> Diagnostic:
         col = position - (text.rfind("\n", 0, position) + 1) + 1
         reason = getattr(exc, "reason", "") or "unreadable character"
         char = getattr(exc, "character", None)
-        what = f" #x{ord(char):04x}" if isinstance(char, str) and len(char) == 1 else ""
+        code = ord(char) if isinstance(char, str) and len(char) == 1 else char
+        what = f" #x{code:04x}" if isinstance(code, int) else ""
         return Diagnostic(file, line, col, "error", f"YAML: unacceptable character{what}: {reason}")
     return Diagnostic(file, 0, 0, "error", f"YAML: {str(exc).splitlines()[0] if str(exc) else 'invalid'}")
 
@@ -292,7 +293,15 @@ def _error_to_diagnostic(err: Mapping[str, Any], root: Src, models: Mapping[int,
     elif kind in _TYPE_WORDS:
         label = f"{field_name!r}" if field_name is not None else "value"
         message = f"{label} should be {_TYPE_WORDS[kind]}, got {_short(err.get('input'))}"
-    elif kind.startswith(("literal_", "greater_", "less_", "too_", "string_too")):
+    elif kind in ("too_short", "too_long"):
+        label = f"{field_name!r}" if field_name is not None else "value"
+        if kind == "too_short":
+            n = ctx.get("min_length", 1)
+            message = f"{label} needs at least {n} item{'s' if n != 1 else ''}"
+        else:
+            n = ctx.get("max_length", 0)
+            message = f"{label} may have at most {n} item{'s' if n != 1 else ''}"
+    elif kind.startswith(("literal_", "greater_", "less_", "string_too")):
         label = f"{field_name!r} " if field_name is not None else ""
         message = f"{label}{err['msg'][0].lower()}{err['msg'][1:]}, got {_short(err.get('input'))}"
         message = message.replace("input should", "should").replace("' should", "' should")

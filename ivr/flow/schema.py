@@ -59,7 +59,7 @@ DTMF_KEYS = "0123456789*#ABCD"
 
 def suggest(word: str, options: Any) -> str:
     """`` (did you mean 'x'?)`` for the closest option, or ``""``."""
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.7)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -950,6 +950,9 @@ def flow_json_schema() -> dict[str, Any]:
     _replace(schema, step_union, {"$ref": "#/$defs/Step"})
     defs["Step"] = {"title": "Step", "description": "One step: a name (answer, hangup, return) "
                     "or a mapping with one action key plus optional id and when.", **step_union}
+    # The method is case-insensitive (normalised to upper case when loading).
+    method = defs["HttpArgs"]["properties"]["method"]
+    method["enum"] = [*method["enum"], *(m.lower() for m in method["enum"])]
     # Escalating prompts: one prompt, or a list (one per attempt, the last repeats).
     prompt_or_list = [{"$ref": "#/$defs/Prompt"},
                       {"type": "array", "items": {"$ref": "#/$defs/Prompt"}, "minItems": 1},

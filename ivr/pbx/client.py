@@ -7,6 +7,8 @@ for the first resync. An unreachable PBX is retried with backoff and logged (can
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncio
 import logging
 import aiohttp
@@ -158,6 +160,7 @@ class PbxClient:
         lead_ms: int | None = None,
         *,
         media_timeout: float | None = None,
+        source: Callable[[], bytes | None] | None = None,
     ) -> OutboundAudio:
         """Audio to the caller: ``write(pcm)``, ``clear()``, ``drain()``, ``close()``."""
         assert self._session is not None and self._tokens is not None
@@ -170,6 +173,7 @@ class PbxClient:
             exists=lambda: self._exists(dn, participant_id),
             lead_ms=lead_ms,
             media_timeout=media_timeout,
+            source=source,
         )
         stream.start()
         self._outbound.setdefault((dn, participant_id), []).append(stream)

@@ -71,8 +71,12 @@ class OutboundAudio:
         exists: Callable[[], Awaitable[bool]],
         lead_ms: int | None = None,
         media_timeout: float | None = None,
+        source: Callable[[], bytes | None] | None = None,
     ) -> None:
         self.dn = dn
+        # Pull mode: when the queue is empty the pacer asks ``source()`` for the next frame
+        # at the moment it is due, so audio cut at the source (barge-in) is never sent.
+        self._source = source
         self.participant_id = participant_id
         self.lead_ms = lead_ms if lead_ms is not None else cfg.outbound_lead_ms
         if self.lead_ms < 20:
@@ -115,6 +119,10 @@ class OutboundAudio:
         self._buf += pcm
         if len(self._buf) >= 2:
             self._drained.clear()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Pull mode: the source has audio again; the pacer asks for it at once."""
         self._wake.set()
 
     def clear(self) -> float:
@@ -177,8 +185,24 @@ class OutboundAudio:
         loop = asyncio.get_running_loop()
         lead = self.lead_ms / 1000
         stats = self.stats
+        frame_s = FRAME_BYTES / BYTES_PER_SECOND
         while not self._closing:
             n = len(self._buf) - len(self._buf) % 2
+            if n == 0 and self._source is not None:
+                now = loop.time()
+                due = (self._next_t + frame_s - lead) if self._next_t is not None else now
+                if due > now:
+                    await asyncio.sleep(due - now)
+                    late = loop.time() - due
+                    if late > frame_s and self._next_t is not None and self._next_t > due:
+                        stats.underruns += 1
+                    stats.max_lateness_ms = max(stats.max_lateness_ms, late * 1000)
+                    if self._closing:
+                        break
+                pulled = self._source()
+                if pulled:
+                    self._buf += pulled
+                    continue
             if n == 0:
                 self._drained.set()
                 self._wake.clear()

@@ -1,0 +1,247 @@
+"""The YAML interpreter over the real Call: emulator + worker over loopback (ivr.simulate)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from ivr.flow import FlowError, FlowLoadError, load_any
+from ivr.simulate import SimulatedCall
+
+ROOT = Path(__file__).resolve().parent.parent
+AUDIO = ("main_menu.wav", "pin_prompt.wav", "sorry.wav", "goodbye.wav")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "audio").mkdir()
+    for name in AUDIO:
+        shutil.copy(ROOT / "audio" / name, tmp_path / "audio" / name)
+    return tmp_path
+
+
+def flow(folder: Path, text: str, name: str = "flow.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def steps(report: Any) -> list[tuple[str, str | None, Any]]:
+    return [(s.step, s.id, s.result) for s in report.record.steps]
+
+
+async def simulate(path: Path, **kwargs: Any) -> Any:
+    kwargs.setdefault("timeout", 20)
+    return await SimulatedCall(path, recordings_dir=path.parent / "rec", **kwargs).run()
+
+
+MENU = """
+steps:
+  - answer
+  - id: main
+    menu:
+      prompt: main_menu.wav
+      timeout: 2
+      retries: 0
+      choices:
+        "1": [{set: {dept: sales}}, {transfer: {to: "101", timeout: 5}}]
+        "2": [{transfer: {to: "102", timeout: 5, on_busy: [{set: {busy: true}}, {goto: bye}]}}]
+      on_no_input: [{goto: bye}]
+  - log: not reached after a transfer
+  - id: bye
+    log: "bye {{ busy | default(false) }} {{ digits }}"
+  - hangup
+"""
+
+
+async def test_menu_choice_transfers(folder: Path) -> None:
+    report = await simulate(flow(folder, MENU), digits="1")
+    kinds = [s[0] for s in steps(report)]
+    assert kinds == ["answer", "menu", "set", "transfer"]
+    menu = steps(report)[1][2]
+    assert (menu["status"], menu["choice"]) == ("match", "1")
+    assert steps(report)[3][2]["status"] == "answered"
+    assert report.record.transferred_to == "101" and report.record.outcome == "transferred"
+
+
+async def test_busy_branch_and_goto_out_of_nested_list(folder: Path) -> None:
+    report = await simulate(flow(folder, MENU), digits="2", extensions={"102": "busy"})
+    assert [s[0] for s in steps(report)] == ["answer", "menu", "transfer", "set", "goto", "log", "hangup"]
+    assert steps(report)[2][2]["status"] == "busy"
+    assert steps(report)[5][2] == {"message": "bye True 2"}
+    assert report.record.outcome == "ivr_hangup"
+
+
+async def test_gather_switch_subflow_return_and_if(folder: Path) -> None:
+    flow(folder, """
+    params: {n: 0}
+    steps:
+      - set: {x: "{{ params.n * 2 }}"}
+      - return: {doubled: "{{ x }}"}
+    """, "double.yaml")
+    main = flow(folder, """
+    vars: {kind: none}
+    steps:
+      - answer
+      - gather: {prompt: pin_prompt.wav, min_digits: 2, max_digits: 4, first_digit_timeout: 3, into: code}
+      - switch: "{{ code }}"
+        cases: {"12": [{set: {kind: twelve}}]}
+        default: [{set: {kind: other}}]
+      - subflow: {file: double.yaml, params: {n: "{{ code | int }}"}, into: result}
+      - if: "result.doubled == 24 and kind == 'twelve' and x is not defined"
+        then: [{attach_data: {doubled: "{{ result.doubled }}"}}]
+        else: [{log: "wrong: {{ result }} {{ kind }}"}]
+      - hangup
+    """)
+    report = await simulate(main, digits="12#")
+    got = steps(report)
+    assert [s[0] for s in got] == ["answer", "gather", "switch", "set", "set", "return", "subflow", "if",
+                                   "attach_data", "hangup"]
+    assert got[1][2]["digits"] == "12" and got[1][2]["terminator"] == "#"
+    assert got[5][2] == {"doubled": 24}  # native ints through templates
+    assert got[8][2] == {"doubled": "24"}
+
+
+async def test_endless_goto_is_stopped_and_on_error_runs(folder: Path) -> None:
+    path = flow(folder, """
+    steps:
+      - answer
+      - id: spin
+        goto: spin
+    on_error:
+      - log: "failed: {{ error }}"
+      - hangup
+    """)
+    report = await simulate(path)
+    got = steps(report)
+    assert len(got) == 1000 + 2  # the budget, then on_error's two steps
+    assert "more than 1000 steps ran (an endless goto loop?)" in got[-2][2]["message"]
+    assert "flow.yaml:3" in got[-2][2]["message"]  # where: file and line of the step
+    assert report.record.outcome == "ivr_hangup"
+
+
+async def test_failing_step_runs_on_error_or_reaches_the_worker(folder: Path) -> None:
+    handled = flow(folder, """
+    steps:
+      - answer
+      - play: "{{ 'missing' }}.wav"
+      - log: not reached
+    on_error: [{set: {why: "{{ error }}"}}, {play: sorry.wav}, hangup]
+    """, "handled.yaml")
+    report = await simulate(handled)
+    got = steps(report)
+    assert [s[0] for s in got] == ["answer", "set", "play", "hangup"]
+    assert "missing.wav not found" in got[1][2]["why"]
+    unhandled = flow(folder, "steps:\n  - answer\n  - play: \"{{ 'missing' }}.wav\"\n", "unhandled.yaml")
+    report = await simulate(unhandled)
+    assert any("missing.wav not found" in e for e in report.record.errors)
+
+
+class HangUpWhileListening(SimulatedCall):
+    async def _drive(self, emu: Any, callid: Any, call: Any, worker: Any) -> Any:
+        assert await self._until_listening(call)
+        await emu.hangup(callid)
+        while True:
+            for record in worker.completed:
+                if record.call_id == call.call_id:
+                    return record
+            await asyncio.sleep(0.05)
+
+
+async def test_on_hangup_runs_without_audio(folder: Path) -> None:
+    path = flow(folder, """
+    steps:
+      - answer
+      - gather: {prompt: pin_prompt.wav, max_digits: 4, first_digit_timeout: 10}
+      - log: not reached
+    on_hangup:
+      - play: goodbye.wav
+      - log: "gone after {{ caller.number }}"
+    """)
+    report = await HangUpWhileListening(path, timeout=20, recordings_dir=folder / "rec").run()
+    got = steps(report)
+    assert [s[0] for s in got] == ["answer", "play", "log"]
+    assert got[1][2] == {"skipped": "caller hung up"}
+    assert got[2][2] == {"message": "gone after +4930123456"}
+    assert report.record.outcome == "caller_hangup"
+
+
+@pytest.fixture
+async def pin_service() -> Any:
+    seen: list[Any] = []
+
+    async def check(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append((body, request.headers.get("X-Token")))
+        return web.json_response({"valid": body.get("pin") == "1234"})
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="boom")
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.Response(text="late")
+
+    app = web.Application()
+    app.add_routes([web.post("/pin", check), web.get("/broken", broken), web.get("/slow", slow)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}", seen
+    await runner.cleanup()
+
+
+async def test_http_step_success_failure_and_timeout(folder: Path, pin_service: Any) -> None:
+    base, seen = pin_service
+    path = flow(folder, f"""
+    vars: {{base: "{base}"}}
+    steps:
+      - answer
+      - http:
+          method: post
+          url: "{{{{ base }}}}/pin"
+          headers: {{X-Token: secret}}
+          json: {{pin: "1234", caller: "{{{{ caller.number }}}}"}}
+          into: check
+      - if: "check.body.valid"
+        then: [{{set: {{verified: true}}}}]
+      - http: {{url: "{{{{ base }}}}/broken", on_failure: [{{set: {{status: "{{{{ last.status }}}}"}}}}]}}
+      - http: {{url: "{{{{ base }}}}/slow", timeout: 0.2, on_failure: [{{log: "{{{{ last.error }}}}"}}]}}
+      - hangup
+    """)
+    report = await simulate(path)
+    got = steps(report)
+    assert [s[0] for s in got] == ["answer", "http", "if", "set", "http", "set", "http", "log", "hangup"]
+    assert seen == [({"pin": "1234", "caller": "+4930123456"}, "secret")]
+    assert got[1][2]["status"] == 200 and got[1][2]["json"] == {"valid": True}
+    assert got[5][2] == {"status": 500}
+    assert got[7][2]["message"] == "127.0.0.1: timed out"
+
+
+async def test_python_flow_runs_a_yaml_subflow(folder: Path) -> None:
+    sub = flow(folder, "params: {n: 0}\nsteps:\n  - return: {doubled: \"{{ params.n * 2 }}\"}\n", "double.yaml")
+    py = folder / "main.py"
+    py.write_text(textwrap.dedent(f"""
+        async def main(call):
+            await call.answer()
+            result = await call.subflow({str(sub)!r}, n=21)
+            call.call_record.add_step("python", None, result)
+            await call.hangup()
+    """))
+    report = await simulate(py)
+    assert steps(report)[-2:] == [("return", None, {"doubled": 42}), ("python", None, {"doubled": 42})]
+
+
+def test_load_any_kinds(folder: Path) -> None:
+    assert repr(load_any(flow(folder, "steps: [answer]\n"))).startswith("YamlFlow(")
+    with pytest.raises(FlowLoadError, match="unknown flow type '.txt'"):
+        load_any(flow(folder, "steps: [answer]\n", "x.txt"))
+    assert issubclass(FlowError, Exception)
