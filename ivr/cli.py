@@ -7,6 +7,8 @@
     ivr emulator [...]                   a local 3CX (same wire) in the foreground
     ivr validate FILE...                 check flow files: file:line:col: message
     ivr schema                           the JSON Schema of flow files
+    ivr graph FLOW -o flow.svg           a diagram of a flow (.svg, .png, .md)
+    ivr dev FLOW                         a browser softphone to call a flow
 
 Every command turns expected failures into one line on stderr and exit status 1 or 2;
 tracebacks are for bugs only.
@@ -31,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "emulator": ("ivr.emulator.cli", "main"),
         "validate": ("ivr.flow.cli", "validate_main"),
         "schema": ("ivr.flow.cli", "schema_main"),
+        "graph": ("ivr.flow.graph_cli", "graph_main"),
+        "dev": ("ivr.dev.cli", "main"),
     }
     if argv[0] in delegated:
         module, func = delegated[argv[0]]
@@ -86,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("emulator", help="run the 3CX emulator (ivr emulator --help)")
     sub.add_parser("validate", help="check flow files (ivr validate --help)")
     sub.add_parser("schema", help="print the flow JSON Schema")
+    sub.add_parser("graph", help="draw a flow as Mermaid, SVG or PNG (ivr graph --help)")
+    sub.add_parser("dev", help="the browser softphone for a flow (ivr dev --help)")
     return parser
 
 

@@ -27,7 +27,7 @@ from ivr.call import Call
 from ivr.call.record import CallRecord
 from ivr.config import PbxSettings, Route, WorkerConfig
 from ivr.emulator import Emulator, EmulatorConfig
-from ivr.flow import FlowLoadError, load_any
+from ivr.flow import Diagnostic, FlowLoadError, load_any
 
 PROJECT_AUDIO = Path(__file__).resolve().parent.parent / "audio"
 ROUTE_POINT = "800"
@@ -58,7 +58,7 @@ def format_report(report: SimReport) -> str:
         f"  flow      {r.flow} (version {r.flow_version})",
     ]
     for prompt in r.prompts:
-        lines.append(f"  played    {prompt}")
+        lines.append(f"  played    {_short(prompt)}")
     pressed = [d for d in r.digits if d]
     lines.append(f"  digits    {', '.join(pressed) if pressed else '(none)'}")
     for entry in report.emulator.get("log", []):
@@ -75,7 +75,131 @@ def format_report(report: SimReport) -> str:
     return "\n".join(lines)
 
 
+def _short(path: str) -> str:
+    """A prompt path as a reader wants it: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+class FlowHarness:
+    """An emulator and the real worker serving one flow, in this process, over loopback.
+
+    ``ivr call`` and :mod:`ivr.testing` build on it. ``place_call`` returns the emulator's
+    call id and the worker's :class:`Call` for it, so a driver can both play the caller
+    (through the emulator) and watch the IVR side (the Call's record, ``listening``...).
+    """
+
+    def __init__(
+        self,
+        flow: str | Path,
+        *,
+        extensions: dict[str, str] | None = None,
+        recordings_dir: str | Path | None = None,
+        speech: Any = None,
+        at: datetime | None = None,
+        ring_seconds: float = 0.5,
+        no_answer_timeout: float = 20.0,
+    ) -> None:
+        self.flow = Path(flow)
+        self.extensions = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
+        self.extensions.update(extensions or {})
+        self.recordings_dir = Path(recordings_dir) if recordings_dir else Path(tempfile.mkdtemp(prefix="ivr-recordings-"))
+        self.speech = speech
+        self.at = at  # pin the flow's wall clock (office hours) to this moment
+        self.ring_seconds = ring_seconds
+        self.no_answer_timeout = no_answer_timeout
+        self.emulator: Emulator | None = None
+        self.worker: Any = None
+        self._stop = asyncio.Event()
+        self._worker_task: asyncio.Task | None = None
+        self._calls: dict[str, asyncio.Future[Call]] = {}
+
+    async def __aenter__(self) -> "FlowHarness":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        from ivr.worker.runner import Worker
+
+        if not self.flow.exists():
+            raise FlowLoadError([Diagnostic(str(self.flow), 0, 0, "error", "file not found")])
+        load_any(self.flow)  # report flow errors before starting anything
+        secret = secrets.token_urlsafe(16)
+        self.emulator = Emulator(
+            EmulatorConfig(
+                client_id=CLIENT_ID,
+                client_secret=secret,
+                route_point=ROUTE_POINT,
+                extensions=self.extensions,
+                ring_seconds=self.ring_seconds,
+                no_answer_timeout=self.no_answer_timeout,
+            )
+        )
+        await self.emulator.start(host="127.0.0.1", port=0)
+        config = WorkerConfig(
+            pbx=PbxSettings(url=self.emulator.url, client_id=CLIENT_ID, client_secret=secret),
+            routes=[Route(route_point=ROUTE_POINT, flow=str(self.flow.resolve()))],
+            records=None,
+            recordings_dir=str(self.recordings_dir),
+            audio_dirs=[str(self.flow.resolve().parent), str(PROJECT_AUDIO)],
+        )
+        self.worker = Worker(config, speech=self.speech, on_call_started=self._on_call_started, reload_interval=0.2)
+        self._worker_task = asyncio.create_task(self.worker.run(self._stop))
+        ready = asyncio.ensure_future(self.worker.ready.wait())
+        done, _ = await asyncio.wait({ready, self._worker_task}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        if self._worker_task in done:
+            ready.cancel()
+            await self.emulator.stop()
+            self._worker_task.result()  # raises the worker's start-up error
+            raise RuntimeError("the worker stopped before it was ready")
+        if not done:
+            raise TimeoutError("the worker did not become ready within 15 s")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._worker_task is not None:
+            try:
+                await asyncio.wait_for(self._worker_task, 15)
+            finally:
+                self._worker_task = None
+        if self.emulator is not None:
+            await self.emulator.stop()
+
+    def _on_call_started(self, call: Call) -> None:
+        if self.at is not None:
+            pinned, started = self.at, datetime.now(timezone.utc)
+            call.clock = lambda: pinned + (datetime.now(timezone.utc) - started)
+        self._future(call.call_id).set_result(call) if not self._future(call.call_id).done() else None
+
+    def _future(self, call_id: str) -> "asyncio.Future[Call]":
+        if call_id not in self._calls:
+            self._calls[call_id] = asyncio.get_running_loop().create_future()
+        return self._calls[call_id]
+
+    async def place_call(self, caller: str = "+4930123456", *, did: str = "", name: str = "") -> tuple[Any, Call]:
+        """A call from ``caller`` to the route point; returns (emulator call id, the worker's Call)."""
+        assert self.emulator is not None, "start() the harness first"
+        callid = await self.emulator.place_call(caller, ROUTE_POINT, name=name, did=did or None)
+        call = await asyncio.wait_for(self._future(str(callid)), 10)
+        return callid, call
+
+    async def record_of(self, call: Call) -> CallRecord:
+        """Wait for the call to end; its call record."""
+        while True:
+            for record in self.worker.completed:
+                if record.call_id == call.call_id:
+                    return record
+            await asyncio.sleep(0.02)
+
+
 class SimulatedCall:
+    """``ivr call``: one call into a flow, the caller pressing keys when the IVR listens."""
+
     def __init__(
         self,
         flow: str | Path,
@@ -90,109 +214,50 @@ class SimulatedCall:
         speech: Any = None,
         at: datetime | None = None,
     ) -> None:
-        self.flow = Path(flow)
-        self.at = at  # pin the flow's wall clock (office hours) to this moment
+        self.harness = FlowHarness(flow, extensions=extensions, recordings_dir=recordings_dir, speech=speech, at=at)
         self.digit_groups = [g for g in digits.split(",")] if digits else []
         self.speak = Path(speak) if speak else None
         self.caller = caller
         self.did = did
-        self.extensions = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
-        self.extensions.update(extensions or {})
         self.timeout = timeout
-        self.recordings_dir = Path(recordings_dir) if recordings_dir else Path(tempfile.mkdtemp(prefix="ivr-recordings-"))
-        self.speech = speech
 
     async def run(self) -> SimReport:
-        from ivr.worker.runner import Worker
-
-        if not self.flow.exists():
-            raise FlowLoadError.single(str(self.flow), "file not found") if hasattr(FlowLoadError, "single") else FlowLoadError(f"{self.flow}: file not found")
-        load_any(self.flow)  # report flow errors before starting anything
-        secret = secrets.token_urlsafe(16)
-        emu = Emulator(
-            EmulatorConfig(
-                client_id=CLIENT_ID,
-                client_secret=secret,
-                route_point=ROUTE_POINT,
-                extensions=self.extensions,
-                ring_seconds=0.5,
-            )
-        )
-        async with emu.running():
-            config = WorkerConfig(
-                pbx=PbxSettings(url=emu.url, client_id=CLIENT_ID, client_secret=secret),
-                routes=[Route(route_point=ROUTE_POINT, flow=str(self.flow.resolve()))],
-                records=None,
-                recordings_dir=str(self.recordings_dir),
-                audio_dirs=[str(self.flow.resolve().parent), str(PROJECT_AUDIO)],
-            )
-            started: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
-            worker = Worker(config, speech=self.speech, on_call_started=self._started(started))
-            stop = asyncio.Event()
-            worker_task = asyncio.create_task(worker.run(stop))
+        async with self.harness as h:
+            assert h.emulator is not None
             try:
-                await asyncio.wait_for(self._ready(worker, worker_task), 10)
-                callid = await emu.place_call(self.caller, ROUTE_POINT, did=self.did or None)
-                call = await asyncio.wait_for(started, 10)
-                record = await asyncio.wait_for(self._drive(emu, callid, call, worker), self.timeout)
-                await asyncio.sleep(0.2)  # let the emulator log the last events (hang-up, transfer)
-                info = emu.call_info(callid)
-                heard = emu.heard_pcm(callid)
+                callid, call = await h.place_call(self.caller, did=self.did)
+                record = await asyncio.wait_for(self._drive(h, callid, call), self.timeout)
             except asyncio.TimeoutError:
                 raise TimeoutError(f"the simulated call did not finish within {self.timeout:.0f} s") from None
-            finally:
-                stop.set()
-                await asyncio.wait_for(worker_task, 15)
+            await asyncio.sleep(0.2)  # let the emulator log the last events (hang-up, transfer)
+            info = h.emulator.call_info(callid)
+            heard = h.emulator.heard_pcm(callid)
         return SimReport(record, info, heard)
 
-    def _started(self, future: "asyncio.Future[Call]"):
-        def on_call_started(call: Call) -> None:
-            if self.at is not None:
-                pinned = self.at
-                started = datetime.now(timezone.utc)
-                call.clock = lambda: pinned + (datetime.now(timezone.utc) - started)
-            if not future.done():
-                future.set_result(call)
-
-        return on_call_started
-
-    @staticmethod
-    async def _ready(worker: Any, task: asyncio.Task) -> None:
-        ready = asyncio.ensure_future(worker.ready.wait())
-        done, _ = await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            ready.cancel()
-            task.result()  # raises the worker's start-up error
-            raise RuntimeError("the worker stopped before it was ready")
-
-    async def _drive(self, emu: Emulator, callid: Any, call: Call, worker: Any) -> CallRecord:
+    async def _drive(self, h: FlowHarness, callid: Any, call: Call) -> CallRecord:
         """Play the caller: press each digit group when the IVR listens; then wait for the end."""
+        assert h.emulator is not None
         for group in self.digit_groups:
-            if not await self._until_listening(call):
+            if not await until_listening(call):
                 break
-            await emu.send_dtmf(callid, group)
-            await self._until_not_listening(call)
-        if self.speak is not None and await self._until_listening(call):
-            await emu.speak(callid, self.speak.read_bytes())
-        while True:
-            for record in worker.completed:
-                if record.call_id == call.call_id:
-                    return record
-            await asyncio.sleep(0.05)
+            await h.emulator.send_dtmf(callid, group)
+            while call.listening.is_set() and not call.hung_up:
+                await asyncio.sleep(0.02)
+        if self.speak is not None and await until_listening(call):
+            await h.emulator.speak(callid, self.speak.read_bytes())
+        return await h.record_of(call)
 
-    @staticmethod
-    async def _until_listening(call: Call) -> bool:
-        listening = asyncio.ensure_future(call.listening.wait())
-        ended = asyncio.ensure_future(call.ended.wait())
-        await asyncio.wait({listening, ended}, return_when=asyncio.FIRST_COMPLETED)
+
+async def until_listening(call: Call, timeout: float | None = None) -> bool:
+    """Wait until the IVR listens for input (a gather or menu runs); False if the call ended."""
+    listening = asyncio.ensure_future(call.listening.wait())
+    ended = asyncio.ensure_future(call.ended.wait())
+    try:
+        await asyncio.wait({listening, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
         listening.cancel()
         ended.cancel()
-        return call.listening.is_set() and not call.hung_up
-
-    @staticmethod
-    async def _until_not_listening(call: Call) -> None:
-        while call.listening.is_set() and not call.hung_up:
-            await asyncio.sleep(0.02)
+    return call.listening.is_set() and not call.hung_up
 
 
 def wav_bytes(pcm: np.ndarray, rate: int = 8000) -> bytes:

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import shutil
 import textwrap
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
+import soundfile
 from aiohttp import web
 
 from ivr.flow import FlowError, FlowLoadError, load_any
-from ivr.simulate import SimulatedCall
+from ivr.simulate import FlowHarness, SimulatedCall, until_listening
 
 ROOT = Path(__file__).resolve().parent.parent
-AUDIO = ("main_menu.wav", "pin_prompt.wav", "sorry.wav", "goodbye.wav")
+AUDIO = ("main_menu.wav", "pin_prompt.wav", "goodbye.wav")
 
 
 @pytest.fixture
@@ -23,6 +27,9 @@ def folder(tmp_path: Path) -> Path:
     (tmp_path / "audio").mkdir()
     for name in AUDIO:
         shutil.copy(ROOT / "audio" / name, tmp_path / "audio" / name)
+    # 0.1 s of tone: an audio step that finishes quickly (real prompts play in real time)
+    tone = (np.sin(np.arange(800) * 2 * np.pi * 440 / 8000) * 8000).astype(np.int16)
+    soundfile.write(str(tmp_path / "audio" / "short.wav"), tone, 8000, subtype="PCM_16")
     return tmp_path
 
 
@@ -132,7 +139,7 @@ async def test_failing_step_runs_on_error_or_reaches_the_worker(folder: Path) ->
       - answer
       - play: "{{ 'missing' }}.wav"
       - log: not reached
-    on_error: [{set: {why: "{{ error }}"}}, {play: sorry.wav}, hangup]
+    on_error: [{set: {why: "{{ error }}"}}, {play: short.wav}, hangup]
     """, "handled.yaml")
     report = await simulate(handled)
     got = steps(report)
@@ -141,17 +148,6 @@ async def test_failing_step_runs_on_error_or_reaches_the_worker(folder: Path) ->
     unhandled = flow(folder, "steps:\n  - answer\n  - play: \"{{ 'missing' }}.wav\"\n", "unhandled.yaml")
     report = await simulate(unhandled)
     assert any("missing.wav not found" in e for e in report.record.errors)
-
-
-class HangUpWhileListening(SimulatedCall):
-    async def _drive(self, emu: Any, callid: Any, call: Any, worker: Any) -> Any:
-        assert await self._until_listening(call)
-        await emu.hangup(callid)
-        while True:
-            for record in worker.completed:
-                if record.call_id == call.call_id:
-                    return record
-            await asyncio.sleep(0.05)
 
 
 async def test_on_hangup_runs_without_audio(folder: Path) -> None:
@@ -164,12 +160,37 @@ async def test_on_hangup_runs_without_audio(folder: Path) -> None:
       - play: goodbye.wav
       - log: "gone after {{ caller.number }}"
     """)
-    report = await HangUpWhileListening(path, timeout=20, recordings_dir=folder / "rec").run()
-    got = steps(report)
+    async with FlowHarness(path, recordings_dir=folder / "rec") as h:
+        callid, call = await h.place_call()
+        assert await until_listening(call, timeout=10)
+        await h.emulator.hangup(callid)
+        record = await asyncio.wait_for(h.record_of(call), 10)
+    got = [(s.step, s.id, s.result) for s in record.steps]
     assert [s[0] for s in got] == ["answer", "play", "log"]
     assert got[1][2] == {"skipped": "caller hung up"}
     assert got[2][2] == {"message": "gone after +4930123456"}
-    assert report.record.outcome == "caller_hangup"
+    assert record.outcome == "caller_hangup"
+
+
+@pytest.mark.parametrize("when, expected", [
+    (datetime(2026, 3, 27, 7, 30, tzinfo=timezone.utc), "open 08:30"),  # Friday, CET
+    (datetime(2026, 3, 28, 12, 0, tzinfo=timezone.utc), "closed 13:00"),  # Saturday afternoon
+    (datetime(2026, 12, 25, 10, 0, tzinfo=timezone.utc), "closed 11:00"),  # holiday
+])
+async def test_hours_follow_the_call_clock(folder: Path, when: datetime, expected: str) -> None:
+    path = flow(folder, """
+    steps:
+      - hours:
+          timezone: Europe/Berlin
+          weekly: {mon-fri: "08:00-18:00", sat: "09:00-12:00"}
+          holidays: ["12-25"]
+          open: [{log: "open {{ '%02d:%02d' % (now.hour, now.minute) }}"}]
+          closed: [{log: "closed {{ '%02d:%02d' % (now.hour, now.minute) }}"}]
+      - hangup
+    """)
+    # `now` is the call's clock, pinned by the harness (here in Berlin time)
+    report = await simulate(path, at=when.astimezone(ZoneInfo("Europe/Berlin")))
+    assert steps(report)[1][2] == {"message": expected}
 
 
 @pytest.fixture
@@ -185,7 +206,7 @@ async def pin_service() -> Any:
         return web.Response(status=500, text="boom")
 
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(2)
+        await asyncio.sleep(0.6)
         return web.Response(text="late")
 
     app = web.Application()

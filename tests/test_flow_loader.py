@@ -284,3 +284,10 @@ def test_programmatic_flow_and_play_short_forms() -> None:
     assert isinstance(flow.steps[0], PlayStep)
     assert flow.steps[0].play.files == ["a.wav", "b.wav"] and flow.steps[1].play.files == ["c.wav"]
     assert flow.path is None
+
+
+def test_docs_example_is_a_valid_flow(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parent.parent / "docs" / "flows.md"
+    example = docs.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
+    flow = load_flow_text(example, tmp_path / "main_menu.yaml", check_files=False)
+    assert flow.find("voicemail") is not None and flow.diagnostics == []

@@ -129,18 +129,18 @@ def test_hostile_input_is_one_line_and_fast(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_missing_file_and_directory_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_validate(capsys, str(tmp_path / "nope.yaml"), str(tmp_path / "x.txt"))
+    code, out, err = run_validate(capsys, str(tmp_path / "nope.yaml"), str(tmp_path / "x.yml"))
     assert code == 1
     assert out == [f"{tmp_path / 'nope.yaml'}:1:1: error: file not found",
-                   f"{tmp_path / 'x.txt'}:1:1: error: file not found"]
+                   f"{tmp_path / 'x.yml'}:1:1: error: file not found"]
     assert validate_main([]) == 2  # usage error, argparse message on stderr
     assert "usage" in capsys.readouterr().err
 
 
 def test_unknown_suffix_is_reported(tmp_path: Path) -> None:
     path = write(tmp_path, "flow.txt", "steps: [answer]\n")
-    # a .txt given explicitly is still read as YAML by validate (only directories filter)
-    assert validate_paths([path]) == []
+    assert [d.format() for d in validate_paths([path])] == [
+        f"{path}:1:1: error: unknown flow type '.txt': use .yaml, .yml or .py"]
 
 
 def test_cli_in_a_subprocess_never_shows_a_traceback(tmp_path: Path) -> None:
@@ -176,10 +176,8 @@ def test_schema_accepts_real_flows_and_rejects_bad_ones(tmp_path: Path) -> None:
     schema = json.loads(SHIPPED_SCHEMA.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    docs = sorted((ROOT / "flows").glob("*.yaml")) + sorted((ROOT / "docs").glob("flows/*.yaml"))
-    from tests.test_flow_loader import FULL
-
-    texts = [p.read_text() for p in docs] + [FULL]
+    docs_example = (ROOT / "docs" / "flows.md").read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
+    texts = [p.read_text() for p in sorted((ROOT / "flows").glob("*.yaml"))] + [docs_example]
     for text in texts:
         data = json.loads(json.dumps(YAML(typ="safe").load(text), default=str))
         assert list(validator.iter_errors(data)) == []

@@ -134,7 +134,7 @@ class Call:
             raise
         finally:
             ended.cancel()
-        if task.done():
+        if task.done() and not self._ended.is_set():
             return task.result()
         task.cancel()
         try:

@@ -127,6 +127,12 @@ class Heard:
             cursor.next = start + len(pcm)
         return stripped
 
+    def chunks_since(self, index: int) -> tuple[list[tuple[int, np.ndarray]], int]:
+        """Chunks ``(start_sample, pcm)`` added after the first ``index`` ones, and the new count.
+
+        Lets a live listener (``ivr dev``) follow the timeline without re-rendering it."""
+        return self._chunks[index:], len(self._chunks)
+
     def duration_samples(self) -> int:
         """Where the last received audio ends (samples since call start)."""
         return max((s + len(p) for s, p in self._chunks), default=0)

@@ -117,6 +117,15 @@ class _Runner:
         ctx.update(extra)
         return ctx
 
+    def now(self) -> datetime:
+        """The call's wall clock: ``call.clock()`` when the call has one (tests pin it)."""
+        clock = getattr(self.call, "clock", None)
+        if callable(clock):
+            value = clock()
+            if isinstance(value, datetime) and value.tzinfo is not None:
+                return value
+        return datetime.now().astimezone()
+
     def text(self, value: Any, **extra: Any) -> str:
         if isinstance(value, Template):
             return value.render(self.context(**extra))
@@ -528,7 +537,9 @@ def runnable_hangup() -> BaseException:
 
 async def run_flow(flow: Flow, call: Any, *, params: dict[str, Any] | None = None,
                    max_steps: int = MAX_STEPS) -> FlowOutcome:
-    """Run ``flow`` on ``call`` to its end; never raises for flow errors (see FlowOutcome).
+    """Run ``flow`` on ``call`` to its end; step failures become ``FlowOutcome("error")``
+    (after ``on_error``), a caller hang-up ``"caller_hangup"`` (after ``on_hangup``).
+    Raises :class:`FlowError` only for ``params`` the flow does not declare.
 
     The flow's variables live in ``call.vars`` (initial ``vars:`` fill in names not set
     yet). ``max_steps`` bounds the steps of this call, subflows included."""

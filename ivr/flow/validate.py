@@ -54,7 +54,10 @@ class _Validator:
         self.names[key] = name
         flow: Flow | None = None
         try:
-            if path.suffix == ".py":
+            if path.suffix not in FLOW_SUFFIXES and not path.is_dir():
+                self.out.append(Diagnostic(name, 0, 0, "error",
+                                           f"unknown flow type {path.suffix or '(no suffix)'!r}: use .yaml, .yml or .py"))
+            elif path.suffix == ".py":
                 from .python_flow import load_python_flow
 
                 load_python_flow(path)

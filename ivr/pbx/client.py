@@ -66,7 +66,9 @@ class PbxClient:
         """Connect and wait for the first resync (retrying an unreachable PBX forever)."""
         if self._task is not None:
             raise RuntimeError("PbxClient already started")
-        self._session = aiohttp.ClientSession()
+        # No connection cap: every call holds two long-lived audio streams, and aiohttp's
+        # default of 100 connections would make REST requests queue behind them at 50 calls.
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
         self._tokens = TokenManager(self._session, self.cfg)
         self._rest = RestClient(self._session, self._tokens, self.cfg)
         self._stream = EventStream(

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ivr.call import Call, CallHangup
+from ivr.call import Call, CallError, CallHangup
+from ivr.flow import FlowLoadError
 from ivr.call.media import CallMedia, MediaSettings
 from ivr.call.record import CallRecord, CallRecordWriter, Outcome
 from ivr.config import WorkerConfig
@@ -61,6 +62,7 @@ class Worker:
         self.completed: list[CallRecord] = []  # most recent records, for `ivr call` and tests
         self._outbound: dict[tuple[str, int], Any] = {}  # dialled legs -> the flow to run on answer
         self._waiters: dict[str, asyncio.Future[CallRecord]] = {}  # call id -> its record, when it ends
+        self._dial_watch: dict[tuple[str, int], asyncio.Future[bool]] = {}  # dialled legs not yet answered
         self.keep_records = 1000
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -146,10 +148,14 @@ class Worker:
             elif event.dn in self.config.route_points:
                 self._maybe_start(event.dn, event.participant)
         elif isinstance(event, ParticipantRemoved):
-            call = self.calls.get((event.dn, event.participant_id))
+            key = (event.dn, event.participant_id)
+            call = self.calls.get(key)
             if call is not None:
                 call.on_removed()
-            self._claimed.discard((event.dn, event.participant_id))
+            self._claimed.discard(key)
+            watch = self._dial_watch.get(key)
+            if watch is not None and not watch.done():
+                watch.set_result(False)
         elif isinstance(event, DtmfReceived):
             call = self.calls.get((event.dn, event.participant_id))
             if call is not None:
@@ -168,6 +174,9 @@ class Worker:
         if key in self._outbound and participant.status != ParticipantStatus.CONNECTED:
             return  # a call we dialled: its flow starts when the other side answers
         self._claimed.add(key)
+        watch = self._dial_watch.get(key)
+        if watch is not None and not watch.done():
+            watch.set_result(True)
         if self.draining or len(self.calls) >= self.config.max_calls:
             why = "draining" if self.draining else f"at max_calls={self.config.max_calls}"
             task = asyncio.create_task(self._overflow(participant, why), name=f"overflow-{participant.id}")
@@ -202,20 +211,22 @@ class Worker:
         self._outbound[key] = flow
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[f"{rp}/{leg.id}"] = waiter
+        answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._dial_watch[key] = answered  # True when its flow starts, False if the leg goes away
         current = self.pbx.state.participant(rp, leg.id)
         if current is not None:
             self._maybe_start(rp, current)
         try:
-            connected = await self.pbx.state.wait_for(
-                lambda s: key in self._claimed or s.participant(rp, leg.id) is None, timeout=timeout + 5
-            )
+            ok = await asyncio.wait_for(asyncio.shield(answered), timeout + 5)
         except asyncio.TimeoutError:
-            connected = False
-        if key not in self._claimed:
+            ok = None
+        finally:
+            self._dial_watch.pop(key, None)
+        if not ok:
             self._outbound.pop(key, None)
             self._waiters.pop(f"{rp}/{leg.id}", None)
             record = CallRecord(call_id=str(leg.callid), route_point=rp, participant_id=leg.id, caller_number=destination)
-            if connected is not False:
+            if ok is False:
                 record.finish(Outcome.CALLER_HANGUP, "not answered")
             else:
                 record.finish(Outcome.ERROR, f"no answer within {timeout:.0f} s")
@@ -302,6 +313,10 @@ class Worker:
         except asyncio.CancelledError:
             record.finish(Outcome.DRAINED, "cut at the drain deadline")
             await self._fallback(call, "drain deadline")
+        except (FlowLoadError, CallError) as exc:  # a flow author's mistake: one line is enough
+            log.error("call failed: %s", exc)
+            record.errors.append(f"{type(exc).__name__}: {exc}")
+            await self._fallback(call, f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # the flow's own on_error already ran (or there was none)
             log.exception("call failed: %s", exc)
             record.errors.append(f"{type(exc).__name__}: {exc}")
