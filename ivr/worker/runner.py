@@ -20,6 +20,7 @@ from ivr.call.media import CallMedia, MediaSettings
 from ivr.call.record import CallRecord, CallRecordWriter, Outcome
 from ivr.config import WorkerConfig
 from ivr.pbx import PbxClient, PbxConfig
+from ivr.speech.services import SpeechServices
 from ivr.pbx.errors import NotFoundError, PbxError
 from ivr.pbx.events import DtmfReceived, ParticipantRemoved, ParticipantUpdated, Resynced
 from ivr.pbx.models import ParticipantInfo, ParticipantStatus
@@ -47,12 +48,14 @@ class Worker:
     ) -> None:
         self.config = config
         self._secret = secret if secret is not None else config.pbx.resolve_secret()
-        self.speech = speech
+        self.metrics = WorkerMetrics()
+        self.speech = speech if speech is not None else SpeechServices.from_settings(
+            config.speech, observe=lambda kind, name, s: self.metrics.adapter_seconds.labels(kind, name).observe(s)
+        )
         self.on_call_started = on_call_started
         self.reload_interval = reload_interval
         self.library = FlowLibrary([config.path(r.flow) for r in config.routes])
         self.records = CallRecordWriter(config.path(config.records) if config.records else None)
-        self.metrics = WorkerMetrics()
         self.calls: dict[tuple[str, int], Call] = {}
         self._tasks: dict[tuple[str, int], asyncio.Task] = {}
         self._claimed: set[tuple[str, int]] = set()
