@@ -95,6 +95,7 @@ class Route(_Strict):
     flow: str
     did: str | None = Field(default=None, description="Only calls to this DID")
     caller: str | None = Field(default=None, description="Only callers whose number matches this regex")
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters passed to the flow")
 
     @field_validator("route_point", "did", mode="before")
     @classmethod

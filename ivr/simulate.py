@@ -101,8 +101,10 @@ class FlowHarness:
         at: datetime | None = None,
         ring_seconds: float = 0.5,
         no_answer_timeout: float = 20.0,
+        params: dict[str, Any] | None = None,
     ) -> None:
         self.flow = Path(flow)
+        self.params = dict(params or {})
         self.extensions = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
         self.extensions.update(extensions or {})
         self.recordings_dir = Path(recordings_dir) if recordings_dir else Path(tempfile.mkdtemp(prefix="ivr-recordings-"))
@@ -143,7 +145,7 @@ class FlowHarness:
         await self.emulator.start(host="127.0.0.1", port=0)
         config = WorkerConfig(
             pbx=PbxSettings(url=self.emulator.url, client_id=CLIENT_ID, client_secret=secret),
-            routes=[Route(route_point=ROUTE_POINT, flow=str(self.flow.resolve()))],
+            routes=[Route(route_point=ROUTE_POINT, flow=str(self.flow.resolve()), params=self.params)],
             records=None,
             recordings_dir=str(self.recordings_dir),
             audio_dirs=[str(self.flow.resolve().parent), str(PROJECT_AUDIO)],

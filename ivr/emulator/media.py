@@ -9,6 +9,7 @@ contiguous buffer for the whole call, so idle calls cost nothing.
 from __future__ import annotations
 
 import io
+from array import array
 
 import numpy as np
 import soundfile
@@ -91,6 +92,46 @@ class Voice:
             lo, hi = max(start, seg_start), min(end, seg_end)
             out[lo - start : hi - start] = pcm[lo - seg_start : hi - seg_start]
         return out.tobytes()
+
+
+class Arrivals:
+    """When the IVR's audio arrived: (seconds since call start, bytes) per received chunk.
+
+    A measurement hook for benchmarks (jitter, first byte, time to silence after barge-in).
+    Bounded (12 bytes a chunk): past ``limit`` chunks it keeps the first half and a ring of
+    the most recent half, so a long call keeps its start (first byte) and its latest audio.
+    """
+
+    def __init__(self, limit: int = 6000) -> None:
+        self._half = max(1, limit // 2)
+        self._t = array("d")
+        self._n = array("i")
+        self._pos = 0  # next slot of the ring (the second half) once it is full
+        self.dropped = 0  # chunks overwritten in the ring
+
+    def add(self, t: float, nbytes: int) -> None:
+        if len(self._t) < 2 * self._half:
+            self._t.append(t)
+            self._n.append(nbytes)
+            return
+        i = self._half + self._pos
+        self._t[i], self._n[i] = t, nbytes
+        self._pos = (self._pos + 1) % self._half
+        self.dropped += 1
+
+    def as_json(self) -> dict[str, object]:
+        """``{"t": [...], "bytes": [...], "dropped": n, "gap_after": i|None}`` in arrival order;
+        when chunks were dropped, ``gap_after`` is the index after which they are missing."""
+        h, p = self._half, self._pos
+        order = list(range(len(self._t)))
+        if self.dropped:
+            order = order[:h] + order[h + p :] + order[h : h + p]
+        return {
+            "t": [round(self._t[i], 6) for i in order],
+            "bytes": [self._n[i] for i in order],
+            "dropped": self.dropped,
+            "gap_after": h - 1 if self.dropped else None,
+        }
 
 
 class HeardCursor:

@@ -70,7 +70,13 @@ async def run_subflow(call: Any, path: str | Path, params: dict[str, Any] | None
     hanging up raises ``CallHangup``. Wire as ``call.subflow_runner = run_subflow``."""
     from .interpreter import MAX_STEPS, _budget_of, _run_path
 
-    return await _run_path(call, Path(path), dict(params or {}), _budget_of(call, MAX_STEPS))
+    from .python_flow import current_flow_dir
+
+    p = Path(path)
+    here = current_flow_dir.get()
+    if not p.is_absolute() and here is not None:
+        p = here / p
+    return await _run_path(call, p, dict(params or {}), _budget_of(call, MAX_STEPS))
 
 
 def __getattr__(name: str) -> Any:

@@ -17,13 +17,17 @@ import importlib.util
 import inspect
 import sys
 import traceback
+from contextvars import ContextVar
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from .diagnostics import Diagnostic, FlowLoadError
 
-__all__ = ["PythonFlow", "load_python_flow"]
+__all__ = ["PythonFlow", "current_flow_dir", "load_python_flow"]
+
+#: The folder of the Python flow running in this task (None outside one).
+current_flow_dir: ContextVar[Path | None] = ContextVar("ivr_current_flow_dir", default=None)
 
 _counter = 0
 
@@ -87,7 +91,12 @@ class PythonFlow:
             from . import run_subflow
 
             call.subflow_runner = run_subflow
-        return await self.main(call, **(params or {}))
+        # Relative paths given to call.subflow() mean "next to this flow file".
+        token = current_flow_dir.set(self.path.resolve().parent)
+        try:
+            return await self.main(call, **(params or {}))
+        finally:
+            current_flow_dir.reset(token)
 
     def __repr__(self) -> str:
         return f"PythonFlow({str(self.path)!r})"

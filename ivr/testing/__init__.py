@@ -168,16 +168,21 @@ class IvrSim:
         name: str = "",
         extensions: dict[str, str] | None = None,
         at: datetime | None = None,
+        params: dict[str, Any] | None = None,
     ) -> SimCaller:
-        """Place a call into ``flow``; returns the caller once the worker has taken the call."""
+        """Place a call into ``flow``; returns the caller once the worker has taken the call.
+
+        ``params`` are the flow's parameters (as a route's ``params:`` in ivr.yaml would pass).
+        """
         exts = {**self.extensions, **(extensions or {})}
         when = at or self.at
-        key = (Path(flow).resolve(), tuple(sorted(exts.items())), when)
+        params = dict(params or {})
+        key = (Path(flow).resolve(), tuple(sorted(exts.items())), when, repr(sorted(params.items())))
         harness = self._harnesses.get(key)
         if harness is None:
             harness = FlowHarness(
                 flow, extensions=exts, at=when, ring_seconds=self.ring_seconds,
-                no_answer_timeout=self.no_answer_timeout, speech=self.speech,
+                no_answer_timeout=self.no_answer_timeout, speech=self.speech, params=params,
             )
             await harness.start()
             self._harnesses[key] = harness

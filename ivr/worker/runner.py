@@ -303,12 +303,13 @@ class Worker:
                 return
             else:
                 flow = self.library.get(self.config.path(route.flow))
+            call.audio_dirs.insert(0, flow.path.parent)  # a flow's prompts live next to it first
             record.flow = str(flow.path)
             record.flow_version = flow.version
             log.info("call from %s to %s: flow %s (version %s)", record.caller_number, rp, flow.path.name, flow.version)
             if self.on_call_started:
                 self.on_call_started(call)
-            await flow.runnable.run(call)
+            await flow.runnable.run(call, params=dict(route.params) if route is not None and route.params else None)
             if not call.hung_up:
                 await call.hangup()  # the flow ran to its end
         except CallHangup:
