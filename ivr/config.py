@@ -49,6 +49,7 @@ class PbxSettings(_Strict):
     client_secret_file: str | None = Field(default=None, description="File holding the secret")
     verify_tls: bool | str = Field(default=True, description="true, false, or a CA bundle path")
     outbound_lead_ms: int = Field(default=60, ge=20, le=500)
+    outbound_batch_frames: int = Field(default=1, ge=1, le=10, description="20 ms frames per pacer wake-up")
 
     @field_validator("client_id", mode="before")
     @classmethod

@@ -268,8 +268,8 @@ def test_targets_and_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
     wc = target.worker_config("http://127.0.0.1:9", "900", "s3cret")
     assert wc.pbx.url == "http://127.0.0.1:9" and wc.records is None and wc.path("x") == tmp_path / "x"
     bad_cfg = tmp_path / "bad.yaml"
-    bad_cfg.write_text("routes: []\n")
-    with pytest.raises(TargetError, match=r"bad.yaml: routes: "):
+    bad_cfg.write_text("pbx: {url: http://x, client_id: '1'}\nroutes: []\n")
+    with pytest.raises(TargetError, match=r"bad.yaml:\d+:\d+: error: .*routes"):
         load_target(bad_cfg)
     assert dev_main([str(tmp_path / "missing.yaml")]) == 1
     assert "missing.yaml: no such file" in capsys.readouterr().err

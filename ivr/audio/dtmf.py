@@ -124,6 +124,9 @@ class DtmfDetector:
         self._basis = scale * np.concatenate([w[:, None] * np.cos(phase), w[:, None] * np.sin(phase)], axis=1)
         self._n_probes = probes.size
         self._w2 = w**2 / (w**2).sum()  # weighted mean square = window power
+        # Cauchy-Schwarz: no probe of a window can exceed scale^2 * sum(w^2) * sum(x^2) over
+        # that window. A buffer too quiet to reach the gate below in any probe skips the GEMM.
+        self._quiet_energy = 0.25 * self.min_power / (scale**2 * (w**2).sum())
         self.reset()
 
     # -- public API ---------------------------------------------------------------------
@@ -171,7 +174,12 @@ class DtmfDetector:
         if not buf.flags.c_contiguous:
             buf = np.ascontiguousarray(buf)
         frames = np.ndarray((n_win, self.window), np.float64, buf, 0, (self.hop * 8, 8))
-        out = self._advance(self._classify(frames), self._pos)
+        span = buf[: (n_win - 1) * self.hop + self.window]
+        if float(np.dot(span, span)) < self._quiet_energy:  # silence or line noise: no tone possible
+            cands: list[str | None] = [None] * n_win
+        else:
+            cands = self._classify(frames)
+        out = self._advance(cands, self._pos)
         consumed = n_win * self.hop
         self._buf = buf[consumed:].copy()
         self._pos += consumed
@@ -199,9 +207,12 @@ class DtmfDetector:
         power += 1e-9
         total = (frames * frames) @ self._w2 + 1e-9
         # Cheap gate first: most windows (silence, speech) fail the energy test, and the full
-        # set of checks costs ~20 numpy calls. The 0.8 factor covers interpolation gain.
+        # set of checks costs ~20 numpy calls. The 0.8 and 0.25 factors cover interpolation
+        # gain. Without the level test, digital silence (all powers ~1e-9) passed the ratio.
         best = power.max(axis=2)
-        gate = (best[:, :4].max(axis=1) + best[:, 4:].max(axis=1)) >= 0.8 * self.min_energy_ratio * total
+        best_lo, best_hi = best[:, :4].max(axis=1), best[:, 4:].max(axis=1)
+        gate = (best_lo + best_hi) >= 0.8 * self.min_energy_ratio * total
+        gate &= (best_lo >= 0.25 * self.min_power) & (best_hi >= 0.25 * self.min_power)
         if not gate.any():
             return [None] * len(frames)
         lg = np.log(power)

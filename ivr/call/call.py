@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, T
 import numpy as np
 
 from ivr.audio.prompts import PromptError, prompt_cache
-from ivr.call.collector import DigitCollector, DigitRules, GatherSession, PromptPlan
+from ivr.call.collector import DigitCollector, DigitRules, GatherSession, Outcome, PromptPlan
 from ivr.call.collector import menu as menu_rules
+from ivr.call.speech_input import SpeechAttempt, SpeechOptions
 from ivr.call.record import CallRecord, Outcome
 from ivr.call.results import (
     CallError,
@@ -92,6 +93,8 @@ class Call:
         self.subflow_runner: Callable[..., Awaitable[Any]] | None = None
         # Wall-clock time as flows see it (office hours); the simulator can pin it.
         self.clock: Callable[[], datetime] | None = None
+        # Why speech input stopped working on this call (STT failed): gathers then take DTMF only.
+        self.speech_down: str | None = None
 
     # --- state ------------------------------------------------------------------------------
 
@@ -275,19 +278,28 @@ class Call:
         no_input_prompt: Prompt | list[Prompt] | None = None,
         no_match_prompt: Prompt | list[Prompt] | None = None,
         barge_in: bool = True,
-        speech: Any = None,
+        speech: SpeechOptions | Mapping[str, Any] | None = None,
         **rule_fields: Any,
     ) -> GatherResult:
         """Collect digits by the VoiceXML timer rules (docs/dtmf-timers.md), with retries.
 
         ``rules`` (or its fields as keyword arguments: min_digits, max_digits, terminator,
         first_digit_timeout, ...) say what to collect; prompts escalate per attempt.
+        ``speech`` (:class:`SpeechOptions`) also listens for spoken phrases: keys and speech
+        race, the first to complete decides (``result.source``). If the STT fails, the call
+        goes on with keys only and ``result.speech_error`` says why.
         """
         self._check()
         if rules is None:
             rules = DigitRules(**rule_fields)
         elif rule_fields:
             rules = rules.model_copy(update=rule_fields)
+        options = SpeechOptions.model_validate(speech) if isinstance(speech, Mapping) else speech
+        stt = self._speech_input(options) if options is not None else None
+        if stt is not None and options is not None and options.no_speech_timeout is not None:
+            # One no-input timer for keys and speech: VoiceXML's `timeout`.
+            rules = rules.model_copy(update={"first_digit_timeout": options.no_speech_timeout})
+        speech_error = self.speech_down if options is not None else None
         prompts: dict[str, Any] = {}  # the collector sees prompts as opaque keys
 
         def key(p: Any) -> str | None:
@@ -306,10 +318,25 @@ class Call:
         pending = self.media.take_digits() if rules.type_ahead else (self.media.take_digits() and "")
         session = GatherSession(rules, retries=retries, prompts=plan, pending=pending)
         loop = asyncio.get_running_loop()
+        heard = None  # what speech decided the last attempt with, if it did
         while (attempt := session.next_attempt()) is not None:
-            if attempt.collector.outcome is None:  # else type-ahead already decided it
-                await self._collect_once(attempt.collector, [prompts[k] for k in attempt.prompts], barge_in, loop)
-            session.record()
+            heard = None
+            outcome = attempt.collector.outcome  # type-ahead may already have decided it
+            if outcome is None:
+                listen = None
+                if stt is not None and options is not None and self.speech_down is None:
+                    listen = SpeechAttempt(
+                        self.media, options, stt, barge_in=barge_in, on_failure=self._speech_failed,
+                        ignore=lambda c=attempt.collector: bool(c.digits),
+                    )
+                outcome = await self._collect_once(
+                    attempt.collector, [prompts[k] for k in attempt.prompts], barge_in, loop, listen
+                )
+                if listen is not None and outcome is listen.outcome:
+                    heard = listen.heard
+                if self.speech_down is not None and options is not None:
+                    speech_error = self.speech_down
+            session.record(outcome)
         self.media.unread_digits(session.leftover())
         final = session.result
         result = GatherResult(
@@ -319,8 +346,33 @@ class Call:
             attempts=final.attempts,
             reason=final.reason,
         )
+        if heard is not None:
+            result.source, result.transcript, result.confidence = "speech", heard.transcript, heard.confidence
+            result.choice = heard.choice
+        result.speech_error = speech_error
+        if speech_error is not None and result.status != "match":
+            result.reason = "speech_unavailable"  # the flow can tell "said nothing" from "could not hear"
         self.call_record.digits.append(result.digits)
         return result
+
+    def _speech_input(self, options: SpeechOptions) -> Any:
+        """The STT adapter for a gather, or None (and the call is DTMF-only) if there is none."""
+        if self.speech_down is not None:
+            return None
+        if self.speech is None:
+            self._speech_failed("no speech services are configured for this worker")
+            return None
+        try:
+            return self.speech.stt(options.stt)
+        except Exception as exc:  # unknown name, missing engine: never silence, fall back to keys
+            self._speech_failed(str(exc))
+            return None
+
+    def _speech_failed(self, message: str) -> None:
+        message = " ".join(str(message).split())
+        if self.speech_down is None:
+            self.speech_down = message
+            self.log.warning("speech input failed, DTMF only from now on: %s", message)
 
     async def menu(
         self,
@@ -333,10 +385,22 @@ class Call:
         no_match_prompt: Prompt | list[Prompt] | None = None,
         timeout: float = 5.0,
         barge_in: bool = True,
+        speech: SpeechOptions | Mapping[str, Any] | None = None,
     ) -> GatherResult:
-        """A single-key menu: the result's ``choice`` is the key pressed, or None."""
+        """A single-key menu: the result's ``choice`` is the key pressed, or None.
+
+        With ``speech`` (phrases as a mapping key -> phrases, e.g. ``{"1": ["sales", "buy"]}``)
+        a choice can also be said; ``choice`` is then that key and ``source`` is "speech".
+        """
         keys = list(choices.keys() if isinstance(choices, Mapping) else choices)
         rules = menu_rules(keys, first_digit_timeout=timeout, barge_in=barge_in)
+        options = SpeechOptions.model_validate(speech) if isinstance(speech, Mapping) else speech
+        if options is not None:
+            if not isinstance(options.phrases, Mapping):
+                raise CallError("menu speech: phrases must map menu keys to phrases, e.g. {'1': ['sales']}")
+            unknown = [k for k in options.phrases if k not in rules.valid_keys]
+            if unknown:
+                raise CallError(f"menu speech: {', '.join(map(repr, unknown))} not among the menu keys {keys}")
         result = await self.gather(
             prompt=prompt,
             rules=rules,
@@ -345,32 +409,49 @@ class Call:
             no_input_prompt=no_input_prompt,
             no_match_prompt=no_match_prompt,
             barge_in=barge_in,
+            speech=options,
         )
-        if result.status == "match":
+        if result.status == "match" and result.source == "dtmf":
             result.choice = result.digits
         return result
 
-    async def _collect_once(self, collector: DigitCollector, prompts: Sequence[Any], barge_in: bool, loop: asyncio.AbstractEventLoop) -> None:
-        """One attempt: play the prompt(s) while listening, then wait by the collector's timers."""
+    async def _collect_once(
+        self,
+        collector: DigitCollector,
+        prompts: Sequence[Any],
+        barge_in: bool,
+        loop: asyncio.AbstractEventLoop,
+        speech: SpeechAttempt | None = None,
+    ) -> Outcome:
+        """One attempt: play the prompt(s) while listening, then wait by the collector's timers.
+
+        With ``speech``, keys and speech race: a DTMF match or no-match decides at once, a
+        recognised utterance decides, and a DTMF no-input waits while the caller is still
+        speaking or being recognised.
+        """
         digits = self.media.digit_queue
         play_task: asyncio.Task | None = None
         if prompts:
             collector.prompt_started(loop.time())
             play_task = asyncio.ensure_future(self._play_prompts(prompts, barge_in))
+            if speech is not None:
+                speech.prompt_started()
         else:
             collector.start(loop.time())
         ended = asyncio.ensure_future(self._ended.wait())
         get_digit: asyncio.Future | None = None
         self.listening.set()
         try:
-            while collector.outcome is None:
+            while (decided := _decide(collector, speech)) is None:
                 if get_digit is None:
                     get_digit = asyncio.ensure_future(digits.get())
                 waiters: set[asyncio.Future] = {ended, get_digit}
                 if play_task is not None:
                     waiters.add(play_task)
-                deadline = collector.deadline
-                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                deadlines = [d for d in (collector.deadline, speech.deadline if speech else None) if d is not None]
+                timeout = max(0.0, min(deadlines) - loop.time()) if deadlines else None
+                if speech is not None:
+                    waiters |= speech.waiters()
                 done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 now = loop.time()
                 if ended in done:
@@ -381,17 +462,25 @@ class Call:
                     if play_task is not None and collector.barge_in_wanted(digit):
                         self.media.cut("dtmf")
                     collector.digit(digit, now)
+                if speech is not None:
+                    speech.handle(done, now)
+                    speech.poll(now)
                 if collector.outcome is None and play_task is not None and play_task.done():
                     play_task.result()  # surface errors of the prompt (missing file, TTS failure)
                     play_task = None
                     collector.prompt_finished(now)
+                    if speech is not None:
+                        speech.prompt_finished()
                 if collector.outcome is None:
                     collector.poll(now)
+            return decided
         finally:
             self.listening.clear()
             ended.cancel()
             if get_digit is not None and not get_digit.done():
                 get_digit.cancel()
+            if speech is not None:
+                await speech.close()
             if play_task is not None and not play_task.done():
                 self.media.cut("gather_done")
                 play_task.cancel()
@@ -539,10 +628,24 @@ class Call:
         return await self.subflow_runner(self, path, params)
 
     async def agent(self, **options: Any) -> Any:
-        """An LLM voice conversation inside the flow (see ivr.speech.agent)."""
-        from ivr.speech.agent import run_agent  # the speech layer is optional
+        """An LLM voice conversation inside the flow; returns an AgentResult (docs/agent.md)."""
+        from ivr.agent import run_agent  # imported on use: flows without agents never load it
 
         return await run_agent(self, **options)
+
+
+def _decide(collector: DigitCollector, speech: SpeechAttempt | None) -> Outcome | None:
+    """The attempt's outcome once keys or speech decided it, else None."""
+    keys = collector.outcome
+    if speech is None:
+        return keys
+    if keys is not None and keys.status != "no_input":
+        return keys  # keys completed first
+    if speech.outcome is not None:
+        return speech.outcome
+    if keys is not None and not speech.busy:
+        return keys  # no key and no speech: no_input
+    return None
 
 
 def _as_list(value: Any) -> list[Any]:

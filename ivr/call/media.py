@@ -26,7 +26,7 @@ from ivr.audio.playback import PlaybackCut, PlaybackFinished, PlaybackQueue
 from ivr.audio.prompts import beep as make_beep
 from ivr.audio.recorder import Recorder
 from ivr.audio.vad import SpeechCancelled, SpeechEnded, SpeechStarted, VoiceActivityDetector
-from ivr.call.results import PlayResult, RecordResult
+from ivr.call.results import CallError, PlayResult, RecordResult
 
 if TYPE_CHECKING:
     from ivr.pbx.client import PbxClient
@@ -66,9 +66,11 @@ class CallMedia:
         self.digit_queue: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
         self.speech_events: asyncio.Queue[Any] = asyncio.Queue()  # SpeechStarted/Ended/Cancelled
         self._listeners: list[FrameListener] = []
+        self._out_listeners: list[Callable[[bytes], None]] = []  # frames as handed to the PBX
         self._waiters: dict[int, asyncio.Future[PlayResult]] = {}
         self._inbound = None
         self._outbound = None
+        self._out_error: CallError | None = None  # set when the stream to the caller gave up
         self._reader: asyncio.Task | None = None
         self._started = False
         self._closed = False
@@ -88,6 +90,7 @@ class CallMedia:
         self._outbound = self.pbx.open_outbound(
             self.dn, self.participant_id, self.settings.lead_ms, media_timeout=self.settings.media_timeout, source=self._next_frame
         )
+        self._outbound.on_error = self._outbound_failed
         self._inbound = self.pbx.open_inbound(self.dn, self.participant_id, media_timeout=self.settings.media_timeout)
         self._reader = asyncio.create_task(self._read_inbound(), name=f"inbound-{self.dn}-{self.participant_id}")
 
@@ -126,7 +129,9 @@ class CallMedia:
         if out is not None:
             data.update(
                 underruns=out.underruns,
+                dry_frames=out.dry,
                 max_lateness_ms=round(out.max_lateness_ms, 1),
+                lateness_hist=list(out.lateness_hist),  # buckets: ivr.pbx.outbound.LATENESS_BUCKETS_MS
                 outbound_bytes=out.bytes_sent,
                 stream_reopens=out.reopens,
             )
@@ -139,6 +144,9 @@ class CallMedia:
     def _next_frame(self) -> bytes | None:
         """Called by the pacer for each 20 ms of audio to send; None when nothing plays."""
         frame = self.playback.next_frame()
+        if frame is not None:
+            for out_listener in self._out_listeners:
+                out_listener(frame)
         for event in self.playback.pop_events():
             self._on_playback_event(event)
         if self._recorder is not None and self._recorder.mode == "both":
@@ -156,16 +164,36 @@ class CallMedia:
         if fut is not None and not fut.done():
             fut.set_result(result)
 
+    def _outbound_failed(self, exc: BaseException) -> None:
+        """The stream to the caller gave up: fail queued plays now, so the flow's on_error
+        runs at once instead of waiting for audio that can never be sent."""
+        self._out_error = CallError(f"audio to the caller failed: {exc}")
+        self.playback.clear()
+        self.playback.pop_events()
+        waiters, self._waiters = self._waiters, {}
+        for fut in waiters.values():
+            if not fut.done():
+                fut.set_exception(self._out_error)
+
     def _enqueue(self, pcm: np.ndarray, barge_in_speech: bool, barge_in_dtmf: bool, tag: Any) -> asyncio.Future[PlayResult]:
         fut: asyncio.Future[PlayResult] = asyncio.get_running_loop().create_future()
         if self._closed:
             fut.set_result(PlayResult(False, "hangup"))
+            return fut
+        if self._out_error is not None:
+            fut.set_exception(self._out_error)
             return fut
         item_id = self.playback.enqueue(pcm, barge_in_speech=barge_in_speech, barge_in_dtmf=barge_in_dtmf, tag=tag)
         self._waiters[item_id] = fut
         if self._outbound is not None:
             self._outbound.wake()
         return fut
+
+    def enqueue(self, pcm: np.ndarray, *, barge_in_speech: bool = True, barge_in_dtmf: bool = True,
+                tag: Any = None) -> asyncio.Future[PlayResult]:
+        """Queue one clip without waiting (start() first); the future resolves when it has
+        played or was cut, with ``played_ms``. The agent streams its replies this way."""
+        return self._enqueue(np.asarray(pcm, dtype=np.int16), barge_in_speech, barge_in_dtmf, tag)
 
     async def play(self, pcm: np.ndarray, *, barge_in_speech: bool = True, barge_in_dtmf: bool = True, tag: Any = None) -> PlayResult:
         """Queue one clip and wait until it has been handed to the pacer, or was cut."""
@@ -225,6 +253,12 @@ class CallMedia:
         """Receive every caller frame (20 ms int16) from now on; returns a remover."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def add_output_listener(self, listener: Callable[[bytes], None]) -> Callable[[], None]:
+        """Be told of every 20 ms frame the moment the pacer sends it to the PBX; returns a
+        remover. Runs in the pacer: keep it to a few operations (the agent stamps a time)."""
+        self._out_listeners.append(listener)
+        return lambda: self._out_listeners.remove(listener) if listener in self._out_listeners else None
 
     def pbx_digit(self, digit: str) -> None:
         """A DTMF event from the PBX."""

@@ -42,6 +42,7 @@ class GatherResult:
     confidence: float | None = None
     choice: str | None = None
     reason: str = ""
+    speech_error: str | None = None  # why speech input was off (STT failed): keys only
 
     @property
     def matched(self) -> bool:

@@ -17,7 +17,6 @@ import asyncio
 import base64
 import binascii
 import json
-import logging
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
@@ -30,7 +29,6 @@ from .live import LiveView, json_safe
 if TYPE_CHECKING:
     from .server import DevServer
 
-log = logging.getLogger("ivr.dev")
 
 FRAME_S = 0.02
 LIVE_EVERY_S = 0.1

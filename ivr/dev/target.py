@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
-from ivr.config import PbxSettings, Route, WorkerConfig
+from ivr.config import ConfigError, PbxSettings, Route, WorkerConfig
 from ivr.flow import FlowLoadError, validate_paths
 from ivr.flow.diagnostics import Diagnostic
 
@@ -56,7 +56,8 @@ class DevTarget:
     def worker_config(self, url: str, client_id: str, secret: str) -> WorkerConfig:
         """The worker's config, pointed at the emulator at ``url``."""
         pbx = PbxSettings(url=url, client_id=client_id, client_secret=SecretStr(secret))
-        data = {"records": None, "drain_timeout": 2.0, **self.settings}
+        # No call-record file (the page shows each record) and a short drain: this is a dev loop.
+        data = {**self.settings, "records": None, "drain_timeout": 2.0}
         data["pbx"], data["routes"] = pbx, self.routes
         cfg = WorkerConfig.model_validate(data)
         cfg.base_dir = self.base_dir
@@ -85,7 +86,7 @@ def load_target(path: str | Path) -> DevTarget:
     except (OSError, UnicodeDecodeError) as exc:
         raise TargetError(f"{p}: cannot read ({exc})") from None
     if isinstance(data, dict) and "routes" in data and "steps" not in data:
-        return _config_target(p, data)
+        return _config_target(p)
     return _flow_target(p)
 
 
@@ -99,15 +100,14 @@ def _flow_target(p: Path) -> DevTarget:
     return DevTarget(source=p, routes=[route], base_dir=flow.parent, settings=settings)
 
 
-def _config_target(p: Path, data: dict[str, Any]) -> DevTarget:
-    settings = {k: v for k, v in data.items() if k not in (*_IGNORED_SECTIONS, "routes")}
-    dummy = {"url": "http://127.0.0.1:1", "client_id": "0", "client_secret": "x"}
-    try:  # validate everything we keep now, so a typo is reported before anything starts
-        cfg = WorkerConfig.model_validate({**settings, "pbx": dummy, "routes": data["routes"]})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"]) or "config"
-        raise TargetError(f"{p}: {loc}: {first['msg']}") from None
+def _config_target(p: Path) -> DevTarget:
+    from ivr.config_loader import load_config
+
+    try:  # the same checks as `ivr run`: every problem as file:line:col
+        cfg = load_config(p)
+    except ConfigError as exc:
+        raise TargetError(str(exc)) from None
+    settings = cfg.model_dump(exclude={*_IGNORED_SECTIONS, "routes", "base_dir"})
     return DevTarget(source=p, routes=cfg.routes, base_dir=p.resolve().parent, settings=settings, is_config=True)
 
 

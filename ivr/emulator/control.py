@@ -87,6 +87,10 @@ async def heard_wav(request: web.Request) -> web.Response:
     return web.Response(body=wav, content_type="audio/wav")
 
 
+async def arrivals(request: web.Request) -> web.Response:
+    return web.json_response(request.app[CTL].arrivals(request.match_info["callid"]))
+
+
 async def list_extensions(request: web.Request) -> web.Response:
     pbx = request.app[CTL].pbx
     return web.json_response(
@@ -128,6 +132,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_emulator/calls/{callid}/audio", audio)
     r.add_post("/_emulator/calls/{callid}/hangup", hangup)
     r.add_get("/_emulator/calls/{callid}/heard.wav", heard_wav)
+    r.add_get("/_emulator/calls/{callid}/arrivals", arrivals)
     r.add_get("/_emulator/extensions", list_extensions)
     r.add_put("/_emulator/extensions/{dn}", set_extension)
     r.add_post("/_emulator/faults", faults)

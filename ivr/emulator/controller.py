@@ -121,6 +121,10 @@ class Controller:
         """Everything the IVR played to the far party since call start (int16, 8 kHz)."""
         return self.pbx.get_call(callid).heard.render()
 
+    def arrivals(self, callid: int | str) -> dict[str, Any]:
+        """When each chunk of the IVR's audio arrived (seconds since call start) and its size."""
+        return self.pbx.get_call(callid).arrivals.as_json()
+
     def heard_wav(self, callid: int | str) -> bytes:
         return encode_wav(self.heard_pcm(callid))
 

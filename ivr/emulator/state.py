@@ -14,7 +14,7 @@ from typing import Any
 
 from ivr.pbx.models import DeviceInfo, DNInfo, DNType, ParticipantInfo
 
-from .media import RATE, Heard, Voice
+from .media import RATE, Arrivals, Heard, Voice
 
 
 class ApiError(Exception):
@@ -184,6 +184,7 @@ class Call:
     log: list[dict[str, Any]] = field(default_factory=list)
     voice: Voice = field(default_factory=Voice)
     heard: Heard = field(default_factory=Heard)
+    arrivals: Arrivals = field(default_factory=Arrivals)  # when the IVR's audio chunks came in
     stall_until: float = 0.0
     ended_at: float | None = None
 

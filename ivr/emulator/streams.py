@@ -125,7 +125,9 @@ async def serve_post(request: web.Request, ctl: Controller, leg: Leg) -> web.Str
                 break
             if not chunk:
                 break  # the client's zero chunk
-            if call.heard.add(cursor, chunk, call.sample_at(loop.time())):
+            now = loop.time()
+            call.arrivals.add(now - call.t0, len(chunk))
+            if call.heard.add(cursor, chunk, call.sample_at(now)):
                 pbx.log(call, "stray_wav_header", dn=leg.dn.dn)
             received += len(chunk)
     finally:

@@ -14,6 +14,8 @@ from typing import Any
 from .diagnostics import Diagnostic, Severity
 from .schema import (
     RESERVED_NAMES,
+    AgentHttpTool,
+    AgentToolsArgs,
     Flow,
     GotoStep,
     HangupStep,
@@ -33,7 +35,7 @@ __all__ = ["AUDIO_STEPS", "audio_search_path", "check_flow", "resolve_audio", "w
 
 #: Steps that need the caller's audio; skipped in ``on_hangup``.
 AUDIO_STEPS = frozenset({"answer", "play", "say", "menu", "gather", "record", "voicemail",
-                         "transfer", "pause", "hangup", "attach_data"})
+                         "transfer", "pause", "hangup", "attach_data", "agent"})
 _JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace",
                             "true", "false", "none", "True", "False", "None"})
 _TERMINAL = (GotoStep, HangupStep, ReturnStep)
@@ -96,6 +98,8 @@ class _Checker:
         steps = [(n, s) for n, s, _, _ in nodes if isinstance(n, StepBase)]
         ids = self._ids(steps)
         known = self._known_names(nodes)
+        tool_templates = {id(t) for n, s, _, _ in nodes if isinstance(n, AgentHttpTool)
+                          for t, _, _, _ in walk_nodes(n, s) if isinstance(t, Template)}
         for node, src, parent, key in nodes:
             if isinstance(node, GotoStep) and node.goto not in ids:
                 self.add(src.at("goto"), "error",
@@ -104,6 +108,8 @@ class _Checker:
                 self._unreachable(node, src)
             elif isinstance(node, (Template, Condition)):
                 extra = {"mailbox"} if isinstance(parent, VoicemailArgs) and key == "file" else set()
+                if id(node) in tool_templates:
+                    extra = {"args"}  # an agent http tool: the model's checked arguments
                 self._names(node, src, known | extra)
             if self.check_files:
                 self._files(node, src)
@@ -147,6 +153,8 @@ class _Checker:
                 known.update(node.set)
             elif isinstance(node, Node) and getattr(node, "into", None):
                 known.add(node.into)
+            if isinstance(node, AgentToolsArgs):
+                known.update(node.set)  # the agent may set these
         return known
 
     def _names(self, tmpl: Template | Condition, src: Any, known: set[str]) -> None:

@@ -46,7 +46,7 @@ MAX_LABEL = 42
 MAX_EXPAND_DEPTH = 8
 #: Seconds Graphviz may take for one diagram (a flow diagram takes milliseconds).
 DOT_TIMEOUT = 30.0
-DECISIONS = frozenset({"menu", "gather", "if", "switch", "hours", "transfer", "http"})
+DECISIONS = frozenset({"menu", "gather", "if", "switch", "hours", "transfer", "http", "agent"})
 
 
 class GraphError(Exception):
@@ -198,6 +198,10 @@ def _outcomes(step: StepBase) -> list[tuple[str, list[StepBase]]]:
                 ("no answer", a.on_no_answer), ("failed", a.on_failed)]
     if kind == "hours":
         return [("open", a.open), ("closed", a.closed)]
+    if kind == "agent":  # the branches written, where a transfer leaves, and "done" for the rest
+        statuses = ("returned", "transferred", "hangup", "max_turns", "timeout", "no_input", "error")
+        branches = [(s.replace("_", " "), getattr(a, f"on_{s}")) for s in statuses]
+        return [(label, steps) for label, steps in branches if steps or label == "transferred"] + [("done", [])]
     if kind == "if":
         return [("then", step.then), ("else", step.else_)]
     if kind == "switch":
@@ -318,7 +322,7 @@ class _FlowBuilder:
                 if branch:
                     self.b.edge(nid, self.ids[id(branch[0])], label)
                     self._edges(section, branch, nxt)
-                elif kind == "transfer" and label == "answered":
+                elif (kind, label) in (("transfer", "answered"), ("agent", "transferred")):
                     self.b.edge(nid, self.terminal(section, "transferred"), label)  # call left the IVR
                 else:
                     self.b.edge(nid, nxt(), label)

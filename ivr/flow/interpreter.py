@@ -261,10 +261,13 @@ class _Runner:
     def _gather_result(self, result: Any, into: str | None, key: str) -> dict[str, Any]:
         self.digits = result.digits
         out = {k: getattr(result, k, None) for k in
-               ("status", "digits", "terminator", "attempts", "source", "transcript", "confidence", "choice")}
+               ("status", "digits", "terminator", "attempts", "source", "transcript", "confidence", "choice",
+                "reason", "speech_error")}
         self.last = out
         # `into` gets the value authors want in a variable: the digits (gather) or the key
-        # (menu); `last` keeps the whole result.
+        # (menu), or the matched choice when it was said; `last` keeps the whole result.
+        if out["source"] == "speech":
+            key = "choice"
         self.store(into, out[key] if out["status"] == "match" else None)
         return out
 
@@ -273,6 +276,7 @@ class _Runner:
             prompt=self.prompt(a.prompt), choices=list(a.choices), retries=a.retries,
             reprompt=self.prompt(a.reprompt), no_input_prompt=self.prompts(a.no_input_prompt),
             no_match_prompt=self.prompts(a.no_match_prompt), timeout=a.timeout, barge_in=a.barge_in,
+            speech=a.speech.options if a.speech is not None else None,
         )
         out = self._gather_result(result, a.into, "choice")
         if out["status"] == "match":
@@ -284,6 +288,7 @@ class _Runner:
             prompt=self.prompt(a.prompt), rules=a.rules, retries=a.retries,
             reprompt=self.prompt(a.reprompt), no_input_prompt=self.prompts(a.no_input_prompt),
             no_match_prompt=self.prompts(a.no_match_prompt), barge_in=a.barge_in,
+            speech=a.speech.options if a.speech is not None else None,
         )
         out = self._gather_result(result, a.into, "digits")
         branch = {"match": a.on_match, "no_input": a.on_no_input, "no_match": a.on_no_match}
@@ -405,6 +410,46 @@ class _Runner:
         values = {k: self.text(v) for k, v in data.items()}
         await self.call.attach_data(values)
         self.last = values
+
+    async def do_agent(self, step: StepBase, a: Any) -> Any:
+        result = await self.call.agent(
+            system=self.text(a.system), greeting=None if a.greeting is None else self.text(a.greeting),
+            llm=a.llm, stt=a.stt, tts=a.tts, voice=a.voice, tools=self._agent_tools(a.tools),
+            max_turns=a.max_turns, max_seconds=a.max_seconds, silence_timeout=a.silence_timeout,
+            max_reprompts=a.max_reprompts, reprompt=self.text(a.reprompt), apology=self.prompt(a.apology),
+            llm_timeout=a.llm_timeout, stt_timeout=a.stt_timeout, temperature=a.temperature,
+            variables=self.vars, context=self.context,
+        )
+        self.last = result.to_dict()
+        self.store(a.into, self.last)
+        branch = getattr(a, f"on_{result.status}", [])
+        if result.status == "transferred" and not branch:
+            return _Stop("transferred")  # the call has left the IVR
+        if result.status == "hangup":  # the agent hung up: the branch runs without audio
+            self.hung_up_mode = True
+            await self.run_steps(branch)
+            return _Stop("hangup")
+        if result.status == "error" and not branch:
+            raise FlowError(f"{self.where(step)}: agent failed: {result.error}")
+        return _Branch(branch)
+
+    def _agent_tools(self, t: Any) -> Any:
+        """The step's tool declarations as ivr.agent.AgentTools (transfer numbers rendered now)."""
+        from ivr.agent import AgentTools, HttpTool, ParamSpec, ReturnTool
+
+        def params(spec: dict[str, Any]) -> dict[str, Any]:
+            return {k: ParamSpec(p.type, p.description, tuple(p.enum or ()), p.required) for k, p in spec.items()}
+
+        ret = (ReturnTool() if t.return_ is True else
+               ReturnTool(t.return_.description, params(t.return_.fields)) if t.return_ else None)
+        return AgentTools(
+            transfer={name: self.text(dest) for name, dest in t.transfer.items()},
+            transfer_mode=t.transfer_mode, transfer_timeout=t.transfer_timeout, hangup=t.hangup,
+            http=tuple(HttpTool(name=h.name, url=h.url, description=h.description, method=h.method,
+                                headers=dict(h.headers), parameters=params(h.parameters), json=h.json_,
+                                timeout=h.timeout) for h in t.http),
+            set=dict(t.set) if isinstance(t.set, dict) else {n: "" for n in t.set}, return_=ret,
+        )
 
     async def do_return(self, step: StepBase, values: dict[str, Any] | None) -> _Stop:
         returned = self.value(values) if values else {}

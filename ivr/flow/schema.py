@@ -284,6 +284,52 @@ class _Escalating(Node):
         return None if v is None else _escalation(v)
 
 
+class SpeechArgs(Node):
+    """Speech input of a gather or menu (``ivr.call.speech_input.SpeechOptions``)."""
+
+    what: ClassVar[str] = "speech"
+    phrases: list[str] | dict[str, list[str]] | None = Field(
+        None, description="Phrases to listen for; in a menu a map key -> phrases (synonyms).")
+    grammar: str | None = Field(None, description="JSGF grammar text for the STT instead of phrases.")
+    stt: str | None = Field(None, description="STT adapter name; default: the worker's.")
+    language: str | None = Field(None, description="Language for the STT adapter, e.g. en-US.")
+    min_confidence: float = Field(0.5, ge=0, le=1, description="Below this an utterance is no_match.")
+    max_speech_seconds: Seconds = Field(10.0, description="Longer speech ends the attempt as no_match.")
+    no_speech_timeout: Seconds | None = Field(
+        None, description="Wait this long for speech or a key after the prompt; default: the key timeout.")
+    recognition_timeout: Seconds = Field(5.0, description="STT slower than this after speech counts as failed.")
+    _options: Any = PrivateAttr(None)
+
+    @field_validator("phrases", mode="before")
+    @classmethod
+    def _phrases(cls, v: Any) -> Any:
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            return [str(v)]
+        if isinstance(v, dict):  # `1:` is an int in YAML; a lone synonym may be a string
+            return {str(k): ([p] if isinstance(p, (str, int, float)) else p) for k, p in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _build(self) -> "SpeechArgs":
+        # SpeechOptions is the authority on what is valid; its errors become load errors.
+        from pydantic import ValidationError
+
+        from ivr.call.speech_input import SpeechOptions
+
+        try:
+            self._options = SpeechOptions(**{f: getattr(self, f) for f in SpeechOptions.model_fields})
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            raise PydanticCustomError(
+                "speech", "{message}", {"message": first["msg"].removeprefix("Value error, ")}) from None
+        return self
+
+    @property
+    def options(self) -> Any:
+        """The :class:`ivr.call.speech_input.SpeechOptions` the Call takes."""
+        return self._options
+
+
 # --- steps --------------------------------------------------------------------------------
 
 
@@ -474,6 +520,8 @@ class MenuArgs(_Escalating):
     timeout: Seconds = Field(5.0, description="Seconds to wait for a key.")
     on_no_input: Steps = Field(default_factory=list, description="After the last retry with no key.")
     on_no_match: Steps = Field(default_factory=list, description="After the last retry with a wrong key.")
+    speech: SpeechArgs | None = Field(
+        None, description="Choices can also be said: `phrases` maps menu keys to what the caller may say.")
 
     @field_validator("choices")
     @classmethod
@@ -483,6 +531,22 @@ class MenuArgs(_Escalating):
                 raise PydanticCustomError(
                     "menu_key", "menu choice '{key}' must be one key: 0-9, * or #", {"key": key, "at_key": key})
         return v
+
+    @model_validator(mode="after")
+    def _speech_keys(self) -> "MenuArgs":
+        if self.speech is None:
+            return self
+        phrases = self.speech.phrases
+        if not isinstance(phrases, dict):
+            raise PydanticCustomError(
+                "menu_speech", "menu speech phrases must map menu keys to phrases, e.g. \"1\": [sales, buy]",
+                {"subpath": ["speech", "phrases"]})
+        for key in phrases:
+            if key not in self.choices:
+                raise PydanticCustomError(
+                    "menu_speech", "speech phrases for '{key}', which is not a menu choice ({keys})",
+                    {"key": key, "keys": ", ".join(self.choices), "subpath": ["speech", "phrases", key]})
+        return self
 
 
 class MenuStep(StepBase):
@@ -505,6 +569,8 @@ class GatherArgs(_Escalating):
     valid_digits: str | None = Field(None, description="Keys that may be collected; null: all but the terminator.")
     pattern: str | None = Field(None, description="Regex the digits must fully match.")
     type_ahead: bool = Field(True, description="Keys pressed during the prompt count.")
+    speech: SpeechArgs | None = Field(
+        None, description="Also listen for speech; `into` then gets the matched phrase (or choice).")
     on_match: Steps = Field(default_factory=list)
     on_no_input: Steps = Field(default_factory=list)
     on_no_match: Steps = Field(default_factory=list)
@@ -744,6 +810,117 @@ class AttachDataStep(StepBase):
     attach_data: Annotated[dict[str, Text], Field(min_length=1, description="Key -> value (templates).")]
 
 
+class AgentParam(Node):
+    """One value the model fills in a tool call."""
+
+    what: ClassVar[str] = "tool parameter"
+    json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = (
+        {"enum": ["string", "number", "integer", "boolean"]},)
+    type: Literal["string", "number", "integer", "boolean"] = "string"
+    description: str = ""
+    enum: list[str | int | float | bool] | None = None
+    required: bool = True
+
+    @classmethod
+    def normalize(cls, data: Any) -> Any:
+        return {"type": data} if isinstance(data, str) else data
+
+
+class AgentHttpTool(Node):
+    """An HTTP request the model may make; it fills only ``parameters`` (``args`` in templates)."""
+
+    what: ClassVar[str] = "http tool"
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")] = Field(description="Tool name the model sees.")
+    description: str = ""
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    url: Text = Field(description="Template; `args.<name>` are percent-encoded here.")
+    headers: dict[str, Text] = Field(default_factory=dict)
+    json_: Value = Field(None, alias="json", description="JSON body (templates, `args` defined).")
+    parameters: dict[VarName, AgentParam] = Field(default_factory=dict)
+    timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+    _scheme = field_validator("url")(HttpArgs._scheme.__func__)
+
+    @field_validator("name")
+    @classmethod
+    def _not_builtin(cls, v: str) -> str:
+        if v in ("transfer", "hang_up", "set_variable", "return_to_flow"):
+            raise PydanticCustomError("tool_name", "http tool name '{n}' is taken by a built-in tool", {"n": v})
+        return v
+
+
+class AgentReturnTool(Node):
+    """Lets the model end the conversation, handing ``fields`` back to the flow."""
+
+    what: ClassVar[str] = "return tool"
+    description: str = "End the conversation and return to the automated menu."
+    fields: dict[VarName, AgentParam] = Field(default_factory=dict)
+
+
+class AgentToolsArgs(Node):
+    """What the model may do besides talking."""
+
+    what: ClassVar[str] = "agent tools"
+    transfer: dict[str, Text] = Field(default_factory=dict, description="ALLOWLIST name -> destination number.")
+    transfer_mode: Literal["routeto", "transferto", "divert"] = "routeto"
+    transfer_timeout: Seconds = 20.0
+    hangup: bool = False
+    http: list[AgentHttpTool] = Field(default_factory=list)
+    set: list[VarName] | dict[VarName, str] = Field(
+        default_factory=list, description="Variables the model may set (a list, or name -> description).")
+    return_: AgentReturnTool | bool = Field(False, alias="return", description="true or {description, fields}.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> AgentToolsArgs:
+        names = [t.name for t in self.http]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise PydanticCustomError("tool_name", "two http tools are named '{n}'", {"n": dup, "at_key": "http"})
+        return self
+
+
+class AgentArgs(Node):
+    """An LLM voice conversation (docs/agent.md); the branch of its result status runs."""
+
+    what: ClassVar[str] = "agent"
+    system: Text = Field(Template(""), description="System prompt (a template).")
+    greeting: Text | None = Field(None, description="First line the agent speaks (a template).")
+    llm: str | None = Field(None, description="LLM adapter; default: the worker's speech.llm.")
+    stt: str | None = None
+    tts: str | None = None
+    voice: str | None = None
+    tools: AgentToolsArgs = Field(default_factory=AgentToolsArgs)
+    max_turns: int = Field(10, ge=1, le=200)
+    max_seconds: Seconds = 300.0
+    silence_timeout: Seconds = 8.0
+    max_reprompts: int = Field(2, ge=0, le=20)
+    reprompt: Text = Field(Template("Are you still there?"), description="Said after silence_timeout.")
+    apology: Prompt | None = Field(None, description="Played when an adapter fails (default: a TTS line).")
+    llm_timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
+    stt_timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    into: VarName | None = Field(None, description="Receives {status, data, turns, transcript, error}.")
+    on_returned: Steps = Field(default_factory=list)
+    on_transferred: Steps = Field(default_factory=list, description="Default: the flow ends (the call left).")
+    on_hangup: Steps = Field(default_factory=list, description="Runs without audio: the agent hung up.")
+    on_max_turns: Steps = Field(default_factory=list)
+    on_timeout: Steps = Field(default_factory=list)
+    on_no_input: Steps = Field(default_factory=list)
+    on_error: Steps = Field(default_factory=list, description="An adapter failed (the caller heard the apology); "
+                            "without it the flow's on_error runs.")
+
+
+class AgentStep(StepBase):
+    kind: ClassVar[str] = "agent"
+    what: ClassVar[str] = "agent step"
+    agent: AgentArgs
+
+
 class ReturnStep(StepBase):
     kind: ClassVar[str] = "return"
     what: ClassVar[str] = "return step"
@@ -760,7 +937,7 @@ STEP_TYPES: dict[str, type[StepBase]] = {
     for cls in (
         AnswerStep, PlayStep, SayStep, HoursStep, MenuStep, GatherStep, TransferStep,
         RecordStep, VoicemailStep, SetStep, IfStep, SwitchStep, GotoStep, SubflowStep,
-        HttpStep, PauseStep, LogStep, AttachDataStep, HangupStep, ReturnStep,
+        HttpStep, PauseStep, LogStep, AttachDataStep, HangupStep, ReturnStep, AgentStep,
     )
 }
 _FIELD_OF = {"if": "if_", "return": "return_"}
@@ -904,7 +1081,7 @@ def _walk(steps: list[StepBase], prefix: tuple[Any, ...]) -> Iterator[tuple[Step
             yield from _walk(branch, addr)
 
 
-for _model in (*STEP_TYPES.values(), HoursArgs, MenuArgs, GatherArgs, TransferArgs, HttpArgs, Flow):
+for _model in (*STEP_TYPES.values(), HoursArgs, MenuArgs, GatherArgs, TransferArgs, HttpArgs, AgentArgs, Flow):
     _model.model_rebuild()
 
 

@@ -23,6 +23,9 @@ class PbxConfig(BaseModel):
     verify_tls: bool | str = True
     request_timeout: float = Field(10.0, gt=0, description="seconds for one REST request")
     outbound_lead_ms: int = Field(60, ge=20, description="outbound audio kept ahead of real time")
+    outbound_batch_frames: int = Field(
+        1, ge=1, le=10, description="20 ms frames sent per pacer wake-up (fewer wake-ups, less slack in the lead)"
+    )
     reconnect_initial: float = Field(0.5, gt=0, description="first event-socket reconnect delay (s)")
     reconnect_max: float = Field(30.0, gt=0, description="reconnect delay cap (s)")
     reconnect_jitter: float = Field(0.2, ge=0, lt=1, description="random +- fraction of each delay")

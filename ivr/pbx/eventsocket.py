@@ -52,6 +52,8 @@ class EventStream:
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.is_connected = False
         self._fresh_401 = True
+        self._synced_at: float | None = None  # loop time of the last successful resync
+        self._stale_since: float | None = None  # a resync failed at this loop time: retry later
         # metrics
         self.connects = 0
         self.resyncs = 0
@@ -86,6 +88,13 @@ class EventStream:
                 self._on_disconnected(reason)
             if retry_now:
                 log.warning("event socket: %s; retrying with a fresh token", reason)
+                continue
+            # Events sent while we are away are lost for good (DTMF is not in the resync), so a
+            # session that had been up a while is reconnected at once; a flapping one backs off.
+            loop = asyncio.get_running_loop()
+            if self._synced_at is not None and loop.time() - self._synced_at >= cfg.reconnect_initial:
+                self._synced_at = None
+                log.warning("event socket lost (%s); reconnecting now", reason)
                 continue
             delay = backoff.next()
             log.warning("event socket lost (%s); reconnecting in %.2f s", reason, delay)
@@ -122,10 +131,12 @@ class EventStream:
             self._on_connected()
             log.info("event socket connected to %s", cfg.ws_url)
             await self._do_resync()  # socket open FIRST, then the snapshot
+            self._synced_at = asyncio.get_running_loop().time()
             backoff.reset()
             if not self.ready.done():
                 self.ready.set_result(None)
             last_seq: int | None = None
+            self._stale_since = None
             async for raw in ws:
                 msg = self._parse(raw)
                 if msg is None:
@@ -137,14 +148,16 @@ class EventStream:
                         last_seq,
                         msg.sequence,
                     )
-                    await self._do_resync()
+                    await self._resync_in_session()
+                elif self._stale_since is not None:
+                    await self._resync_in_session(retry_after=1.0)
                 last_seq = msg.sequence
                 try:
                     await self._handle(msg)
                 except PbxError as exc:
                     # The entity GET failed even after retries: the mirror may be stale.
                     log.warning("event %s not applied (%s); resyncing", msg.event.entity, exc)
-                    await self._do_resync()
+                    await self._resync_in_session()
                 except Exception:  # a bug in a handler must not kill the socket
                     log.exception("event socket: handler failed on %s", msg.event.entity)
             code = ws.close_code
@@ -155,6 +168,20 @@ class EventStream:
     async def _do_resync(self) -> None:
         self.resyncs += 1
         await self._resync()
+
+    async def _resync_in_session(self, retry_after: float = 0.0) -> None:
+        """Resync while the socket is up. If the PBX fails the snapshot, keep the socket (its
+        events, DTMF above all, would be lost while reconnecting) and try again on a later
+        event, at most once per ``retry_after`` seconds."""
+        now = asyncio.get_running_loop().time()
+        if self._stale_since is not None and now - self._stale_since < retry_after:
+            return
+        try:
+            await self._do_resync()
+            self._stale_since = None
+        except PbxError as exc:
+            self._stale_since = asyncio.get_running_loop().time()
+            log.warning("event socket: resync failed (%s); retrying on a later event", exc)
 
     def _parse(self, raw: str | bytes) -> WsMessage | None:
         try:

@@ -1,7 +1,8 @@
 """``InboundAudio``: the caller's voice from ``GET .../participants/{id}/stream``.
 
 Raw PCM s16le 8 kHz mono, yielded as it arrives (``async for chunk in inbound``). Before
-media exists the PBX answers 424 (or 404): retried with backoff up to ``media_timeout``.
+media exists the PBX answers 424 (or 404): retried with backoff up to ``media_timeout``, as are
+429 and 5xx answers (an overloaded or failing PBX).
 If the stream is cut while the participant still exists (typically: its token was revoked
 because a new one was issued), it is reopened with a fresh token, transparently. Iteration
 ends when the participant is gone or ``close()`` is called.
@@ -138,6 +139,13 @@ class InboundAudio:
                         return
                     if loop.time() > deadline:
                         raise MediaNotReadyError(resp.status, message, "GET", self._url)
+                    await self._pause(backoff.next())
+                    continue
+                if resp.status == 429 or resp.status >= 500:
+                    # The PBX is overloaded or failing right now: try again until media_timeout.
+                    if loop.time() > deadline:
+                        raise error_for_status(resp.status, message, "GET", self._url)
+                    log.info("inbound stream %s: HTTP %d; retrying", self._url, resp.status)
                     await self._pause(backoff.next())
                     continue
                 raise error_for_status(resp.status, message, "GET", self._url)

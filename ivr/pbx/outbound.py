@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from yarl import URL
@@ -39,6 +39,10 @@ BYTES_PER_SECOND = 16_000
 REQUEUE_FRAMES = 25
 
 
+LATENESS_BUCKETS_MS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 40, 60, 100, 200, 500)
+"""Upper bounds (ms) of the per-frame lateness histogram; one more bucket holds the rest."""
+
+
 @dataclass
 class OutboundStats:
     """Pacer measurements (times are loop times in seconds)."""
@@ -46,10 +50,44 @@ class OutboundStats:
     bytes_sent: int = 0
     frames_sent: int = 0
     underruns: int = 0  # the pacer woke more than one frame late while audio was queued
+    dry: int = 0  # frames sent after the PBX had played everything before them (a gap heard)
     max_lateness_ms: float = 0.0
     first_write_at: float | None = None
     first_byte_at: float | None = None
     reopens: int = 0
+    # Frames sent while a prompt kept playing, by how late each left against its due time
+    # (bucket i counts lateness <= LATENESS_BUCKETS_MS[i]; the last bucket the rest).
+    lateness_hist: list[int] = field(default_factory=lambda: [0] * (len(LATENESS_BUCKETS_MS) + 1))
+
+    def observe_lateness(self, late_s: float) -> None:
+        """Count one frame that left ``late_s`` seconds after it was due (<= 0: on time)."""
+        ms = late_s * 1000
+        if ms > self.max_lateness_ms:
+            self.max_lateness_ms = ms
+        i = 0
+        for bound in LATENESS_BUCKETS_MS:  # short list, most frames stop at the first bucket
+            if ms <= bound:
+                break
+            i += 1
+        self.lateness_hist[i] += 1
+
+    def lateness_quantile_ms(self, q: float) -> float | None:
+        """Upper bound of the bucket holding quantile ``q`` of frame lateness (inf: above all)."""
+        return hist_quantile(self.lateness_hist, q)
+
+
+def hist_quantile(hist: list[int], q: float) -> float | None:
+    """Quantile ``q`` (0..1) of a LATENESS_BUCKETS_MS histogram, as a bucket's upper bound."""
+    total = sum(hist)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for i, count in enumerate(hist):
+        seen += count
+        if seen >= rank and count:
+            return float(LATENESS_BUCKETS_MS[i]) if i < len(LATENESS_BUCKETS_MS) else float("inf")
+    return float("inf")
 
 
 class OutboundAudio:
@@ -81,6 +119,9 @@ class OutboundAudio:
         self.lead_ms = lead_ms if lead_ms is not None else cfg.outbound_lead_ms
         if self.lead_ms < 20:
             raise ValueError(f"outbound audio: lead_ms must be >= 20 (one frame), got {self.lead_ms}")
+        # Frames per wake-up: a batch leaves when the PBX holds lead - batch frames, so the lead
+        # bound holds; batching trades slack against wake-ups (CPU), never the bound.
+        self.batch = max(1, min(cfg.outbound_batch_frames, self.lead_ms // 20))
         self._session = session
         self._tokens = tokens
         self._cfg = cfg
@@ -93,10 +134,13 @@ class OutboundAudio:
         self._drained.set()
         self._next_t: float | None = None  # loop time at which audio sent so far ends playing
         self._closing = False
+        self._playing = False  # frames are going out back to back (a prompt is playing)
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._attempt: list[bytes] | None = []  # frames of this POST attempt (None: past the cap)
         self.ended = False  # the participant is gone: the POST will not be reopened
+        # Told when the stream gives up for good (pull mode has no write() to raise from).
+        self.on_error: Callable[[BaseException], None] | None = None
         self.stats = OutboundStats()
 
     # --- public API --------------------------------------------------------------------------
@@ -186,11 +230,12 @@ class OutboundAudio:
         lead = self.lead_ms / 1000
         stats = self.stats
         frame_s = FRAME_BYTES / BYTES_PER_SECOND
+        batch_bytes = self.batch * FRAME_BYTES
         while not self._closing:
             n = len(self._buf) - len(self._buf) % 2
             if n == 0 and self._source is not None:
                 now = loop.time()
-                due = (self._next_t + frame_s - lead) if self._next_t is not None else now
+                due = (self._next_t + self.batch * frame_s - lead) if self._next_t is not None else now
                 if due > now:
                     await asyncio.sleep(due - now)
                     late = loop.time() - due
@@ -202,17 +247,29 @@ class OutboundAudio:
                 pulled = self._source()
                 if pulled:
                     self._buf += pulled
+                    for _ in range(self.batch - 1):  # the rest of the batch, if the source has it
+                        more = self._source()
+                        if not more:
+                            break
+                        self._buf += more
                     continue
             if n == 0:
                 self._drained.set()
                 self._wake.clear()
+                self._playing = False
                 await self._wake.wait()
                 continue
             now = loop.time()
+            size = min(batch_bytes, n)
+            # While a prompt keeps playing each frame has a due time; measure against it.
+            late = None
+            if self._playing and self._next_t is not None:
+                late = now - (self._next_t + size / BYTES_PER_SECOND - lead)
+                if now > self._next_t:
+                    stats.dry += 1  # the PBX had nothing left to play: the caller hears a gap
             if self._next_t is None or self._next_t < now:
                 # Nothing left playing at the PBX: the pacing clock restarts now.
                 self._next_t = now
-            size = min(FRAME_BYTES, n)
             send_at = self._next_t + size / BYTES_PER_SECOND - lead  # keeps the lead <= lead_ms
             if send_at > now:
                 await asyncio.sleep(send_at - now)
@@ -228,7 +285,10 @@ class OutboundAudio:
             if stats.first_byte_at is None:
                 stats.first_byte_at = now
             stats.bytes_sent += size
-            stats.frames_sent += 1
+            stats.frames_sent += -(-size // FRAME_BYTES)
+            if late is not None:
+                stats.observe_lateness(late)
+            self._playing = True
             if self._attempt is not None:
                 self._attempt.append(frame)
                 if len(self._attempt) > REQUEUE_FRAMES:
@@ -245,7 +305,7 @@ class OutboundAudio:
         self._buf[:0] = data
         self._drained.clear()
         self.stats.bytes_sent -= len(data)
-        self.stats.frames_sent -= len(frames)
+        self.stats.frames_sent -= sum(-(-len(f) // FRAME_BYTES) for f in frames)
         if self._next_t is not None:
             self._next_t -= len(data) / BYTES_PER_SECOND
 
@@ -256,9 +316,11 @@ class OutboundAudio:
             await self._connect_loop()
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # surfaced by write()/drain()
+        except BaseException as exc:  # surfaced by write()/drain() and on_error
             self._error = exc
             log.warning("outbound stream %s failed: %s", self._url, exc)
+            if self.on_error is not None:
+                self.on_error(exc)
         finally:
             self._drained.set()
 
@@ -332,6 +394,13 @@ class OutboundAudio:
                     return
                 if loop.time() > deadline:
                     raise MediaNotReadyError(status, message, "POST", self._url)
+                await asyncio.sleep(backoff.next())
+                continue
+            if status == 429 or status >= 500:
+                # The PBX is overloaded or failing right now: try again until media_timeout.
+                if loop.time() > deadline:
+                    raise error_for_status(status, message, "POST", self._url)
+                log.info("outbound stream %s: HTTP %d; retrying", self._url, status)
                 await asyncio.sleep(backoff.next())
                 continue
             raise error_for_status(status, message, "POST", self._url)

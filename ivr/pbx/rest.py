@@ -4,11 +4,13 @@ Every request carries the Bearer token. A 401 drops the token, fetches a fresh o
 retries once. Transient failures are retried with capped exponential backoff + jitter, but
 only when a retry cannot do an action twice:
 
-* GETs are idempotent: retried on 429, 502, 503, 504, connection failures and timeouts.
+* GETs are idempotent: retried on 429, 500, 502, 503, 504, connection failures and timeouts.
 * POST actions (makecall, answer, routeto, ...) are retried only when the PBX surely did not
   process the request: 429 and 503 (rejected before handling) and connection refused (the
   request never left). A 502/504, a reset or a timeout may come after the PBX acted, so
   those are raised to the caller instead of risking a second call or transfer.
+* ``drop`` is idempotent (a second drop is a 404, which callers treat as done): retried like
+  a GET, so a hang-up is not lost to a transient PBX error.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from .models import (
 
 log = logging.getLogger(__name__)
 
-_RETRY_GET = frozenset({429, 502, 503, 504})
+_RETRY_GET = frozenset({429, 500, 502, 503, 504})
 _RETRY_POST = frozenset({429, 503})
 
 
@@ -141,8 +143,9 @@ class RestClient:
         return await self.action(dn, participant_id, Action.ANSWER)
 
     async def drop(self, dn: str, participant_id: int) -> CallControlResultResponse:
-        """End the leg."""
-        return await self.action(dn, participant_id, Action.DROP)
+        """End the leg. Retried like a GET: dropping twice is harmless (the second is a 404)."""
+        path = f"{participant_url_path(dn, participant_id)}/{seg(Action.DROP)}"
+        return await self._post_result(path, ActionRequest(), idempotent=True)
 
     async def divert(
         self,
@@ -202,21 +205,22 @@ class RestClient:
     async def _get(self, path: str) -> Any:
         return await self.request("GET", path)
 
-    async def _post_result(self, path: str, body: BaseModel) -> CallControlResultResponse:
+    async def _post_result(self, path: str, body: BaseModel, *, idempotent: bool = False) -> CallControlResultResponse:
         payload = body.model_dump(exclude_none=True)
-        data = await self.request("POST", path, json_body=payload)
+        data = await self.request("POST", path, json_body=payload, idempotent=idempotent)
         if data is None:  # 200/204 with an empty body: accepted, nothing to report
             return CallControlResultResponse()
         return _parse(CallControlResultResponse, data, path, "POST")
 
-    async def request(self, method: str, path: str, *, json_body: Any = None) -> Any:
+    async def request(self, method: str, path: str, *, json_body: Any = None, idempotent: bool = False) -> Any:
         """Send one request with auth and retries; return the decoded JSON (None if empty).
 
-        Raises the :class:`PbxError` subclass matching the final failure.
+        ``idempotent`` POSTs (drop) are retried like GETs. Raises the :class:`PbxError`
+        subclass matching the final failure.
         """
         cfg = self._cfg
         url = cfg.url + path
-        is_get = method == "GET"
+        is_get = method == "GET" or idempotent
         retry_status = _RETRY_GET if is_get else _RETRY_POST
         backoff = Backoff(cfg.retry_initial, cfg.retry_max, cfg.reconnect_jitter)
         reauthed = False

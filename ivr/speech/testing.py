@@ -51,7 +51,7 @@ class ScriptedLLM:
 
     ``turns`` items may be a ``Turn``, a string (text only), a ``ToolCall`` or a dict with
     ``text``/``tool_calls``. ``token_delay`` seconds between tokens simulate generation speed.
-    ``calls`` records every request.
+    ``calls`` records every request; ``cancelled`` counts streams stopped before their end.
     """
 
     name = "scripted"
@@ -60,6 +60,7 @@ class ScriptedLLM:
         self.turns = [self._turn(t) for t in turns]
         self.token_delay = token_delay
         self.calls: list[LLMCall] = []
+        self.cancelled = 0  # streams stopped by the consumer before their end (barge-in)
 
     @staticmethod
     def _turn(t: Turn | str | ToolCall | dict) -> Turn:
@@ -85,12 +86,16 @@ class ScriptedLLM:
             raise AdapterFailed(f"no scripted turn left (call {n + 1}, {len(self.turns)} turns given)",
                                 adapter=self.name)
         turn = self.turns[n]
-        for token in re.findall(r"\s*\S+", turn.text):
-            if self.token_delay:
-                await asyncio.sleep(self.token_delay)
-            yield TextDelta(token)
-        for call in turn.tool_calls:
-            yield call
+        try:
+            for token in re.findall(r"\s*\S+", turn.text):
+                if self.token_delay:
+                    await asyncio.sleep(self.token_delay)
+                yield TextDelta(token)
+            for call in turn.tool_calls:
+                yield call
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled += 1
+            raise
 
 
 class ScriptedSTT:

@@ -78,6 +78,7 @@ class Worker:
             client_secret=self._secret,
             verify_tls=p.verify_tls,
             outbound_lead_ms=p.outbound_lead_ms,
+            outbound_batch_frames=p.outbound_batch_frames,
         )
 
     async def run(self, stop: asyncio.Event | None = None) -> None:

@@ -1,0 +1,412 @@
+"""The agent's turn-taking loop: listen (VAD endpointing) -> STT -> LLM -> TTS, with barge-in.
+
+One :class:`AgentLoop` runs one conversation on one call:
+
+1. the greeting is spoken (the caller may interrupt it);
+2. listen: ``call.media.speech_events`` gives SpeechStarted / SpeechEnded(audio) /
+   SpeechCancelled; no speech for ``silence_timeout`` s -> the reprompt line, and after
+   ``max_reprompts`` of those the conversation ends ``no_input``;
+3. the utterance's audio goes to the STT; the transcript joins the history;
+4. the LLM streams its answer; text is cut into sentences (:mod:`ivr.agent.sentences`) and
+   each sentence is synthesized and queued while the model is still writing
+   (:class:`~ivr.agent.speaker.Reply`); tool calls run through :class:`~ivr.agent.tools.ToolBox`
+   and their results go back to the model for another round;
+5. barge-in: SpeechStarted while the agent talks or thinks cuts the audio, cancels the LLM
+   stream and the TTS, and keeps only the words heard in the history; the caller's
+   utterance is then the next turn.
+
+Any adapter failure or timeout ends the conversation with a spoken apology and an
+``error`` result - never silence. The caller hanging up raises ``CallHangup`` as every Call
+operation does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import aclosing
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ivr.audio.vad import SpeechCancelled, SpeechEnded, SpeechStarted
+from ivr.call.results import CallError, CallHangup
+from ivr.speech.base import ChatMessage, SpeechError, TextDelta, ToolCall, iter_with_timeout, with_timeout
+
+from .metrics import TurnMetrics
+from .result import AgentResult
+from .sentences import SentenceSplitter
+from .speaker import Reply
+from .tools import AgentTools, ToolBox
+
+__all__ = ["AgentLoop", "AgentSettings", "run_agent"]
+
+log = logging.getLogger("ivr.agent")
+
+DEFAULT_APOLOGY = "I'm sorry, something went wrong on our side."
+DEFAULT_REPROMPT = "Are you still there?"
+#: Model rounds in one turn (tool call -> result -> model again) before we stop asking.
+MAX_TOOL_ROUNDS = 4
+_BARGED = "barged"
+
+
+@dataclass
+class AgentSettings:
+    """Everything one conversation is configured with (``Call.agent(**options)`` keywords).
+
+    Adapter names default to the worker's (``call.speech``). ``system`` and ``greeting`` are
+    plain text here: the flow layer renders its templates before calling. ``apology`` is a
+    Prompt (file or ``{say:}``); by default the apology line is spoken with the TTS, and if
+    that fails too, ``fallback_prompt`` (a file) is played.
+    """
+
+    system: str = ""
+    greeting: str | None = None
+    llm: str | None = None
+    stt: str | None = None
+    tts: str | None = None
+    voice: str | None = None
+    tools: AgentTools = field(default_factory=AgentTools)
+    max_turns: int = 10
+    max_seconds: float = 300.0
+    silence_timeout: float = 8.0
+    max_reprompts: int = 2
+    reprompt: str = DEFAULT_REPROMPT
+    apology: Any = None
+    fallback_prompt: str | None = "sorry.wav"
+    llm_timeout: float = 10.0  # first token, and between tokens
+    stt_timeout: float = 10.0
+    tts_timeout: float = 5.0  # first audio of each sentence
+    temperature: float | None = None
+    variables: dict[str, Any] | None = None  # what set_variable writes (default: call.vars)
+    context: Callable[[], Mapping[str, Any]] | None = None  # template context for http tools
+
+    def __post_init__(self) -> None:
+        self.tools = AgentTools.of(self.tools)  # type: ignore[arg-type]
+        if self.max_turns < 1:
+            raise ValueError(f"agent: max_turns must be >= 1, got {self.max_turns}")
+        for name in ("max_seconds", "silence_timeout", "llm_timeout", "stt_timeout", "tts_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"agent: {name} must be > 0, got {getattr(self, name)}")
+        if self.max_reprompts < 0:
+            raise ValueError(f"agent: max_reprompts must be >= 0, got {self.max_reprompts}")
+
+
+class AgentLoop:
+    """One conversation on ``call``; ``await AgentLoop(call, settings).run()``."""
+
+    def __init__(self, call: Any, settings: AgentSettings) -> None:
+        self.call = call
+        self.media = call.media
+        self.s = settings
+        self.loop = asyncio.get_running_loop()
+        self.history: list[ChatMessage] = [ChatMessage("system", settings.system)] if settings.system else []
+        self.transcript: list[dict[str, Any]] = []
+        self.turns = 0
+        self.turn_metrics: list[dict[str, Any]] = []
+        self._turn: TurnMetrics | None = None
+        self._speech_get: asyncio.Future | None = None
+        self._replies: list[Reply] = []
+        self.deadline = self.loop.time() + settings.max_seconds
+        self.toolbox: ToolBox | None = None
+
+    # --- the conversation -------------------------------------------------------------------
+
+    async def run(self) -> AgentResult:
+        """Talk until a tool ends it, a limit is reached, or an adapter fails."""
+        speech = getattr(self.call, "speech", None)
+        if speech is None:
+            raise CallError("agent: no speech services are configured for this worker (speech: llm/stt/tts)")
+        await self.call.answer()  # the media must run; a no-op when the flow answered already
+        self.media.take_digits()
+        while not self.media.speech_events.empty():  # speech from before the agent started
+            self.media.speech_events.get_nowait()
+        remove = self.media.add_output_listener(self._frame_out)
+        try:
+            try:
+                self.llm, self.stt, self.tts = speech.llm(self.s.llm), speech.stt(self.s.stt), speech.tts(self.s.tts)
+                self.toolbox = ToolBox(self.s.tools, self.call, variables=self.s.variables, context=self.s.context,
+                                       settle=self._settle)
+                return await self._converse()
+            except CallHangup:
+                raise
+            except (CallError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - any adapter failure: apologise, report
+                return await self._fail(exc)
+        finally:
+            remove()
+            for reply in self._replies:
+                await reply.aclose()
+            if self._speech_get is not None:
+                self._speech_get.cancel()
+            if self.turn_metrics:
+                self.call.call_record.metrics.setdefault("agent_turns", []).extend(self.turn_metrics)
+
+    async def _converse(self) -> AgentResult:
+        speaking = False
+        if self.s.greeting:
+            speaking = await self._speak_line(self.s.greeting)
+        reprompts = 0
+        while True:
+            if self.turns >= self.s.max_turns:
+                return self._result("max_turns")
+            heard = await self._listen(speaking)
+            speaking = False
+            if heard == "timeout":
+                return self._result("timeout")
+            if heard == "silence":
+                reprompts += 1
+                if reprompts > self.s.max_reprompts:
+                    return self._result("no_input")
+                speaking = await self._speak_line(self.s.reprompt)
+                continue
+            assert isinstance(heard, SpeechEnded)
+            turn = TurnMetrics(self.turns + 1, self.loop.time(), vad_hangover=max(0.0, heard.detected_at - heard.t))
+            text = await self._transcribe(heard)
+            turn.mark("stt", self.loop.time())
+            if not text:
+                continue  # noise the VAD took for speech: keep listening, no turn used
+            reprompts = 0
+            self.turns += 1
+            self.history.append(ChatMessage("user", text))
+            self._note("user", text)
+            self._turn = turn
+            try:
+                outcome = await self._respond(turn)
+            finally:
+                self._turn = None
+                self.turn_metrics.append(turn.to_dict())
+            if isinstance(outcome, AgentResult):
+                return outcome
+            speaking = outcome == _BARGED
+            if self.loop.time() >= self.deadline:
+                return self._result("timeout")
+
+    # --- listening --------------------------------------------------------------------------
+
+    def _speech_waiter(self) -> asyncio.Future:
+        # One pending get() at a time, kept across waits, so no speech event is ever lost.
+        if self._speech_get is None:
+            self._speech_get = asyncio.ensure_future(self.media.speech_events.get())
+        return self._speech_get
+
+    def _take_speech(self) -> Any:
+        assert self._speech_get is not None
+        event, self._speech_get = self._speech_get.result(), None
+        return event
+
+    async def _listen(self, speaking: bool) -> SpeechEnded | str:
+        """The caller's next utterance, or "silence" / "timeout" (max_seconds reached)."""
+        silence_at = self.loop.time() + self.s.silence_timeout
+        ended = asyncio.ensure_future(self.call.ended.wait())
+        try:
+            while True:
+                limit = self.deadline if speaking else min(self.deadline, silence_at)
+                getter = self._speech_waiter()
+                done, _ = await asyncio.wait({getter, ended}, timeout=max(0.0, limit - self.loop.time()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if ended in done:
+                    raise CallHangup(f"call {self.call.call_id} has ended")
+                if getter not in done:
+                    return "timeout" if self.loop.time() >= self.deadline else "silence"
+                event = self._take_speech()
+                if isinstance(event, SpeechStarted):
+                    speaking = True
+                elif isinstance(event, SpeechCancelled):
+                    speaking = False
+                    silence_at = self.loop.time() + self.s.silence_timeout
+                elif isinstance(event, SpeechEnded):
+                    return event
+        finally:
+            ended.cancel()
+
+    async def _watch(self, work: Awaitable[Any]) -> bool:
+        """Await ``work`` unless the caller starts speaking first: True on barge-in."""
+        task = asyncio.ensure_future(work)
+        ended = asyncio.ensure_future(self.call.ended.wait())
+        try:
+            while not task.done():
+                getter = self._speech_waiter()
+                done, _ = await asyncio.wait({task, getter, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if ended in done:
+                    raise CallHangup(f"call {self.call.call_id} has ended")
+                if getter in done:
+                    if isinstance(self._take_speech(), SpeechStarted):
+                        return True
+                    # an end or cancel of speech that began before this wait: nothing to interrupt
+            task.result()
+            return False
+        finally:
+            ended.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _transcribe(self, heard: SpeechEnded) -> str:
+        stream = self.stt.start()
+        try:
+            await stream.feed(heard.audio)
+            result = await with_timeout(stream.finish(), self.s.stt_timeout,
+                                        adapter=getattr(self.stt, "name", "stt"), what="recognition")
+        finally:
+            await stream.close()
+        return result.text.strip()
+
+    # --- speaking ---------------------------------------------------------------------------
+
+    def _reply(self) -> Reply:
+        turn = self._turn
+        reply = Reply(self.media, self.tts, voice=self.s.voice, first_audio_timeout=self.s.tts_timeout,
+                      on_first_audio=(lambda: turn.mark("first_audio", self.loop.time())) if turn else None)
+        self._replies.append(reply)
+        return reply
+
+    def _frame_out(self, _frame: bytes) -> None:
+        turn = self._turn
+        if turn is not None and turn.has("first_audio") and not turn.has("first_byte"):
+            turn.mark("first_byte", self.loop.time())
+
+    async def _speak_line(self, text: str) -> bool:
+        """Say a fixed line (greeting, reprompt) as the assistant; True if the caller barged in."""
+        reply = self._reply()
+        for sentence in SentenceSplitter().feed(text + "\n"):
+            reply.say(sentence)
+        reply.close()
+        barged = await self._watch(reply.played())
+        said = self._cut(reply) if barged else reply.text
+        if said:
+            self.history.append(ChatMessage("assistant", said))
+            self._note("assistant", said, interrupted=barged)
+        return barged
+
+    def _cut(self, reply: Reply) -> str:
+        reply.cancel()
+        return reply.heard()
+
+    async def _settle(self) -> None:
+        """Let the reply so far play out before a tool acts ("I'll put you through...")."""
+        for reply in self._replies:
+            await self.call._until_hangup(reply.played())
+
+    # --- one turn ---------------------------------------------------------------------------
+
+    async def _respond(self, turn: TurnMetrics) -> AgentResult | str | None:
+        """Answer the caller: model rounds until it stops calling tools. Returns an
+        AgentResult when a tool ended the conversation, _BARGED on barge-in, else None."""
+        assert self.toolbox is not None
+        for _ in range(MAX_TOOL_ROUNDS):
+            turn.llm_rounds += 1
+            reply = self._reply()
+            parts: list[str] = []
+            calls: list[ToolCall] = []
+            barged = await self._watch(self._stream(reply, parts, calls))
+            if not barged:
+                if not calls:
+                    reply.close()
+                    barged = await self._watch(reply.played())
+            if barged:
+                turn.barge_in = True
+                heard = self._cut(reply)
+                if heard:
+                    self.history.append(ChatMessage("assistant", heard))
+                    self._note("assistant", heard, interrupted=True)
+                return _BARGED
+            text = reply.text
+            self.history.append(ChatMessage("assistant", text, tool_calls=tuple(calls)))
+            if text:
+                self._note("assistant", text)
+            if not calls:
+                return None
+            for call in calls:
+                turn.tools.append(call.name)
+                outcome = await self.toolbox.run(call)
+                self.history.append(ChatMessage("tool", _json(outcome.result), tool_call_id=call.id, name=call.name))
+                self._note_tool(call, outcome.result)
+                if outcome.end is not None:
+                    return self._result(outcome.end, outcome.data)  # type: ignore[arg-type]
+        log.warning("agent: the model still called tools after %d rounds; waiting for the caller", MAX_TOOL_ROUNDS)
+        return None
+
+    async def _stream(self, reply: Reply, parts: list[str], calls: list[ToolCall]) -> None:
+        """Run one model round: text -> sentences -> the reply; tool calls collected."""
+        turn = self._turn
+        splitter = SentenceSplitter()
+        name = getattr(self.llm, "name", "llm")
+        deltas = self.llm.stream(list(self.history), tools=self.toolbox.specs if self.toolbox else (),
+                                 temperature=self.s.temperature)
+        # aclosing: a barge-in cancels this task, and the model's stream must stop with it
+        async with aclosing(iter_with_timeout(deltas, first=self.s.llm_timeout, between=self.s.llm_timeout,
+                                              adapter=name, what="LLM reply")) as stream:
+            async for delta in stream:
+                if turn is not None:
+                    turn.mark("first_token", self.loop.time())
+                if isinstance(delta, TextDelta):
+                    parts.append(delta.text)
+                    for sentence in splitter.feed(delta.text):
+                        reply.say(sentence)
+                elif isinstance(delta, ToolCall):
+                    calls.append(delta)
+        for sentence in splitter.flush():
+            reply.say(sentence)
+        if calls:
+            reply.close()
+            await reply.synthesized()  # surface TTS errors before the tools act
+
+    # --- endings ----------------------------------------------------------------------------
+
+    def _result(self, status: str, data: dict[str, Any] | None = None, error: str | None = None) -> AgentResult:
+        return AgentResult(status, dict(data or {}), self.turns, list(self.transcript), error)  # type: ignore[arg-type]
+
+    async def _fail(self, exc: BaseException) -> AgentResult:
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, (SpeechError, LookupError, TimeoutError)):
+            log.warning("agent on call %s: %s", getattr(self.call, "call_id", "?"), message)
+        else:
+            log.warning("agent on call %s failed", getattr(self.call, "call_id", "?"), exc_info=exc)
+        for reply in self._replies:
+            await reply.aclose()
+        self.media.cut("agent_error")
+        self.call.call_record.errors.append(f"agent: {message}")
+        apology = self.s.apology if self.s.apology is not None else {"say": DEFAULT_APOLOGY, "tts": self.s.tts}
+        try:
+            await self.call.play_prompt(apology, barge_in=False)
+            said = apology.get("say") if isinstance(apology, Mapping) else None
+        except CallHangup:
+            raise
+        except Exception as again:  # noqa: BLE001 - the TTS may be what failed: play the file
+            log.warning("agent: the apology failed too (%s); playing %s", again, self.s.fallback_prompt)
+            said = None
+            if self.s.fallback_prompt:
+                try:
+                    await self.call.play(self.s.fallback_prompt, barge_in=False)
+                except CallError as missing:
+                    log.warning("agent: no fallback prompt: %s", missing)
+        if said:
+            self._note("assistant", said)
+        return self._result("error", error=message)
+
+    # --- the record -------------------------------------------------------------------------
+
+    def _note(self, role: str, text: str, **extra: Any) -> None:
+        entry = {"role": role, "text": text, "t": round(self.call.call_record.elapsed(), 3)}
+        entry.update({k: v for k, v in extra.items() if v})
+        self.transcript.append(entry)
+        self.call.call_record.transcript.append(entry)
+
+    def _note_tool(self, call: ToolCall, result: Mapping[str, Any]) -> None:
+        entry = {"role": "tool", "name": call.name, "arguments": dict(call.arguments), "result": dict(result),
+                 "t": round(self.call.call_record.elapsed(), 3)}
+        self.transcript.append(entry)
+        self.call.call_record.transcript.append(entry)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, default=str)
+
+
+async def run_agent(call: Any, **options: Any) -> AgentResult:
+    """Run one LLM voice conversation on ``call`` (what ``Call.agent`` does); see AgentSettings."""
+    return await AgentLoop(call, AgentSettings(**options)).run()

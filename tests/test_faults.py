@@ -1,0 +1,309 @@
+"""Fault injection under load: 100 concurrent calls through the real worker while the PBX misbehaves.
+
+Every test places calls on an emulator (in this process, or a separate ``ivr emulator``
+process for the kill/restart test), plays a caller who presses ``1`` whenever the IVR listens,
+injects a fault, and then checks the one property that matters in production: no call is lost
+or left hanging. Each call placed leaves exactly one call record with a defined outcome, the
+emulator shows each call either ended or delivered to an extension, and the worker stays up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+
+from ivr.call import Call
+from ivr.call.record import CallRecord, Outcome
+from ivr.config import PbxSettings, Route, WorkerConfig
+from ivr.emulator import Emulator, EmulatorConfig
+from ivr.simulate import until_listening
+from ivr.speech import register
+from ivr.speech.services import SpeechServices
+from ivr.worker.runner import Worker
+
+SECRET = "fault-secret"
+N_CALLS = 100
+OUTCOMES = {
+    Outcome.TRANSFERRED, Outcome.CALLER_HANGUP, Outcome.IVR_HANGUP, Outcome.OVERFLOW, Outcome.ERROR, Outcome.DRAINED,
+}
+EXTENSIONS = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
+
+# The caller presses 1; the menu sends the call to 101. Anything that breaks runs on_error,
+# which tries the operator (100). The overflow (105) catches calls the flow could not place.
+MENU_FLOW = """
+    on_error:
+      - log: "error: {{ error }}"
+      - transfer: {to: "100", timeout: 3}
+    steps:
+      - answer
+      - play: hello.wav
+      - menu:
+          prompt: hello.wav
+          timeout: 1.5
+          retries: 3
+          choices:
+            "1": [{transfer: {to: "101", timeout: 3, on_failed: [{transfer: {to: "100", timeout: 3}}]}}]
+          on_no_input: [hangup]
+"""
+
+
+def tone(path: Path, seconds: float = 0.25, freq: float = 440.0) -> Path:
+    t = np.arange(int(8000 * seconds)) / 8000
+    soundfile.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 8000, subtype="PCM_16")
+    return path
+
+
+def write_flow(folder: Path, name: str, body: str) -> Path:
+    tone(folder / "hello.wav")
+    path = folder / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+class Rig:
+    """A real Worker against an emulator (in-process, or any URL), with a scripted caller."""
+
+    def __init__(self, flow: Path, *, url: str | None = None, speech: Any = None, overflow: str | None = "105") -> None:
+        self.flow = flow
+        self.url = url
+        self.speech = speech
+        self.overflow = overflow
+        self.emulator: Emulator | None = None
+        self.worker: Worker | None = None
+        self.stop_event = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self._calls: dict[str, asyncio.Future[Call]] = {}
+
+    async def __aenter__(self) -> "Rig":
+        if self.url is None:
+            self.emulator = Emulator(EmulatorConfig(client_secret=SECRET, ring_seconds=0.1, extensions=dict(EXTENSIONS)))
+            await self.emulator.start(host="127.0.0.1", port=0)
+            self.url = self.emulator.url
+        config = WorkerConfig(
+            pbx=PbxSettings(url=self.url, client_id="900", client_secret=SECRET),
+            routes=[Route(route_point="800", flow=str(self.flow))],
+            overflow=self.overflow,
+            drain_timeout=5,
+            records=None,
+            audio_dirs=[str(self.flow.parent)],
+        )
+        self.worker = Worker(config, speech=self.speech or SpeechServices(stt=None, tts=None), on_call_started=self._started)
+        self.worker.keep_records = 10_000
+        self.task = asyncio.create_task(self.worker.run(self.stop_event))
+        ready = asyncio.ensure_future(self.worker.ready.wait())
+        await asyncio.wait({ready, self.task}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        if self.task.done():
+            self.task.result()
+        assert self.worker.ready.is_set(), "the worker did not become ready"
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.stop_event.set()
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 20)
+        if self.emulator is not None:
+            await self.emulator.stop()
+
+    def _started(self, call: Call) -> None:
+        fut = self._future(call.call_id)
+        if not fut.done():
+            fut.set_result(call)
+
+    def _future(self, call_id: str) -> "asyncio.Future[Call]":
+        if call_id not in self._calls:
+            self._calls[call_id] = asyncio.get_running_loop().create_future()
+        return self._calls[call_id]
+
+    async def call_of(self, callid: Any, timeout: float = 20) -> Call:
+        return await asyncio.wait_for(self._future(str(callid)), timeout)
+
+    async def record_of(self, callid: Any, timeout: float) -> CallRecord:
+        """The call record of this emulator call id (every call placed must leave one)."""
+        assert self.worker is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in self.worker.completed:
+                if record.call_id == str(callid):
+                    return record
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"call {callid} left no call record within {timeout:.0f} s (hanging?)")
+
+
+async def press_one_when_listening(send: Callable[[str], Awaitable[Any]], call: Call, *, give_up: float = 25) -> None:
+    """The caller: press 1 each time the IVR listens, until the call leaves the IVR.
+
+    A key press lost in a fault (event socket down) times the menu out; the caller then
+    hears the prompt again and presses again, as a person would.
+    """
+    deadline = time.monotonic() + give_up
+    while not call.hung_up and time.monotonic() < deadline:
+        if not await until_listening(call, timeout=max(0.1, deadline - time.monotonic())):
+            if call.hung_up:
+                return
+            continue
+        try:
+            await send("1")
+        except Exception:  # the call ended meanwhile (409) or the PBX is down: try again later
+            await asyncio.sleep(0.2)
+            continue
+        for _ in range(14):  # up to 0.7 s for the IVR to act on the key
+            if call.hung_up or not call.listening.is_set():
+                break
+            await asyncio.sleep(0.05)
+
+
+async def place_and_play(rig: Rig, i: int) -> Any:
+    """One caller on the in-process emulator: dial, wait for the worker's Call, press keys."""
+    emu = rig.emulator
+    assert emu is not None
+    callid = await emu.place_call(f"+4930{i:05d}", "800")
+    call = await rig.call_of(callid)
+    await press_one_when_listening(lambda d: emu.send_dtmf(callid, d), call)
+    return callid
+
+
+def assert_nothing_lost(rig: Rig, callids: list[Any], records: list[CallRecord]) -> Counter:
+    """Each call: one record with a defined outcome; the PBX side ended or delivered; worker up."""
+    assert rig.worker is not None and rig.task is not None
+    assert len({str(c) for c in callids}) == len(callids)
+    assert sorted(r.call_id for r in records) == sorted(str(c) for c in callids)
+    for record in records:
+        assert record.outcome in OUTCOMES, record.to_dict()
+        assert record.ended_at is not None
+        if record.outcome == Outcome.TRANSFERRED:
+            assert record.transferred_to in EXTENSIONS, record.to_dict()
+        if record.outcome == Outcome.ERROR:
+            assert record.errors or record.outcome_detail, record.to_dict()
+    assert not rig.task.done(), "the worker stopped"
+    assert rig.worker.ready.is_set()
+    assert rig.worker.calls == {}, f"calls still running: {list(rig.worker.calls)}"
+    if rig.emulator is not None:
+        for callid in callids:
+            info = rig.emulator.call_info(callid)
+            # Not hanging on the route point: ended, or connected at an extension.
+            assert info["state"] == "ended" or info["location"] in EXTENSIONS, info
+    return Counter(r.outcome for r in records)
+
+
+async def run_load(rig: Rig, fault: Callable[[], Awaitable[None]], *, n: int = N_CALLS, timeout: float = 40) -> tuple[list[Any], list[CallRecord]]:
+    """n concurrent callers plus the fault running alongside; every call's record."""
+    fault_task = asyncio.create_task(fault())
+    try:
+        callids = await asyncio.wait_for(asyncio.gather(*(place_and_play(rig, i) for i in range(n))), timeout)
+        records = await asyncio.gather(*(rig.record_of(c, timeout=15) for c in callids))
+    finally:
+        fault_task.cancel()
+        await asyncio.gather(fault_task, return_exceptions=True)
+    return callids, list(records)
+
+
+# --- the PBX connection ------------------------------------------------------------------
+
+
+async def test_event_socket_cut_every_second_under_100_calls(tmp_path):
+    flow = write_flow(tmp_path, "menu.yaml", MENU_FLOW)
+    async with Rig(flow) as rig:
+        emu = rig.emulator
+        assert emu is not None and rig.worker is not None and rig.worker.pbx is not None
+        stream = rig.worker.pbx.event_stream
+        connects_before = stream.connects
+        cuts = 0
+
+        async def cut_every_second() -> None:
+            nonlocal cuts
+            jitter = random.Random(1)  # not in lockstep with the caller's key presses
+            while True:
+                await asyncio.sleep(jitter.uniform(0.7, 1.3))
+                await emu.inject_fault({"close_event_sockets": True})
+                cuts += 1
+
+        callids, records = await run_load(rig, cut_every_second)
+        outcomes = assert_nothing_lost(rig, callids, records)
+        assert cuts >= 3
+        assert stream.connects - connects_before >= 3, "the worker did not reconnect the event socket"
+        # The caller re-presses when a key was lost with the socket: every call reaches 101.
+        assert outcomes[Outcome.TRANSFERRED] == N_CALLS, outcomes
+        assert {r.transferred_to for r in records} == {"101"}
+
+
+async def test_tokens_revoked_mid_call_under_100_calls(tmp_path):
+    flow = write_flow(tmp_path, "menu.yaml", MENU_FLOW)
+    async with Rig(flow) as rig:
+        emu = rig.emulator
+        assert emu is not None and rig.worker is not None and rig.worker.pbx is not None
+        tokens = rig.worker.pbx.tokens
+        refreshes_before = tokens.refreshes
+        revoked = []
+
+        async def revoke_twice() -> None:
+            for delay in (1.0, 1.5):
+                await asyncio.sleep(delay)
+                revoked.append((await emu.inject_fault({"revoke_tokens": True}))["affected"])
+
+        callids, records = await run_load(rig, revoke_twice)
+        outcomes = assert_nothing_lost(rig, callids, records)
+        assert len(revoked) == 2 and revoked[0] >= 1
+        assert tokens.refreshes - refreshes_before >= 2, "no fresh token after the revocation"
+        # Streams cut by the revocation are reopened with the new token: no call notices.
+        assert outcomes[Outcome.TRANSFERRED] == N_CALLS, outcomes
+        assert sum(r.metrics.get("stream_reopens", 0) for r in records) >= 1
+
+
+async def test_bursts_of_500_and_503_under_100_calls(tmp_path):
+    flow = write_flow(tmp_path, "menu.yaml", MENU_FLOW)
+    async with Rig(flow) as rig:
+        emu = rig.emulator
+        assert emu is not None
+        bursts = [(0.5, 503, 40), (1.0, 500, 25), (0.5, 503, 40), (0.5, 500, 25), (0.5, 500, 25)]
+
+        async def burst() -> None:
+            for delay, status, count in bursts:
+                await asyncio.sleep(delay)
+                await emu.inject_fault({"fail_next": {"count": count, "status": status}})
+
+        callids, records = await run_load(rig, burst)
+        outcomes = assert_nothing_lost(rig, callids, records)
+        # 503s are retried (the PBX did not act); a 500 on an action fails that action, and the
+        # flow's own on_error or the worker's fallback places the call.
+        assert outcomes[Outcome.TRANSFERRED] >= N_CALLS * 0.8, outcomes
+
+
+async def test_stalled_and_truncated_audio_streams_under_100_calls(tmp_path):
+    flow = write_flow(tmp_path, "menu.yaml", MENU_FLOW)
+    async with Rig(flow) as rig:
+        emu = rig.emulator
+        assert emu is not None
+        faults: list[dict[str, Any]] = []
+
+        async def stall_and_truncate() -> None:
+            await asyncio.sleep(0.8)
+            live = [c["callid"] for c in emu.controller.list_calls() if c["state"] == "connected"]
+            for i, callid in enumerate(live[:40]):
+                kind = "stall_stream" if i % 2 else "truncate_stream"
+                body = {"callid": callid, "seconds": 2.0} if kind == "stall_stream" else {"callid": callid}
+                faults.append(await emu.inject_fault({kind: body}))
+
+        callids, records = await run_load(rig, stall_and_truncate)
+        outcomes = assert_nothing_lost(rig, callids, records)
+        assert len(faults) == 40 and sum(f["affected"] for f in faults) >= 20
+        # The caller's audio is only needed for in-band keys and speech; a stalled stream
+        # waits, a truncated one is reopened. Key presses arrive as PBX events meanwhile.
+        assert outcomes[Outcome.TRANSFERRED] == N_CALLS, outcomes
+        truncated = [f for f in faults if f["fault"] == "truncate_stream" and f["affected"]]
+        reopened = [c for c in callids if sum(1 for e in emu.call_info(c)["log"] if e["event"] == "stream_opened" and e["direction"] == "get") > 1]
+        assert len(reopened) >= len(truncated) // 2, (len(reopened), len(truncated))
