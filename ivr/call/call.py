@@ -89,6 +89,7 @@ class Call:
         self._transfer_pending = False
         # Set while a gather or menu waits for the caller's keys (the simulator presses then).
         self.listening = asyncio.Event()
+        self.current_step = ""  # the flow step running now, e.g. "menu #main (main_menu.yaml:21)"
         # Set by the flow layer so Python flows can run YAML subflows (see ivr.flow).
         self.subflow_runner: Callable[..., Awaitable[Any]] | None = None
         # Wall-clock time as flows see it (office hours); the simulator can pin it.

@@ -75,9 +75,12 @@ def _activity(call: Call) -> str:
     rec = call.call_record
     if rec.outcome is not None:
         return f"ended: {rec.outcome}" + (f" ({rec.outcome_detail})" if rec.outcome_detail else "")
+    step = f"{call.current_step}: " if call.current_step else ""
     if call.listening.is_set():
-        return "listening for keys"
+        return f"{step}listening for keys"
     if call.media.playback.busy and rec.prompts:
-        return f"playing {rec.prompts[-1]}"
+        return f"{step}playing {rec.prompts[-1]}"
+    if step:
+        return step.rstrip(": ")
     last = rec.steps[-1] if rec.steps else None
     return f"after step {last.step}{' #' + last.id if last.id else ''}" if last else "starting"

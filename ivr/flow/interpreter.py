@@ -204,6 +204,8 @@ class _Runner:
                 self.record(step, {"skipped": "caller hung up"}, 0.0)
                 continue
             started = time.monotonic()
+            if hasattr(self.call, "current_step"):  # what live views show while the step runs
+                self.call.current_step = f"{step.kind}{' #' + step.id if step.id else ''} ({self.where(step)})"
             signal = await self.execute(step)
             self.record(step, self.last, time.monotonic() - started)
             if isinstance(signal, _Branch):
