@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import numpy as np
 
-from ivr.audio.frames import FRAME_SAMPLES, SAMPLE_RATE, pcm_to_array
 from ivr.audio.pipeline import DigitDetected, DigitMerger, InboundProcessor
 from ivr.audio.playback import PlaybackCut, PlaybackFinished, PlaybackQueue
 from ivr.audio.prompts import beep as make_beep
@@ -227,8 +226,7 @@ class CallMedia:
 
     def cut(self, reason: str = "clear") -> None:
         """Stop what plays and drop what is queued."""
-        for item_id in self.playback.clear():
-            pass
+        self.playback.clear()
         for event in self.playback.pop_events():
             if isinstance(event, PlaybackCut):
                 self._resolve(event.id, PlayResult(False, reason, event.played_ms))
@@ -410,10 +408,3 @@ class CallMedia:
         target.parent.mkdir(parents=True, exist_ok=True)
         path = await asyncio.to_thread(recorder.save, target, meta)
         return RecordResult(path, round(duration, 3), reason, meta)
-
-
-def pcm_seconds(pcm: np.ndarray) -> float:
-    return len(pcm) / SAMPLE_RATE
-
-
-__all__ = ["CallMedia", "MediaSettings", "FRAME_SAMPLES", "pcm_to_array"]

@@ -17,6 +17,7 @@ class Outcome:
     IVR_HANGUP = "ivr_hangup"  # the flow hung up (or ran to its end)
     OVERFLOW = "overflow"  # the worker could not take the call and sent it to the overflow
     ERROR = "error"  # the flow failed and no handler could place the call
+    FALLBACK = "fallback"  # the flow failed; the worker sent the caller to the overflow destination
     DRAINED = "drained"  # cut at the drain deadline
 
 

@@ -45,7 +45,7 @@ class FlowLibrary:
             except FlowLoadError as exc:
                 problems.append(str(exc))
         if problems:
-            raise FlowLoadError.from_text("\n".join(problems)) if hasattr(FlowLoadError, "from_text") else FlowLoadError("\n".join(problems))
+            raise FlowLoadError.from_text("\n".join(problems))
 
     def get(self, path: str | Path) -> LoadedFlow:
         return self._flows[Path(path).resolve()]

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import signal
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from ivr.call import Call, CallError, CallHangup
@@ -21,7 +20,7 @@ from ivr.call.record import CallRecord, CallRecordWriter, Outcome
 from ivr.config import WorkerConfig
 from ivr.pbx import PbxClient, PbxConfig
 from ivr.speech.services import SpeechServices
-from ivr.pbx.errors import NotFoundError, PbxError
+from ivr.pbx.errors import PbxError
 from ivr.pbx.events import DtmfReceived, ParticipantRemoved, ParticipantUpdated, Resynced
 from ivr.pbx.models import ParticipantInfo, ParticipantStatus
 from ivr.worker.library import FlowLibrary
@@ -316,8 +315,7 @@ class Worker:
         except CallHangup:
             record.finish(Outcome.CALLER_HANGUP)
         except asyncio.CancelledError:
-            record.finish(Outcome.DRAINED, "cut at the drain deadline")
-            await self._fallback(call, "drain deadline")
+            await self._fallback(call, "cut at the drain deadline", Outcome.DRAINED)
         except (FlowLoadError, CallError) as exc:  # a flow author's mistake: one line is enough
             log.error("call failed: %s", exc)
             record.errors.append(f"{type(exc).__name__}: {exc}")
@@ -335,29 +333,34 @@ class Worker:
             record.metrics["flow_seconds"] = round(time.monotonic() - started, 3)
             self._finish_record(record)
 
-    async def _fallback(self, call: Call, why: str) -> None:
-        """Last resort for a call whose flow could not place it: overflow destination, or hang up."""
+    async def _fallback(self, call: Call, why: str, outcome: str = Outcome.ERROR) -> None:
+        """Last resort for a call its flow could not place: the overflow destination, else hang up.
+
+        The record then says ``fallback`` (an error, but the overflow took the caller) or
+        ``outcome`` (``error``, or ``drained`` at the drain deadline), with ``why`` as detail.
+        """
+        record = call.call_record
         if call.hung_up:
-            return
+            return  # the caller is gone; the outcome is already recorded
         target = self.config.overflow
         try:
             if target:
                 result = await asyncio.wait_for(call.transfer(target, timeout=20), timeout=30)
                 if result.answered:
-                    call.call_record.outcome = Outcome.ERROR if call.call_record.outcome in (None, Outcome.ERROR) else call.call_record.outcome
-                    call.call_record.outcome_detail = f"{why}; fallback to {target}"
+                    record.outcome = Outcome.FALLBACK if outcome == Outcome.ERROR else outcome
+                    record.outcome_detail = f"{why}; sent to {target}"
                     return
             await call.hangup()
-            call.call_record.outcome = Outcome.ERROR if why != "drain deadline" else Outcome.DRAINED
-            call.call_record.outcome_detail = why
         except (CallHangup, asyncio.TimeoutError):
             pass
-        except (PbxError, NotFoundError) as exc:
-            call.call_record.errors.append(f"fallback failed: {exc}")
-        except Exception:
+        except PbxError as exc:
+            record.errors.append(f"fallback failed: {exc}")
+        except Exception:  # the fallback must not raise out of the call task
             log.exception("fallback failed")
-        if call.call_record.outcome is None:
-            call.call_record.finish(Outcome.ERROR, why)
+        record.outcome = outcome
+        record.outcome_detail = why
+        if record.ended_at is None:
+            record.finish(outcome, why)
 
     def _finish_record(self, record: CallRecord, *, was_active: bool = True) -> None:
         try:
