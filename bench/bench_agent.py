@@ -94,6 +94,9 @@ async def main(turns: int, scripted: bool) -> None:
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.5)
         record = await asyncio.wait_for(h.record_of(call), 60)
+    aclose = getattr(speech.llm(), "aclose", None)
+    if aclose is not None:
+        await aclose()  # the openai adapter's HTTP session
     rows = record.metrics.get("agent_turns", [])
     print(f"{'turn':>4} {'vad hangover':>12} {'stt':>7} {'1st token':>9} {'1st audio':>9} {'1st byte':>9}  heard")
     for row in rows:
