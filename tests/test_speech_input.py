@@ -98,7 +98,7 @@ def menu_flow(tmp_path: Path):
     return make
 
 
-WORDS = ("sales", "support", "operator", "my account balance")
+WORDS = ("sales", "support", "operator", "pizza")
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,9 @@ async def test_digits_still_work_in_a_speech_menu(menu_flow):
 
 @pytest.mark.speech
 async def test_phrase_outside_the_list_is_no_match_then_retry_succeeds(menu_flow, said):
-    vars_, record = await run_call(menu_flow(), [said("my account balance"), ("prompts", 3), said("operator")])
+    vars_, record = await run_call(menu_flow(), [said("pizza"), ("prompts", 3), said("operator")])
+    # "pizza" against sales/support/operator: pocketsphinx's grammar search reaches no phrase
+    # (measured 6/6 through this path); a phrase it does force-match would count as that phrase.
     assert vars_["dept"] == "operator" and vars_["attempts"] == 2 and vars_["how"] == "speech"
     assert record.prompts.count(str(menu_flow().parent / "beep.wav")) >= 3  # prompt, no-match prompt, prompt
 
@@ -237,7 +239,7 @@ async def test_speech_barges_into_a_prompt(tmp_path, said):
 @pytest.mark.speech
 async def test_prompt_without_barge_in_is_not_cut(tmp_path, said):
     spoke, stopped, vars_ = await barge(tmp_path, said, False)
-    assert vars_["cut"] in ("", "None")
+    assert vars_["cut"] in (None, "", "None")  # played to the end: nothing interrupted it
     assert stopped - spoke > 1.5  # the 3 s prompt played on well past the speech (about 1 s of it)
 
 
@@ -247,4 +249,4 @@ async def test_sim_caller_says_a_menu_choice(ivr_sim, menu_flow):
     await caller.says("technical support")
     record = await caller.record()
     assert caller.call.vars["dept"] == "support" and caller.call.vars["how"] == "speech"
-    assert record.outcome.value.endswith("hangup") or record.outcome
+    assert "hangup" in str(record.outcome)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,8 +153,6 @@ class Call:
     def log_event(self, message: str, **fields: Any) -> None:
         """The flow's `log` step: a line in the worker log, tagged with the call id."""
         self.log.info(message, extra={"fields": fields} if fields else None)
-
-    log_message = log_event
 
     # --- answer / hangup / data -------------------------------------------------------------
 
@@ -655,11 +652,3 @@ def _as_list(value: Any) -> list[Any]:
     if isinstance(value, list):
         return value
     return [value]
-
-
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.+-]")
-
-
-def safe_filename(text: str) -> str:
-    """A string made safe for use in a file name (call ids, caller numbers)."""
-    return _SAFE_NAME.sub("_", text)[:80] or "_"

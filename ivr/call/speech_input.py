@@ -250,8 +250,6 @@ class SpeechAttempt:
                 self._skip_utterance = False
                 return
             if self._recognition is None:  # one utterance at a time; a second one is dropped
-                import os, numpy
-                if os.environ.get("IVR_DUMP"): numpy.save(os.environ["IVR_DUMP"], event.audio)
                 self._recognition = asyncio.ensure_future(self._recognise(event.audio))
 
     async def _recognise(self, audio: Any) -> "Transcript":

@@ -5,12 +5,13 @@ is accurate on 8 kHz telephony audio; the result's ``text`` is the phrase exactl
 Without phrases (and without ``grammar``) it uses the full en-US language model, which is
 poor on 8 kHz audio (word error rate 0.6+): use it only for rough open answers.
 
-Grammar search always picks some phrase, even for speech that is none of them. So with a
-grammar the same audio is also decoded by a free phone loop (``allphone``, ~15 ms more per
-utterance): how much worse the grammar's best path scores than the phone loop, per 10 ms
-frame, says whether the caller said a phrase at all. The confidence is the word posterior
-times a logistic of that ratio (centre ``phone_loop_center``): out-of-grammar speech gets a
-low confidence, which a gather's ``min_confidence`` (default 0.5) rejects.
+Grammar search often picks some phrase even for speech that is none of them (it does
+return "" when the search reaches no final state, e.g. "pizza" against sales/support/operator).
+``phone_loop=True`` (experimental, off by default) also decodes the same audio with a free
+phone loop (``allphone``, ~15 ms more) and multiplies the confidence by a logistic of the
+per-frame score ratio grammar/phone-loop (centre ``phone_loop_center``). On whole TTS clips it
+separated phrases from other speech well, but on VAD segments through the emulator it
+rejected "support" 6 times out of 6 and accepted "good morning" as support: not reliable yet.
 
 Decoders take ~0.1 s to create and the full LM much longer, so idle decoders are kept in a
 pool and each keeps the grammars it has compiled. Audio is upsampled 8 -> 16 kHz in a
@@ -78,7 +79,8 @@ class PocketSphinxSTT:
     Options: ``hmm``/``dict`` paths to another model, ``batch_ms`` (audio decoded per worker
     thread hop, default 100), ``pool_size`` (idle decoders kept, default 4), ``partials``
     (compute partial hypotheses, default False: costs a backtrace per batch), ``phone_loop``
-    (score grammar results against a free phone loop, default True) and ``phone_loop_center``
+    (scale the confidence of grammar results by a phone-loop score ratio; experimental,
+    default False, see the module docstring) and ``phone_loop_center``
     (per-frame log-ratio at which that factor is 0.5; default -1.25, measured on hibari
     speech: phrases scored -0.9..+12, other speech -7.6..-1.0 with a few short words above).
     """
