@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, T
 import numpy as np
 
 from ivr.audio.prompts import PromptError, prompt_cache
-from ivr.call.collector import DigitCollector, DigitRules, GatherSession, Outcome, PromptPlan
+from ivr.call.collector import DigitCollector, DigitRules, GatherSession, PromptPlan
+from ivr.call.collector import Outcome as AttemptOutcome
 from ivr.call.collector import menu as menu_rules
 from ivr.call.speech_input import SpeechAttempt, SpeechOptions
 from ivr.call.record import CallRecord, Outcome
@@ -420,7 +421,7 @@ class Call:
         barge_in: bool,
         loop: asyncio.AbstractEventLoop,
         speech: SpeechAttempt | None = None,
-    ) -> Outcome:
+    ) -> AttemptOutcome:
         """One attempt: play the prompt(s) while listening, then wait by the collector's timers.
 
         With ``speech``, keys and speech race: a DTMF match or no-match decides at once, a
@@ -632,7 +633,7 @@ class Call:
         return await run_agent(self, **options)
 
 
-def _decide(collector: DigitCollector, speech: SpeechAttempt | None) -> Outcome | None:
+def _decide(collector: DigitCollector, speech: SpeechAttempt | None) -> AttemptOutcome | None:
     """The attempt's outcome once keys or speech decided it, else None."""
     keys = collector.outcome
     if speech is None:

@@ -10,6 +10,9 @@ __all__ = ["Diagnostic", "FlowLoadError", "Severity"]
 
 Severity = Literal["error", "warning"]
 
+# Every character str.splitlines() breaks on, shown as its escape instead.
+_ESCAPE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
 
 @dataclass(frozen=True, order=True)
 class Diagnostic:
@@ -25,8 +28,10 @@ class Diagnostic:
         """``file:line:col: error: message`` - the form editors and CI annotate.
 
         A problem with the whole file (line 0: not found, too large) is shown at 1:1 so
-        every line keeps the same parseable shape."""
-        return f"{self.file}:{max(self.line, 1)}:{max(self.col, 1)}: {self.severity}: {self.message}"
+        every line keeps the same parseable shape. Line breaks inside the message (a key
+        or value quoted from the file may hold any) are escaped: one diagnostic, one line."""
+        message = self.message.translate(_ESCAPE_BREAKS)
+        return f"{self.file}:{max(self.line, 1)}:{max(self.col, 1)}: {self.severity}: {message}"
 
     @property
     def is_error(self) -> bool:

@@ -98,12 +98,12 @@ def _convert(node: Any, line: int, col: int, depth: int, limits: _Limits, active
         finally:
             active.discard(id(node))
     src = Src(line + 1, col + 1)
-    value = _scalar(node)
+    value = _scalar(node, line + 1, col + 1)
     src.obj = value
     return value, src
 
 
-def _scalar(node: Any) -> Any:
+def _scalar(node: Any, line: int = 1, col: int = 1) -> Any:
     # ruamel's round-trip scalars are subclasses (ScalarFloat, HexInt, ...); plain types
     # keep pydantic and templates from seeing surprising classes.
     if isinstance(node, bool) or node is None:
@@ -113,8 +113,24 @@ def _scalar(node: Any) -> Any:
     if isinstance(node, float):
         return float(node)
     if isinstance(node, str):
-        return str(node)
+        return _text(str(node), line, col)
     return node  # dates, timestamps
+
+
+def _text(text: str, line: int, col: int) -> str:
+    """JSON-style escapes arrive as UTF-16 surrogate halves ("\\ud83d\\ude00"): join the
+    pairs; a lone half is not text (and would crash any later encode), so it is an error."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    joined = text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+    try:
+        joined.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Invalid(line, col, "text contains an unpaired surrogate escape (\\uD800-\\uDFFF)") from None
+    return joined
 
 
 def _convert_map(node: CommentedMap, depth: int, limits: _Limits, active: set[int]) -> tuple[Any, Src]:
@@ -130,7 +146,7 @@ def _convert_map(node: CommentedMap, depth: int, limits: _Limits, active: set[in
             k_line, k_col, v_line, v_col = pos
         else:  # merged (<<) keys have no position of their own
             k_line, k_col, v_line, v_col = base_line, base_col, base_line, base_col
-        plain_key = _scalar(key)
+        plain_key = _scalar(key, k_line + 1, k_col + 1)
         child, child_src = _convert(value, v_line, v_col, depth + 1, limits, active)
         out[plain_key] = child
         src.keys[str(plain_key)] = (k_line + 1, k_col + 1)
@@ -349,6 +365,9 @@ def load_flow_text(text: str, path: str | Path = "<flow>", *, check_files: bool 
     from .checks import check_flow
 
     file = str(path)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:  # the same limit as for files: parsing would take many seconds
+        raise FlowLoadError([Diagnostic(file, 0, 0, "error", f"flow too large ({size} bytes; a flow may be at most {MAX_BYTES})")])
     data, src = parse_yaml(text, file)
     models: dict[int, type[Node]] = {}
     try:
