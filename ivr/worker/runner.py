@@ -48,9 +48,10 @@ class Worker:
         self.config = config
         self._secret = secret if secret is not None else config.pbx.resolve_secret()
         self.metrics = WorkerMetrics()
-        self.speech = speech if speech is not None else SpeechServices.from_settings(
-            config.speech, observe=lambda kind, name, s: self.metrics.adapter_seconds.labels(kind, name).observe(s)
-        )
+        observe = lambda kind, name, s: self.metrics.adapter_seconds.labels(kind, name).observe(s)  # noqa: E731
+        self.speech = speech if speech is not None else SpeechServices.from_settings(config.speech, observe=observe)
+        if isinstance(self.speech, SpeechServices) and self.speech._observe is None:
+            self.speech._observe = observe  # services made by the caller (tests, ivr call) are measured too
         self.on_call_started = on_call_started
         self.reload_interval = reload_interval
         self.library = FlowLibrary([config.path(r.flow) for r in config.routes])
@@ -86,6 +87,7 @@ class Worker:
         stop = stop or asyncio.Event()
         async with PbxClient(self.pbx_config()) as pbx:
             self.pbx = pbx
+            self.metrics.client = pbx  # reconnects and token refreshes, read at scrape time
             self._check_route_points(pbx)
             events = pbx.events()
             watcher = asyncio.create_task(self.library.watch(self.reload_interval), name="flow-reload")
@@ -167,7 +169,8 @@ class Worker:
             assert self.pbx is not None
             for (dn, pid), call in list(self.calls.items()):
                 if self.pbx.state.participant(dn, pid) is None:
-                    call.on_removed()
+                    # Its Remove event was missed (socket down, PBX restarted): say so.
+                    call.on_removed("the leg was gone at a resync (missed while the event socket was down)")
             self._take_existing(self.pbx)
 
     def _maybe_start(self, rp: str, participant: ParticipantInfo) -> None:
@@ -297,6 +300,7 @@ class Worker:
         try:
             if outbound_flow is not None:
                 flow = outbound_flow
+                record.answered_at = time.time()  # a dialled call starts when the other side answers
             elif route is None:
                 log.warning("no route for call to %s (DID %r, caller %r)", rp, record.did, record.caller_number)
                 await self._fallback(call, "no route")
