@@ -1,6 +1,6 @@
 """Agent turn latency over the real path: emulator -> worker -> agent step, with real engines.
 
-    python bench/bench_agent.py [--turns 3] [--scripted]
+    python bench/bench_agent.py [--turns 3] [--scripted] [--end-of-turn-ms 700] [--fwdflat]
 
 Per turn, milliseconds after the VAD decided the caller stopped speaking (the VAD's own
 hangover is printed separately): STT final, LLM first token, first TTS audio, first frame
@@ -37,6 +37,7 @@ steps:
       silence_timeout: 20
       max_turns: {turns}
       llm_timeout: 30
+      end_of_turn_ms: {end_of_turn_ms}
   - hangup
 """
 
@@ -57,12 +58,12 @@ def start_llama() -> tuple[object, str] | None:
     return server, server.listening_address + "/v1"
 
 
-async def main(turns: int, scripted: bool) -> None:
+async def main(turns: int, scripted: bool, end_of_turn_ms: int = 700, fwdflat: bool = False) -> None:
     from ivr.speech.tts_hibari import HibariTTS
     from ivr.speech.stt_pocketsphinx import PocketSphinxSTT
 
     llama = None if scripted else start_llama()
-    options = {}
+    options: dict = {"pocketsphinx": {"fwdflat": fwdflat}}
     if llama is not None:
         llm_name = "openai"
         options["openai"] = {"base_url": llama[1], "api_key": "unused", "model": "smollm2", "max_tokens": 40}
@@ -74,13 +75,14 @@ async def main(turns: int, scripted: bool) -> None:
         which = "ScriptedLLM (20 ms per token)"
     tts = HibariTTS()
     caller = [await synthesize_all(tts, text) for text in UTTERANCES[:turns]]
-    await PocketSphinxSTT().warm_up()
+    await PocketSphinxSTT(fwdflat=fwdflat).warm_up()
     speech = SpeechServices(stt="pocketsphinx", tts="hibari", llm=llm_name, options=options, tts_cache=False)
     await synthesize_all(speech.tts(), "Warm up.")
     folder = Path(tempfile.mkdtemp(prefix="bench-agent-"))
     flow = folder / "agent.yaml"
-    flow.write_text(FLOW.format(turns=turns))
-    print(f"agent turn latency: pocketsphinx + hibari + {which}")
+    flow.write_text(FLOW.format(turns=turns, end_of_turn_ms=end_of_turn_ms))
+    print(f"agent turn latency: pocketsphinx{' (fwdflat)' if fwdflat else ''} + hibari + {which}, "
+          f"end_of_turn_ms {end_of_turn_ms}")
     t0 = time.perf_counter()
     async with FlowHarness(flow, speech=speech) as h:
         callid, call = await h.place_call()
@@ -98,11 +100,11 @@ async def main(turns: int, scripted: bool) -> None:
     if aclose is not None:
         await aclose()  # the openai adapter's HTTP session
     rows = record.metrics.get("agent_turns", [])
-    print(f"{'turn':>4} {'vad hangover':>12} {'stt':>7} {'1st token':>9} {'1st audio':>9} {'1st byte':>9}  heard")
+    print(f"{'turn':>4} {'speech':>6} {'vad hangover':>12} {'stt':>7} {'1st token':>9} {'1st audio':>9} {'1st byte':>9}  heard")
     for row in rows:
         user = [e["text"] for e in record.transcript if e["role"] == "user"]
         text = user[row["turn"] - 1] if row["turn"] <= len(user) else ""
-        print(f"{row['turn']:>4} {row['vad_hangover_ms']:>12.0f} {_ms(row['stt_ms'])} {_ms(row['first_token_ms'], 9)}"
+        print(f"{row['turn']:>4} {row.get('speech_ms', 0):>6.0f} {row['vad_hangover_ms']:>12.0f} {_ms(row['stt_ms'])} {_ms(row['first_token_ms'], 9)}"
               f" {_ms(row['first_audio_ms'], 9)} {_ms(row['first_byte_ms'], 9)}  {text!r}")
     byte = [r["first_byte_ms"] for r in rows if r["first_byte_ms"] is not None]
     if byte:
@@ -123,5 +125,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--scripted", action="store_true", help="use the ScriptedLLM even if llama.cpp is installed")
+    parser.add_argument("--end-of-turn-ms", type=int, default=700, help="the agent step's end_of_turn_ms")
+    parser.add_argument("--fwdflat", action="store_true", help="pocketsphinx's second pass (slower final result)")
     args = parser.parse_args()
-    asyncio.run(main(args.turns, args.scripted))
+    asyncio.run(main(args.turns, args.scripted, args.end_of_turn_ms, args.fwdflat))
