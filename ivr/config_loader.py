@@ -39,6 +39,8 @@ def parse_config(text: str, file: str = "<config>", *, base_dir: Path | None = N
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(_line(file, line, col, f"YAML: {problem}")) from None
+    except RecursionError:  # ruamel recurses per nesting level
+        raise ConfigError(_line(file, 1, 1, "YAML: nested too deeply")) from None
     if not isinstance(root, CommentedMap):
         raise ConfigError(_line(file, 1, 1, "the config is a mapping with 'pbx' and 'routes'"))
     try:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 if TYPE_CHECKING:
     from ivr.call.record import CallRecord
+
+# Steps whose result is a gather result (status, source) for ivr_gather_results_total.
+_GATHER_STEPS = ("gather", "menu")
 
 
 class WorkerMetrics:
@@ -26,8 +31,9 @@ class WorkerMetrics:
         self.digits_total = Counter("ivr_gather_results_total", "Gather/menu results", ["status", "source"], registry=r)
         self.barge_ins = Counter("ivr_barge_ins_total", "Prompts cut by the caller", ["by"], registry=r)
         self.underruns = Counter("ivr_stream_underruns_total", "Outbound pacer underruns", registry=r)
-        self.reconnects = Counter("ivr_event_socket_reconnects_total", "Event socket reconnects", registry=r)
-        self.token_refreshes = Counter("ivr_token_refreshes_total", "Access tokens fetched", registry=r)
+        # Reconnects and token refreshes are counted by the PBX client; read at scrape time.
+        self.client: Any = None  # the worker's PbxClient while connected
+        r.register(_ClientCollector(self))
         self.adapter_seconds = Histogram(
             "ivr_adapter_latency_seconds", "Speech adapter latency", ["kind", "name"],
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=r,
@@ -44,6 +50,31 @@ class WorkerMetrics:
         underruns = record.metrics.get("underruns", 0)
         if underruns:
             self.underruns.inc(underruns)
+        for step in record.steps:
+            self.step_seconds.labels(step.step).observe(step.duration)
+            result = step.result if isinstance(step.result, dict) else {}
+            if step.step in _GATHER_STEPS and result.get("status"):
+                self.digits_total.labels(result["status"], result.get("source") or "dtmf").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ClientCollector:
+    """ivr_event_socket_reconnects_total and ivr_token_refreshes_total from the PBX client's
+    own counters (a client started again, after a worker restart, counts from zero)."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        client = self.metrics.client
+        reconnects = refreshes = 0
+        if client is not None:
+            try:
+                reconnects = max(0, client.event_stream.connects - 1)
+                refreshes = client.tokens.refreshes
+            except RuntimeError:  # not started (or already closed)
+                pass
+        yield CounterMetricFamily("ivr_event_socket_reconnects", "Event socket reconnects", value=reconnects)
+        yield CounterMetricFamily("ivr_token_refreshes", "Access tokens fetched", value=refreshes)
