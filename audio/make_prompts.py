@@ -31,6 +31,8 @@ PROMPTS = {
     "pin_invalid": "Sorry, that PIN was not accepted.",
     "pin_ok": "Thank you. Your PIN is verified.",
     "pin_unavailable": "Sorry, we cannot check your PIN right now.",
+    "speech_menu": "Say sales, support or operator. Or press 1 for sales, 2 for support, 0 for the operator.",
+    "not_understood": "Sorry, I did not catch that.",
 }
 
 

@@ -2,6 +2,7 @@
 
     ivr run --config ivr.yaml            run the worker next to a 3CX
     ivr call FLOW --digits 1 [--json]    one simulated call: emulator + worker in this process
+    ivr call FLOW --say sales            ... the caller speaking (offline TTS) instead of pressing
     ivr demo                             the README demo (ivr call flows/main_menu.yaml --digits 1)
     ivr dial NUMBER --flow FILE          place an outbound call and run a flow when answered
     ivr emulator [...]                   a local 3CX (same wire) in the foreground
@@ -63,8 +64,11 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         if name == "call":
             p.add_argument("flow", help="flow file (.yaml or .py)")
-        p.add_argument("--digits", default="1" if name == "demo" else "", help="keys the caller presses, e.g. 1 or 1234#")
-        p.add_argument("--speak", metavar="WAV", help="a WAV file the caller says once the IVR listens")
+        p.add_argument("--digits", default="1" if name == "demo" else "", action=_CallerScript,
+                       help="keys the caller presses, e.g. 1 or 1234#; 1,2 presses 1, then 2 at the next listen")
+        p.add_argument("--say", metavar="TEXT", action=_CallerScript,
+                       help="words the caller says the next time the IVR listens (offline hibari TTS; repeatable)")
+        p.add_argument("--speak", metavar="WAV", action=_CallerScript, help="a WAV file the caller says the next time the IVR listens")
         p.add_argument("--caller", default="+4930123456", help="caller number")
         p.add_argument("--did", default="", help="the number the caller dialled")
         p.add_argument("--json", action="store_true", help="print the call record and emulator log as JSON")
@@ -93,6 +97,24 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("graph", help="draw a flow as Mermaid, SVG or PNG (ivr graph --help)")
     sub.add_parser("dev", help="the browser softphone for a flow (ivr dev --help)")
     return parser
+
+
+class _CallerScript(argparse.Action):
+    """--digits, --say and --speak, kept in command-line order as the caller's script:
+    ``--digits 1 --say support`` presses 1 at the first listen and says "support" at the next."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: object,
+                 option_string: str | None = None) -> None:
+        text = str(value)
+        script = list(getattr(namespace, "script", None) or [])
+        if self.dest == "digits":
+            script += [("press", group) for group in text.split(",")] if text else []
+        elif not text.strip():
+            parser.error(f"{option_string}: expected {'the words the caller says' if self.dest == 'say' else 'a WAV file'}")
+        else:
+            script.append(("say" if self.dest == "say" else "speak", text))
+        namespace.script = script
+        setattr(namespace, self.dest, text)
 
 
 # The demo runs at any hour; it pins the flow clock to a Monday morning in Berlin so the
@@ -135,7 +157,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_call(args: argparse.Namespace) -> int:
     from ivr.config import ConfigError
     from ivr.flow import FlowLoadError
-    from ivr.simulate import SimulatedCall, format_report
+    from ivr.simulate import CallerScriptError, SimulatedCall, format_report
     from ivr.worker.logs import setup_logging
 
     setup_logging(args.log_level, args.log_json)
@@ -157,8 +179,8 @@ def _cmd_call(args: argparse.Namespace) -> int:
         behaviours[dn] = behaviour
     sim = SimulatedCall(
         args.flow,
-        digits=args.digits,
-        speak=args.speak,
+        digits=args.digits,  # the script, when the command line has none (the demo's "1")
+        actions=getattr(args, "script", None),
         caller=args.caller,
         did=args.did,
         extensions=behaviours,
@@ -167,7 +189,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
     )
     try:
         report = asyncio.run(sim.run())
-    except (FlowLoadError, ConfigError) as exc:
+    except (FlowLoadError, ConfigError, CallerScriptError) as exc:
         return _fail(str(exc))
     except TimeoutError as exc:
         return _fail(str(exc))

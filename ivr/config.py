@@ -50,6 +50,7 @@ class PbxSettings(_Strict):
     verify_tls: bool | str = Field(default=True, description="true, false, or a CA bundle path")
     outbound_lead_ms: int = Field(default=60, ge=20, le=500)
     outbound_batch_frames: int = Field(default=1, ge=1, le=10, description="20 ms frames per pacer wake-up")
+    inbound_block_ms: int = Field(default=40, ge=0, le=200, description="caller audio analysed in blocks of this much")
 
     @field_validator("client_id", mode="before")
     @classmethod

@@ -4,8 +4,10 @@
 worker talks to the emulator through the same HTTP, WebSocket and audio streams it would
 use with a real 3CX; the emulator plays the caller.
 
-Digits: ``--digits "1,1234#"`` presses ``1`` the first time the IVR listens for input
-(a gather or menu starts) and ``1234#`` the second time.
+The caller acts once per listen (a gather or menu attempt starts), in order:
+``--digits "1,1234#"`` presses ``1`` the first time the IVR listens and ``1234#`` the second
+time; ``--say support`` speaks "support" (offline hibari TTS) the next time; ``--speak a.wav``
+plays a recording. Speech starts as the IVR listens, so it barges in on the prompt.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import io
 import json
 import secrets
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +64,11 @@ def format_report(report: SimReport) -> str:
         lines.append(f"  played    {_short(prompt)}")
     pressed = [d for d in r.digits if d]
     lines.append(f"  digits    {', '.join(pressed) if pressed else '(none)'}")
+    for step in r.steps:
+        heard = step.result if isinstance(step.result, dict) else {}
+        if heard.get("source") == "speech":  # a gather or menu the caller answered by voice
+            lines.append(f"  said      \"{heard.get('transcript')}\" -> {heard.get('choice')} "
+                         f"({step.step}, confidence {heard.get('confidence') or 0:.2f})")
     for entry in report.emulator.get("log", []):
         event = entry.get("event", "")
         if event in ("routed", "transferred", "diverted"):
@@ -199,8 +207,27 @@ class FlowHarness:
             await asyncio.sleep(0.02)
 
 
+class CallerScriptError(ValueError):
+    """The caller's actions cannot be prepared: an unreadable WAV, speech the TTS cannot make."""
+
+
+async def spoken_wav(text: str) -> bytes:
+    """The caller saying ``text``: offline hibari TTS at 8 kHz, 0.5 s of silence either side
+    (the trailing silence is what lets the VAD decide the utterance ended), as WAV bytes."""
+    from ivr.speech import get_tts, synthesize_all
+
+    pad = np.zeros(4000, np.int16)
+    pcm = await synthesize_all(get_tts("hibari"), text)
+    return wav_bytes(np.concatenate([pad, pcm, pad]))
+
+
 class SimulatedCall:
-    """``ivr call``: one call into a flow, the caller pressing keys when the IVR listens."""
+    """``ivr call``: one call into a flow, the caller acting each time the IVR listens.
+
+    ``actions`` is the caller's script, one entry per listen, in order: ``("press", "12#")``,
+    ``("say", "support")`` (synthesized by hibari) or ``("speak", "a.wav")``. Without it the
+    script is ``digits`` (comma-separated groups), then each of ``say``, then ``speak``.
+    """
 
     def __init__(
         self,
@@ -208,6 +235,8 @@ class SimulatedCall:
         *,
         digits: str = "",
         speak: str | Path | None = None,
+        say: Sequence[str] = (),
+        actions: Sequence[tuple[str, str]] | None = None,
         caller: str = "+4930123456",
         did: str = "",
         extensions: dict[str, str] | None = None,
@@ -217,18 +246,46 @@ class SimulatedCall:
         at: datetime | None = None,
     ) -> None:
         self.harness = FlowHarness(flow, extensions=extensions, recordings_dir=recordings_dir, speech=speech, at=at)
-        self.digit_groups = [g for g in digits.split(",")] if digits else []
-        self.speak = Path(speak) if speak else None
+        if actions is None:
+            actions = [("press", g) for g in digits.split(",")] if digits else []
+            actions += [("say", text) for text in say]
+            actions += [("speak", str(speak))] if speak else []
+        for kind, _ in actions:
+            if kind not in ("press", "say", "speak"):
+                raise ValueError(f"caller action {kind!r}: expected press, say or speak")
+        self.actions = list(actions)
         self.caller = caller
         self.did = did
         self.timeout = timeout
 
+    async def _prepare(self) -> list[tuple[str, str | bytes]]:
+        """The script with audio ready (speech synthesized, WAVs read) before the call starts,
+        so the caller answers without delay; CallerScriptError says what cannot be made."""
+        ready: list[tuple[str, str | bytes]] = []
+        for kind, value in self.actions:
+            if kind == "say":
+                if not value.strip():
+                    raise CallerScriptError("say: give the words the caller says")
+                try:
+                    ready.append((kind, await spoken_wav(value)))
+                except Exception as exc:  # engine missing or failing: one line, not a traceback
+                    raise CallerScriptError(f"say {value!r}: the hibari TTS failed: {exc}") from exc
+            elif kind == "speak":
+                try:
+                    ready.append((kind, Path(value).read_bytes()))
+                except OSError as exc:
+                    raise CallerScriptError(f"speak {value}: {exc.strerror or exc}") from None
+            else:
+                ready.append((kind, value))
+        return ready
+
     async def run(self) -> SimReport:
+        script = await self._prepare()
         async with self.harness as h:
             assert h.emulator is not None
             try:
                 callid, call = await h.place_call(self.caller, did=self.did)
-                record = await asyncio.wait_for(self._drive(h, callid, call), self.timeout)
+                record = await asyncio.wait_for(self._drive(h, callid, call, script), self.timeout)
             except asyncio.TimeoutError:
                 raise TimeoutError(f"the simulated call did not finish within {self.timeout:.0f} s") from None
             await asyncio.sleep(0.2)  # let the emulator log the last events (hang-up, transfer)
@@ -236,18 +293,32 @@ class SimulatedCall:
             heard = h.emulator.heard_pcm(callid)
         return SimReport(record, info, heard)
 
-    async def _drive(self, h: FlowHarness, callid: Any, call: Call) -> CallRecord:
-        """Play the caller: press each digit group when the IVR listens; then wait for the end."""
+    async def _drive(self, h: FlowHarness, callid: Any, call: Call, script: list[tuple[str, str | bytes]]) -> CallRecord:
+        """Play the caller: one action each time the IVR starts listening; then wait for the end."""
         assert h.emulator is not None
-        for group in self.digit_groups:
-            if not await until_listening(call):
+        seen = 0  # listens already used: each action waits for a new one
+        for kind, value in script:
+            if not await until_next_listen(call, seen):
                 break
-            await h.emulator.send_dtmf(callid, group)
-            while call.listening.is_set() and not call.hung_up:
-                await asyncio.sleep(0.02)
-        if self.speak is not None and await until_listening(call):
-            await h.emulator.speak(callid, self.speak.read_bytes())
+            seen = call.listen_count
+            if kind == "press":
+                if value:  # an empty group ("1,,2") lets this listen pass
+                    await h.emulator.send_dtmf(callid, str(value))
+            else:
+                await h.emulator.speak(callid, value)
         return await h.record_of(call)
+
+
+async def until_next_listen(call: Call, seen: int, timeout: float | None = None) -> bool:
+    """Wait until the IVR starts listening for the ``seen + 1``-th time (``call.listen_count``);
+    False if the call ended or ``timeout`` passed first."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while call.listen_count <= seen:
+        if call.hung_up or (deadline is not None and loop.time() > deadline):
+            return False
+        await asyncio.sleep(0.02)
+    return not call.hung_up
 
 
 async def until_listening(call: Call, timeout: float | None = None) -> bool:

@@ -227,7 +227,7 @@ async def run_load(rig: Rig, fault: Callable[[], Awaitable[None]], *, n: int = N
 # --- the PBX connection ------------------------------------------------------------------
 
 
-async def test_event_socket_cut_every_second_under_100_calls(tmp_path):
+async def test_event_socket_cut_twice_a_second_under_100_calls(tmp_path):
     flow = write_flow(tmp_path, "menu.yaml", MENU_FLOW)
     async with Rig(flow) as rig:
         emu = rig.emulator
@@ -240,7 +240,7 @@ async def test_event_socket_cut_every_second_under_100_calls(tmp_path):
             nonlocal cuts
             jitter = random.Random(1)  # not in lockstep with the caller's key presses
             while True:
-                await asyncio.sleep(jitter.uniform(0.7, 1.3))
+                await asyncio.sleep(jitter.uniform(0.3, 0.6))
                 await emu.inject_fault({"close_event_sockets": True})
                 cuts += 1
 
@@ -295,13 +295,17 @@ async def test_bursts_of_500_and_503_under_100_calls(tmp_path):
         assert rig.worker.pbx.rest.retries > retries_before, "no request was retried"
         for r in records:
             # Placed (101, or 100 when the 500 hit the transfer), or the menu's own no-input
-            # branch: keys can reach the worker too late while the event socket waits on a
-            # retried GET (head-of-line blocking in PbxClient._handle: a known limitation).
+            # branch (a key press can still be lost while a burst fails the resync after a gap).
             placed = r.outcome == Outcome.TRANSFERRED and r.transferred_to in ("100", "101")
             no_input = r.outcome == Outcome.IVR_HANGUP and any(
                 s.step == "menu" and (s.result or {}).get("status") == "no_input" for s in r.steps
             )
-            assert placed or no_input, r.to_dict()
+            # Or the flow's own failure branch: the 500 hit both transfers (POST actions are not
+            # retried on 500: the PBX may have acted), and the record says so.
+            failed_branch = r.outcome == Outcome.IVR_HANGUP and any(
+                s.step == "transfer" and "HTTP 500" in str((s.result or {}).get("reason", "")) for s in r.steps
+            )
+            assert placed or no_input or failed_branch, (r.outcome, r.outcome_detail, r.transferred_to, r.errors, [(s.step, s.result) for s in r.steps])
 
 
 async def test_stalled_and_truncated_audio_streams_under_100_calls(tmp_path):

@@ -6,7 +6,9 @@ One :class:`AgentLoop` runs one conversation on one call:
 2. listen: ``call.media.speech_events`` gives SpeechStarted / SpeechEnded(audio) /
    SpeechCancelled; no speech for ``silence_timeout`` s -> the reprompt line, and after
    ``max_reprompts`` of those the conversation ends ``no_input``;
-3. the utterance's audio goes to the STT; the transcript joins the history;
+3. the utterance goes to the STT while the caller speaks (:class:`~ivr.call.utterance.UtteranceRecognizer`),
+   so the transcript is ready just after the end of the turn (``end_of_turn_ms`` of silence);
+   it joins the history;
 4. the LLM streams its answer; text is cut into sentences (:mod:`ivr.agent.sentences`) and
    each sentence is synthesized and queued while the model is still writing
    (:class:`~ivr.agent.speaker.Reply`); tool calls run through :class:`~ivr.agent.tools.ToolBox`
@@ -31,6 +33,7 @@ from typing import Any
 
 from ivr.audio.vad import SpeechCancelled, SpeechEnded, SpeechStarted
 from ivr.call.results import CallError, CallHangup
+from ivr.call.utterance import UtteranceRecognizer
 from ivr.speech.base import ChatMessage, SpeechError, TextDelta, ToolCall, iter_with_timeout, with_timeout
 
 from .metrics import TurnMetrics
@@ -75,7 +78,8 @@ class AgentSettings:
     apology: Any = None
     fallback_prompt: str | None = "sorry.wav"
     llm_timeout: float = 10.0  # first token, and between tokens
-    stt_timeout: float = 10.0
+    stt_timeout: float = 10.0  # end of speech -> final transcript
+    end_of_turn_ms: int = 700  # caller silence that ends a turn (the VAD's end_ms while the agent listens)
     tts_timeout: float = 5.0  # first audio of each sentence
     temperature: float | None = None
     variables: dict[str, Any] | None = None  # what set_variable writes (default: call.vars)
@@ -90,6 +94,8 @@ class AgentSettings:
                 raise ValueError(f"agent: {name} must be > 0, got {getattr(self, name)}")
         if self.max_reprompts < 0:
             raise ValueError(f"agent: max_reprompts must be >= 0, got {self.max_reprompts}")
+        if not 100 <= self.end_of_turn_ms <= 5000:
+            raise ValueError(f"agent: end_of_turn_ms must be 100-5000, got {self.end_of_turn_ms}")
 
 
 class AgentLoop:
@@ -109,6 +115,7 @@ class AgentLoop:
         self._replies: list[Reply] = []
         self.deadline = self.loop.time() + settings.max_seconds
         self.toolbox: ToolBox | None = None
+        self.recognizer: UtteranceRecognizer | None = None
 
     # --- the conversation -------------------------------------------------------------------
 
@@ -122,9 +129,12 @@ class AgentLoop:
         while not self.media.speech_events.empty():  # speech from before the agent started
             self.media.speech_events.get_nowait()
         remove = self.media.add_output_listener(self._frame_out)
+        # Gathers keep the media's shorter end_ms; a turn needs a longer pause to end.
+        end_ms, self.media.vad.end_ms = self.media.vad.end_ms, self.s.end_of_turn_ms
         try:
             try:
                 self.llm, self.stt, self.tts = speech.llm(self.s.llm), speech.stt(self.s.stt), speech.tts(self.s.tts)
+                self.recognizer = UtteranceRecognizer(self.media, self.stt)
                 self.toolbox = ToolBox(self.s.tools, self.call, variables=self.s.variables, context=self.s.context,
                                        settle=self._settle)
                 return await self._converse()
@@ -136,6 +146,9 @@ class AgentLoop:
                 return await self._fail(exc)
         finally:
             remove()
+            self.media.vad.end_ms = end_ms
+            if self.recognizer is not None:
+                await self.recognizer.close()
             for reply in self._replies:
                 await reply.aclose()
             if self._speech_get is not None:
@@ -162,7 +175,8 @@ class AgentLoop:
                 speaking = await self._speak_line(self.s.reprompt)
                 continue
             assert isinstance(heard, SpeechEnded)
-            turn = TurnMetrics(self.turns + 1, self.loop.time(), vad_hangover=max(0.0, heard.detected_at - heard.t))
+            turn = TurnMetrics(self.turns + 1, self.loop.time(), vad_hangover=max(0.0, heard.detected_at - heard.t),
+                               speech=heard.duration)
             text = await self._transcribe(heard)
             turn.mark("stt", self.loop.time())
             if not text:
@@ -215,6 +229,7 @@ class AgentLoop:
                     speaking = True
                 elif isinstance(event, SpeechCancelled):
                     speaking = False
+                    self._drop(event.start)
                     silence_at = self.loop.time() + self.s.silence_timeout
                 elif isinstance(event, SpeechEnded):
                     return event
@@ -232,9 +247,11 @@ class AgentLoop:
                 if ended in done:
                     raise CallHangup(f"call {self.call.call_id} has ended")
                 if getter in done:
-                    if isinstance(self._take_speech(), SpeechStarted):
+                    event = self._take_speech()
+                    if isinstance(event, SpeechStarted):
                         return True
                     # an end or cancel of speech that began before this wait: nothing to interrupt
+                    self._drop(event.start)
             task.result()
             return False
         finally:
@@ -244,14 +261,15 @@ class AgentLoop:
                 await asyncio.gather(task, return_exceptions=True)
 
     async def _transcribe(self, heard: SpeechEnded) -> str:
-        stream = self.stt.start()
-        try:
-            await stream.feed(heard.audio)
-            result = await with_timeout(stream.finish(), self.s.stt_timeout,
-                                        adapter=getattr(self.stt, "name", "stt"), what="recognition")
-        finally:
-            await stream.close()
+        """The utterance's transcript: decoded while the caller spoke, finished now."""
+        assert self.recognizer is not None
+        result = await with_timeout(self.recognizer.result(heard), self.s.stt_timeout,
+                                    adapter=getattr(self.stt, "name", "stt"), what="recognition")
         return result.text.strip()
+
+    def _drop(self, start: float) -> None:
+        if self.recognizer is not None:
+            self.recognizer.drop(start)
 
     # --- speaking ---------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ moment the VAD decided the caller had stopped speaking (``speech_end``):
 ``first_byte_ms``    the first 20 ms frame of the reply handed to the PBX audio stream
 
 plus ``vad_hangover_ms``, the silence the VAD waited for before deciding (so the caller's
-perceived gap is ``vad_hangover_ms + first_byte_ms``). A milestone that did not happen (the
+perceived gap is ``vad_hangover_ms + first_byte_ms``; about ``end_of_turn_ms`` plus
+webrtcvad's own ~120 ms overhang), and ``speech_ms``, the utterance's length (first to last
+voiced frame: a turn cut at a pause in the sentence shows as a short one). A milestone that did not happen (the
 model only called a tool, the caller barged in first) is ``None``.
 """
 
@@ -30,6 +32,7 @@ class TurnMetrics:
     turn: int
     speech_end: float
     vad_hangover: float = 0.0
+    speech: float = 0.0  # the utterance's length (s)
     marks: dict[str, float] = field(default_factory=dict)
     barge_in: bool = False
     llm_rounds: int = 0
@@ -46,7 +49,8 @@ class TurnMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         """The entry in ``call_record.metrics["agent_turns"]``."""
-        out: dict[str, Any] = {"turn": self.turn, "vad_hangover_ms": round(self.vad_hangover * 1000, 1)}
+        out: dict[str, Any] = {"turn": self.turn, "vad_hangover_ms": round(self.vad_hangover * 1000, 1),
+                               "speech_ms": round(self.speech * 1000, 1)}
         for name in MILESTONES:
             at = self.marks.get(name)
             out[f"{name}_ms"] = None if at is None else round((at - self.speech_end) * 1000, 1)

@@ -85,6 +85,20 @@ class FrameSplitter:
         del self._buf[: n * fb]  # one shift per feed, not per frame
         return frames
 
+    def feed_block(self, chunk: bytes | bytearray | memoryview) -> bytes:
+        """Add ``chunk`` and return every whole frame now available as one bytes object
+        (a multiple of ``frame_bytes``, possibly empty): no object per frame."""
+        fb = self.frame_bytes
+        if not self._buf and len(chunk) % fb == 0:
+            return bytes(chunk)  # the common case: whole frames in, no copy for bytes input
+        self._buf += chunk
+        n = len(self._buf) // fb * fb
+        if n == 0:
+            return b""
+        block = bytes(self._buf[:n])
+        del self._buf[:n]
+        return block
+
     def flush(self) -> bytes | None:
         """Return the buffered remainder zero-padded to a whole frame, or None if empty.
 

@@ -47,7 +47,6 @@ class InboundProcessor:
         self.on_frame = on_frame
         self._splitter = FrameSplitter(FRAME_BYTES)
         self._frames = 0
-        self._silent = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
     @property
     def time(self) -> float:
@@ -55,18 +54,23 @@ class InboundProcessor:
         return self._frames * FRAME_MS / 1000
 
     def process(self, pcm: bytes | bytearray | memoryview) -> list[InboundEvent]:
-        """Feed raw PCM bytes of any size; return the events of every whole frame completed."""
-        events: list[InboundEvent] = []
-        for raw in self._splitter.feed(pcm):
-            events.extend(self._frame(pcm_to_array(raw)))
-        return events
+        """Feed raw PCM bytes of any size; return the events of every whole frame completed.
+
+        All whole frames of one call are processed as one block (one numpy pass for DTMF and
+        the VAD's energies) with the same events, in the same order, as frame by frame: feed
+        40-60 ms at a time to amortise the per-call overhead.
+        """
+        block = self._splitter.feed_block(pcm)
+        if not block:
+            return []
+        return self._block(pcm_to_array(block).reshape(-1, FRAME_SAMPLES))
 
     def close(self) -> list[InboundEvent]:
         """End of stream: process the zero-padded remainder and close open detections."""
         events: list[InboundEvent] = []
         tail = self._splitter.flush()
         if tail is not None:
-            events.extend(self._frame(pcm_to_array(tail)))
+            events.extend(self._block(pcm_to_array(tail).reshape(-1, FRAME_SAMPLES)))
         if self.dtmf is not None:
             t = self.time
             events.extend(DigitDetected(d, t) for d in self.dtmf.flush())
@@ -74,19 +78,29 @@ class InboundProcessor:
             events.extend(self.vad.finish())
         return events
 
-    def _frame(self, frame: np.ndarray) -> list[InboundEvent]:
-        t = self.time
-        self._frames += 1
+    def _block(self, frames: np.ndarray) -> list[InboundEvent]:
+        """Process consecutive whole frames (shape (n, FRAME_SAMPLES))."""
+        first = self._frames
+        self._frames += len(frames)
         if self.on_frame is not None:
-            self.on_frame(frame, t)
-        events: list[InboundEvent] = []
-        tone = False
+            for k in range(len(frames)):
+                self.on_frame(frames[k], (first + k) * FRAME_MS / 1000)
+        keys: list[tuple[str, float, int]] = []
+        tone = None
         if self.dtmf is not None:
-            events.extend(DigitDetected(d, dt) for d, dt in self.dtmf.feed_timed(frame))
-            tone = self.dtmf.tone_active
+            keys, tone = self.dtmf.feed_frames(frames.reshape(-1), FRAME_SAMPLES)
+        vad_events: list = []
         if self.vad is not None:
-            events.extend(self.vad.feed(self._silent if tone else frame, masked=tone))
-        return events
+            if tone is not None:  # frames where a tone is heard reach the VAD as silence
+                frames = frames.copy()
+                frames[tone] = 0
+            vad_events = self.vad.feed_frames(frames, tone)
+        if not keys:
+            return [e for _, e in vad_events]
+        # Frame by frame, a frame's digits came before its VAD events: keep that order.
+        tagged = [(k, 0, DigitDetected(d, t)) for d, t, k in keys] + [(k, 1, e) for k, e in vad_events]
+        tagged.sort(key=lambda item: (item[0], item[1]))
+        return [e for _, _, e in tagged]
 
 
 class DigitMerger:

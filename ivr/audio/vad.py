@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -168,6 +169,30 @@ class VoiceActivityDetector:
         """Stream time (s) at the end of the last frame fed."""
         return self._frame_index * self.frame_s + self._offset
 
+    @property
+    def end_ms(self) -> int:
+        """Silence (ms) that ends an utterance; settable at any time (an agent waits longer
+        than a gather, so mid-sentence pauses do not end the caller's turn)."""
+        return self._end_frames * FRAME_MS
+
+    @end_ms.setter
+    def end_ms(self, ms: int) -> None:
+        if ms < 0:
+            raise ValueError(f"VoiceActivityDetector: end_ms must be >= 0, got {ms}")
+        self._end_frames = max(1, -(-int(ms) // FRAME_MS))
+
+    @property
+    def utterance_start(self) -> float | None:
+        """``SpeechStarted.t`` of the utterance in progress (equal to its ``SpeechEnded.start``
+        / ``SpeechCancelled.start``); None outside speech."""
+        return self._seg_start if self._in_speech else None
+
+    def utterance_frames(self, first: int = 0) -> list[np.ndarray]:
+        """Frames of the utterance in progress from index ``first`` (pre-roll included, DTMF
+        masked as the VAD saw them): the beginning of its ``SpeechEnded.audio``. Lets an STT
+        decode while the caller is still speaking. Empty outside speech."""
+        return self._segment[first:] if self._in_speech else []
+
     def reset(self) -> None:
         """Forget everything and restart stream time at 0 (also resets the backend)."""
         self._backend.reset()
@@ -178,6 +203,8 @@ class VoiceActivityDetector:
         self._history: deque[tuple[int, np.ndarray, bool, float]] = deque(
             maxlen=self._pre_roll_frames + self._start_window
         )
+        self._window_bits = 0  # voiced flags of the last _start_window history frames
+        self._window_mask = (1 << self._start_window) - 1
         self._segment: list[np.ndarray] = []
         self._seg_start = 0.0
         self._last_voiced_end = 0.0
@@ -205,34 +232,63 @@ class VoiceActivityDetector:
             )
         if now is not None:
             self._offset = now - self._frame_index * self.frame_s
-        voiced = self._backend.is_speech(frame) and not masked
-        f = frame.astype(np.float32)
-        energy = float(np.dot(f, f)) / f.size
-        idx = self._frame_index
-        self._frame_index += 1
-        t1 = self.time
-        if self._in_speech:
-            return self._feed_in_speech(frame, voiced, energy, t1)
-        if not voiced:  # slow average of the background between utterances
-            nf = self._noise_floor
-            self._noise_floor = energy if nf is None else 0.95 * nf + 0.05 * energy
-        self._history.append((idx, frame, voiced, energy))
-        window = list(self._history)[-self._start_window:]
-        voiced_in_window = [item for item in window if item[2]]
-        if len(voiced_in_window) < self._start_frames:
+        return [e for _, e in self.feed_frames(frame[None, :], [masked] if masked else None)]
+
+    def feed_frames(self, frames: np.ndarray, masked: Sequence[bool] | np.ndarray | None = None) -> list[tuple[int, VadEvent]]:
+        """Feed a block of consecutive frames (int16, shape (n, frame_samples)) at once.
+
+        Same results as :meth:`feed` frame by frame (``masked[k]`` as its ``masked``), but
+        the energies are one numpy pass and silence costs one backend call and a few integer
+        operations per frame. Returns ``(k, event)`` pairs: event caused by frame ``k``.
+        """
+        frames = np.asarray(frames)
+        if frames.dtype != np.int16 or frames.ndim != 2 or frames.shape[1] != self.frame_samples:
+            raise ValueError(
+                f"VoiceActivityDetector.feed_frames: expected (n, {self.frame_samples}) int16 frames, "
+                f"got {frames.dtype} shape {frames.shape}"
+            )
+        if not len(frames):
             return []
-        first_idx = voiced_in_window[0][0]
+        # Exact sums of squares (integers < 2**53 in float64), one pass for the whole block.
+        f = frames.astype(np.float64)
+        energies = (np.einsum("ij,ij->i", f, f) / self.frame_samples).tolist()
+        is_speech = self._backend.is_speech
+        out: list[tuple[int, VadEvent]] = []
+        for k, energy in enumerate(energies):
+            frame = frames[k]
+            voiced = is_speech(frame) and not (masked is not None and masked[k])
+            idx = self._frame_index
+            self._frame_index += 1
+            t1 = self._frame_index * self.frame_s + self._offset
+            if self._in_speech:
+                out.extend((k, e) for e in self._feed_in_speech(frame, voiced, energy, t1))
+                continue
+            if not voiced:  # slow average of the background between utterances
+                nf = self._noise_floor
+                self._noise_floor = energy if nf is None else 0.95 * nf + 0.05 * energy
+            self._history.append((idx, frame, voiced, energy))
+            # Voiced flags of the last start_window frames as bits: no list per frame.
+            self._window_bits = ((self._window_bits << 1) | (1 if voiced else 0)) & self._window_mask
+            if self._window_bits.bit_count() >= self._start_frames:
+                out.append((k, self._start_speech(idx, t1)))
+        return out
+
+    def _start_speech(self, idx: int, t1: float) -> SpeechStarted:
+        """Enough voiced frames in the start window (the last in history is frame ``idx``)."""
+        window = list(self._history)[-self._start_window:]
+        first_idx = next(item[0] for item in window if item[2])
         start_t = t1 - (idx + 1 - first_idx) * self.frame_s
         pre_first = max(0, first_idx - self._pre_roll_frames)
         self._segment = [f for i, f, _, _ in self._history if i >= pre_first]
         self._voiced_tail = [(t1 - (idx - i) * self.frame_s, e) for i, _, v, e in self._history if v and i >= first_idx]
         self._peak_energy = max(e for _, e in self._voiced_tail)
         self._history.clear()
+        self._window_bits = 0
         self._in_speech = True
         self._seg_start = start_t
         self._last_voiced_end = t1
         self._unvoiced_run = 0
-        return [SpeechStarted(start_t, detected_at=t1)]
+        return SpeechStarted(start_t, detected_at=t1)
 
     def _feed_in_speech(self, frame: np.ndarray, voiced: bool, energy: float, t1: float) -> list[VadEvent]:
         self._segment.append(frame)

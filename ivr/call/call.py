@@ -89,6 +89,9 @@ class Call:
         self._transfer_pending = False
         # Set while a gather or menu waits for the caller's keys (the simulator presses then).
         self.listening = asyncio.Event()
+        # How many times listening started: a driver waiting for "the next listen" counts, since
+        # the event can clear and set again (a reprompt) between two of its polls.
+        self.listen_count = 0
         self.current_step = ""  # the flow step running now, e.g. "menu #main (main_menu.yaml:21)"
         # Set by the flow layer so Python flows can run YAML subflows (see ivr.flow).
         self.subflow_runner: Callable[..., Awaitable[Any]] | None = None
@@ -107,12 +110,12 @@ class Call:
     def ended(self) -> asyncio.Event:
         return self._ended
 
-    def on_removed(self) -> None:
+    def on_removed(self, detail: str = "") -> None:
         """The PBX removed our participant: the caller hung up or the call moved away."""
         if not self._ended.is_set():
             self._ended.set()
             if not self._transfer_pending:  # a pending transfer decides the outcome itself
-                self.call_record.finish(Outcome.CALLER_HANGUP)
+                self.call_record.finish(Outcome.CALLER_HANGUP, detail)
             self.media.close_nowait()
 
     def on_updated(self, participant: ParticipantInfo) -> None:
@@ -439,6 +442,7 @@ class Call:
             collector.start(loop.time())
         ended = asyncio.ensure_future(self._ended.wait())
         get_digit: asyncio.Future | None = None
+        self.listen_count += 1
         self.listening.set()
         try:
             while (decided := _decide(collector, speech)) is None:
@@ -571,7 +575,7 @@ class Call:
         if arrived():
             return True
         try:
-            await self.pbx.state.wait_for(arrived, timeout=settle)
+            await self.pbx.state.wait_for(lambda _state: arrived(), timeout=settle)
             return True
         except asyncio.TimeoutError:
             return False

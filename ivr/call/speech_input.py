@@ -8,10 +8,11 @@
   recognises each utterance and says when speech decided the attempt. The Call's attempt
   loop (``Call._collect_once``) races it against the DTMF collector.
 
-Recognition uses the audio in the VAD's ``SpeechEnded`` (pre-roll + speech + hangover): it
-is exactly the utterance the VAD saw, even when the caller started speaking before this
-attempt began, and the same audio always gives the same result. The cost is that decoding
-starts at the end of speech (pocketsphinx: tens of ms for a short answer).
+Recognition streams each utterance to the STT while the caller speaks
+(:class:`~ivr.call.utterance.UtteranceRecognizer`) and finishes at ``SpeechEnded``. The audio
+is exactly the one in the VAD's ``SpeechEnded`` (pre-roll + speech + hangover), even when the
+caller started speaking before this attempt began, so the same audio always gives the same
+result; an utterance that ended before the attempt listened is decoded from that audio.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ivr.audio.vad import SpeechCancelled, SpeechEnded, SpeechStarted
 from ivr.call.collector import Outcome
+from ivr.call.utterance import UtteranceRecognizer
 
 if TYPE_CHECKING:
     from ivr.call.media import CallMedia
@@ -187,6 +189,7 @@ class SpeechAttempt:
         self._skip_utterance = False
         self._get_event: asyncio.Future | None = None
         self._recognition: asyncio.Task | None = None
+        self._recognizer: UtteranceRecognizer | None = None  # made by the first waiters() call
         # Events queued before this attempt are stale; an utterance already under way is
         # not: its SpeechEnded carries the whole audio.
         while not media.speech_events.empty():
@@ -209,6 +212,11 @@ class SpeechAttempt:
         """Futures the Call's loop must wait on besides its own."""
         if self.failed is not None or self.outcome is not None:
             return set()
+        if self._recognizer is None:
+            # Here, not in __init__: the Call's loop is inside its try/finally that close()s us.
+            o = self.options
+            self._recognizer = UtteranceRecognizer(self.media, self.stt, phrases=None if o.grammar else o.phrase_list(),
+                                                   grammar=o.grammar, language=o.language)
         if self._get_event is None:
             self._get_event = asyncio.ensure_future(self.media.speech_events.get())
         out: set[asyncio.Future] = {self._get_event}
@@ -240,31 +248,33 @@ class SpeechAttempt:
             # VoiceXML bargein=false: speech over a prompt that may not be interrupted is ignored.
             self._skip_utterance = (self._prompting and not self.barge_in) or self.ignore()
             self.deadline = now + self.options.max_speech_seconds
+            if self._skip_utterance:
+                self._drop(event.t)
         elif isinstance(event, SpeechCancelled):
             self._speaking = False
             self.deadline = None
+            self._drop(event.start)
         elif isinstance(event, SpeechEnded):
             self._speaking = False
             self.deadline = None
             if self._skip_utterance or self.ignore():
                 self._skip_utterance = False
+                self._drop(event.start)
                 return
             if self._recognition is None:  # one utterance at a time; a second one is dropped
-                self._recognition = asyncio.ensure_future(self._recognise(event.audio))
+                self._recognition = asyncio.ensure_future(self._recognise(event))
+            else:
+                self._drop(event.start)
 
-    async def _recognise(self, audio: Any) -> "Transcript":
+    def _drop(self, start: float) -> None:
+        if self._recognizer is not None:
+            self._recognizer.drop(start)
+
+    async def _recognise(self, event: SpeechEnded) -> "Transcript":
         from ivr.speech.base import with_timeout
 
-        async def run() -> "Transcript":
-            stream = self.stt.start(phrases=self.options.phrase_list() if not self.options.grammar else None,
-                                    grammar=self.options.grammar, language=self.options.language)
-            try:
-                await stream.feed(audio)
-                return await stream.finish()
-            finally:
-                await stream.close()
-
-        return await with_timeout(run(), self.options.recognition_timeout,
+        assert self._recognizer is not None
+        return await with_timeout(self._recognizer.result(event), self.options.recognition_timeout,
                                   adapter=getattr(self.stt, "name", "stt"), what="recognition")
 
     def _on_recognised(self, task: asyncio.Task) -> None:
@@ -302,3 +312,5 @@ class SpeechAttempt:
             except BaseException:  # cancelled or failed: either way no longer ours
                 pass
         self._get_event = self._recognition = None
+        if self._recognizer is not None:
+            await self._recognizer.close()

@@ -419,8 +419,8 @@ class _Runner:
             llm=a.llm, stt=a.stt, tts=a.tts, voice=a.voice, tools=self._agent_tools(a.tools),
             max_turns=a.max_turns, max_seconds=a.max_seconds, silence_timeout=a.silence_timeout,
             max_reprompts=a.max_reprompts, reprompt=self.text(a.reprompt), apology=self.prompt(a.apology),
-            llm_timeout=a.llm_timeout, stt_timeout=a.stt_timeout, temperature=a.temperature,
-            variables=self.vars, context=self.context,
+            llm_timeout=a.llm_timeout, stt_timeout=a.stt_timeout, end_of_turn_ms=a.end_of_turn_ms,
+            temperature=a.temperature, variables=self.vars, context=self.context,
         )
         self.last = result.to_dict()
         self.store(a.into, self.last)

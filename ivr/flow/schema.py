@@ -903,6 +903,8 @@ class AgentArgs(Node):
     apology: Prompt | None = Field(None, description="Played when an adapter fails (default: a TTS line).")
     llm_timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
     stt_timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
+    end_of_turn_ms: int = Field(700, ge=100, le=5000, description="Caller silence (ms) that ends a turn; "
+                                "longer than a gather's 500 so pauses inside a sentence do not.")
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     into: VarName | None = Field(None, description="Receives {status, data, turns, transcript, error}.")
     on_returned: Steps = Field(default_factory=list)

@@ -15,7 +15,7 @@ import aiohttp
 
 from .auth import TokenManager
 from .config import PbxConfig
-from .errors import ForbiddenError, NotFoundError
+from .errors import ForbiddenError, NotFoundError, PbxError
 from .events import (
     Connected,
     Disconnected,
@@ -31,6 +31,7 @@ from .models import EventType, WsMessage, parse_entity
 from .outbound import OutboundAudio
 from .rest import RestClient
 from .state import PbxState
+from .tick import SharedTick
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,12 @@ class PbxClient:
         self._tokens: TokenManager | None = None
         self._rest: RestClient | None = None
         self._stream: EventStream | None = None
+        self._fetching: dict[tuple[str, int], asyncio.Task[None]] = {}  # Upsert GETs in flight
+        self._refetch: set[tuple[str, int]] = set()
         self._task: asyncio.Task[None] | None = None
         self._inbound: dict[tuple[str, int], list[InboundAudio]] = {}
+        # One timer for all inbound streams: each reads a block per tick (inbound_block_ms).
+        self._inbound_tick = SharedTick(cfg.inbound_block_ms / 1000) if cfg.inbound_block_ms else None
         self._outbound: dict[tuple[str, int], list[OutboundAudio]] = {}
 
     def __repr__(self) -> str:
@@ -101,6 +106,9 @@ class PbxClient:
                 await inb.close()
         self._outbound.clear()
         self._inbound.clear()
+        for task in list(self._fetching.values()):
+            task.cancel()
+        self._fetching.clear()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -151,6 +159,7 @@ class PbxClient:
             participant_id,
             exists=lambda: self._exists(dn, participant_id),
             media_timeout=media_timeout,
+            tick=self._inbound_tick,
         )
         self._inbound.setdefault((dn, participant_id), []).append(stream)
         return stream
@@ -228,8 +237,9 @@ class PbxClient:
                 log.warning("event socket: participant id %r is not a number in %s", ident, event.entity)
                 return
             if kind == EventType.UPSERT:
-                await self._refresh_participant(dn, pid)
+                self._schedule_refresh(dn, pid)
             elif kind == EventType.REMOVE:
+                self._cancel_refresh(dn, pid)
                 self.state.remove_participant(dn, pid)
             elif kind == EventType.DTMF_STRING:
                 for digit in event.dtmf_digits:
@@ -243,6 +253,43 @@ class PbxClient:
                     self.state.remove_device(dn, ident)
             elif kind == EventType.REMOVE:
                 self.state.remove_device(dn, ident)
+
+    # Upserts are fetched in the background, one fetch at a time per participant, so that a
+    # slow or retried GET never holds up the events behind it (DTMF above all).
+
+    def _schedule_refresh(self, dn: str, pid: int) -> None:
+        key = (dn, pid)
+        task = self._fetching.get(key)
+        if task is not None and not task.done():
+            self._refetch.add(key)  # fetch once more when the running fetch ends (coalesces repeats)
+            return
+        self._fetching[key] = asyncio.get_running_loop().create_task(self._refresh_loop(dn, pid))
+
+    def _cancel_refresh(self, dn: str, pid: int) -> None:
+        """A Remove wins over a fetch still in flight (its answer would resurrect the leg)."""
+        key = (dn, pid)
+        self._refetch.discard(key)
+        task = self._fetching.pop(key, None)
+        if task is not None:
+            task.cancel()
+
+    async def _refresh_loop(self, dn: str, pid: int) -> None:
+        key = (dn, pid)
+        try:
+            while True:
+                self._refetch.discard(key)
+                try:
+                    await self._refresh_participant(dn, pid)
+                except PbxError as exc:
+                    log.warning("participant %s/%s not refreshed (%s); resyncing", dn, pid, exc)
+                    if self._stream is not None:
+                        self._stream.mark_stale()
+                    return
+                if key not in self._refetch:
+                    return
+        finally:
+            if self._fetching.get(key) is asyncio.current_task():
+                del self._fetching[key]
 
     async def _refresh_participant(self, dn: str, pid: int) -> None:
         try:

@@ -26,6 +26,11 @@ class PbxConfig(BaseModel):
     outbound_batch_frames: int = Field(
         1, ge=1, le=10, description="20 ms frames sent per pacer wake-up (fewer wake-ups, less slack in the lead)"
     )
+    inbound_block_ms: int = Field(
+        40, ge=0, le=200,
+        description="caller audio is read and analysed in blocks of about this much (0: every chunk as it comes); "
+        "adds up to this much to DTMF/speech detection, saves CPU per call",
+    )
     reconnect_initial: float = Field(0.5, gt=0, description="first event-socket reconnect delay (s)")
     reconnect_max: float = Field(30.0, gt=0, description="reconnect delay cap (s)")
     reconnect_jitter: float = Field(0.2, ge=0, lt=1, description="random +- fraction of each delay")

@@ -183,6 +183,11 @@ class EventStream:
             self._stale_since = asyncio.get_running_loop().time()
             log.warning("event socket: resync failed (%s); retrying on a later event", exc)
 
+    def mark_stale(self) -> None:
+        """The mirror may be out of date (an entity GET failed): resync on the next event."""
+        if self._stale_since is None:
+            self._stale_since = float("-inf")
+
     def _parse(self, raw: str | bytes) -> WsMessage | None:
         try:
             return WsMessage.model_validate_json(raw)

@@ -101,7 +101,9 @@ class ScriptedLLM:
 class ScriptedSTT:
     """Each ``start()`` consumes the next scripted transcript (a string or a ``Transcript``).
 
-    ``streams`` records, per utterance, the phrases asked for and the samples fed.
+    ``streams`` records, per utterance, the phrases asked for, the samples fed, the number
+    of ``feed`` calls and whether ``finish`` was called (a streaming consumer feeds while
+    the caller speaks: ``samples_fed > 0`` before ``finished``).
     """
 
     name = "scripted"
@@ -130,13 +132,17 @@ class ScriptedRecognition(BaseRecognitionStream):
     result: Transcript
     phrases: list[str] | None = None
     samples_fed: int = 0
+    feeds: int = 0
+    finished: bool = False
     closed: bool = field(default=False)
 
     async def feed(self, pcm: np.ndarray) -> None:
         check_pcm(pcm, "scripted.feed")
         self.samples_fed += len(pcm)
+        self.feeds += 1
 
     async def finish(self) -> Transcript:
+        self.finished = True
         r = self.result
         return r if r.is_final else Transcript(r.text, r.confidence, True, r.alternatives, r.raw)
 

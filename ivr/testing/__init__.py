@@ -23,7 +23,7 @@ import numpy as np
 
 from ivr.call import Call
 from ivr.call.record import CallRecord
-from ivr.simulate import FlowHarness, until_listening, wav_bytes
+from ivr.simulate import FlowHarness, spoken_wav, until_listening
 
 __all__ = ["IvrSim", "SimCaller", "FlowAssertionError"]
 
@@ -65,10 +65,7 @@ class SimCaller:
     async def says(self, speech: str | Path | bytes | np.ndarray, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Speak: a WAV file path, WAV bytes, 8 kHz int16 samples, or text (synthesized by TTS)."""
         if isinstance(speech, str) and not speech.lower().endswith(".wav"):
-            from ivr.speech import get_tts, synthesize_all
-
-            pcm = await synthesize_all(get_tts("hibari"), speech)
-            audio: bytes | np.ndarray = wav_bytes(np.concatenate([pcm, np.zeros(4000, np.int16)]))
+            audio: bytes | np.ndarray = await spoken_wav(speech)  # the same speech as `ivr call --say`
         elif isinstance(speech, (str, Path)):
             audio = Path(speech).read_bytes()
         else:

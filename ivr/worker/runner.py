@@ -65,6 +65,7 @@ class Worker:
         self.completed: list[CallRecord] = []  # most recent records, for `ivr call` and tests
         self._outbound: dict[tuple[str, int], Any] = {}  # dialled legs -> the flow to run on answer
         self._waiters: dict[str, asyncio.Future[CallRecord]] = {}  # call id -> its record, when it ends
+        self._early_digits: dict[tuple[str, int], list[str]] = {}  # keys pressed before the call started
         self._dial_watch: dict[tuple[str, int], asyncio.Future[bool]] = {}  # dialled legs not yet answered
         self.keep_records = 1000
 
@@ -79,6 +80,7 @@ class Worker:
             verify_tls=p.verify_tls,
             outbound_lead_ms=p.outbound_lead_ms,
             outbound_batch_frames=p.outbound_batch_frames,
+            inbound_block_ms=p.inbound_block_ms,
         )
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -158,13 +160,18 @@ class Worker:
             if call is not None:
                 call.on_removed()
             self._claimed.discard(key)
+            self._early_digits.pop(key, None)
             watch = self._dial_watch.get(key)
             if watch is not None and not watch.done():
                 watch.set_result(False)
         elif isinstance(event, DtmfReceived):
-            call = self.calls.get((event.dn, event.participant_id))
+            key = (event.dn, event.participant_id)
+            call = self.calls.get(key)
             if call is not None:
                 call.on_pbx_digit(event.digits)
+            elif event.dn in self.config.route_points:
+                # Keys can overtake the participant's first Upsert: keep them for its call.
+                self._early_digits.setdefault(key, []).append(event.digits)
         elif isinstance(event, Resynced):
             assert self.pbx is not None
             for (dn, pid), call in list(self.calls.items()):
@@ -295,6 +302,8 @@ class Worker:
             record=record,
         )
         self.calls[key] = call
+        for digits in self._early_digits.pop(key, []):
+            call.on_pbx_digit(digits)
         self.metrics.call_started()
         started = time.monotonic()
         try:
