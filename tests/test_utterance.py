@@ -114,6 +114,23 @@ async def test_agent_feeds_the_stt_while_the_caller_speaks(tmp_path: Path) -> No
     assert call.media.vad.end_ms == 500  # restored for the gathers after the agent
 
 
+async def test_a_cough_is_dropped_before_recognition(tmp_path: Path) -> None:
+    """A burst too short for the VAD (SpeechCancelled): its stream is abandoned unfinished
+    and the next utterance gets the first transcript."""
+    stt = ScriptedSTT(["hello"])
+    llm = ScriptedLLM(["Hi."])
+    async with FlowHarness(agent_flow(tmp_path), speech=services(stt, llm)) as h:
+        callid, call = await h.place_call()
+        await until(lambda: call.media.vad.end_ms == 700)
+        await h.emulator.speak(callid, np.concatenate([voice(0.1), silence(1.0)]), wait=True)
+        await until(lambda: len(stt.streams) == 1 and stt.streams[0].closed)
+        await h.emulator.speak(callid, np.concatenate([voice(0.8), silence(1.0)]))
+        record = await asyncio.wait_for(h.record_of(call), 15)
+    cough, words = stt.streams
+    assert not cough.finished and words.finished
+    assert [e["text"] for e in record.transcript if e["role"] == "user"] == ["hello"]
+
+
 async def test_a_pause_shorter_than_end_of_turn_does_not_end_the_turn(tmp_path: Path) -> None:
     """0.8 s of silence inside the sentence: the media's 500 ms would cut it in two; the
     agent's end_of_turn_ms of 1200 keeps it one turn (one STT stream, one user line)."""

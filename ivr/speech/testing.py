@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,7 +99,9 @@ class ScriptedLLM:
 
 
 class ScriptedSTT:
-    """Each ``start()`` consumes the next scripted transcript (a string or a ``Transcript``).
+    """Each ``finish()`` returns the next scripted transcript (a string or a ``Transcript``);
+    none left: ``AdapterFailed``. Streams abandoned before ``finish()`` (a cough the VAD
+    cancelled, speech a gather ignores) consume none.
 
     ``streams`` records, per utterance, the phrases asked for, the samples fed, the number
     of ``feed`` calls and whether ``finish`` was called (a streaming consumer feeds while
@@ -112,29 +114,34 @@ class ScriptedSTT:
         self.transcripts = [t if isinstance(t, Transcript) else Transcript(t, confidence=confidence, is_final=True, raw=t)
                             for t in transcripts]
         self.streams: list[ScriptedRecognition] = []
+        self.used = 0  # transcripts handed out
 
     def start(self, *, phrases: Sequence[str] | None = None, grammar: str | None = None,
               language: str | None = None) -> ScriptedRecognition:
         """Begin an utterance; ``finish()`` returns the next scripted transcript."""
-        n = len(self.streams)
-        if n >= len(self.transcripts):
-            raise AdapterFailed(f"no scripted transcript left (utterance {n + 1}, {len(self.transcripts)} given)",
-                                adapter=self.name)
-        s = ScriptedRecognition(self.transcripts[n], list(phrases) if phrases else None)
+        s = ScriptedRecognition(None, list(phrases) if phrases else None, take=self._take)
         self.streams.append(s)
         return s
+
+    def _take(self) -> Transcript:
+        if self.used >= len(self.transcripts):
+            raise AdapterFailed(f"no scripted transcript left (utterance {self.used + 1}, "
+                                f"{len(self.transcripts)} given)", adapter=self.name)
+        self.used += 1
+        return self.transcripts[self.used - 1]
 
 
 @dataclass
 class ScriptedRecognition(BaseRecognitionStream):
-    """One scripted utterance."""
+    """One scripted utterance: ``result``, or else the next transcript ``take()`` gives at finish."""
 
-    result: Transcript
+    result: Transcript | None
     phrases: list[str] | None = None
     samples_fed: int = 0
     feeds: int = 0
     finished: bool = False
     closed: bool = field(default=False)
+    take: Callable[[], Transcript] | None = field(default=None, repr=False)
 
     async def feed(self, pcm: np.ndarray) -> None:
         check_pcm(pcm, "scripted.feed")
@@ -143,6 +150,10 @@ class ScriptedRecognition(BaseRecognitionStream):
 
     async def finish(self) -> Transcript:
         self.finished = True
+        if self.result is None:
+            if self.take is None:
+                raise AdapterFailed("no transcript for this utterance", adapter="scripted")
+            self.result = self.take()
         r = self.result
         return r if r.is_final else Transcript(r.text, r.confidence, True, r.alternatives, r.raw)
 
