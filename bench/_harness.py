@@ -118,7 +118,7 @@ class Stack:
 
     def __init__(self, workdir: Path, flow_yaml: str, prompts: dict[str, np.ndarray], *,
                  lead_ms: int = 60, batch: int = 1, log_level: str = "INFO", python: str = sys.executable,
-                 worker_tree: str | None = None) -> None:
+                 worker_tree: str | None = None, pbx_extra: dict[str, str] | None = None) -> None:
         self.dir = workdir
         self.port = free_port()
         self.metrics_port = free_port()
@@ -135,6 +135,7 @@ class Stack:
         (workdir / "ivr.yaml").write_text(
             f"pbx:\n  url: {self.url}\n  client_id: '900'\n  client_secret_env: IVR_BENCH_SECRET\n"
             f"  outbound_lead_ms: {lead_ms}\n" + (f"  outbound_batch_frames: {batch}\n" if batch != 1 else "") +
+            "".join(f"  {k}: {v}\n" for k, v in (pbx_extra or {}).items()) +
             "routes:\n  - route_point: '800'\n    flow: flow.yaml\n"
             "max_calls: 5000\nrecords: var/calls.jsonl\nrecordings_dir: var/recordings\n"
             f"audio_dirs: [audio]\nmetrics: {{port: {self.metrics_port}}}\n"

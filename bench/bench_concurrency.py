@@ -154,6 +154,8 @@ def main() -> None:
     ap.add_argument("--hold", type=float, default=15, help="seconds after the last call is placed until all hang up")
     ap.add_argument("--lead-ms", type=int, default=60, help="the worker's outbound_lead_ms")
     ap.add_argument("--batch", type=int, default=1, help="the worker's outbound_batch_frames (frames per pacer wake-up)")
+    ap.add_argument("--pbx", action="append", default=[], metavar="KEY=VALUE",
+                    help="another pbx: setting of the worker, e.g. --pbx inbound_block_ms=0 --pbx outbound_tick_ms=0")
     ap.add_argument("--worker-tree", help="run the worker from this source tree (e.g. an unpacked `git archive HEAD`)")
     ap.add_argument("--log-level", default="INFO", help="the worker's log level (default INFO, as deployed)")
     ap.add_argument("--profile", action="store_true", help="py-spy record the worker over the window (SVG in bench/)")
@@ -171,7 +173,7 @@ def main() -> None:
     for n in [int(x) for x in args.calls.split(",") if x.strip()]:
         work = Path(tempfile.mkdtemp(prefix=f"ivr-bench-{n}-"))
         stack = Stack(work, FLOW, prompts, lead_ms=args.lead_ms, batch=args.batch, log_level=args.log_level,
-                      worker_tree=args.worker_tree)
+                      worker_tree=args.worker_tree, pbx_extra=dict(kv.split("=", 1) for kv in args.pbx))
         try:
             stack.start()
             ext = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[args.profile_format]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -50,6 +50,7 @@ class PbxSettings(_Strict):
     verify_tls: bool | str = Field(default=True, description="true, false, or a CA bundle path")
     outbound_lead_ms: int = Field(default=60, ge=20, le=500)
     outbound_batch_frames: int = Field(default=1, ge=1, le=10, description="20 ms frames per pacer wake-up")
+    outbound_tick_ms: int = Field(default=5, ge=0, le=20, description="pacers' shared wake-up grid (0: a timer each)")
     inbound_block_ms: int = Field(default=40, ge=0, le=200, description="caller audio analysed in blocks of this much")
 
     @field_validator("client_id", mode="before")
@@ -138,6 +139,18 @@ class MetricsSettings(_Strict):
     port: int | None = Field(default=None, description="Serve /metrics, /healthz, /readyz here")
 
 
+class TracingSettings(_Strict):
+    """Optional OpenTelemetry spans per call and per flow step (ivr/worker/tracing.py)."""
+
+    enabled: bool = False
+    service_name: str = Field(default="ivr", min_length=1, description="service.name when OTEL_SERVICE_NAME is unset")
+    caller_number: Literal["omit", "hash", "plain"] = Field(
+        default="omit",
+        description="Caller number on spans: omit (default), hash (HMAC-SHA256), or plain",
+    )
+    hash_key_env: str | None = Field(default=None, description="Environment variable with the key for caller_number: hash")
+
+
 class WorkerConfig(_Strict):
     pbx: PbxSettings
     routes: list[Route] = Field(min_length=1)
@@ -149,6 +162,7 @@ class WorkerConfig(_Strict):
     audio_dirs: list[str] = Field(default_factory=lambda: ["audio"])
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")

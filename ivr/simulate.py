@@ -28,7 +28,7 @@ import soundfile
 
 from ivr.call import Call
 from ivr.call.record import CallRecord
-from ivr.config import PbxSettings, Route, WorkerConfig
+from ivr.config import PbxSettings, Route, TracingSettings, WorkerConfig
 from ivr.emulator import Emulator, EmulatorConfig
 from ivr.flow import Diagnostic, FlowLoadError, load_any
 
@@ -110,8 +110,10 @@ class FlowHarness:
         ring_seconds: float = 0.5,
         no_answer_timeout: float = 20.0,
         params: dict[str, Any] | None = None,
+        tracing: TracingSettings | None = None,
     ) -> None:
         self.flow = Path(flow)
+        self.tracing = tracing  # the worker's tracing settings (default: off)
         self.params = dict(params or {})
         self.extensions = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
         self.extensions.update(extensions or {})
@@ -157,6 +159,7 @@ class FlowHarness:
             records=None,
             recordings_dir=str(self.recordings_dir),
             audio_dirs=[str(self.flow.resolve().parent), str(PROJECT_AUDIO)],
+            tracing=self.tracing or TracingSettings(),
         )
         self.worker = Worker(config, speech=self.speech, on_call_started=self._on_call_started, reload_interval=0.2)
         self._worker_task = asyncio.create_task(self.worker.run(self._stop))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ivr.audio.dtmf import generate_dtmf
+from ivr.audio.dtmf import DtmfDetector, generate_dtmf
 from ivr.audio.frames import array_to_pcm
 from ivr.audio.pipeline import DigitDetected, DigitMerger, InboundProcessor
 from ivr.audio.vad import SpeechEnded, SpeechStarted, VoiceActivityDetector
@@ -87,3 +87,50 @@ def test_merger_counts_each_press_once():
     assert m.add("8", "pbx", 13.08) == "8"  # nothing left to match
     with pytest.raises(ValueError, match="window"):
         DigitMerger(window=-1)
+
+
+def test_blocks_of_frames_give_exactly_the_frame_by_frame_events():
+    # Keys over silence, over speech (masking mid-utterance) and back to back: block processing
+    # (one numpy pass per block) must keep every event, time, order and the utterance audio.
+    talk = speech(SENTENCES[0])
+    over = talk.astype(np.int32)
+    over[4000:4000 + 2560] += generate_dtmf("12", 80, 80)
+    x = np.concatenate([np.zeros(3000, dtype=np.int16), generate_dtmf("4711#", 60, 50, amplitude=0.3),
+                        np.clip(over, -32768, 32767).astype(np.int16), generate_dtmf("9", 60, 0),
+                        speech(SENTENCES[1]), np.zeros(8000, dtype=np.int16)])
+    pcm = array_to_pcm(x)
+
+    def run(frames_per_chunk: int) -> list:
+        proc = InboundProcessor()
+        step = 320 * frames_per_chunk
+        events = [e for i in range(0, len(pcm), step) for e in proc.process(pcm[i:i + step])] + proc.close()
+        return [(type(e).__name__, getattr(e, "digit", None), round(e.t, 6), round(getattr(e, "start", 0.0), 6),
+                 getattr(e, "audio", np.zeros(0, dtype=np.int16)).tobytes()) for e in events]
+
+    ref = run(1)
+    assert "".join(e[1] for e in ref if e[1]) == "4711#129"
+    assert "SpeechEnded" in [e[0] for e in ref]
+    for n in (2, 3, 7):
+        assert run(n) == ref, n
+
+
+def test_dtmf_feed_frames_reports_frame_and_tone_state_of_each_frame():
+    x = np.concatenate([np.zeros(480, dtype=np.int16), generate_dtmf("58", 50, 50)])
+    x = x[: x.size // 160 * 160]
+    ref = DtmfDetector()
+    keys, tone = [], []
+    for k in range(x.size // 160):
+        keys += [(d, t, k) for d, t in ref.feed_timed(x[k * 160:(k + 1) * 160])]
+        tone.append(ref.tone_active)
+    det = DtmfDetector()
+    got_keys, got_tone = [], []
+    for b in range(0, x.size // 160, 3):
+        block = x[b * 160:(b + 3) * 160]
+        ks, tn = det.feed_frames(block, 160)
+        got_keys += [(d, t, b + j) for d, t, j in ks]
+        got_tone += list(tn) if tn is not None else [False] * (block.size // 160)
+    assert [k[0] for k in keys] == ["5", "8"]
+    assert got_keys == keys and got_tone == tone
+    assert DtmfDetector().feed_frames(np.zeros(480, dtype=np.int16), 160) == ([], None)  # silence: nothing built
+    with pytest.raises(ValueError, match="whole frames"):
+        det.feed_frames(np.zeros(100, dtype=np.int16), 160)

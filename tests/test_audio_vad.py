@@ -137,3 +137,19 @@ def test_silero_backend_same_interface():
     t = np.arange(8000 * 2) / 8000
     tone = np.rint(8000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
     assert run(VoiceActivityDetector(backend="silero"), tone) == []
+
+
+def test_feed_frames_equals_feed_and_checks_shape():
+    x, _ = utterances()
+    x = x[: x.size // FRAME * FRAME]
+    masked = np.zeros(x.size // FRAME, dtype=bool)
+    masked[100:104] = True  # as the pipeline does for a DTMF tone
+    ref = VoiceActivityDetector()
+    want = [(k, e) for k in range(x.size // FRAME) for e in ref.feed(x[k * FRAME:(k + 1) * FRAME], masked=masked[k])]
+    vad = VoiceActivityDetector()
+    frames = x.reshape(-1, FRAME)
+    got = [(b + k, e) for b in range(0, len(frames), 5) for k, e in vad.feed_frames(frames[b:b + 5], masked[b:b + 5])]
+    summary = lambda evs: [(k, type(e).__name__, e.t, getattr(e, "start", None)) for k, e in evs]  # noqa: E731
+    assert summary(got) == summary(want) and len(want) >= 6
+    with pytest.raises(ValueError, match="feed_frames"):
+        vad.feed_frames(np.zeros((2, 100), dtype=np.int16))

@@ -23,6 +23,7 @@ from ivr.pbx import (
     PbxConfig,
     TokenManager,
 )
+from ivr.pbx.tick import SharedTick
 
 RATE = 8000
 BPS = 16000  # bytes per second of s16le 8 kHz mono
@@ -99,13 +100,14 @@ def max_lead_ms(chunks: list[tuple[float, bytes]], start: int = 0) -> float:
     return worst
 
 
-async def open_sink_stream(sink: Sink, session: aiohttp.ClientSession, lead_ms: int = 60) -> OutboundAudio:
+async def open_sink_stream(sink: Sink, session: aiohttp.ClientSession, lead_ms: int = 60,
+                           tick: SharedTick | None = None) -> OutboundAudio:
     cfg = PbxConfig(url=sink.url, client_id="900", client_secret="secret")
 
     async def exists() -> bool:
         return True
 
-    out = OutboundAudio(session, TokenManager(session, cfg), cfg, "800", 1, exists=exists, lead_ms=lead_ms)
+    out = OutboundAudio(session, TokenManager(session, cfg), cfg, "800", 1, exists=exists, lead_ms=lead_ms, tick=tick)
     out.start()
     out.write(b"\x00\x00")  # aiohttp sends the request with the first chunk: open it now
     await asyncio.wait_for(sink.opened.wait(), 3)
@@ -114,10 +116,11 @@ async def open_sink_stream(sink: Sink, session: aiohttp.ClientSession, lead_ms: 
     return out
 
 
-async def test_outbound_pacing_keeps_lead_bounded_and_real_time() -> None:
+@pytest.mark.parametrize("tick_ms", [0, 5], ids=["own-timer", "shared-tick"])
+async def test_outbound_pacing_keeps_lead_bounded_and_real_time(tick_ms: int) -> None:
     audio = ramp(1.0)
     async with Sink() as sink, aiohttp.ClientSession() as session:
-        out = await open_sink_stream(sink, session, lead_ms=60)
+        out = await open_sink_stream(sink, session, lead_ms=60, tick=SharedTick(tick_ms / 1000) if tick_ms else None)
         loop = asyncio.get_running_loop()
         t_write = loop.time()
         out.write(audio)

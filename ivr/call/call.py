@@ -99,6 +99,9 @@ class Call:
         self.clock: Callable[[], datetime] | None = None
         # Why speech input stopped working on this call (STT failed): gathers then take DTMF only.
         self.speech_down: str | None = None
+        # Told (event, step, info) about flow steps ("start"/"end"/"error", from the interpreter)
+        # and call events ("transfer"/"hangup", step None); the worker's tracing sets it.
+        self.step_observer: Callable[[str, Any, dict[str, Any]], None] | None = None
 
     # --- state ------------------------------------------------------------------------------
 
@@ -116,6 +119,7 @@ class Call:
             self._ended.set()
             if not self._transfer_pending:  # a pending transfer decides the outcome itself
                 self.call_record.finish(Outcome.CALLER_HANGUP, detail)
+                self._notify("hangup", {"by": "caller", "detail": detail})
             self.media.close_nowait()
 
     def on_updated(self, participant: ParticipantInfo) -> None:
@@ -124,6 +128,10 @@ class Call:
     def on_pbx_digit(self, digits: str) -> None:
         for d in digits:
             self.media.pbx_digit(d)
+
+    def _notify(self, event: str, info: dict[str, Any]) -> None:
+        if self.step_observer is not None:
+            self.step_observer(event, None, info)
 
     def _check(self) -> None:
         if self._ended.is_set():
@@ -181,6 +189,7 @@ class Call:
         if self._ended.is_set():
             return
         self.call_record.finish(Outcome.IVR_HANGUP)
+        self._notify("hangup", {"by": "ivr"})
         await self.media.drain(timeout=1.0)
         try:
             await self.pbx.rest.drop(self.route_point, self.participant_id)
@@ -582,6 +591,8 @@ class Call:
 
     def _transfer_done(self, result: TransferResult) -> TransferResult:
         self.log.info("transfer %s to %s: %s (%s)", result.mode, result.destination, result.status, result.reason)
+        self._notify("transfer", {"destination": result.destination, "mode": result.mode,
+                                  "status": result.status, "reason": result.reason})
         return result
 
     # --- recording --------------------------------------------------------------------------

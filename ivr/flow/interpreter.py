@@ -206,8 +206,19 @@ class _Runner:
             started = time.monotonic()
             if hasattr(self.call, "current_step"):  # what live views show while the step runs
                 self.call.current_step = f"{step.kind}{' #' + step.id if step.id else ''} ({self.where(step)})"
-            signal = await self.execute(step)
+            observe = getattr(self.call, "step_observer", None)  # e.g. the worker's tracing
+            if observe is not None:
+                observe("start", step, {"where": self.where(step), "file": str(self.flow.path or self.flow.name),
+                                        "line": self.line_of(step)})
+            try:
+                signal = await self.execute(step)
+            except BaseException as exc:
+                if observe is not None:
+                    observe("error", step, {"error": exc})
+                raise
             self.record(step, self.last, time.monotonic() - started)
+            if observe is not None:
+                observe("end", step, {"result": self.last, "duration": time.monotonic() - started})
             if isinstance(signal, _Branch):
                 if signal.steps:
                     stack.append([signal.steps, 0])

@@ -53,6 +53,8 @@ class PbxClient:
         self._inbound: dict[tuple[str, int], list[InboundAudio]] = {}
         # One timer for all inbound streams: each reads a block per tick (inbound_block_ms).
         self._inbound_tick = SharedTick(cfg.inbound_block_ms / 1000) if cfg.inbound_block_ms else None
+        # One timer for all pacers: frames due within the same outbound_tick_ms leave together.
+        self._outbound_tick = SharedTick(cfg.outbound_tick_ms / 1000) if cfg.outbound_tick_ms else None
         self._outbound: dict[tuple[str, int], list[OutboundAudio]] = {}
 
     def __repr__(self) -> str:
@@ -185,6 +187,7 @@ class PbxClient:
             lead_ms=lead_ms,
             media_timeout=media_timeout,
             source=source,
+            tick=self._outbound_tick,
         )
         stream.start()
         self._outbound.setdefault((dn, participant_id), []).append(stream)

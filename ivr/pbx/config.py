@@ -26,6 +26,11 @@ class PbxConfig(BaseModel):
     outbound_batch_frames: int = Field(
         1, ge=1, le=10, description="20 ms frames sent per pacer wake-up (fewer wake-ups, less slack in the lead)"
     )
+    outbound_tick_ms: int = Field(
+        5, ge=0, le=20,
+        description="pacers wake on a shared grid of this step (one timer for all streams; a frame leaves up to "
+        "this much later, never earlier); 0: one timer per stream",
+    )
     inbound_block_ms: int = Field(
         40, ge=0, le=200,
         description="caller audio is read and analysed in blocks of about this much (0: every chunk as it comes); "

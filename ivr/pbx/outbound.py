@@ -29,6 +29,7 @@ from .errors import (
 )
 from .inbound import stream_timeout
 from .rest import participant_url_path
+from .tick import SharedTick
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,12 @@ class OutboundAudio:
         lead_ms: int | None = None,
         media_timeout: float | None = None,
         source: Callable[[], bytes | None] | None = None,
+        tick: SharedTick | None = None,
     ) -> None:
         self.dn = dn
+        # The pacer's waits: on the process's shared grid (one timer for every stream, up to
+        # one grid step late) or, without a tick, one timer per stream per frame.
+        self._tick = tick
         # Pull mode: when the queue is empty the pacer asks ``source()`` for the next frame
         # at the moment it is due, so audio cut at the source (barge-in) is never sent.
         self._source = source
@@ -237,7 +242,7 @@ class OutboundAudio:
                 now = loop.time()
                 due = (self._next_t + self.batch * frame_s - lead) if self._next_t is not None else now
                 if due > now:
-                    await asyncio.sleep(due - now)
+                    await (self._tick.at(due) if self._tick is not None else asyncio.sleep(due - now))
                     late = loop.time() - due
                     if late > frame_s and self._next_t is not None and self._next_t > due:
                         stats.underruns += 1
@@ -272,7 +277,7 @@ class OutboundAudio:
                 self._next_t = now
             send_at = self._next_t + size / BYTES_PER_SECOND - lead  # keeps the lead <= lead_ms
             if send_at > now:
-                await asyncio.sleep(send_at - now)
+                await (self._tick.at(send_at) if self._tick is not None else asyncio.sleep(send_at - now))
                 if self._buf:
                     late = loop.time() - send_at
                     stats.max_lateness_ms = max(stats.max_lateness_ms, late * 1000)

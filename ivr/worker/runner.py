@@ -26,6 +26,7 @@ from ivr.pbx.models import ParticipantInfo, ParticipantStatus
 from ivr.worker.library import FlowLibrary
 from ivr.worker.logs import current_call_id
 from ivr.worker.metrics import WorkerMetrics
+from ivr.worker.tracing import CallTracing
 
 log = logging.getLogger("ivr.worker")
 
@@ -48,6 +49,7 @@ class Worker:
         self.config = config
         self._secret = secret if secret is not None else config.pbx.resolve_secret()
         self.metrics = WorkerMetrics()
+        self.tracing = CallTracing.from_settings(config.tracing)  # None unless enabled and importable
         observe = lambda kind, name, s: self.metrics.adapter_seconds.labels(kind, name).observe(s)  # noqa: E731
         self.speech = speech if speech is not None else SpeechServices.from_settings(config.speech, observe=observe)
         if isinstance(self.speech, SpeechServices) and self.speech._observe is None:
@@ -81,6 +83,7 @@ class Worker:
             outbound_lead_ms=p.outbound_lead_ms,
             outbound_batch_frames=p.outbound_batch_frames,
             inbound_block_ms=p.inbound_block_ms,
+            outbound_tick_ms=p.outbound_tick_ms,
         )
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -280,6 +283,8 @@ class Worker:
             record.errors.append(str(exc))
             record.finish(Outcome.ERROR, f"{why}: overflow failed: {exc}")
         log.warning("call not taken (%s): %s", why, record.outcome_detail)
+        if self.tracing is not None:
+            self.tracing.start(record).finish(record)
         self._finish_record(record, was_active=False)
 
     async def _run_call(self, participant: ParticipantInfo) -> None:
@@ -301,6 +306,9 @@ class Worker:
             speech=self.speech,
             record=record,
         )
+        trace = self.tracing.start(record) if self.tracing is not None else None
+        if trace is not None:
+            call.step_observer = trace.observe
         self.calls[key] = call
         for digits in self._early_digits.pop(key, []):
             call.on_pbx_digit(digits)
@@ -332,10 +340,14 @@ class Worker:
         except (FlowLoadError, CallError) as exc:  # a flow author's mistake: one line is enough
             log.error("call failed: %s", exc)
             record.errors.append(f"{type(exc).__name__}: {exc}")
+            if trace is not None:
+                trace.record_exception(exc)
             await self._fallback(call, f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # the flow's own on_error already ran (or there was none)
             log.exception("call failed: %s", exc)
             record.errors.append(f"{type(exc).__name__}: {exc}")
+            if trace is not None:
+                trace.record_exception(exc)
             await self._fallback(call, f"{type(exc).__name__}: {exc}")
         finally:
             await media.close()
@@ -344,6 +356,8 @@ class Worker:
                 record.finish(Outcome.IVR_HANGUP)
             record.metrics.update(media.stats())
             record.metrics["flow_seconds"] = round(time.monotonic() - started, 3)
+            if trace is not None:
+                trace.finish(record)
             self._finish_record(record)
 
     async def _fallback(self, call: Call, why: str, outcome: str = Outcome.ERROR) -> None:

@@ -1,0 +1,237 @@
+"""OpenTelemetry traces per call and per flow step, over a real emulator + worker (FlowHarness).
+
+Spans are caught with the SDK's InMemorySpanExporter on the global tracer provider, which
+the worker uses when the config enables tracing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+pytest.importorskip("opentelemetry.sdk")
+
+from opentelemetry import trace  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry.trace import StatusCode  # noqa: E402
+
+from ivr.call.record import Outcome  # noqa: E402
+from ivr.config import ConfigError, TracingSettings  # noqa: E402
+from ivr.simulate import FlowHarness  # noqa: E402
+from ivr.worker.tracing import CallTracing, build_provider  # noqa: E402
+
+ON = TracingSettings(enabled=True)
+
+
+@pytest.fixture(scope="module")
+def _memory_exporter() -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider):  # first in this process: install ours
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+@pytest.fixture
+def spans(_memory_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
+    _memory_exporter.clear()
+    return _memory_exporter
+
+
+@pytest.fixture
+def flow_dir(tmp_path: Path) -> Path:
+    t = np.arange(int(8000 * 0.2)) / 8000
+    soundfile.write(tmp_path / "hello.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 8000, subtype="PCM_16")
+    return tmp_path
+
+
+def write_flow(folder: Path, body: str) -> Path:
+    path = folder / "flow.yaml"
+    path.write_text(textwrap.dedent(body).lstrip())
+    return path
+
+
+MENU = """
+    steps:
+      - answer
+      - play: hello.wav
+      - id: main
+        menu:
+          prompt: hello.wav
+          timeout: 2
+          choices:
+            "2": [{transfer: {to: "102", timeout: 2}}]
+          on_no_input: [hangup]
+"""
+
+
+def _call_and_steps(exporter: InMemorySpanExporter):
+    finished = exporter.get_finished_spans()
+    calls = [s for s in finished if s.name == "ivr.call"]
+    assert len(calls) == 1, [s.name for s in finished]
+    call = calls[0]
+    steps = sorted((s for s in finished if s.name.startswith("ivr.step ")), key=lambda s: s.start_time)
+    return call, steps
+
+
+async def test_a_call_makes_one_span_with_its_steps_in_order(flow_dir, spans):
+    flow = write_flow(flow_dir, MENU)
+    async with FlowHarness(flow, ring_seconds=0.1, tracing=ON) as h:
+        callid, call = await h.place_call("+4930111", did="+4930555000")
+        await asyncio.wait_for(call.listening.wait(), 5)
+        await h.emulator.send_dtmf(callid, "2")
+        record = await asyncio.wait_for(h.record_of(call), 10)
+    assert record.outcome == Outcome.TRANSFERRED
+
+    call_span, steps = _call_and_steps(spans)
+    attrs = call_span.attributes
+    assert attrs["ivr.outcome"] == "transferred"
+    assert attrs["ivr.call.id"] == record.call_id
+    assert attrs["ivr.route_point"] == "800"
+    assert attrs["ivr.did"] == "+4930555000"
+    assert attrs["ivr.flow"] == str(flow.resolve())
+    assert attrs["ivr.flow.version"] == record.flow_version
+    assert attrs["ivr.transferred_to"] == "102"
+    assert 0 < attrs["ivr.call.duration"] < 10
+    assert "ivr.caller.number" not in attrs  # the default privacy policy leaves it out
+    assert "+4930111" not in repr(dict(attrs))
+
+    assert [s.name for s in steps] == ["ivr.step answer", "ivr.step play", "ivr.step menu", "ivr.step transfer"]
+    assert all(s.parent is not None and s.parent.span_id == call_span.context.span_id for s in steps[:3])
+    menu, transfer = steps[2], steps[3]
+    assert menu.attributes["ivr.step.id"] == "main"
+    assert menu.attributes["ivr.step.where"] == "flow.yaml:4"
+    assert menu.attributes["code.lineno"] == 4
+    assert menu.attributes["ivr.step.status"] == "match"
+    assert transfer.attributes["ivr.step.status"] == "answered"
+    # A menu's branch runs after the menu step has ended: its steps are siblings under the call.
+    assert transfer.parent.span_id == call_span.context.span_id
+    assert all(s.context.trace_id == call_span.context.trace_id for s in steps)
+    events = [(e.name, dict(e.attributes)) for e in call_span.events]
+    assert ("ivr.transfer", {"destination": "102", "mode": "routeto", "status": "answered", "reason": "delivered"}) in events
+
+
+async def test_a_failing_step_records_the_exception_and_the_subflow_nests(flow_dir, spans):
+    (flow_dir / "sub.yaml").write_text("steps:\n  - set: {x: 1}\n  - return: {x: '{{ vars.x }}'}\n")
+    flow = write_flow(flow_dir, """
+        on_error:
+          - hangup
+        steps:
+          - answer
+          - subflow: {file: sub.yaml}
+          - http: {url: "http://127.0.0.1:9/nothing", timeout: 0.5}
+    """)
+    async with FlowHarness(flow, ring_seconds=0.1, tracing=ON) as h:
+        _, call = await h.place_call()
+        record = await asyncio.wait_for(h.record_of(call), 10)
+    assert record.outcome == Outcome.IVR_HANGUP
+
+    call_span, steps = _call_and_steps(spans)
+    names = [s.name for s in steps]
+    assert names == ["ivr.step answer", "ivr.step subflow", "ivr.step set", "ivr.step return",
+                     "ivr.step http", "ivr.step hangup"]
+    subflow = steps[1]
+    assert steps[2].parent.span_id == subflow.context.span_id  # the subflow's steps nest in it
+    assert steps[2].attributes["code.filepath"].endswith("sub.yaml")
+    http = steps[4]
+    assert http.status.status_code == StatusCode.ERROR
+    assert http.attributes["ivr.step.status"] == "error"
+    assert any(e.name == "exception" for e in http.events)
+    assert call_span.attributes["ivr.outcome"] == "ivr_hangup"
+    assert ("ivr.hangup", {"by": "ivr"}) in [(e.name, dict(e.attributes)) for e in call_span.events]
+
+
+async def test_caller_hangup_is_an_outcome_not_an_error(flow_dir, spans):
+    t = np.arange(8000 * 3) / 8000
+    soundfile.write(flow_dir / "long.wav", (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 8000, subtype="PCM_16")
+    flow = write_flow(flow_dir, "steps:\n  - answer\n  - play: long.wav\n")
+    async with FlowHarness(flow, ring_seconds=0.1, tracing=TracingSettings(enabled=True, caller_number="plain")) as h:
+        callid, call = await h.place_call("+4930222")
+        await asyncio.sleep(0.4)
+        await h.emulator.hangup(callid)
+        await asyncio.wait_for(h.record_of(call), 10)
+
+    call_span, steps = _call_and_steps(spans)
+    assert call_span.attributes["ivr.outcome"] == "caller_hangup"
+    assert call_span.attributes["ivr.caller.number"] == "+4930222"
+    assert call_span.status.status_code != StatusCode.ERROR
+    play = steps[-1]
+    assert play.name == "ivr.step play"
+    assert play.attributes["ivr.step.status"] == "caller_hangup"
+    assert play.status.status_code != StatusCode.ERROR
+    assert "ivr.hangup" in [e.name for e in call_span.events]
+
+
+async def test_tracing_disabled_makes_no_spans(flow_dir, spans):
+    flow = write_flow(flow_dir, "steps:\n  - answer\n  - play: hello.wav\n  - hangup\n")
+    async with FlowHarness(flow, ring_seconds=0.1) as h:
+        assert h.worker.tracing is None
+        _, call = await h.place_call()
+        record = await asyncio.wait_for(h.record_of(call), 10)
+    assert call.step_observer is None
+    assert record.outcome == Outcome.IVR_HANGUP
+    assert spans.get_finished_spans() == ()
+
+
+def test_caller_number_hash_is_keyed_and_needs_its_key(monkeypatch):
+    monkeypatch.delenv("IVR_TEST_HASH_KEY", raising=False)
+    settings = TracingSettings(enabled=True, caller_number="hash", hash_key_env="IVR_TEST_HASH_KEY")
+    with pytest.raises(ConfigError, match="IVR_TEST_HASH_KEY is not set"):
+        CallTracing.from_settings(settings, tracer_provider=TracerProvider())
+    with pytest.raises(ConfigError, match="needs tracing.hash_key_env"):
+        CallTracing.from_settings(TracingSettings(enabled=True, caller_number="hash"), tracer_provider=TracerProvider())
+    monkeypatch.setenv("IVR_TEST_HASH_KEY", "k1")
+    tracing = CallTracing.from_settings(settings, tracer_provider=TracerProvider())
+    assert tracing is not None
+    hashed = tracing.caller_attribute("+4930111")
+    assert hashed == hmac.new(b"k1", b"+4930111", hashlib.sha256).hexdigest()[:32]
+    assert hashed != hashlib.sha256(b"+4930111").hexdigest()[:32]
+    assert tracing.caller_attribute("") is None
+
+
+def test_build_provider_reads_the_otel_variables():
+    provider = build_provider("ivr-test", {"OTEL_TRACES_EXPORTER": "console"})
+    assert provider.resource.attributes["service.name"] == "ivr-test"
+    provider = build_provider("ivr-test", {"OTEL_TRACES_EXPORTER": "none", "OTEL_SERVICE_NAME": "from-env"})
+    assert provider.resource.attributes["service.name"] == "from-env"
+    with pytest.raises(ConfigError, match="'nosuch', which is not installed"):
+        build_provider("ivr-test", {"OTEL_TRACES_EXPORTER": "nosuch"})
+
+
+def test_disabled_tracing_imports_no_opentelemetry():
+    code = (
+        "import sys\n"
+        "from ivr.config import TracingSettings\n"
+        "import ivr.worker.runner\n"
+        "from ivr.worker.tracing import CallTracing\n"
+        "assert CallTracing.from_settings(TracingSettings()) is None\n"
+        "assert not [m for m in sys.modules if m.startswith('opentelemetry')], 'imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_enabled_without_opentelemetry_api_warns_and_makes_no_spans():
+    code = (
+        "import logging, sys\n"
+        "sys.modules['opentelemetry'] = None  # as if opentelemetry-api were not installed\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "from ivr.config import TracingSettings\n"
+        "from ivr.worker.tracing import CallTracing\n"
+        "assert CallTracing.from_settings(TracingSettings(enabled=True)) is None\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "opentelemetry-api is not installed" in done.stderr
