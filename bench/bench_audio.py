@@ -1,8 +1,8 @@
 """Benchmark of ivr.audio per-frame costs. A plain script, not a test: `python bench/bench_audio.py`.
 
 Prints machine info and microseconds per 20 ms frame (8 kHz, 160 samples) for each stage,
-fed one frame at a time as the live pipeline does. Best of several repeats, to shed noise
-from other processes on the machine.
+fed one frame at a time (the worker feeds its inbound pipeline 40 ms blocks: a row of its
+own). Best of several repeats, to shed noise from other processes on the machine.
 """
 
 from __future__ import annotations
@@ -69,12 +69,15 @@ def main() -> None:
     x = signal()
     frames = [x[i * 160:(i + 1) * 160] for i in range(FRAMES)]
     pcm = [array_to_pcm(f) for f in frames]
+    pcm2 = [b"".join(pcm[i:i + 2]) for i in range(0, FRAMES, 2)]  # 40 ms blocks, as the worker reads
     prompt = np.zeros(8000 * 60, dtype=np.int16)
 
     rows = [
         ("DtmfDetector.feed", lambda: DtmfDetector(), lambda d, i: d.feed(frames[i])),
         ("VoiceActivityDetector.feed (webrtc)", lambda: VoiceActivityDetector(), lambda v, i: v.feed(frames[i])),
         ("InboundProcessor.process (DTMF+VAD)", lambda: InboundProcessor(), lambda p, i: p.process(pcm[i])),
+        ("  the same, 40 ms blocks", lambda: InboundProcessor(),
+         lambda p, i: p.process(pcm2[i // 2]) if i % 2 == 0 else None),
         ("PlaybackQueue.next_frame", lambda: _queue(prompt), lambda q, i: q.next_frame()),
         ("StreamResampler 8k->16k", lambda: StreamResampler(8000, 16000), lambda s, i: s.process(frames[i])),
         ("resample() 8k->16k, one frame", lambda: None, lambda _, i: resample(frames[i], 8000, 16000)),
