@@ -316,3 +316,20 @@ def test_config_secret_comes_from_env_and_never_shows(tmp_path, monkeypatch):
     secret = config.pbx.resolve_secret()
     assert secret.get_secret_value() == "s3cr3t-value"
     assert "s3cr3t" not in repr(config) + repr(secret) + str(secret)
+
+
+def test_validate_checks_a_worker_config_and_its_flows(tmp_path, capsys):
+    from ivr.cli import main
+
+    (tmp_path / "menu.yaml").write_text("steps:\n  - answr\n")
+    config = tmp_path / "ivr.yaml"
+    config.write_text(
+        "pbx: {url: 'https://pbx:5001', client_id: 900, client_secret_env: X}\n"
+        "routes: [{route_point: 800, flow: menu.yaml}]\n"
+    )
+    assert main(["validate", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'menu.yaml'}:2:5: error: unknown step 'answr'" in out
+    config.write_text("pbx: {url: 'ftp://pbx', client_id: 900, client_secret_env: X}\nroutes: []\n")
+    assert main(["validate", str(config)]) == 1
+    assert f"{config}:1:12: error:" in capsys.readouterr().out

@@ -8,6 +8,7 @@ every problem, even an unreadable path, is a :class:`Diagnostic`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,8 @@ class _Validator:
                 from .python_flow import load_python_flow
 
                 load_python_flow(path)
+            elif _is_worker_config(path):
+                self.load_config(path, name)
             else:
                 flow = load_flow(path, check_files=self.check_files)
                 self.out.extend(flow.diagnostics)
@@ -72,6 +75,20 @@ class _Validator:
             self.out.append(Diagnostic(name, 0, 0, "error", f"cannot load: {type(exc).__name__}: {exc}"))
         self.flows[key] = flow
         return flow
+
+    def load_config(self, path: Path, name: str) -> None:
+        """A worker config (ivr.yaml) given to validate: check it, then every flow it routes to."""
+        from ivr.config import ConfigError  # the worker layer, imported only for config files
+        from ivr.config_loader import load_config
+
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            self.out.extend(_parse_diagnostic(line, name) for line in str(exc).splitlines())
+            return
+        for route in config.routes:
+            flow_path = config.path(route.flow)
+            self.load(flow_path, str(flow_path))
 
     def subflow_calls(self, flow: Flow) -> list[tuple[SubflowStep, Any, Path]]:
         calls = []
@@ -122,3 +139,25 @@ def validate_paths(paths: Iterable[str | Path], *, check_files: bool = True) -> 
         v.follow(path, str(path), [])
     unique = {(d.file, d.line, d.col, d.severity, d.message): d for d in v.out}
     return sorted(unique.values(), key=lambda d: (d.file, d.line, d.col, d.message))
+
+
+_CONFIG_KEY = re.compile(r"^pbx\s*:", re.MULTILINE)
+_DIAGNOSTIC = re.compile(r"^(?P<file>.*?):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|warning): (?P<msg>.*)$")
+
+
+def _is_worker_config(path: Path) -> bool:
+    """A YAML file with a top-level ``pbx:`` key is a worker config, not a flow."""
+    if path.suffix not in (".yaml", ".yml"):
+        return False
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[:65536]
+    except OSError:
+        return False
+    return bool(_CONFIG_KEY.search(head))
+
+
+def _parse_diagnostic(line: str, name: str) -> Diagnostic:
+    m = _DIAGNOSTIC.match(line)
+    if m is None:
+        return Diagnostic(name, 0, 0, "error", line.removeprefix(f"{name}: "))
+    return Diagnostic(m["file"], int(m["line"]), int(m["col"]), m["sev"], m["msg"])
