@@ -489,8 +489,12 @@ class Call:
         finally:
             self.listening.clear()
             ended.cancel()
-            if get_digit is not None and not get_digit.done():
-                get_digit.cancel()
+            if get_digit is not None:
+                if get_digit.done() and not get_digit.cancelled():
+                    self.media.unread_digits(get_digit.result()[0])  # read but not used: keep it
+                else:
+                    get_digit.cancel()
+                    await asyncio.gather(get_digit, return_exceptions=True)
             if speech is not None:
                 await speech.close()
             if play_task is not None and not play_task.done():

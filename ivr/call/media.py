@@ -382,9 +382,10 @@ class CallMedia:
                 done, _ = await asyncio.wait(
                     {get_digit, get_speech, ended_wait}, timeout=max(0.0, deadline - now), return_when=asyncio.FIRST_COMPLETED
                 )
-                for fut in (get_digit, get_speech):
-                    if not fut.done():
-                        fut.cancel()
+                pending = [f for f in (get_digit, get_speech) if not f.done()]
+                for fut in pending:
+                    fut.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)  # never leave a get() task behind
                 if ended_wait in done:
                     reason = "hangup"
                     break
@@ -400,6 +401,7 @@ class CallMedia:
                         last_voice = loop.time()
         finally:
             ended_wait.cancel()
+            await asyncio.gather(ended_wait, return_exceptions=True)
             self._recorder = None
         duration = recorder.duration
         meta = {**metadata, "reason": reason, "speech_detected": heard_speech, "started_at": time.time() - duration}
