@@ -96,13 +96,10 @@ def voice_like(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def wav_bytes(pcm: np.ndarray) -> bytes:
-    import io
+    """8 kHz 16-bit WAV bytes, as the emulator's caller API takes them."""
+    from ivr.speech.pcm import wav_bytes as encode
 
-    import soundfile
-
-    buf = io.BytesIO()
-    soundfile.write(buf, pcm, RATE, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
+    return encode(pcm, RATE)
 
 
 def dtmf_wav(digit: str) -> bytes:

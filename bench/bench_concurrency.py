@@ -31,7 +31,7 @@ import aiohttp
 import numpy as np
 
 from _harness import (
-    RATE, Stack, dtmf_wav, ear_stats, machine_info, pct, proc_sample, sleep_until, voice_like, wav_bytes,
+    Stack, dtmf_wav, ear_stats, machine_info, pct, proc_sample, sleep_until, voice_like, wav_bytes,
 )
 
 from ivr.pbx.outbound import hist_quantile  # noqa: E402

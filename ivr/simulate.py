@@ -13,7 +13,6 @@ plays a recording. Speech starts as the IVR listens, so it barges in on the prom
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import secrets
 import tempfile
@@ -31,6 +30,7 @@ from ivr.call.record import CallRecord
 from ivr.config import PbxSettings, Route, TracingSettings, WorkerConfig
 from ivr.emulator import Emulator, EmulatorConfig
 from ivr.flow import Diagnostic, FlowLoadError, load_any
+from ivr.speech.pcm import wav_bytes
 
 PROJECT_AUDIO = Path(__file__).resolve().parent.parent / "audio"
 ROUTE_POINT = "800"
@@ -334,9 +334,3 @@ async def until_listening(call: Call, timeout: float | None = None) -> bool:
         listening.cancel()
         ended.cancel()
     return call.listening.is_set() and not call.hung_up
-
-
-def wav_bytes(pcm: np.ndarray, rate: int = 8000) -> bytes:
-    buf = io.BytesIO()
-    soundfile.write(buf, pcm, rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()

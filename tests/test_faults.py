@@ -10,9 +10,7 @@ emulator shows each call either ended or delivered to an extension, and the work
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import soundfile
 
 from ivr.call import Call
 from ivr.call.record import CallRecord, Outcome
@@ -35,6 +32,7 @@ from ivr.simulate import until_listening
 from ivr.speech import register
 from ivr.speech.services import SpeechServices
 from ivr.worker.runner import Worker
+from helpers import write_tone
 
 SECRET = "fault-secret"
 N_CALLS = 100
@@ -62,15 +60,10 @@ MENU_FLOW = """
 """
 
 
-def tone(path: Path, seconds: float = 0.25, freq: float = 440.0) -> Path:
-    t = np.arange(int(8000 * seconds)) / 8000
-    soundfile.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 8000, subtype="PCM_16")
-    return path
-
 
 def write_flow(folder: Path, name: str, body: str) -> Path:
-    tone(folder / "hello.wav")
-    tone(folder / "long.wav", seconds=2.0, freq=300)  # keeps calls up while faults happen
+    write_tone(folder / "hello.wav", 0.25)
+    write_tone(folder / "long.wav", seconds=2.0, freq=300)  # keeps calls up while faults happen
     path = folder / name
     path.write_text(textwrap.dedent(body))
     return path

@@ -19,7 +19,6 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
-import soundfile
 
 from ivr.call.record import Outcome
 from ivr.config import PbxSettings, Route, WorkerConfig
@@ -30,6 +29,7 @@ from ivr.speech.services import SpeechServices
 from ivr.worker.logs import setup_logging
 from ivr.worker.runner import Worker
 from ivr.worker.service import start_status_server
+from helpers import write_tone
 
 SECRET = "s3cr3t-client-Secret-value-42"
 
@@ -59,17 +59,13 @@ class ToneTTS:
         yield (3000 * np.sin(2 * np.pi * 500 * t)).astype(np.int16)
 
 
-def tone(path: Path, seconds: float, freq: float = 440.0) -> None:
-    t = np.arange(int(8000 * seconds)) / 8000
-    soundfile.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 8000, subtype="PCM_16")
-
 
 class Stack:
     """Emulator + Worker + status server; ``get(path)`` reads the status server."""
 
     def __init__(self, folder: Path, *, drain_timeout: float = 5) -> None:
         register("tts", "tone-tts", ToneTTS)
-        tone(folder / "long.wav", 2.0)
+        write_tone(folder / "long.wav", 2.0)
         (folder / "flow.yaml").write_text(textwrap.dedent(FLOW))
         self.folder = folder
         self.drain_timeout = drain_timeout

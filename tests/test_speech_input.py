@@ -13,19 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 
 from ivr.call.speech_input import SpeechOptions
 from ivr.simulate import FlowHarness, until_listening
 from ivr.speech.services import SpeechServices
+from helpers import write_tone
 
 PAD = np.zeros(4000, np.int16)  # 0.5 s
 
-
-def tone(path: Path, seconds: float, freq: float = 440.0) -> Path:
-    t = np.arange(int(8000 * seconds)) / 8000
-    soundfile.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 8000, subtype="PCM_16")
-    return path
 
 
 # --- matching (sans-I/O) ------------------------------------------------------------------
@@ -88,7 +83,7 @@ CAP = ('{set: {heard: "{{ last.transcript }}", how: "{{ last.source }}", why: "{
 
 @pytest.fixture
 def menu_flow(tmp_path: Path):
-    tone(tmp_path / "beep.wav", 0.2)
+    write_tone(tmp_path / "beep.wav", 0.2)
 
     def make(timeout: float = 3, extra: str = "") -> Path:
         path = tmp_path / "menu.yaml"
@@ -176,7 +171,7 @@ async def test_stt_failure_falls_back_to_keys(menu_flow, said):
 
 
 async def test_stt_failure_is_visible_to_the_flow(tmp_path):
-    tone(tmp_path / "beep.wav", 0.2)
+    write_tone(tmp_path / "beep.wav", 0.2)
     flow = tmp_path / "g.yaml"
     flow.write_text(textwrap.dedent("""
         steps:
@@ -212,7 +207,7 @@ def loud_until(pcm: np.ndarray, after: float, threshold: int = 500) -> float:
 
 
 async def barge(tmp_path: Path, said, barge_in: bool) -> tuple[float, float, dict]:
-    tone(tmp_path / "long.wav", 3.0, 300)
+    write_tone(tmp_path / "long.wav", 3.0, 300)
     flow = tmp_path / "barge.yaml"
     flow.write_text(textwrap.dedent(BARGE.format(barge_in=str(barge_in).lower())))
     speech = said("operator")
@@ -223,7 +218,7 @@ async def barge(tmp_path: Path, said, barge_in: bool) -> tuple[float, float, dic
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.3)
         start, _ = await h.emulator.speak(callid, speech)
-        record = await asyncio.wait_for(h.record_of(call), 10)
+        await asyncio.wait_for(h.record_of(call), 10)
         heard = h.emulator.heard_pcm(callid)
     return start + onset, loud_until(heard, start + onset), dict(call.vars)
 

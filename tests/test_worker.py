@@ -11,9 +11,7 @@ import os
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
 
 from ivr.call.record import Outcome
 from ivr.config import PbxSettings, Route, WorkerConfig
@@ -22,20 +20,16 @@ from ivr.config import ConfigError
 from ivr.emulator import Emulator, EmulatorConfig
 from ivr.simulate import FlowHarness
 from ivr.worker.runner import Worker
+from helpers import write_tone
 
 SECRET = "test-secret"
 
 
-def tone(path: Path, seconds: float = 0.3, freq: float = 440.0) -> Path:
-    t = np.arange(int(8000 * seconds)) / 8000
-    soundfile.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 8000, subtype="PCM_16")
-    return path
-
 
 @pytest.fixture
 def flow_dir(tmp_path: Path) -> Path:
-    tone(tmp_path / "hello.wav")
-    tone(tmp_path / "long.wav", seconds=1.5, freq=300)
+    write_tone(tmp_path / "hello.wav", 0.3)
+    write_tone(tmp_path / "long.wav", seconds=1.5, freq=300)
     return tmp_path
 
 
@@ -140,7 +134,7 @@ async def test_an_invalid_edit_is_reported_and_ignored(flow_dir, caplog):
 
 
 async def test_a_failing_step_runs_on_error(flow_dir):
-    boom = write_flow(flow_dir, "boom.py", """
+    write_flow(flow_dir, "boom.py", """
         async def main(call, **params):
             raise ValueError("the database is down")
     """)
@@ -305,8 +299,8 @@ def test_config_secret_comes_from_env_and_never_shows(tmp_path, monkeypatch):
     flow = tmp_path / "f.yaml"
     flow.write_text("steps: [answer]\n")
     config = parse_config(
-        f"pbx: {{url: 'https://pbx:5001', client_id: 900, client_secret_env: MY_SECRET}}\n"
-        f"routes: [{{route_point: 800, flow: f.yaml}}]\n",
+        "pbx: {url: 'https://pbx:5001', client_id: 900, client_secret_env: MY_SECRET}\n"
+        "routes: [{route_point: 800, flow: f.yaml}]\n",
         "ivr.yaml",
         base_dir=tmp_path,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
@@ -73,7 +74,7 @@ class CallMedia:
         self._reader: asyncio.Task | None = None
         self._started = False
         self._closed = False
-        self._ivr_frames: list[bytes | None] = []  # frames played since the last caller frame (recording "both")
+        self._ivr_frames: deque[bytes | None] = deque()  # frames played since the last caller frame (recording "both")
         self._recorder: Recorder | None = None
         self.barge_ins = {"dtmf": 0, "speech": 0}
         self.inbound_bytes = 0
@@ -334,7 +335,7 @@ class CallMedia:
         if rec is not None:
             rec.add_caller(frame)
             if rec.mode == "both":
-                rec.add_ivr(self._ivr_frames.pop(0) if self._ivr_frames else None)
+                rec.add_ivr(self._ivr_frames.popleft() if self._ivr_frames else None)
 
     # --- recording --------------------------------------------------------------------------
 

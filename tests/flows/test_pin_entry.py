@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from aiohttp import web
@@ -11,7 +10,7 @@ FLOW = "flows/pin_entry.yaml"
 
 
 @pytest.fixture
-async def pin_service(unused_tcp_port_factory=None):
+async def pin_service():
     """A PIN checker: valid PIN is 4711; 5xx when the PIN is 0000 (a broken backend)."""
     seen: list[dict] = []
 
