@@ -107,9 +107,9 @@ async def open_sink_stream(sink: Sink, session: aiohttp.ClientSession, lead_ms: 
     async def exists() -> bool:
         return True
 
-    out = OutboundAudio(session, TokenManager(session, cfg), cfg, "800", 1, exists=exists, lead_ms=lead_ms, tick=tick)
+    out = OutboundAudio(TokenManager(session, cfg), cfg, "800", 1, exists=exists, lead_ms=lead_ms, tick=tick)
     out.start()
-    out.write(b"\x00\x00")  # aiohttp sends the request with the first chunk: open it now
+    out.write(b"\x00\x00")  # the request head goes out with the first chunk: open it now
     await asyncio.wait_for(sink.opened.wait(), 3)
     await out.drain()
     sink.chunks.clear()

@@ -53,3 +53,32 @@ async def test_a_past_time_resolves_at_once_and_period_must_be_positive() -> Non
     assert loop.time() - t0 < 0.04
     with pytest.raises(ValueError, match="period"):
         SharedTick(0)
+
+
+async def test_callbacks_run_from_the_timer_and_may_rearm_themselves() -> None:
+    loop = asyncio.get_running_loop()
+    tick = SharedTick(0.005)
+    runs: list[tuple[str, float]] = []
+    done = loop.create_future()
+
+    def pacer(name: str) -> None:
+        now = loop.time()
+        runs.append((name, now))
+        if sum(1 for n, _ in runs if n == name) < 4:
+            tick.call_at(now + 0.012, pacer, name)  # re-arm from inside the timer
+        elif all(sum(1 for n, _ in runs if n == other) >= 4 for other in "ab") and not done.done():
+            done.set_result(None)
+
+    def broken(_: object) -> None:
+        raise RuntimeError("one stream's bug")
+
+    start = loop.time()
+    tick.call_at(start + 0.001, broken)
+    tick.call_at(start + 0.001, pacer, "a")
+    tick.call_at(start + 0.003, pacer, "b")
+    await asyncio.wait_for(done, 2)
+    for name in "ab":
+        times = [t for n, t in runs if n == name]
+        assert len(times) == 4  # the failing callback stopped nobody
+        assert all(b - a >= 0.012 - 1e-6 for a, b in zip(times, times[1:]))  # never early
+    assert tick.waiting == 0 and tick._timer is None

@@ -92,7 +92,8 @@ class CallMedia:
         )
         self._outbound.on_error = self._outbound_failed
         self._inbound = self.pbx.open_inbound(self.dn, self.participant_id, media_timeout=self.settings.media_timeout)
-        self._reader = asyncio.create_task(self._read_inbound(), name=f"inbound-{self.dn}-{self.participant_id}")
+        self._reader = self._inbound.start(self._on_caller_audio)
+        self._reader.add_done_callback(self._inbound_ended)
 
     def close_nowait(self) -> None:
         """Stop everything now (the leg is gone); pending plays end as interrupted by hangup."""
@@ -305,26 +306,23 @@ class CallMedia:
         for event in self.playback.pop_events():
             self._on_playback_event(event)
 
-    async def _read_inbound(self) -> None:
-        assert self._inbound is not None
-        loop = asyncio.get_running_loop()
-        try:
-            async for chunk in self._inbound:
-                self.inbound_bytes += len(chunk)
-                now = loop.time()
-                for event in self.processor.process(chunk):
-                    if isinstance(event, DigitDetected):
-                        if self.merger.add(event.digit, "inband", now):
-                            self._on_digit(event.digit, now)
-                    elif isinstance(event, SpeechStarted):
-                        self._on_speech_start()
-                        self.speech_events.put_nowait(event)
-                    elif isinstance(event, (SpeechEnded, SpeechCancelled)):
-                        self.speech_events.put_nowait(event)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("caller audio stream failed: %s", exc)
+    def _on_caller_audio(self, chunk: bytes) -> None:
+        """Caller audio as it is read (a block of ~40 ms): DTMF first, then VAD."""
+        self.inbound_bytes += len(chunk)
+        now = asyncio.get_running_loop().time()
+        for event in self.processor.process(chunk):
+            if isinstance(event, DigitDetected):
+                if self.merger.add(event.digit, "inband", now):
+                    self._on_digit(event.digit, now)
+            elif isinstance(event, SpeechStarted):
+                self._on_speech_start()
+                self.speech_events.put_nowait(event)
+            elif isinstance(event, (SpeechEnded, SpeechCancelled)):
+                self.speech_events.put_nowait(event)
+
+    def _inbound_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("caller audio stream failed: %s", task.exception())
 
     def _tap(self, frame: np.ndarray, _t: float = 0.0) -> None:
         if not self._listeners and self._recorder is None:

@@ -51,10 +51,11 @@ class PbxClient:
         self._refetch: set[tuple[str, int]] = set()
         self._task: asyncio.Task[None] | None = None
         self._inbound: dict[tuple[str, int], list[InboundAudio]] = {}
-        # One timer for all inbound streams: each reads a block per tick (inbound_block_ms).
-        self._inbound_tick = SharedTick(cfg.inbound_block_ms / 1000) if cfg.inbound_block_ms else None
-        # One timer for all pacers: frames due within the same outbound_tick_ms leave together.
+        # One timer for all media: pacers send frames due within the same outbound_tick_ms
+        # together, and each inbound stream is polled every inbound_block_ms on the same grid
+        # (each from its own start, so calls' audio analysis spreads over the block).
         self._outbound_tick = SharedTick(cfg.outbound_tick_ms / 1000) if cfg.outbound_tick_ms else None
+        self._inbound_tick = self._outbound_tick or SharedTick(0.005)
         self._outbound: dict[tuple[str, int], list[OutboundAudio]] = {}
 
     def __repr__(self) -> str:
@@ -151,7 +152,7 @@ class PbxClient:
     def open_inbound(
         self, dn: str, participant_id: int, *, media_timeout: float | None = None
     ) -> InboundAudio:
-        """The caller's audio; read it with ``async for chunk in stream``."""
+        """The caller's audio: ``stream.start(on_audio)``, or ``async for chunk in stream``."""
         assert self._session is not None and self._tokens is not None
         stream = InboundAudio(
             self._session,
@@ -162,6 +163,7 @@ class PbxClient:
             exists=lambda: self._exists(dn, participant_id),
             media_timeout=media_timeout,
             tick=self._inbound_tick,
+            block_s=self.cfg.inbound_block_ms / 1000,
         )
         self._inbound.setdefault((dn, participant_id), []).append(stream)
         return stream
@@ -178,7 +180,6 @@ class PbxClient:
         """Audio to the caller: ``write(pcm)``, ``clear()``, ``drain()``, ``close()``."""
         assert self._session is not None and self._tokens is not None
         stream = OutboundAudio(
-            self._session,
             self._tokens,
             self.cfg,
             dn,

@@ -6,17 +6,19 @@ most ``lead_ms`` of audio ahead of real time (measured on the loop clock, deadli
 it does not drift), and ``clear()`` (barge-in) therefore takes effect within ``lead_ms``.
 Nothing is sent while the queue is empty (no padding). If the POST is cut while the call
 goes on (token revoked), it is reopened with a fresh token and the queue continues.
+
+The pacer is a plain callback on the process's shared timer (:class:`~ivr.pbx.tick.SharedTick`)
+writing straight to the connection (:class:`~ivr.pbx.upload.ChunkedUpload`): a frame costs no
+task wake-up. A task per stream only opens, watches and reopens the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-
-import aiohttp
-from yarl import URL
 
 from .auth import TokenManager
 from .backoff import Backoff
@@ -27,9 +29,9 @@ from .errors import (
     error_for_status,
     message_from_body,
 )
-from .inbound import stream_timeout
 from .rest import participant_url_path
 from .tick import SharedTick
+from .upload import ChunkedUpload
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ BYTES_PER_SECOND = 16_000
 # Frames of one POST attempt kept until the PBX has clearly accepted it, so that audio
 # sent into a rejected POST (401/424 arrive right after the first chunk) is sent again.
 REQUEUE_FRAMES = 25
+# The PBX stopped reading: hold frames back (they stay queued) rather than pile up in the socket.
+MAX_BACKLOG_BYTES = BYTES_PER_SECOND
 
 
 LATENESS_BUCKETS_MS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 40, 60, 100, 200, 500)
@@ -94,14 +98,13 @@ def hist_quantile(hist: list[int], q: float) -> float | None:
 class OutboundAudio:
     """Writes one participant's outgoing audio; call :meth:`start` once, then ``write``.
 
-    The HTTP request goes out with the first audio frame (aiohttp sends the headers with
-    the first body chunk), so an idle stream costs nothing at the PBX. Frames sent into a
-    POST the PBX rejects (401, 424, 404) are sent again on the next attempt.
+    The HTTP request goes out with the first audio frame, so an idle stream costs nothing at
+    the PBX. Frames sent into a POST the PBX rejects (401, 424, 404) are sent again on the
+    next attempt.
     """
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         tokens: TokenManager,
         cfg: PbxConfig,
         dn: str,
@@ -114,8 +117,8 @@ class OutboundAudio:
         tick: SharedTick | None = None,
     ) -> None:
         self.dn = dn
-        # The pacer's waits: on the process's shared grid (one timer for every stream, up to
-        # one grid step late) or, without a tick, one timer per stream per frame.
+        # The pacer's wake-ups: on the process's shared grid (one timer for every stream, up to
+        # one grid step late) or, without a tick, one loop timer per stream per frame.
         self._tick = tick
         # Pull mode: when the queue is empty the pacer asks ``source()`` for the next frame
         # at the moment it is due, so audio cut at the source (barge-in) is never sent.
@@ -127,19 +130,19 @@ class OutboundAudio:
         # Frames per wake-up: a batch leaves when the PBX holds lead - batch frames, so the lead
         # bound holds; batching trades slack against wake-ups (CPU), never the bound.
         self.batch = max(1, min(cfg.outbound_batch_frames, self.lead_ms // 20))
-        self._session = session
         self._tokens = tokens
         self._cfg = cfg
         self._exists = exists
         self._media_timeout = media_timeout if media_timeout is not None else cfg.media_timeout
         self._url = cfg.url + participant_url_path(dn, participant_id) + "/stream"
         self._buf = bytearray()
-        self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
         self._next_t: float | None = None  # loop time at which audio sent so far ends playing
         self._closing = False
         self._playing = False  # frames are going out back to back (a prompt is playing)
+        self._conn: ChunkedUpload | None = None  # the POST currently open
+        self._timer_token = 0  # the pacer's pending wake-up; older ones are ignored
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._attempt: list[bytes] | None = []  # frames of this POST attempt (None: past the cap)
@@ -168,11 +171,13 @@ class OutboundAudio:
         self._buf += pcm
         if len(self._buf) >= 2:
             self._drained.clear()
-        self._wake.set()
+        self.wake()
 
     def wake(self) -> None:
-        """Pull mode: the source has audio again; the pacer asks for it at once."""
-        self._wake.set()
+        """There is audio (queued, or at the source in pull mode): pace it from now on."""
+        if self._conn is not None and not self._closing:
+            self._timer_token += 1  # replaces a pending wake-up, which may be far off (idle)
+            asyncio.get_running_loop().call_soon(self._on_timer, self._timer_token)
 
     def clear(self) -> float:
         """Drop everything not yet written; return how many ms of audio were dropped."""
@@ -217,9 +222,15 @@ class OutboundAudio:
     async def close(self) -> None:
         """Drop unsent audio and end the POST with the zero-length chunk."""
         self._closing = True
+        self._timer_token += 1
         self._buf.clear()
         self._drained.set()
-        self._wake.set()
+        conn = self._conn
+        if conn is not None:
+            if conn.started:
+                conn.finish()  # the zero chunk; the PBX answers and the connection loop ends
+            else:
+                conn.close()  # the PBX never saw this request: nothing to end
         task = self._task
         if task is not None and not task.done():
             try:
@@ -228,27 +239,37 @@ class OutboundAudio:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
-    # --- the pacer: the POST body ---------------------------------------------------------
+    # --- the pacer ----------------------------------------------------------------------------
 
-    async def _body(self) -> AsyncIterator[bytes]:
+    def _on_timer(self, token: int) -> None:
+        if token == self._timer_token:
+            self._pump()
+
+    def _wake_at(self, when: float) -> None:
+        self._timer_token += 1
+        if self._tick is not None:
+            self._tick.call_at(when, self._on_timer, self._timer_token)
+        else:
+            asyncio.get_running_loop().call_at(when, self._on_timer, self._timer_token)
+
+    def _pump(self) -> None:
+        """Send every frame that is due now, then arrange to be called when the next one is."""
+        conn = self._conn
+        if conn is None or conn.closed or self._closing:
+            return  # the connection loop calls wake() once a POST is open again
         loop = asyncio.get_running_loop()
         lead = self.lead_ms / 1000
         stats = self.stats
         frame_s = FRAME_BYTES / BYTES_PER_SECOND
         batch_bytes = self.batch * FRAME_BYTES
-        while not self._closing:
+        now = loop.time()
+        while True:
             n = len(self._buf) - len(self._buf) % 2
             if n == 0 and self._source is not None:
-                now = loop.time()
                 due = (self._next_t + self.batch * frame_s - lead) if self._next_t is not None else now
                 if due > now:
-                    await (self._tick.at(due) if self._tick is not None else asyncio.sleep(due - now))
-                    late = loop.time() - due
-                    if late > frame_s and self._next_t is not None and self._next_t > due:
-                        stats.underruns += 1
-                    stats.max_lateness_ms = max(stats.max_lateness_ms, late * 1000)
-                    if self._closing:
-                        break
+                    self._wake_at(due)
+                    return
                 pulled = self._source()
                 if pulled:
                     self._buf += pulled
@@ -260,11 +281,11 @@ class OutboundAudio:
                     continue
             if n == 0:
                 self._drained.set()
-                self._wake.clear()
                 self._playing = False
-                await self._wake.wait()
-                continue
-            now = loop.time()
+                return  # idle until write() or wake()
+            if conn.backlog > MAX_BACKLOG_BYTES:
+                self._wake_at(now + frame_s)  # the PBX is not reading: keep the audio queued
+                return
             size = min(batch_bytes, n)
             # While a prompt keeps playing each frame has a due time; measure against it.
             late = None
@@ -277,13 +298,8 @@ class OutboundAudio:
                 self._next_t = now
             send_at = self._next_t + size / BYTES_PER_SECOND - lead  # keeps the lead <= lead_ms
             if send_at > now:
-                await (self._tick.at(send_at) if self._tick is not None else asyncio.sleep(send_at - now))
-                if self._buf:
-                    late = loop.time() - send_at
-                    stats.max_lateness_ms = max(stats.max_lateness_ms, late * 1000)
-                    if late > FRAME_BYTES / BYTES_PER_SECOND:
-                        stats.underruns += 1
-                continue  # re-check: clear() or close() may have run meanwhile
+                self._wake_at(send_at)
+                return
             frame = bytes(self._buf[:size])
             del self._buf[:size]
             self._next_t += size / BYTES_PER_SECOND
@@ -293,12 +309,14 @@ class OutboundAudio:
             stats.frames_sent += -(-size // FRAME_BYTES)
             if late is not None:
                 stats.observe_lateness(late)
+                if late > frame_s:
+                    stats.underruns += 1  # woke more than a frame late while the prompt played
             self._playing = True
             if self._attempt is not None:
                 self._attempt.append(frame)
                 if len(self._attempt) > REQUEUE_FRAMES:
                     self._attempt = None
-            yield frame
+            conn.write(frame)
 
     def _requeue_attempt(self) -> None:
         """The PBX rejected the POST: its frames were not played, queue them again."""
@@ -328,6 +346,29 @@ class OutboundAudio:
                 self.on_error(exc)
         finally:
             self._drained.set()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    async def _post(self, token: str) -> tuple[int, str, bytes]:
+        """One POST attempt: open it, let the pacer stream into it, return the PBX's answer."""
+        cfg = self._cfg
+        tls: ssl.SSLContext | bool = cfg.ssl_context()
+        conn = await ChunkedUpload.open(
+            self._url,
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"},
+            ssl=tls,
+            timeout=cfg.request_timeout,
+        )
+        self._conn = conn
+        try:
+            if self._closing:
+                return 200, "", b""
+            self.wake()
+            return await conn.response()
+        finally:
+            self._conn = None
+            conn.close()
 
     async def _connect_loop(self) -> None:
         cfg = self._cfg
@@ -344,20 +385,8 @@ class OutboundAudio:
                 self.stats.reopens += 1
             opened = True
             try:
-                async with self._session.post(
-                    URL(self._url, encoded=True),
-                    data=self._body(),  # an async generator: chunked transfer encoding
-                    headers={
-                        "Authorization": f"Bearer {token}",
-                        "Content-Type": "application/octet-stream",
-                    },
-                    timeout=stream_timeout(cfg),
-                    ssl=cfg.ssl_context(),
-                ) as resp:
-                    status = resp.status
-                    body = await resp.read()
-                    reason = resp.reason or ""
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                status, reason, body = await self._post(token)
+            except (asyncio.TimeoutError, OSError) as exc:  # ConnectionError is an OSError
                 if self._closing:
                     return
                 log.info("outbound stream %s interrupted: %s", self._url, exc or type(exc).__name__)
