@@ -134,3 +134,51 @@ def test_dtmf_feed_frames_reports_frame_and_tone_state_of_each_frame():
     assert DtmfDetector().feed_frames(np.zeros(480, dtype=np.int16), 160) == ([], None)  # silence: nothing built
     with pytest.raises(ValueError, match="whole frames"):
         det.feed_frames(np.zeros(100, dtype=np.int16), 160)
+
+
+def test_many_streams_analysed_together_get_exactly_their_own_events():
+    # process_many stacks every stream's DTMF windows into one matrix product: each stream
+    # must still get the events it gets alone (keys over silence and over speech, speech only,
+    # silence only, streams joining late and blocks of different sizes).
+    talk = speech(SENTENCES[0])
+    over = talk.astype(np.int32)
+    over[4000:4000 + 2560] += generate_dtmf("12", 80, 80)
+    signals = [
+        np.concatenate([np.zeros(3000, dtype=np.int16), generate_dtmf("4711#", 60, 50, amplitude=0.3),
+                        np.clip(over, -32768, 32767).astype(np.int16), np.zeros(8000, dtype=np.int16)]),
+        np.concatenate([speech(SENTENCES[1]), np.zeros(8000, dtype=np.int16)]),
+        np.zeros(40000, dtype=np.int16),
+        np.concatenate([np.zeros(9000, dtype=np.int16), generate_dtmf("*0#", 70, 60, amplitude=0.2),
+                        np.zeros(6000, dtype=np.int16)]),
+    ]
+    pcms = [array_to_pcm(x) for x in signals]
+
+    def summary(events: list) -> list:
+        return [(type(e).__name__, getattr(e, "digit", None), round(e.t, 6),
+                 getattr(e, "audio", np.zeros(0, dtype=np.int16)).tobytes()) for e in events]
+
+    alone = []
+    for pcm in pcms:
+        proc = InboundProcessor()
+        alone.append(summary([e for i in range(0, len(pcm), 640) for e in proc.process(pcm[i:i + 640])]))
+    assert "".join(e[1] for e in alone[0] if e[1]) == "4711#12"
+    assert "".join(e[1] for e in alone[3] if e[1]) == "*0#"
+
+    procs = [InboundProcessor() for _ in pcms]
+    together: list[list] = [[] for _ in pcms]
+    offsets = [0] * len(pcms)
+    sizes = [640, 640, 960, 320]  # blocks of 40, 40, 60 and 20 ms
+    turn = 0
+    while any(off < len(pcm) for off, pcm in zip(offsets, pcms)):
+        items, who = [], []
+        for k, pcm in enumerate(pcms):
+            if (k == 3 and turn < 5) or offsets[k] >= len(pcm):
+                continue  # stream 3 joins late; finished streams drop out
+            items.append((procs[k], pcm[offsets[k]:offsets[k] + sizes[k]]))
+            offsets[k] += sizes[k]
+            who.append(k)
+        for k, events in zip(who, InboundProcessor.process_many(items)):
+            together[k] += events
+        turn += 1
+    for k in range(len(pcms)):
+        assert summary(together[k]) == alone[k], k

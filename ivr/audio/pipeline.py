@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from .dtmf import DtmfDetector
+from .dtmf import DtmfDetector, StagedBlock, classify_many
 from .frames import FRAME_BYTES, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, FrameSplitter, pcm_to_array
 from .vad import SpeechCancelled, SpeechEnded, SpeechStarted, VoiceActivityDetector
 
@@ -78,17 +78,44 @@ class InboundProcessor:
             events.extend(self.vad.finish())
         return events
 
+    @staticmethod
+    def process_many(items: list[tuple[InboundProcessor, bytes | bytearray | memoryview]]) -> list[list[InboundEvent]]:
+        """:meth:`process` for many streams at once (same events per stream): the DTMF
+        windows of all of them are classified in one numpy pass (:func:`classify_many`).
+        Detectors must share their settings; each processor may appear once."""
+        staged: list[_Staged | None] = []
+        for proc, pcm in items:
+            block = proc._splitter.feed_block(pcm)
+            staged.append(proc._stage(pcm_to_array(block).reshape(-1, FRAME_SAMPLES)) if block else None)
+        with_dtmf = [i for i, st in enumerate(staged) if st is not None and st.dtmf is not None]
+        cands = classify_many([items[i][0].dtmf for i in with_dtmf], [staged[i].dtmf for i in with_dtmf])  # type: ignore[misc, union-attr]
+        by_item = dict(zip(with_dtmf, cands))
+        return [
+            [] if st is None else proc._finish(st, by_item.get(i))
+            for i, ((proc, _), st) in enumerate(zip(items, staged))
+        ]
+
     def _block(self, frames: np.ndarray) -> list[InboundEvent]:
         """Process consecutive whole frames (shape (n, FRAME_SAMPLES))."""
+        staged = self._stage(frames)
+        cands = self.dtmf.classify_staged(staged.dtmf) if self.dtmf is not None and staged.dtmf is not None else None
+        return self._finish(staged, cands)
+
+    def _stage(self, frames: np.ndarray) -> _Staged:
         first = self._frames
         self._frames += len(frames)
         if self.on_frame is not None:
             for k in range(len(frames)):
                 self.on_frame(frames[k], (first + k) * FRAME_MS / 1000)
+        dtmf = self.dtmf.stage_frames(frames.reshape(-1), FRAME_SAMPLES) if self.dtmf is not None else None
+        return _Staged(frames, dtmf)
+
+    def _finish(self, staged: _Staged, cands: list[str | None] | None) -> list[InboundEvent]:
+        frames = staged.frames
         keys: list[tuple[str, float, int]] = []
         tone = None
-        if self.dtmf is not None:
-            keys, tone = self.dtmf.feed_frames(frames.reshape(-1), FRAME_SAMPLES)
+        if self.dtmf is not None and staged.dtmf is not None:
+            keys, tone = self.dtmf.finish_frames(staged.dtmf, cands)
         vad_events: list = []
         if self.vad is not None:
             if tone is not None:  # frames where a tone is heard reach the VAD as silence
@@ -101,6 +128,12 @@ class InboundProcessor:
         tagged = [(k, 0, DigitDetected(d, t)) for d, t, k in keys] + [(k, 1, e) for k, e in vad_events]
         tagged.sort(key=lambda item: (item[0], item[1]))
         return [e for _, _, e in tagged]
+
+
+@dataclass
+class _Staged:
+    frames: np.ndarray  # the block's whole frames (n, FRAME_SAMPLES)
+    dtmf: StagedBlock | None
 
 
 class DigitMerger:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import numpy as np
 
-from ivr.audio.pipeline import DigitDetected, DigitMerger, InboundProcessor
+from ivr.audio.batch import shared_batch
+from ivr.audio.pipeline import DigitDetected, DigitMerger, InboundEvent, InboundProcessor
 from ivr.audio.playback import PlaybackCut, PlaybackFinished, PlaybackQueue
 from ivr.audio.prompts import beep as make_beep
 from ivr.audio.recorder import Recorder
@@ -92,6 +93,7 @@ class CallMedia:
         )
         self._outbound.on_error = self._outbound_failed
         self._inbound = self.pbx.open_inbound(self.dn, self.participant_id, media_timeout=self.settings.media_timeout)
+        self._batch = shared_batch()
         self._reader = self._inbound.start(self._on_caller_audio)
         self._reader.add_done_callback(self._inbound_ended)
 
@@ -307,10 +309,17 @@ class CallMedia:
             self._on_playback_event(event)
 
     def _on_caller_audio(self, chunk: bytes) -> None:
-        """Caller audio as it is read (a block of ~40 ms): DTMF first, then VAD."""
+        """Caller audio as it is read (a block of ~40 ms): analysed with other calls' blocks
+        (DTMF first, then VAD), events back in :meth:`_on_inbound_events`."""
         self.inbound_bytes += len(chunk)
+        if not self._closed:
+            self._batch.add(self.processor, chunk, self._on_inbound_events)
+
+    def _on_inbound_events(self, events: list[InboundEvent]) -> None:
+        if self._closed:
+            return
         now = asyncio.get_running_loop().time()
-        for event in self.processor.process(chunk):
+        for event in events:
             if isinstance(event, DigitDetected):
                 if self.merger.add(event.digit, "inband", now):
                     self._on_digit(event.digit, now)
