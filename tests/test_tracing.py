@@ -186,6 +186,107 @@ async def test_tracing_disabled_makes_no_spans(flow_dir, spans):
     assert spans.get_finished_spans() == ()
 
 
+PY_MENU = """
+    import asyncio
+
+    async def main(call):
+        await call.answer()
+        await asyncio.gather(call.sleep(0.05), call.sleep(0.01))  # side by side: the short one ends first
+        result = await call.menu(prompt="hello.wav", choices=["2"], timeout=2)
+        if result.choice == "2":
+            await call.transfer("102", timeout=2)
+"""
+
+
+async def test_python_flow_actions_are_step_spans(flow_dir, spans):
+    flow = flow_dir / "flow.py"
+    flow.write_text(textwrap.dedent(PY_MENU).lstrip())
+    async with FlowHarness(flow, ring_seconds=0.1, tracing=ON) as h:
+        callid, call = await h.place_call()
+        await asyncio.wait_for(call.listening.wait(), 5)
+        await h.emulator.send_dtmf(callid, "2")
+        record = await asyncio.wait_for(h.record_of(call), 10)
+    assert record.outcome == Outcome.TRANSFERRED
+
+    call_span, steps = _call_and_steps(spans)
+    # menu runs gather, play_prompt and play inside: those are not steps of their own.
+    assert sorted(s.name for s in steps) == sorted(["ivr.step answer", "ivr.step sleep", "ivr.step sleep",
+                                                    "ivr.step menu", "ivr.step transfer"])
+    assert all(s.parent.span_id == call_span.context.span_id for s in steps)
+    by_name = {s.name: s for s in steps}
+    answer, menu, transfer = by_name["ivr.step answer"], by_name["ivr.step menu"], by_name["ivr.step transfer"]
+    assert answer.attributes["ivr.step.where"] == "flow.py:4"
+    assert answer.attributes["code.filepath"] == str(flow)
+    assert answer.attributes["code.lineno"] == 4
+    assert answer.attributes["code.function"] == "main"
+    assert "ivr.step.id" not in answer.attributes
+    assert menu.attributes["ivr.step.where"] == "flow.py:6"
+    assert menu.attributes["ivr.step.status"] == "match"
+    assert transfer.attributes["ivr.step.where"] == "flow.py:8"
+    assert transfer.attributes["ivr.step.status"] == "answered"
+    sleeps = [s for s in steps if s.name == "ivr.step sleep"]
+    assert [s.attributes["ivr.step.status"] for s in sleeps] == ["ok", "ok"]
+    assert all(s.attributes["ivr.step.where"] == "flow.py:5" for s in sleeps)
+    assert menu.start_time > max(s.end_time for s in sleeps)
+    assert ("ivr.transfer", {"destination": "102", "mode": "routeto", "status": "answered", "reason": "delivered"}) in \
+        [(e.name, dict(e.attributes)) for e in call_span.events]
+
+
+async def test_python_and_yaml_subflows_nest_and_a_failing_action_is_an_error(flow_dir, spans):
+    (flow_dir / "inner.py").write_text("async def main(call):\n    await call.play('hello.wav')\n    return {'x': 1}\n")
+    (flow_dir / "sub.yaml").write_text("steps:\n  - play: hello.wav\n  - subflow: {file: inner.py}\n")
+    flow = flow_dir / "flow.py"
+    flow.write_text(textwrap.dedent("""
+        async def main(call):
+            await call.answer()
+            await call.subflow("sub.yaml")
+            await call.play("missing.wav")
+    """).lstrip())
+    async with FlowHarness(flow, ring_seconds=0.1, tracing=ON) as h:
+        _, call = await h.place_call()
+        record = await asyncio.wait_for(h.record_of(call), 10)
+    assert record.outcome == Outcome.ERROR
+    assert "missing.wav" in record.outcome_detail
+
+    call_span, steps = _call_and_steps(spans)
+    # The worker's hang-up after the error is not a flow step: the flow never awaited it.
+    assert [s.name for s in steps] == ["ivr.step answer", "ivr.step subflow", "ivr.step play",
+                                       "ivr.step subflow", "ivr.step play", "ivr.step play"]
+    answer, py_sub, yaml_play, yaml_sub, inner_play, failed = steps
+    assert py_sub.attributes["ivr.step.where"] == "flow.py:3"
+    assert py_sub.parent.span_id == call_span.context.span_id
+    # The YAML subflow's steps nest under the Python action that ran it, once each.
+    assert yaml_play.parent.span_id == yaml_sub.parent.span_id == py_sub.context.span_id
+    assert yaml_play.attributes["ivr.step.where"] == "sub.yaml:2"
+    assert yaml_sub.attributes["ivr.step.where"] == "sub.yaml:3"
+    # ... and a Python subflow's actions under the YAML step that ran it.
+    assert inner_play.parent.span_id == yaml_sub.context.span_id
+    assert inner_play.attributes["ivr.step.where"] == "inner.py:2"
+    assert py_sub.attributes["ivr.step.status"] == "ok"
+    assert failed.parent.span_id == call_span.context.span_id
+    assert failed.attributes["ivr.step.where"] == "flow.py:4"
+    assert failed.attributes["ivr.step.status"] == "error"
+    assert failed.status.status_code == StatusCode.ERROR
+    assert "missing.wav" in failed.status.description
+    assert any(e.name == "exception" for e in failed.events)
+    assert call_span.status.status_code == StatusCode.ERROR
+
+
+def test_without_an_observer_an_action_is_the_method_itself():
+    """Tracing off: calling a Call action returns the method's own coroutine, no wrapper around it."""
+    from ivr.call import Call
+
+    class Quiet:
+        step_observer = None
+
+        async def _until_hangup(self, awaitable):
+            return await awaitable
+
+    coro = Call.sleep(Quiet(), 0)
+    assert coro.cr_code is Call.sleep.__wrapped__.__code__
+    asyncio.run(coro)
+
+
 def test_caller_number_hash_is_keyed_and_needs_its_key(monkeypatch):
     monkeypatch.delenv("IVR_TEST_HASH_KEY", raising=False)
     settings = TracingSettings(enabled=True, caller_number="hash", hash_key_env="IVR_TEST_HASH_KEY")

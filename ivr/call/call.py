@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, T
 import numpy as np
 
 from ivr.audio.prompts import PromptError, prompt_cache
+from ivr.call.actions import flow_action
 from ivr.call.collector import DigitCollector, DigitRules, GatherSession, PromptPlan
 from ivr.call.collector import Outcome as AttemptOutcome
 from ivr.call.collector import menu as menu_rules
@@ -99,8 +100,9 @@ class Call:
         self.clock: Callable[[], datetime] | None = None
         # Why speech input stopped working on this call (STT failed): gathers then take DTMF only.
         self.speech_down: str | None = None
-        # Told (event, step, info) about flow steps ("start"/"end"/"error", from the interpreter)
-        # and call events ("transfer"/"hangup", step None); the worker's tracing sets it.
+        # Told (event, step, info) about flow steps ("start"/"end"/"error", from the interpreter,
+        # and from @flow_action for the methods a Python flow awaits) and call events
+        # ("transfer"/"hangup", step None); the worker's tracing sets it.
         self.step_observer: Callable[[str, Any, dict[str, Any]], None] | None = None
 
     # --- state ------------------------------------------------------------------------------
@@ -168,6 +170,7 @@ class Call:
 
     # --- answer / hangup / data -------------------------------------------------------------
 
+    @flow_action  # a Python flow's step (tracing)
     async def answer(self) -> None:
         """Connect the leg. Calls often reach a route point already Connected: then a no-op."""
         self._check()
@@ -184,6 +187,7 @@ class Call:
             self.call_record.answered_at = time.time()
         await self.media.start()
 
+    @flow_action
     async def hangup(self) -> None:
         """Drop our leg: the call ends for the caller."""
         if self._ended.is_set():
@@ -198,12 +202,14 @@ class Call:
         self._ended.set()
         self.media.close_nowait()
 
+    @flow_action
     async def attach_data(self, data: Mapping[str, Any]) -> None:
         """Store key/value data on the leg (3CX shows it to the agent who takes the call)."""
         self._check()
         clean = {str(k): str(v) for k, v in data.items()}
         await self.pbx.rest.attach_participant_data(self.route_point, self.participant_id, clean)
 
+    @flow_action
     async def sleep(self, seconds: float) -> None:
         await self._until_hangup(asyncio.sleep(max(0.0, float(seconds))))
 
@@ -228,6 +234,7 @@ class Call:
         except PromptError as exc:
             raise CallError(str(exc)) from None
 
+    @flow_action
     async def play(self, *files: str | Path, loop: int = 1, barge_in: bool = True) -> PlayResult:
         """Play audio files in order (``loop`` times). Stops early on barge-in."""
         self._check()
@@ -243,6 +250,7 @@ class Call:
                     return result
         return result
 
+    @flow_action
     async def say(
         self, text: str, *, voice: str | None = None, tts: str | None = None, barge_in: bool = True
     ) -> PlayResult:
@@ -256,6 +264,7 @@ class Call:
             self.media.play_stream(chunks, barge_in_speech=barge_in, barge_in_dtmf=barge_in, tag=f"say:{text[:40]}")
         )
 
+    @flow_action
     async def play_prompt(self, prompt: Prompt | None, *, barge_in: bool = True) -> PlayResult:
         """Play a Prompt: a file, ``{"say": text}``, or a list of those."""
         if prompt is None:
@@ -279,6 +288,7 @@ class Call:
 
     # --- digits -----------------------------------------------------------------------------
 
+    @flow_action
     async def gather(
         self,
         *,
@@ -385,6 +395,7 @@ class Call:
             self.speech_down = message
             self.log.warning("speech input failed, DTMF only from now on: %s", message)
 
+    @flow_action
     async def menu(
         self,
         *,
@@ -513,6 +524,7 @@ class Call:
 
     # --- transfer ---------------------------------------------------------------------------
 
+    @flow_action
     async def transfer(self, destination: str, *, mode: str = "routeto", timeout: float = 20) -> TransferResult:
         """Hand the call to ``destination`` and report answered, busy, no_answer or failed.
 
@@ -601,6 +613,7 @@ class Call:
 
     # --- recording --------------------------------------------------------------------------
 
+    @flow_action
     async def record(
         self,
         path: str | Path,
@@ -639,12 +652,14 @@ class Call:
             self.call_record.recordings.append(str(result.path))
         return result
 
+    @flow_action
     async def subflow(self, path: str | Path, **params: Any) -> Any:
         """Run another flow file (YAML or Python) on this call; returns its `return` values."""
         if self.subflow_runner is None:
             raise CallError("subflow: no flow runner is attached to this call")
         return await self.subflow_runner(self, path, params)
 
+    @flow_action
     async def agent(self, **options: Any) -> Any:
         """An LLM voice conversation inside the flow; returns an AgentResult (docs/agent.md)."""
         from ivr.agent import run_agent  # imported on use: flows without agents never load it

@@ -9,6 +9,9 @@
 Loaded by path (not by import name), so flows need not live on ``sys.path``. A flow may also
 accept parameters: ``async def main(call, **params)`` - subflow and ``run(params=...)`` pass
 them as keyword arguments.
+
+With tracing on, each Call action the flow awaits is a step span (``ivr.step menu`` at
+``pin.py:6``); the Call reports it itself (:mod:`ivr.call.actions`), so nothing here wraps it.
 """
 
 from __future__ import annotations

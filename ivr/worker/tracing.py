@@ -1,5 +1,9 @@
 """Optional OpenTelemetry traces: one ``ivr.call`` span per call, an ``ivr.step <kind>`` child per flow step.
 
+A flow step is a YAML step (from the interpreter) or a Call action a Python flow awaits
+(``ivr.step play``, ``ivr.step menu``...; see :mod:`ivr.call.actions`). Subflows of either kind
+nest under the step that ran them.
+
 Off unless the worker config says ``tracing: {enabled: true}``. While it is off this module
 imports nothing from OpenTelemetry and the worker behaves exactly as without it. When it is on
 but ``opentelemetry-api`` is missing, the worker logs one warning and runs without spans.
@@ -22,6 +26,7 @@ import hmac
 import logging
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from ivr.call import CallHangup
@@ -32,6 +37,11 @@ log = logging.getLogger("ivr.worker.tracing")
 
 SCOPE = "ivr"  # the instrumentation scope our spans carry
 _ERROR_OUTCOMES = (Outcome.ERROR, Outcome.FALLBACK)
+
+# The step spans open in the running task, innermost last: (CallSpan, step, span, context token).
+# Per task, not per call: actions a Python flow runs side by side (asyncio.gather) each nest
+# under the step their task started in and end their own span, not another task's.
+_open_steps: ContextVar[tuple[tuple[Any, Any, Any, Any], ...]] = ContextVar("ivr_open_steps", default=())
 
 
 class CallTracing:
@@ -102,8 +112,8 @@ class CallSpan:
         self._tracer = tracer
         self.span = span
         self._context, self._trace = context, trace
-        # (span, context token) per step still running: subflow steps nest inside their step.
-        self._open: list[tuple[Any, Any]] = []
+        # Every step span still running, in any task (finish() ends those cut short).
+        self._live: dict[int, Any] = {}
         self._token = context.attach(trace.set_span_in_context(span))
 
     def observe(self, event: str, step: Any, info: Mapping[str, Any]) -> None:
@@ -112,7 +122,7 @@ class CallSpan:
             if event == "start":
                 self._step_started(step, info)
             elif event in ("end", "error"):
-                self._step_ended(info)
+                self._step_ended(step, info)
             elif event in ("transfer", "hangup"):
                 attrs = {k: v for k, v in info.items() if v is not None and v != ""}
                 self.span.add_event(f"ivr.{event}", {k: str(v) for k, v in attrs.items()})
@@ -120,7 +130,8 @@ class CallSpan:
             log.exception("tracing: cannot record %s", event)
 
     def _step_started(self, step: Any, info: Mapping[str, Any]) -> None:
-        parent = self._open[-1][0] if self._open else self.span
+        stack = _open_steps.get()
+        parent = stack[-1][2] if stack and stack[-1][0] is self else self.span
         attributes: dict[str, Any] = {"ivr.step.kind": step.kind, "ivr.step.where": info.get("where", "")}
         if step.id:
             attributes["ivr.step.id"] = step.id
@@ -128,16 +139,25 @@ class CallSpan:
             attributes["code.filepath"] = str(info["file"])
         if info.get("line"):
             attributes["code.lineno"] = int(info["line"])
+        if info.get("function"):  # a Python flow's action: the function that awaited it
+            attributes["code.function"] = str(info["function"])
         span = self._tracer.start_span(f"ivr.step {step.kind}", context=self._trace.set_span_in_context(parent),
                                        attributes=attributes)
         # Current while the step runs, so spans the step causes (an http step's client) nest under it.
-        self._open.append((span, self._context.attach(self._trace.set_span_in_context(span))))
+        token = self._context.attach(self._trace.set_span_in_context(span))
+        _open_steps.set((*stack, (self, step, span, token)))
+        self._live[id(span)] = span
 
-    def _step_ended(self, info: Mapping[str, Any]) -> None:
-        if not self._open:
-            return
-        span, token = self._open.pop()
+    def _step_ended(self, step: Any, info: Mapping[str, Any]) -> None:
+        stack = _open_steps.get()
+        at = next((i for i in range(len(stack) - 1, -1, -1) if stack[i][0] is self and stack[i][1] is step), None)
+        if at is None:
+            return  # its start was not recorded: nothing to end
+        _, _, span, token = stack[at]
+        _open_steps.set(stack[:at])  # steps above it whose end never came are over too
         self._context.detach(token)
+        if self._live.pop(id(span), None) is None:
+            return  # finish() already ended it (an action still running when the call ended)
         if "error" in info:
             _mark_error(span, info["error"])
         else:
@@ -152,8 +172,14 @@ class CallSpan:
         """Close any step span left open, put the outcome on the call span and end it."""
         from opentelemetry.trace import Status, StatusCode
 
-        while self._open:  # a step cut short without an "error" (cannot happen via the interpreter)
-            self._step_ended({"error": asyncio.CancelledError()})
+        # Steps cut short without an "error" (e.g. an action's task the flow left running).
+        for step_span in self._live.values():
+            _mark_error(step_span, asyncio.CancelledError())
+            step_span.end()
+        self._live.clear()
+        stack = _open_steps.get()
+        if any(entry[0] is self for entry in stack):
+            _open_steps.set(tuple(entry for entry in stack if entry[0] is not self))
         span = self.span
         span.set_attribute("ivr.flow", record.flow)
         span.set_attribute("ivr.flow.version", record.flow_version)
@@ -174,12 +200,17 @@ class CallSpan:
 
 
 def result_status(result: Any) -> str:
-    """A step's result in one word: its ``status`` (menu, gather, transfer, http), ``failed`` or ``ok``."""
-    if isinstance(result, Mapping):
-        if result.get("status"):
-            return str(result["status"])
-        if result.get("ok") is False:  # an http step that got no response
-            return "failed"
+    """A step's result in one word: its ``status`` (menu, gather, transfer, http, agent), ``failed`` or ``ok``.
+
+    YAML steps give a dict; a Python flow's action gives the Call's result object
+    (GatherResult, TransferResult, AgentResult... carry ``status``)."""
+    if not isinstance(result, Mapping):
+        status = getattr(result, "status", None)
+        return status if isinstance(status, str) and status else "ok"
+    if result.get("status"):
+        return str(result["status"])
+    if result.get("ok") is False:  # an http step that got no response
+        return "failed"
     return "ok"
 
 
