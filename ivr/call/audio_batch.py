@@ -5,6 +5,7 @@ audio within the same timer callback. Analysed one by one, each block pays ~15 n
 for DTMF whatever its size; gathered here and analysed by
 :meth:`~ivr.audio.pipeline.InboundProcessor.process_many` right after (``call_soon``), their
 DTMF windows go through one matrix product. Each call still gets exactly its own events.
+(The analysis itself is pure numpy in ``ivr.audio``; this module is its asyncio side.)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import weakref
 from collections.abc import Callable
 
-from .pipeline import InboundEvent, InboundProcessor
+from ivr.audio.pipeline import InboundEvent, InboundProcessor
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import numpy as np
 
-from ivr.audio.batch import shared_batch
+from ivr.call.audio_batch import shared_batch
 from ivr.audio.pipeline import DigitDetected, DigitMerger, InboundEvent, InboundProcessor
 from ivr.audio.playback import PlaybackCut, PlaybackFinished, PlaybackQueue
 from ivr.audio.prompts import beep as make_beep

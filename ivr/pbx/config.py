@@ -28,8 +28,9 @@ class PbxConfig(BaseModel):
     )
     outbound_tick_ms: int = Field(
         5, ge=0, le=20,
-        description="pacers wake on a shared grid of this step (one timer for all streams; a frame leaves up to "
-        "this much later, never earlier); 0: one timer per stream",
+        description="the media timer's grid: pacers send and inbound streams are polled on a shared grid of this "
+        "step (one timer for all streams; a frame leaves up to this much later, never earlier); 0: pacers use one "
+        "timer per stream per frame",
     )
     inbound_block_ms: int = Field(
         40, ge=0, le=200,
