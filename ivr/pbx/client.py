@@ -155,7 +155,6 @@ class PbxClient:
         """The caller's audio: ``stream.start(on_audio)``, or ``async for chunk in stream``."""
         assert self._session is not None and self._tokens is not None
         stream = InboundAudio(
-            self._session,
             self._tokens,
             self.cfg,
             dn,

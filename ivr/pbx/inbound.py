@@ -4,11 +4,12 @@ Raw PCM s16le 8 kHz mono, handed to a callback (``start(on_audio)``, what calls 
 yielded (``async for chunk in inbound``). Given a :class:`~ivr.pbx.tick.SharedTick` and a
 block length (PbxConfig ``inbound_block_ms``), the stream is polled from the shared timer
 every block: everything that arrived meanwhile is handed over at once, with no task wake-up
-per chunk or per block (hundreds of calls x 50 chunks a second). Before media exists the PBX
-answers 424 (or 404): retried with backoff up to ``media_timeout``, as are 429 and 5xx
-answers (an overloaded or failing PBX).
+per chunk or per block (hundreds of calls x 50 chunks a second); the response is read by the
+project's own HTTP/1.1 stream (:class:`~ivr.pbx.httpstream.HttpStream`). Before media exists
+the PBX answers 424 (or 404): retried with backoff up to ``media_timeout``, as are 429 and
+5xx answers (an overloaded or failing PBX).
 If the stream is cut while the participant still exists (typically: its token was revoked
-because a new one was issued), it is reopened with a fresh token, transparently. Iteration
+because a new one was issued), it is reopened with a fresh token, transparently. Reading
 ends when the participant is gone or ``close()`` is called.
 """
 
@@ -17,9 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-
-import aiohttp
-from yarl import URL
 
 from .auth import TokenManager
 from .backoff import Backoff
@@ -31,6 +29,7 @@ from .errors import (
     error_for_status,
     message_from_body,
 )
+from .httpstream import HttpStream
 from .rest import participant_url_path
 from .tick import SharedTick
 
@@ -40,14 +39,9 @@ log = logging.getLogger(__name__)
 class _CallbackFailed(Exception):
     """The consumer's ``on_audio`` raised: the stream stops and the task raises ``error``."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def stream_timeout(cfg: PbxConfig) -> aiohttp.ClientTimeout:
-    """Long-lived streams: bounded connect, unbounded total and read."""
-    return aiohttp.ClientTimeout(total=None, connect=cfg.request_timeout, sock_read=None)
 
 
 class InboundAudio:
@@ -59,7 +53,6 @@ class InboundAudio:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         tokens: TokenManager,
         cfg: PbxConfig,
         dn: str,
@@ -76,17 +69,15 @@ class InboundAudio:
         self._tick = tick if block_s > 0 else None
         self._block_s = block_s
         self.participant_id = participant_id
-        self._session = session
         self._tokens = tokens
         self._cfg = cfg
         self._exists = exists
         self._media_timeout = media_timeout if media_timeout is not None else cfg.media_timeout
         self._url = cfg.url + participant_url_path(dn, participant_id) + "/stream"
-        self._resp: aiohttp.ClientResponse | None = None
+        self._conn: HttpStream | None = None  # the GET currently open
         self._closed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._on_audio: Callable[[bytes], None] | None = None
-        self._block_done: asyncio.Future[BaseException | None] | None = None  # the polled response ended
         self._next_poll = 0.0
         # metrics
         self.bytes_received = 0
@@ -117,9 +108,8 @@ class InboundAudio:
     async def close(self) -> None:
         """Stop reading; the reading task (and a pending ``async for``) ends."""
         self._closed.set()
-        self._end_block(None)
-        if self._resp is not None:
-            self._resp.close()
+        if self._conn is not None:
+            self._conn.close()
 
     async def _iterate(self) -> AsyncIterator[bytes]:
         queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -141,6 +131,8 @@ class InboundAudio:
                 await self.close()
                 await asyncio.gather(task, return_exceptions=True)
 
+    # --- reading an open response ---------------------------------------------------------------
+
     def _deliver(self, chunk: bytes) -> None:
         if self.first_byte_at is None:
             self.first_byte_at = asyncio.get_running_loop().time()
@@ -148,54 +140,43 @@ class InboundAudio:
         assert self._on_audio is not None
         self._on_audio(chunk)
 
-    def _end_block(self, result: BaseException | None) -> None:
-        if self._block_done is not None and not self._block_done.done():
-            self._block_done.set_result(result)
-
-    def _poll(self, _arg: object = None) -> None:
+    def _poll(self, conn: HttpStream) -> None:
         """From the shared timer, every block: hand over what arrived, notice the end."""
-        resp = self._resp
-        if resp is None or self._block_done is None or self._block_done.done():
-            return
-        content = resp.content
-        try:
-            data = content.read_nowait()  # raises the payload error if the stream broke
-            if data:
-                self._deliver(data)
-        except (aiohttp.ClientError, OSError) as exc:
-            self._end_block(exc)
-            return
-        except Exception as exc:  # on_audio failed: stop this call's stream, not the timer
-            self._end_block(_CallbackFailed(exc))
-            return
-        if content.at_eof():
-            self._end_block(None)
+        if conn is not self._conn:
+            return  # a poll of a response already given up
+        data = conn.take()
+        if data:
+            try:
+                self._deliver(bytes(data))
+            except Exception as exc:  # on_audio failed: stop this call's stream, not the timer
+                if not conn.body_done.done():
+                    conn.body_done.set_result(_CallbackFailed(exc))
+                return
+        if conn.body_done.done():
             return
         now = asyncio.get_running_loop().time()
         self._next_poll = max(self._next_poll + self._block_s, now)
         assert self._tick is not None
-        self._tick.call_at(self._next_poll, self._poll)
+        self._tick.call_at(self._next_poll, self._poll, conn)
 
-    async def _read_body(self, resp: aiohttp.ClientResponse) -> None:
-        """Read one open response to its end (raises aiohttp/OS errors if it is cut)."""
+    async def _read_body(self, conn: HttpStream) -> None:
+        """Read one open 200 response to its end; raises ConnectionError if it is cut."""
         if self._tick is None:
-            while True:
-                chunk = await resp.content.readany()
-                if not chunk:
-                    return
-                self._deliver(chunk)
-        loop = asyncio.get_running_loop()
-        self._block_done = loop.create_future()
-        self._next_poll = loop.time()
-        self._poll()
-        try:
-            result = await self._block_done
-        finally:
-            self._block_done = None
+            conn.on_body = self._deliver  # every chunk as it comes
+        else:
+            self._next_poll = asyncio.get_running_loop().time()
+            self._poll(conn)
+        result = await asyncio.shield(conn.body_done)
+        if self._tick is not None and not isinstance(result, _CallbackFailed):
+            self._poll(conn)  # the last audio before the end
         if isinstance(result, _CallbackFailed):
             raise result.error
-        if result is not None:
+        if isinstance(result, OSError):
             raise result
+        if result is not None:  # on_body raised inside the protocol
+            raise result
+
+    # --- the connection -------------------------------------------------------------------------
 
     async def _run(self) -> None:
         cfg = self._cfg
@@ -206,28 +187,30 @@ class InboundAudio:
         while not self.closed:
             token = await self._tokens.token()
             try:
-                resp = await self._session.get(
-                    URL(self._url, encoded=True),
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=stream_timeout(cfg),
-                    ssl=cfg.ssl_context(),
+                conn = await HttpStream.get(
+                    self._url, {"Authorization": f"Bearer {token}"}, ssl=cfg.ssl_context(), timeout=cfg.request_timeout
                 )
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                self._conn = conn
+                if self.closed:
+                    conn.close()
+                    return
+                status, reason = await conn.head()
+            except (asyncio.TimeoutError, OSError) as exc:  # ConnectionError is an OSError
+                self._conn = None
                 if self.closed:
                     return
                 if loop.time() > deadline:
                     raise PbxUnreachableError(None, str(exc) or type(exc).__name__, "GET", self._url) from exc
                 await self._pause(backoff.next())
                 continue
-            self._resp = resp
             try:
-                if resp.status == 200:
+                if status == 200:
                     self.opens += 1
                     reauthed = False
                     backoff.reset()
                     try:
-                        await self._read_body(resp)
-                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                        await self._read_body(conn)
+                    except OSError as exc:
                         if not self.closed:
                             log.info("inbound stream %s interrupted: %s", self._url, exc or type(exc).__name__)
                     if self.closed or not await self._exists():
@@ -235,9 +218,12 @@ class InboundAudio:
                     log.info("inbound stream %s cut while the call goes on; reopening", self._url)
                     deadline = loop.time() + self._media_timeout
                     continue
-                body = await resp.read()
-                message = message_from_body(body, resp.reason or "")
-                if resp.status == 401:
+                try:
+                    _, _, body = await conn.response()
+                except OSError:
+                    body = b""
+                message = message_from_body(body, reason)
+                if status == 401:
                     if reauthed:
                         raise AuthenticationError(
                             401, message, "GET", self._url, pbx_url=cfg.url, client_id=cfg.client_id
@@ -245,25 +231,25 @@ class InboundAudio:
                     reauthed = True
                     self._tokens.invalidate(token)
                     continue
-                if resp.status in (404, 424):
+                if status in (404, 424):
                     # 404 is also "no media yet" on some servers: ask whether the leg exists.
-                    if resp.status == 404 and not await self._exists():
+                    if status == 404 and not await self._exists():
                         return
                     if loop.time() > deadline:
-                        raise MediaNotReadyError(resp.status, message, "GET", self._url)
+                        raise MediaNotReadyError(status, message, "GET", self._url)
                     await self._pause(backoff.next())
                     continue
-                if resp.status == 429 or resp.status >= 500:
+                if status == 429 or status >= 500:
                     # The PBX is overloaded or failing right now: try again until media_timeout.
                     if loop.time() > deadline:
-                        raise error_for_status(resp.status, message, "GET", self._url)
-                    log.info("inbound stream %s: HTTP %d; retrying", self._url, resp.status)
+                        raise error_for_status(status, message, "GET", self._url)
+                    log.info("inbound stream %s: HTTP %d; retrying", self._url, status)
                     await self._pause(backoff.next())
                     continue
-                raise error_for_status(resp.status, message, "GET", self._url)
+                raise error_for_status(status, message, "GET", self._url)
             finally:
-                resp.close()
-                self._resp = None
+                conn.close()
+                self._conn = None
 
     async def _pause(self, delay: float) -> None:
         """Sleep, but wake up at once on close()."""

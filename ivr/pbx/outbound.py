@@ -8,7 +8,7 @@ Nothing is sent while the queue is empty (no padding). If the POST is cut while 
 goes on (token revoked), it is reopened with a fresh token and the queue continues.
 
 The pacer is a plain callback on the process's shared timer (:class:`~ivr.pbx.tick.SharedTick`)
-writing straight to the connection (:class:`~ivr.pbx.upload.ChunkedUpload`): a frame costs no
+writing straight to the connection (:class:`~ivr.pbx.httpstream.HttpStream`): a frame costs no
 task wake-up. A task per stream only opens, watches and reopens the connection.
 """
 
@@ -31,7 +31,7 @@ from .errors import (
 )
 from .rest import participant_url_path
 from .tick import SharedTick
-from .upload import ChunkedUpload
+from .httpstream import HttpStream
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class OutboundAudio:
         self._next_t: float | None = None  # loop time at which audio sent so far ends playing
         self._closing = False
         self._playing = False  # frames are going out back to back (a prompt is playing)
-        self._conn: ChunkedUpload | None = None  # the POST currently open
+        self._conn: HttpStream | None = None  # the POST currently open
         self._timer_token = 0  # the pacer's pending wake-up; older ones are ignored
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
@@ -354,7 +354,7 @@ class OutboundAudio:
         """One POST attempt: open it, let the pacer stream into it, return the PBX's answer."""
         cfg = self._cfg
         tls: ssl.SSLContext | bool = cfg.ssl_context()
-        conn = await ChunkedUpload.open(
+        conn = await HttpStream.post(
             self._url,
             {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"},
             ssl=tls,

@@ -1,4 +1,4 @@
-"""ChunkedUpload: the outbound stream's own HTTP/1.1 writer, against raw loopback servers."""
+"""HttpStream: the audio streams' own HTTP/1.1 client, against raw loopback servers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from ivr.pbx.upload import MAX_RESPONSE_BYTES, ChunkedUpload
+from ivr.pbx.httpstream import MAX_RESPONSE_BYTES, HttpStream
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -46,7 +46,7 @@ async def test_head_goes_with_the_first_chunk_and_the_body_is_chunked() -> None:
 
     server, url = await serve(handler)
     async with server:
-        up = await ChunkedUpload.open(url, {"Authorization": "Bearer t0k", "Content-Type": "application/octet-stream"},
+        up = await HttpStream.post(url, {"Authorization": "Bearer t0k", "Content-Type": "application/octet-stream"},
                                       ssl=True, timeout=2)
         await asyncio.wait_for(connected.wait(), 2)
         await asyncio.sleep(0.05)
@@ -78,7 +78,7 @@ async def test_early_rejection_is_read_while_the_body_goes_on() -> None:
 
     server, url = await serve(handler)
     async with server:
-        up = await ChunkedUpload.open(url, {}, ssl=True, timeout=2)
+        up = await HttpStream.post(url, {}, ssl=True, timeout=2)
         up.write(b"\x00" * 320)
         status, reason, body = await asyncio.wait_for(up.response(), 2)
         assert (status, reason, body) == (401, "Unauthorized", b'{"message": "token expired"}')
@@ -98,14 +98,14 @@ async def test_body_until_close_is_capped_and_a_cut_raises() -> None:
 
     server, url = await serve(until_close)
     async with server:
-        up = await ChunkedUpload.open(url, {}, ssl=True, timeout=2)
+        up = await HttpStream.post(url, {}, ssl=True, timeout=2)
         up.write(b"\x00" * 320)
         status, _, body = await asyncio.wait_for(up.response(), 2)
         assert status == 500 and len(body) == MAX_RESPONSE_BYTES
 
     server, url = await serve(cut)
     async with server:
-        up = await ChunkedUpload.open(url, {}, ssl=True, timeout=2)
+        up = await HttpStream.post(url, {}, ssl=True, timeout=2)
         up.write(b"\x00" * 320)
         with pytest.raises(ConnectionError):
             await asyncio.wait_for(up.response(), 2)
@@ -122,7 +122,7 @@ async def test_garbage_response_and_unreachable_host() -> None:
 
     server, url = await serve(garbage)
     async with server:
-        up = await ChunkedUpload.open(url, {}, ssl=True, timeout=2)
+        up = await HttpStream.post(url, {}, ssl=True, timeout=2)
         up.write(b"\x00" * 320)
         with pytest.raises(ConnectionError, match="bad HTTP response"):
             await asyncio.wait_for(up.response(), 2)
@@ -131,4 +131,95 @@ async def test_garbage_response_and_unreachable_host() -> None:
     server.close()
     await server.wait_closed()
     with pytest.raises(OSError):
-        await ChunkedUpload.open(url, {}, ssl=True, timeout=2)
+        await HttpStream.post(url, {}, ssl=True, timeout=2)
+
+
+async def test_get_streams_a_chunked_body_in_blocks_and_reports_a_cut() -> None:
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await read_head(reader)
+        assert head[0].startswith("GET /callcontrol/800/participants/1/stream HTTP/1.1")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(5):  # chunks split across writes, as TCP may deliver them
+            frame = b"140\r\n" + bytes([i]) * 320 + b"\r\n"
+            writer.write(frame[:100])
+            await writer.drain()
+            writer.write(frame[100:])
+            await writer.drain()
+        await release.wait()
+        writer.write(b"140\r\n" + b"\x09" * 100)  # a chunk cut short
+        await writer.drain()
+        writer.transport.abort()
+
+    server, url = await serve(handler)
+    async with server:
+        conn = await HttpStream.get(url, {"Authorization": "Bearer x"}, ssl=True, timeout=2)
+        assert await asyncio.wait_for(conn.head(), 2) == (200, "OK")
+        got = bytearray()
+        for _ in range(100):
+            got += conn.take()
+            if len(got) >= 1600:
+                break
+            await asyncio.sleep(0.01)
+        assert bytes(got) == b"".join(bytes([i]) * 320 for i in range(5))
+        release.set()
+        result = await asyncio.wait_for(conn.body_done, 2)
+        assert isinstance(result, ConnectionError)
+
+
+async def test_get_hands_chunks_to_on_body_and_ends_cleanly_on_the_zero_chunk() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # on_body is set after head(): nothing may be lost before
+        writer.write(b"2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    server, url = await serve(handler)
+    async with server:
+        conn = await HttpStream.get(url, {}, ssl=True, timeout=2)
+        await asyncio.wait_for(conn.head(), 2)
+        pieces: list[bytes] = []
+        conn.on_body = pieces.append
+        assert await asyncio.wait_for(conn.body_done, 2) is None
+        assert pieces == [b"ab", b"cde"]
+        conn.close()
+
+
+async def test_get_error_answers_are_read_whole_and_a_reader_that_stops_pauses_tcp() -> None:
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 424 Failed Dependency\r\nContent-Length: 7\r\n\r\nno leg!")
+        await writer.drain()
+        await reader.read()
+
+    server, url = await serve(refuse)
+    async with server:
+        conn = await HttpStream.get(url, {}, ssl=True, timeout=2)
+        assert await asyncio.wait_for(conn.response(), 2) == (424, "Failed Dependency", b"no leg!")
+        assert conn.take() == b""  # an error body is not audio
+        conn.close()
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n")  # a body delimited by the connection's end
+        block = b"\x01" * 65536
+        try:
+            for _ in range(64):  # 4 MB: more than the reader keeps unread
+                writer.write(block)
+                await asyncio.wait_for(writer.drain(), 0.5)
+        except asyncio.TimeoutError:
+            pass  # the client stopped reading: TCP pushes back
+        writer.transport.abort()
+
+    server, url = await serve(flood)
+    async with server:
+        conn = await HttpStream.get(url, {}, ssl=True, timeout=2)
+        await asyncio.wait_for(conn.head(), 2)
+        await asyncio.sleep(0.3)
+        unread = len(conn.take())
+        assert 0 < unread <= (1 << 20) + 256 * 1024  # paused past 1 MB (one recv more at most), not 4 MB
+        conn.close()
