@@ -749,6 +749,178 @@ async def test_fault_stall_and_truncate_stream(wire: Wire) -> None:
     assert (await wire.ctl("POST", "/faults", {"truncate_stream": {"callid": 1}}))[0] == 404
 
 
+# --- audio stream internals: the shared GET pacer, lazy heard chunks --------------------------
+
+
+class FakeTransport:
+    """What GetStream.pump needs of an asyncio transport; records every write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.buffered = 0
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+def http_chunks(data: bytes) -> list[bytes]:
+    """The payloads of HTTP/1.1 chunks written back to back."""
+    out = []
+    while data:
+        head, rest = data.split(b"\r\n", 1)
+        n = int(head, 16)
+        out.append(rest[:n])
+        assert rest[n : n + 2] == b"\r\n"
+        data = rest[n + 2 :]
+    return out
+
+
+def test_get_pump_pacing_voice_stall_lag_and_hold() -> None:
+    """The pacer's per-stream step on a fake clock: one 320-byte chunk per due frame, never
+    early; the caller's voice in place; nothing during a stall; one frame after a long block."""
+    from ivr.emulator.state import Call, Party, StreamHandle
+    from ivr.emulator.streams import MAX_LAG_FRAMES, WRITE_HIGH, GetStream
+
+    call = Call(1001, 0.0, "inbound", Party(), "+4930123456", "800")
+    handle = StreamHandle("get", None, lambda: None)  # type: ignore[arg-type]
+    t = FakeTransport()
+    stream = GetStream(handle, call, t, pos=0)
+    stream.pump(0.0199)
+    assert t.writes == [] and stream.due_at == pytest.approx(0.02, abs=1e-4)  # not early
+    stream.pump(0.02)
+    assert http_chunks(b"".join(t.writes)) == [bytes(320)]
+    t.writes.clear()
+    stream.pump(0.1)  # the loop was late: the four frames due, one chunk each
+    assert http_chunks(b"".join(t.writes)) == [bytes(320)] * 4 and stream.pos == 800
+    t.writes.clear()
+    ramp = (np.arange(1, 321) * 50).astype(np.int16)  # 40 ms of speech from sample 880
+    call.voice.queue(ramp, 880)
+    stream.pump(0.14)
+    chunks = http_chunks(b"".join(t.writes))
+    got = np.frombuffer(b"".join(chunks), dtype="<i2")
+    assert [len(c) for c in chunks] == [320, 320] and np.array_equal(got[80:], ramp[:240]) and not got[:80].any()
+    t.writes.clear()
+    call.held = True  # held: silence though the caller still "speaks"
+    stream.pump(0.16)
+    assert http_chunks(b"".join(t.writes)) == [bytes(320)]
+    call.held = False
+    t.writes.clear()
+    call.stall_until = 0.5  # stall: nothing is sent, the position follows the clock
+    stream.pump(0.3)
+    stream.pump(0.49)
+    assert t.writes == [] and stream.pos == call.sample_at(0.49)
+    stream.pump(0.52)
+    assert len(http_chunks(b"".join(t.writes))) == 1 and stream.pos == call.sample_at(0.49) + 160
+    t.writes.clear()
+    t.buffered = WRITE_HIGH + 1  # the client stopped reading: nothing more is queued
+    stream.pump(1.0)
+    assert t.writes == []
+    t.buffered = 0  # it reads again 1.5 s later: one frame, then real time (no burst)
+    stream.pump(2.0)
+    assert (2.0 - 0.53) * 50 > MAX_LAG_FRAMES
+    assert len(http_chunks(b"".join(t.writes))) == 1 and 0 <= call.sample_at(2.0) - stream.pos < 160
+    assert stream.sent == 320 * 10
+    t.closing = True  # the client went away
+    stream.pump(2.1)
+    assert handle.end_mode == "client"
+
+
+async def test_many_get_streams_share_one_timer(emulator: Emulator) -> None:
+    """Twenty GET streams, one pacer timer: each gets 16,000 B/s in 320-byte chunks and ends
+    cleanly with the leg; the timer stops when the last stream closes."""
+    from ivr.emulator.streams import get_pacer
+
+    n = 20
+    callids = [await emulator.place_call(f"+49301234{i:02d}") for i in range(n)]
+    async with aiohttp.ClientSession() as s:
+        w = await make_wire(emulator, s)
+        parts = {p["callid"]: p["id"] for p in (await w.get("/callcontrol/800/participants"))[1]}
+        loop = asyncio.get_running_loop()
+        opened = asyncio.Event()
+
+        async def read(callid: int) -> tuple[float, list[int]]:
+            url = f"{w.url}/callcontrol/800/participants/{parts[callid]}/stream"
+            async with s.get(url, headers=w.auth) as r:
+                sizes = [len((await r.content.readchunk())[0])]
+                t0 = loop.time()
+                if len(get_pacer().streams) == n:
+                    opened.set()
+                while loop.time() - t0 < 1.0:
+                    sizes.append(len((await r.content.readchunk())[0]))
+                rate = sum(sizes[1:]) / (loop.time() - t0)
+                await opened.wait()
+                await emulator.hangup(callid)
+                await asyncio.wait_for(r.content.read(), 2)  # the final chunk
+                return rate, sizes
+
+        results = await asyncio.gather(*(read(c) for c in callids))
+    for rate, sizes in results:
+        assert 16000 * 0.8 < rate < 16000 * 1.2, rate
+        assert set(sizes) == {320}
+    pacer = get_pacer()
+    assert pacer.streams == {} and not pacer.running
+    closed = [e for e in emulator.call_info(callids[0])["log"] if e["event"] == "stream_closed"]
+    assert closed[0]["how"] == "end" and closed[0]["bytes"] >= sum(results[0][1])
+
+
+async def test_streams_log_client_that_goes_away(wire: Wire) -> None:
+    """A client that drops the connection mid-stream: both streams close as ``client``, the
+    POST with the bytes that came."""
+    callid = await wire.emu.place_call("+4930123456")
+    pid = (await wire.rp_participant())["id"]
+    port = wire.emu.port
+    path = f"/callcontrol/800/participants/{pid}/stream"
+    head = f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {wire.token}\r\n"
+    r_get, w_get = await asyncio.open_connection("127.0.0.1", port)
+    w_get.write(f"GET {path} HTTP/1.1\r\n{head}\r\n".encode())
+    await r_get.readuntil(b"\r\n\r\n")
+    await r_get.readexactly(327)  # one chunk: size line, 320 bytes, CRLF
+    r_post, w_post = await asyncio.open_connection("127.0.0.1", port)
+    w_post.write(f"POST {path} HTTP/1.1\r\n{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+    for _ in range(3):
+        w_post.write(b"140\r\n" + bytes(320) + b"\r\n")
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)
+    w_get.close()
+    w_post.close()
+    deadline = asyncio.get_running_loop().time() + 2
+    while True:
+        closed = {e["direction"]: e for e in wire.emu.call_info(callid)["log"] if e["event"] == "stream_closed"}
+        if len(closed) == 2 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    assert closed["get"]["how"] == "client" and closed["get"]["bytes"] >= 320
+    assert closed["post"]["how"] == "client" and closed["post"]["bytes"] == 960
+    assert len(wire.emu.controller.arrivals(callid)["t"]) >= 1
+
+
+def test_heard_keeps_bytes_and_converts_when_read() -> None:
+    from ivr.emulator.media import Heard, HeardCursor
+
+    heard, a, b = Heard(), HeardCursor(), HeardCursor()
+    x = (np.arange(1, 161) * 100).astype(np.int16).tobytes()
+    assert heard.add(a, x[:101], 0) is False  # odd split: the last byte waits for the next chunk
+    heard.add(a, x[101:], 10)  # arrives while the first part still plays: queued behind it
+    heard.add(b, x, 40)  # a second stream, mixed in
+    chunks, count = heard.chunks_since(0)
+    assert count == 3 and [s for s, _ in chunks] == [0, 50, 40]
+    assert all(p.dtype == np.int16 for _, p in chunks)
+    assert np.array_equal(np.concatenate([chunks[0][1], chunks[1][1]]), np.frombuffer(x, "<i2"))
+    assert heard.chunks_since(3) == ([], 3) and heard.duration_samples() == 200
+    pcm = heard.render()
+    want = np.zeros(200, np.int32)
+    want[:160] += np.frombuffer(x, "<i2")
+    want[40:200] += np.frombuffer(x, "<i2")
+    assert np.array_equal(pcm, np.clip(want, -32768, 32767).astype(np.int16))
+
+
 # --- configuration and CLI ---------------------------------------------------------------------
 
 

@@ -60,6 +60,19 @@ def strip_wav_header(data: bytes) -> tuple[bytes, bool]:
     return data, False
 
 
+_SILENCE: dict[int, bytes] = {}
+
+
+def silence(count: int) -> bytes:
+    """``count`` samples of silence as s16le bytes (cached: GET streams send mostly this)."""
+    data = _SILENCE.get(count)
+    if data is None:
+        data = bytes(2 * count)
+        if len(_SILENCE) < 64:
+            _SILENCE[count] = data
+    return data
+
+
 class Voice:
     """What the far party says: segments placed on the call's sample timeline.
 
@@ -81,8 +94,17 @@ class Voice:
         self._segments = [(s, p) for s, p in self._segments if s + len(p) > now_sample - self.KEEP_SAMPLES]
         return start, start + len(pcm)
 
+    def speaks(self, start: int, count: int) -> bool:
+        """Whether any queued speech falls in samples [start, start+count)."""
+        if start >= self.end:  # the usual case: nothing queued from here on
+            return False
+        end = start + count
+        return any(s < end and s + len(p) > start for s, p in self._segments)
+
     def render(self, start: int, count: int) -> bytes:
         """Samples [start, start+count) as s16le bytes; silence where nothing was said."""
+        if not self.speaks(start, count):
+            return silence(count)
         out = np.zeros(count, dtype=np.int16)
         end = start + count
         for seg_start, pcm in self._segments:
@@ -144,10 +166,15 @@ class HeardCursor:
 
 
 class Heard:
-    """Everything the IVR played to the far party, with timing preserved."""
+    """Everything the IVR played to the far party, with timing preserved.
+
+    Chunks are kept as the received bytes (s16le) and turned into samples only when read:
+    a POST stream adds 50 of them a second per call, and most are never looked at one by one.
+    """
 
     def __init__(self) -> None:
-        self._chunks: list[tuple[int, np.ndarray]] = []
+        self._chunks: list[tuple[int, bytes]] = []
+        self._end = 0  # where the last received audio ends (samples since call start)
         self.received_bytes = 0
 
     def add(self, cursor: HeardCursor, data: bytes, arrival_sample: int) -> bool:
@@ -158,32 +185,42 @@ class Heard:
             cursor.first = False
             data, stripped = strip_wav_header(data)
         self.received_bytes += len(data)
-        data = cursor.odd + data
+        if cursor.odd:
+            data = cursor.odd + data
         usable = len(data) - (len(data) % 2)
-        cursor.odd = data[usable:]
+        if usable != len(data):
+            cursor.odd = data[usable:]
+            data = data[:usable]
+        else:
+            cursor.odd = b""
         if usable:
-            pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
             start = max(arrival_sample, cursor.next)
-            self._chunks.append((start, pcm))
-            cursor.next = start + len(pcm)
+            self._chunks.append((start, bytes(data)))
+            cursor.next = start + usable // 2
+            self._end = max(self._end, cursor.next)
         return stripped
 
     def chunks_since(self, index: int) -> tuple[list[tuple[int, np.ndarray]], int]:
         """Chunks ``(start_sample, pcm)`` added after the first ``index`` ones, and the new count.
 
         Lets a live listener (``ivr dev``) follow the timeline without re-rendering it."""
-        return self._chunks[index:], len(self._chunks)
+        return [(s, _pcm(b)) for s, b in self._chunks[index:]], len(self._chunks)
 
     def duration_samples(self) -> int:
         """Where the last received audio ends (samples since call start)."""
-        return max((s + len(p) for s, p in self._chunks), default=0)
+        return self._end
 
     def render(self) -> np.ndarray:
         """The whole heard signal from call start; overlapping streams are mixed."""
         if not self._chunks:
             return np.zeros(0, dtype=np.int16)
-        total = max(s + len(p) for s, p in self._chunks)
-        mix = np.zeros(total, dtype=np.int32)
-        for s, p in self._chunks:
+        mix = np.zeros(self._end, dtype=np.int32)
+        for s, b in self._chunks:
+            p = _pcm(b)
             mix[s : s + len(p)] += p
         return np.clip(mix, -32768, 32767).astype(np.int16)
+
+
+def _pcm(data: bytes) -> np.ndarray:
+    """s16le bytes as a read-only int16 array (a view on little-endian hosts)."""
+    return np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)

@@ -91,6 +91,7 @@ class StreamHandle:
         self.leg = leg
         self.end_mode: str | None = None
         self.ended = asyncio.Event()
+        self.on_end: Callable[[], None] | None = None  # wakes a handler waiting on its stream
         self._abort = abort
 
     def cut_by_revocation(self) -> None:
@@ -102,6 +103,8 @@ class StreamHandle:
             return
         self.end_mode = mode
         self.ended.set()
+        if self.on_end is not None:
+            self.on_end()
         if mode == "abort":
             self._abort()
 
