@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import numpy as np
 
-from ivr.call.audio_batch import shared_batch
 from ivr.audio.pipeline import DigitDetected, DigitMerger, InboundEvent, InboundProcessor
 from ivr.audio.playback import PlaybackCut, PlaybackFinished, PlaybackQueue
 from ivr.audio.prompts import beep as make_beep
 from ivr.audio.recorder import Recorder
 from ivr.audio.vad import SpeechCancelled, SpeechEnded, SpeechStarted, VoiceActivityDetector
+from ivr.call.audio_batch import shared_batch
 from ivr.call.results import CallError, PlayResult, RecordResult
 
 if TYPE_CHECKING:
