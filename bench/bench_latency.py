@@ -12,9 +12,10 @@ Per trial, one call runs this flow and the driver acts at fixed times:
 2. one second of pause, then a 10 s prompt with barge-in; at +3.0 s the caller starts to
    speak (a 1.5 s voice WAV): **speech onset -> prompt stop** = the onset in the caller's
    stream to the last chunk arriving;
-3. if the speech gather exists (``ivr/call/speech_input.py``): one second of pause, a gather
-   with ``speech:`` and no prompt; the caller says "sales" (espeak-ng, else a voice-like
-   signal); a short marker prompt follows the gather: **end of speech -> gather result** = the
+3. if the speech gather exists (``ivr/call/speech_input.py``): two seconds of pause (the
+   barge-in speech is over), a gather with ``speech:`` and no prompt; the caller says "sales"
+   (the offline TTS; without it espeak-ng or a voice-like signal); a short marker prompt
+   follows the gather: **end of speech -> gather result** = the
    end of the utterance to the marker's first chunk arriving (VAD hangover + STT + pacer).
 
 "Last chunk arriving" is when the emulator stops receiving the prompt; the caller still hears
@@ -42,7 +43,7 @@ steps:
   - gather: {prompt: long.wav, max_digits: 1, first_digit_timeout: 20, into: key}
   - pause: 1
   - play: {files: [long.wav], barge_in: true}
-  - pause: 1
+  - pause: 2
 """
 SPEECH_STEPS = """\
   - gather: {max_digits: 1, first_digit_timeout: 8, speech: {phrases: [sales, support]}, into: said}
@@ -51,8 +52,18 @@ SPEECH_STEPS = """\
 DTMF_AT, SPEAK_AT, SAY_AT = 1.0, 3.0, 5.6
 
 
-def utterance(workdir: Path) -> bytes:
-    """'sales' from espeak-ng if installed, else a voice-like second."""
+async def utterance(workdir: Path) -> bytes:
+    """'sales' as the offline TTS says it (what `ivr call --say` and the flow tests use; the
+    STT recognises it), trimmed to the speech so the emulator's "end" is the end of speech.
+    Without the speech extra: espeak-ng if installed, else a voice-like second."""
+    try:
+        from ivr.speech import get_tts, synthesize_all
+
+        pcm = await synthesize_all(get_tts("hibari"), "sales")
+        loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 300)
+        return wav_bytes(pcm[loud[0] : loud[-1] + 1] if loud.size else pcm)
+    except Exception:  # no hibari: fall back
+        pass
     if shutil.which("espeak-ng"):
         out = workdir / "sales.wav"
         subprocess.run(["espeak-ng", "-w", str(out), "sales"], check=True, capture_output=True)
@@ -118,7 +129,7 @@ async def trial(http: aiohttp.ClientSession, url: str, i: int, speech: bytes, sa
 
 async def run(stack: Stack, trials: int, speech_gather: bool, workdir: Path) -> list[dict]:
     speech = wav_bytes(voice_like(1.5, seed=2))
-    said = utterance(workdir) if speech_gather else None
+    said = await utterance(workdir) if speech_gather else None
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
         await trial(http, stack.url, 0, speech, said)  # warm-up: imports, prompt cache, STT model
         return [await trial(http, stack.url, 1 + i, speech, said) for i in range(trials)]
