@@ -72,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--caller", default="+4930123456", help="caller number")
         p.add_argument("--did", default="", help="the number the caller dialled")
         p.add_argument("--json", action="store_true", help="print the call record and emulator log as JSON")
-        p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+        p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (of call time)")
+        p.add_argument("--realtime", action="store_true",
+                       help="run in real time; by default waits are skipped on a virtual clock (wrong for a speech "
+                       "or LLM server in another process)")
         p.add_argument("--heard", metavar="WAV", help="save what the caller heard to this WAV file")
         p.add_argument("--extension", action="append", default=[], metavar="DN=BEHAVIOUR",
                        help="emulator extension behaviour, e.g. 102=busy (repeatable)")
@@ -157,7 +160,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_call(args: argparse.Namespace) -> int:
     from ivr.config import ConfigError
     from ivr.flow import FlowLoadError
-    from ivr.simulate import CallerScriptError, SimulatedCall, format_report
+    from ivr.simulate import CallerScriptError, SimulatedCall, format_report, run_blocking
     from ivr.worker.logs import setup_logging
 
     setup_logging(args.log_level, args.log_json)
@@ -188,7 +191,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
         at=at,
     )
     try:
-        report = asyncio.run(sim.run())
+        report = run_blocking(sim.run(), realtime=args.realtime)
     except (FlowLoadError, ConfigError, CallerScriptError) as exc:
         return _fail(str(exc))
     except TimeoutError as exc:

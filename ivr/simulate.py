@@ -8,6 +8,9 @@ The caller acts once per listen (a gather or menu attempt starts), in order:
 ``--digits "1,1234#"`` presses ``1`` the first time the IVR listens and ``1234#`` the second
 time; ``--say support`` speaks "support" (offline hibari TTS) the next time; ``--speak a.wav``
 plays a recording. Speech starts as the IVR listens, so it barges in on the prompt.
+
+``ivr call`` runs on a virtual clock (:mod:`ivr.testing.clock`, see :func:`run_blocking`):
+waits on timers are skipped, so a call with 30 s of prompts ends in about a second.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import asyncio
 import json
 import secrets
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import soundfile
@@ -35,6 +39,18 @@ from ivr.speech.pcm import wav_bytes
 PROJECT_AUDIO = Path(__file__).resolve().parent.parent / "audio"
 ROUTE_POINT = "800"
 CLIENT_ID = "900"
+T = TypeVar("T")
+
+
+def run_blocking(main: Awaitable[T], *, realtime: bool = False) -> T:
+    """Run ``main`` on a new event loop: a virtual clock that skips idle waits (all parties
+    are in this process), or a normal loop with ``realtime`` (a peer elsewhere, e.g. an
+    LLM server, needs the loop to wait for real)."""
+    if realtime:
+        return asyncio.run(main)  # type: ignore[arg-type]
+    from ivr.testing.clock import run  # here, not at the top: ivr.testing imports this module
+
+    return run(main)
 
 
 @dataclass
@@ -42,9 +58,13 @@ class SimReport:
     record: CallRecord
     emulator: dict[str, Any]
     heard: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int16))
+    seconds: float | None = None  # the call's length on the loop clock (virtual or real)
+    wall_seconds: float | None = None  # real time it took to simulate
+    virtual_time: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"record": self.record.to_dict(), "emulator": self.emulator, "heard_seconds": round(len(self.heard) / 8000, 2)}
+        return {"record": self.record.to_dict(), "emulator": self.emulator, "heard_seconds": round(len(self.heard) / 8000, 2),
+                "seconds": _round(self.seconds), "wall_seconds": _round(self.wall_seconds), "virtual_time": self.virtual_time}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=str)
@@ -79,8 +99,14 @@ def format_report(report: SimReport) -> str:
     for err in r.errors:
         lines.append(f"  error     {err}")
     lines.append(f"  outcome   {r.outcome}{' - ' + r.outcome_detail if r.outcome_detail else ''}")
-    lines.append(f"  duration  {r.duration:.1f} s, the caller heard {len(report.heard) / 8000:.1f} s of audio")
+    seconds = r.duration if report.seconds is None else report.seconds
+    ran = f" (simulated in {report.wall_seconds:.1f} s)" if report.virtual_time and report.wall_seconds is not None else ""
+    lines.append(f"  duration  {seconds:.1f} s{ran}, the caller heard {len(report.heard) / 8000:.1f} s of audio")
     return "\n".join(lines)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def _short(path: str) -> str:
@@ -185,8 +211,10 @@ class FlowHarness:
 
     def _on_call_started(self, call: Call) -> None:
         if self.at is not None:
-            pinned, started = self.at, datetime.now(timezone.utc)
-            call.clock = lambda: pinned + (datetime.now(timezone.utc) - started)
+            # The pinned clock moves with the loop clock, so it follows virtual time too.
+            loop = asyncio.get_running_loop()
+            pinned, started = self.at, loop.time()
+            call.clock = lambda: pinned + timedelta(seconds=loop.time() - started)
         self._future(call.call_id).set_result(call) if not self._future(call.call_id).done() else None
 
     def _future(self, call_id: str) -> "asyncio.Future[Call]":
@@ -283,18 +311,23 @@ class SimulatedCall:
         return ready
 
     async def run(self) -> SimReport:
+        from ivr.testing.clock import is_virtual
+
         script = await self._prepare()
+        loop = asyncio.get_running_loop()
         async with self.harness as h:
             assert h.emulator is not None
+            started, wall_started = loop.time(), time.monotonic()
             try:
                 callid, call = await h.place_call(self.caller, did=self.did)
                 record = await asyncio.wait_for(self._drive(h, callid, call, script), self.timeout)
             except asyncio.TimeoutError:
                 raise TimeoutError(f"the simulated call did not finish within {self.timeout:.0f} s") from None
+            seconds, wall = loop.time() - started, time.monotonic() - wall_started
             await asyncio.sleep(0.2)  # let the emulator log the last events (hang-up, transfer)
             info = h.emulator.call_info(callid)
             heard = h.emulator.heard_pcm(callid)
-        return SimReport(record, info, heard)
+        return SimReport(record, info, heard, seconds=seconds, wall_seconds=wall, virtual_time=is_virtual(loop))
 
     async def _drive(self, h: FlowHarness, callid: Any, call: Call, script: list[tuple[str, str | bytes]]) -> CallRecord:
         """Play the caller: one action each time the IVR starts listening; then wait for the end."""

@@ -240,7 +240,9 @@ async def test_prompt_without_barge_in_is_not_cut(tmp_path, said):
 
 @pytest.mark.speech
 async def test_sim_caller_says_a_menu_choice(ivr_sim, menu_flow):
-    caller = await ivr_sim.call(menu_flow())
+    # A roomy timeout: the caller's TTS runs in a thread while the flow's clock goes on, and on
+    # a loaded machine it took longer than the default 3 s (the menu then heard nothing).
+    caller = await ivr_sim.call(menu_flow(timeout=10))
     await caller.says("technical support")
     record = await caller.record()
     assert caller.call.vars["dept"] == "support" and caller.call.vars["how"] == "speech"

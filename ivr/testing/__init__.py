@@ -8,7 +8,9 @@
 
 The ``ivr_sim`` fixture comes with the package (a pytest plugin registered by entry point).
 Each flow runs on the real worker against the built-in emulator over loopback: the same
-code paths as production, no mocks. See docs/testing.md.
+code paths as production, no mocks. The tests run on a virtual clock
+(:mod:`ivr.testing.clock`): waits on timers are skipped, so long prompts cost no test time;
+``@pytest.mark.ivr_realtime`` opts out. See docs/testing.md.
 """
 
 from __future__ import annotations

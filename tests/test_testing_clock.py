@@ -1,0 +1,237 @@
+"""The virtual clock (ivr.testing.clock) and the ivr_sim fixture running on it.
+
+Assertions are on the loop's own accounting (virtual time, time skipped), never on how fast
+this machine is, so a loaded machine cannot make them fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from ivr.call.record import Outcome
+from ivr.cli import main
+from ivr.testing.clock import VirtualTimeLoop, is_virtual, run
+
+
+def on_virtual_loop(coro_fn):
+    """Run ``coro_fn()`` on a fresh VirtualTimeLoop (these tests are sync: they pick the loop)."""
+    return run(coro_fn())
+
+
+def test_timers_jump_in_order_without_waiting():
+    async def body():
+        loop = asyncio.get_running_loop()
+        start, fired = loop.time(), []
+        for delay in (30.0, 0.5, 7.25):
+            loop.call_later(delay, lambda d=delay: fired.append((d, loop.time() - start)))
+        await asyncio.sleep(31)
+        return fired, loop.time() - start, loop.skipped
+
+    fired, elapsed, skipped = on_virtual_loop(body)
+    assert [d for d, _ in fired] == [0.5, 7.25, 30.0]
+    assert all(at == pytest.approx(d, abs=1e-6) for d, at in fired)  # each at its own time, not late
+    assert elapsed == pytest.approx(31, abs=1e-6) and skipped == pytest.approx(31, abs=1e-6)
+
+
+def test_a_timer_rearmed_for_a_sub_nanosecond_remainder_does_not_spin():
+    """asyncio fires timers due within 1 ns early; the clock must still reach them."""
+    async def body():
+        loop = asyncio.get_running_loop()
+        deadline, rounds = loop.time() + 3e-10, 0
+        while loop.time() < deadline and rounds < 100:  # bounded: a bug fails, it does not hang
+            await asyncio.wait({asyncio.ensure_future(asyncio.Event().wait())}, timeout=deadline - loop.time())
+            rounds += 1
+        return rounds, loop.time() >= deadline
+
+    assert on_virtual_loop(body) == (1, True)
+
+
+def test_timeouts_fire_on_virtual_time():
+    async def body():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.Event().wait(), 3600)
+        return loop.time() - start
+
+    assert on_virtual_loop(body) == pytest.approx(3600, abs=1e-6)
+
+
+def test_loopback_io_still_works_between_timers():
+    """A server that answers after a 5 s (virtual) pause: bytes flow, the pause is skipped."""
+    async def body():
+        async def echo_later(reader, writer):
+            data = await reader.read(100)
+            await asyncio.sleep(5)
+            writer.write(data.upper())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo_later, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"hello")
+        answer = await asyncio.wait_for(reader.read(100), 10)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return answer, loop.time() - start, loop.skipped
+
+    answer, elapsed, skipped = on_virtual_loop(body)
+    assert answer == b"HELLO"
+    assert elapsed >= 5 and skipped >= 5
+
+
+def test_readers_and_writers_keep_their_selector_semantics():
+    async def body():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        got = loop.create_future()
+        loop.add_reader(a, lambda: got.set_result(a.recv(10)) if not got.done() else None)
+        b.send(b"x")
+        data = await asyncio.wait_for(got, 5)
+        removed, removed_again = loop.remove_reader(a), loop.remove_reader(a)
+        writable = loop.create_future()
+        loop.add_writer(b, lambda: writable.set_result(True) if not writable.done() else None)
+        await asyncio.wait_for(writable, 5)
+        loop.remove_writer(b)
+        a.close(), b.close()
+        return data, removed, removed_again
+
+    assert on_virtual_loop(body) == (b"x", True, False)
+
+
+def test_thread_work_is_waited_for_before_timers_jump():
+    """While a thread runs, a 5 s timer must not win a race the thread wins in real time."""
+    async def body():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        job = asyncio.ensure_future(asyncio.to_thread(time.sleep, 0.05))
+        timer = asyncio.ensure_future(asyncio.sleep(5))
+        done, _ = await asyncio.wait({job, timer}, return_when=asyncio.FIRST_COMPLETED)
+        timer.cancel()
+        return job in done, loop.time() - start, loop.skipped
+
+    thread_won, elapsed, skipped = on_virtual_loop(body)
+    assert thread_won
+    assert 0.05 <= elapsed < 5 and skipped == 0  # time passed as real time did, nothing skipped
+
+
+def test_subprocess_is_waited_for_before_timers_jump():
+    async def body():
+        proc = await asyncio.create_subprocess_exec("sleep", "0.05")
+        done, _ = await asyncio.wait({asyncio.ensure_future(proc.wait()), asyncio.ensure_future(asyncio.sleep(5))},
+                                     return_when=asyncio.FIRST_COMPLETED)
+        return [t.result() for t in done]
+
+    assert on_virtual_loop(body) == [0]  # the process's exit status, not the timer
+
+
+def test_a_cancelled_thread_job_does_not_hold_the_clock():
+    async def body():
+        loop = asyncio.get_running_loop()
+        release = threading.Event()
+        job = asyncio.ensure_future(asyncio.to_thread(release.wait, 30))
+        await asyncio.sleep(0)
+        job.cancel()  # nobody wants its result any more
+        before = loop.skipped
+        await asyncio.sleep(60)
+        release.set()
+        return loop.skipped - before
+
+    assert on_virtual_loop(body) == pytest.approx(60, abs=1e-6)
+
+
+def test_is_virtual_tells_the_loops_apart():
+    assert run(_is_virtual()) is True
+    assert asyncio.run(_is_virtual()) is False
+    assert isinstance(VirtualTimeLoop(), asyncio.AbstractEventLoop)
+
+
+async def _is_virtual() -> bool:
+    return is_virtual()
+
+
+# --- the pytest plugin -----------------------------------------------------------------------
+
+async def test_ivr_sim_tests_run_on_the_virtual_clock(ivr_sim):
+    assert is_virtual()
+
+
+@pytest.mark.ivr_realtime
+async def test_ivr_realtime_mark_keeps_a_normal_loop(ivr_sim):
+    assert not is_virtual()
+
+
+async def test_other_async_tests_keep_a_normal_loop():
+    assert not is_virtual()
+
+
+# --- a long prompt, end to end ---------------------------------------------------------------
+
+PROMPT_SECONDS = 30
+
+
+@pytest.fixture
+def long_prompt_flow(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """A flow that plays a 30 s prompt (a sweep, so every frame differs) and hangs up."""
+    t = np.arange(PROMPT_SECONDS * 8000) / 8000
+    prompt = (8000 * np.sin(2 * np.pi * (200 + 20 * t) * t)).astype(np.int16)
+    soundfile.write(str(tmp_path / "long.wav"), prompt, 8000, subtype="PCM_16")
+    flow = tmp_path / "long.yaml"
+    flow.write_text(textwrap.dedent("""
+        steps:
+          - answer
+          - play: long.wav
+          - hangup
+    """).lstrip())
+    return flow, prompt
+
+
+async def test_a_30_s_prompt_is_heard_whole_without_waiting_30_s(ivr_sim, long_prompt_flow):
+    flow, prompt = long_prompt_flow
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    caller = await ivr_sim.call(flow)
+    await caller.hears("long")
+    record = await caller.record()
+    elapsed = loop.time() - start
+
+    assert record.outcome == Outcome.IVR_HANGUP and [Path(p).name for p in record.prompts] == ["long.wav"]
+    heard = caller.heard()
+    first = int(np.flatnonzero(heard)[0] - np.flatnonzero(prompt)[0])  # where the prompt starts
+    assert np.array_equal(heard[first:first + len(prompt)], prompt)  # all of it, in order, on time
+    assert elapsed >= PROMPT_SECONDS  # the call took 30 s of its own (virtual) time...
+    assert loop.skipped >= PROMPT_SECONDS / 2  # ...most of it skipped rather than waited
+
+
+def test_ivr_call_says_how_long_the_call_took_and_how_long_it_ran(long_prompt_flow, capsys):
+    flow, _ = long_prompt_flow
+    assert main(["call", str(flow), "--log-level", "ERROR"]) == 0
+    out = capsys.readouterr().out
+    duration = next(line for line in out.splitlines() if line.strip().startswith("duration"))
+    seconds = float(duration.split()[1])
+    assert seconds >= PROMPT_SECONDS and "(simulated in " in duration, out
+
+
+def test_ivr_call_realtime_runs_on_a_normal_loop(tmp_path, capsys):
+    tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(1600) / 8000)).astype(np.int16)  # 0.2 s
+    soundfile.write(str(tmp_path / "beep.wav"), tone, 8000, subtype="PCM_16")
+    flow = tmp_path / "beep.yaml"
+    flow.write_text("steps:\n  - answer\n  - play: beep.wav\n  - hangup\n")
+    assert main(["call", str(flow), "--realtime", "--json", "--log-level", "ERROR"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["virtual_time"] is False and report["heard_seconds"] >= 0.2
