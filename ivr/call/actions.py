@@ -14,10 +14,11 @@ method's own coroutine: no extra frame, no frame inspection.
 
 from __future__ import annotations
 
+import asyncio
+
 import functools
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -66,12 +67,12 @@ def flow_action(method: F) -> F:
 
 async def _observed(observe: Callable[[str, Any, dict[str, Any]], None], step: FlowAction,
                     info: dict[str, Any], action: Awaitable[Any]) -> Any:
-    started = time.monotonic()
+    started = asyncio.get_running_loop().time()
     observe("start", step, info)
     try:
         result = await action
     except BaseException as exc:
         observe("error", step, {"error": exc})
         raise
-    observe("end", step, {"result": result, "duration": time.monotonic() - started})
+    observe("end", step, {"result": result, "duration": asyncio.get_running_loop().time() - started})
     return result

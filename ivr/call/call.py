@@ -85,6 +85,10 @@ class Call:
             caller_name=self.caller.name,
             did=self.did,
         )
+        try:  # durations on the loop's clock: virtual time in simulations, like the audio
+            self.call_record.use_clock(asyncio.get_running_loop().time)
+        except RuntimeError:
+            pass  # made outside an event loop (tests of pieces): the monotonic clock stays
         self.log = logging.LoggerAdapter(log, {"call_id": self.call_id})
         self._ended = asyncio.Event()
         self._transfer_pending = False
@@ -547,7 +551,8 @@ class Call:
             self._transfer_pending = False
 
     async def _transfer(self, action: Callable[..., Awaitable[Any]], destination: str, mode: str, timeout: float) -> TransferResult:
-        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             response = await action(self.route_point, self.participant_id, destination, timeout=int(timeout))
         except NotFoundError:
@@ -569,7 +574,7 @@ class Call:
             # The leg vanished and the call is not at the destination: the caller hung up while it rang.
             self.call_record.finish(Outcome.CALLER_HANGUP, f"during {mode} to {destination}")
             raise CallHangup(f"call {self.call_id} ended during the transfer to {destination}")
-        waited = time.monotonic() - started
+        waited = loop.time() - started
         return self._transfer_done(TransferResult("no_answer", destination, mode, f"no answer after {waited:.1f} s"))
 
     async def _wait_gone(self, timeout: float) -> bool:

@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 class Outcome:
@@ -54,8 +54,23 @@ class CallRecord:
     errors: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Elapsed time and durations run on a monotonic clock, the call's event loop once the
+        # Call exists (virtual in simulations); started_at/ended_at stay wall-clock timestamps.
+        self._clock: Callable[[], float] = time.monotonic
+        self._t0 = self._clock() - (time.time() - self.started_at)
+        self._t_end: float | None = None
+
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Measure elapsed time and durations on ``clock`` from now on (e.g. ``loop.time``)."""
+        so_far = self.elapsed()
+        self._clock = clock
+        self._t0 = clock() - so_far
+        self._t_end = None if self._t_end is None else self._t0 + so_far
+
     def elapsed(self) -> float:
-        return time.time() - self.started_at
+        """Seconds since the call started (until it ended)."""
+        return (self._t_end if self._t_end is not None else self._clock()) - self._t0
 
     def add_step(self, step: str, step_id: str | None = None, result: Any = None, duration: float = 0.0) -> None:
         self.steps.append(StepRecord(step, step_id, round(self.elapsed(), 3), result, round(duration, 3)))
@@ -67,11 +82,11 @@ class CallRecord:
             self.outcome_detail = detail
         if self.ended_at is None:
             self.ended_at = time.time()
+            self._t_end = self._clock()
 
     @property
     def duration(self) -> float:
-        end = self.ended_at or time.time()
-        return round(end - self.started_at, 3)
+        return round(self.elapsed(), 3)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -203,7 +202,7 @@ class _Runner:
             if self.hung_up_mode and step.kind in AUDIO_STEPS:
                 self.record(step, {"skipped": "caller hung up"}, 0.0)
                 continue
-            started = time.monotonic()
+            started = asyncio.get_running_loop().time()
             if hasattr(self.call, "current_step"):  # what live views show while the step runs
                 self.call.current_step = f"{step.kind}{' #' + step.id if step.id else ''} ({self.where(step)})"
             observe = getattr(self.call, "step_observer", None)  # e.g. the worker's tracing
@@ -216,9 +215,9 @@ class _Runner:
                 if observe is not None:
                     observe("error", step, {"error": exc})
                 raise
-            self.record(step, self.last, time.monotonic() - started)
+            self.record(step, self.last, asyncio.get_running_loop().time() - started)
             if observe is not None:
-                observe("end", step, {"result": self.last, "duration": time.monotonic() - started})
+                observe("end", step, {"result": self.last, "duration": asyncio.get_running_loop().time() - started})
             if isinstance(signal, _Branch):
                 if signal.steps:
                     stack.append([signal.steps, 0])

@@ -319,7 +319,7 @@ class Worker:
         for digits in self._early_digits.pop(key, []):
             call.on_pbx_digit(digits)
         self.metrics.call_started()
-        started = time.monotonic()
+        started = asyncio.get_running_loop().time()
         try:
             if outbound_flow is not None:
                 flow = outbound_flow
@@ -361,7 +361,7 @@ class Worker:
             if record.outcome is None:
                 record.finish(Outcome.IVR_HANGUP)
             record.metrics.update(media.stats())
-            record.metrics["flow_seconds"] = round(time.monotonic() - started, 3)
+            record.metrics["flow_seconds"] = round(asyncio.get_running_loop().time() - started, 3)
             if trace is not None:
                 trace.finish(record)
             self._finish_record(record)
