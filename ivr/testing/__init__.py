@@ -64,8 +64,14 @@ class SimCaller:
             raise FlowAssertionError(f"the IVR never listened for keys (call ended or {timeout:.0f} s passed)")
         await self.emulator.send_dtmf(self.callid, digits)
 
-    async def says(self, speech: str | Path | bytes | np.ndarray, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Speak: a WAV file path, WAV bytes, 8 kHz int16 samples, or text (synthesized by TTS)."""
+    async def says(self, speech: str | Path | bytes | np.ndarray, *, when_listening: bool = False,
+                   timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Speak: a WAV file path, WAV bytes, 8 kHz int16 samples, or text (synthesized by TTS).
+
+        Speech starts at once (over a prompt it barges in); ``when_listening=True`` first waits
+        until a gather or menu listens, so nothing is said before the IVR can hear it."""
+        if when_listening and not await until_listening(self.call, timeout):
+            raise FlowAssertionError(f"the IVR never listened (call ended or {timeout:.0f} s passed)")
         if isinstance(speech, str) and not speech.lower().endswith(".wav"):
             audio: bytes | np.ndarray = await spoken_wav(speech)  # the same speech as `ivr call --say`
         elif isinstance(speech, (str, Path)):
