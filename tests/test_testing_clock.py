@@ -130,6 +130,23 @@ def test_thread_work_is_waited_for_before_timers_jump():
     assert 0.05 <= elapsed < 5 and skipped == 0  # time passed as real time did, nothing skipped
 
 
+def test_thread_work_in_a_frozen_block_takes_no_virtual_time():
+    # What the test prepares (the caller's speech) must not run out the IVR's timers.
+    async def main() -> tuple[float, float, bool]:
+        loop = asyncio.get_running_loop()
+        fired = asyncio.Event()
+        loop.call_later(0.05, fired.set)  # an IVR timeout due in 50 ms of simulated time
+        t0, wall0 = loop.time(), time.monotonic()
+        with loop.frozen():
+            await asyncio.to_thread(time.sleep, 0.2)  # 200 ms of real work
+        during = loop.time() - t0
+        await fired.wait()
+        return during, time.monotonic() - wall0, fired.is_set()
+
+    during, wall, fired = run(main())
+    assert during == 0.0 and wall >= 0.2 and fired
+
+
 def test_subprocess_is_waited_for_before_timers_jump():
     async def body():
         proc = await asyncio.create_subprocess_exec("sleep", "0.05")

@@ -16,6 +16,7 @@ code paths as production, no mocks. The tests run on a virtual clock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 from ivr.call import Call
 from ivr.call.record import CallRecord
 from ivr.simulate import FlowHarness, spoken_wav, until_listening
+from ivr.testing.clock import VirtualTimeLoop
 
 __all__ = ["IvrSim", "SimCaller", "FlowAssertionError"]
 
@@ -72,8 +74,13 @@ class SimCaller:
         until a gather or menu listens, so nothing is said before the IVR can hear it."""
         if when_listening and not await until_listening(self.call, timeout):
             raise FlowAssertionError(f"the IVR never listened (call ended or {timeout:.0f} s passed)")
+        loop = asyncio.get_running_loop()
+        # The caller's words are ready at once in reality: on the virtual clock, synthesizing
+        # them takes no simulated time (a slow TTS start must not run out the IVR's timeout).
+        frozen = loop.frozen() if isinstance(loop, VirtualTimeLoop) else contextlib.nullcontext()
         if isinstance(speech, str) and not speech.lower().endswith(".wav"):
-            audio: bytes | np.ndarray = await spoken_wav(speech)  # the same speech as `ivr call --say`
+            with frozen:
+                audio: bytes | np.ndarray = await spoken_wav(speech)  # the same speech as `ivr call --say`
         elif isinstance(speech, (str, Path)):
             audio = Path(speech).read_bytes()
         else:

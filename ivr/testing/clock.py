@@ -8,7 +8,8 @@ would wait, its selector first polls the real sockets without waiting:
   can make progress but the timers, so the clock jumps to the next timer at once;
 - thread work (``run_in_executor``, ``asyncio.to_thread``: STT, TTS, recorder saves) or a
   subprocess is in flight, or no timer is pending: the loop waits for real and the clock
-  advances by the real time waited.
+  advances by the real time waited - except inside :meth:`VirtualTimeLoop.frozen`, where the
+  test's own thread work (the caller's speech being synthesized) takes no virtual time.
 
 Code running on the loop takes no virtual time, so a 6 s prompt paced on ``loop.time()``
 plays in the few milliseconds of CPU it costs. This is sound when every party lives in this
@@ -24,9 +25,10 @@ Wall-clock time (``time.time()``, ``datetime.now()``) stays real.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import selectors
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 __all__ = ["VirtualTimeLoop", "is_virtual", "run"]
@@ -68,6 +70,10 @@ class _SkippingSelector(selectors.BaseSelector):
         if not events and timeout != 0:  # timeout 0: the loop has callbacks to run
             if timeout is not None and not loop._outside_work():
                 loop._advance(timeout)  # only timers can move things: go to the next one
+            elif loop._frozen and timeout is not None:
+                # Work outside the simulated world (frozen()): wait for it without letting
+                # virtual time pass, in short real waits so a due timer is not missed.
+                events = self._real.select(min(timeout, 0.05))
             else:
                 # Threads or subprocesses will wake the loop (self-pipe), or nothing is
                 # scheduled: wait for real, and let virtual time pass as real time does.
@@ -92,6 +98,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-typ
         self.skipped = 0.0
         self._threads = 0  # executor jobs submitted and not finished
         self._processes: list[Any] = []  # subprocess transports, until they exit
+        self._frozen = 0  # frozen() blocks open: thread work takes no virtual time
         super().__init__(selector)
         selector._loop = self
 
@@ -116,6 +123,17 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-typ
             when = scheduled[0].when()
             if self._now < when <= self._now + self._clock_resolution:
                 self._now = when
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Thread work awaited inside this block takes no virtual time: the simulated world
+        (prompts, timeouts) waits for it. For the test's own preparation, such as synthesizing
+        what the caller says, which in reality would be ready at once."""
+        self._frozen += 1
+        try:
+            yield
+        finally:
+            self._frozen -= 1
 
     def _outside_work(self) -> bool:
         """True while a thread or a subprocess may still wake the loop."""
