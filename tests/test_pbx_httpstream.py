@@ -223,3 +223,78 @@ async def test_get_error_answers_are_read_whole_and_a_reader_that_stops_pauses_t
         unread = len(conn.take())
         assert 0 < unread <= (1 << 20) + 256 * 1024  # paused past 1 MB (one recv more at most), not 4 MB
         conn.close()
+
+
+# --- TLS: a real 3CX speaks HTTPS --------------------------------------------------------------
+
+@pytest.fixture
+def tls(tmp_path):
+    """A throwaway CA and a server certificate for 127.0.0.1 (trustme)."""
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return server_ctx, ca_file
+
+
+async def serve_tls(handler: Handler, server_ctx) -> tuple[asyncio.AbstractServer, str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"https://127.0.0.1:{port}/callcontrol/800/participants/1/stream"
+
+
+async def test_both_streams_work_over_tls_with_the_configured_ca(tls) -> None:
+    from ivr.pbx.config import PbxConfig
+
+    server_ctx, ca_file = tls
+    posted: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await read_head(reader)
+        if head[0].startswith("GET"):
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(3):
+                writer.write(b"140\r\n" + bytes([i + 1]) * 320 + b"\r\n")
+            writer.write(b"0\r\n\r\n")
+        else:
+            while chunk := await read_chunk(reader):
+                posted.append(chunk)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    # verify_tls: a CA bundle path, as an ivr.yaml would give it
+    ctx = PbxConfig(url="https://127.0.0.1", client_id="900", client_secret="s", verify_tls=str(ca_file)).ssl_context()
+    server, url = await serve_tls(handler, server_ctx)
+    async with server:
+        get = await HttpStream.get(url, {}, ssl=ctx, timeout=2)
+        assert await asyncio.wait_for(get.head(), 2) == (200, "OK")
+        assert await asyncio.wait_for(get.body_done, 2) is None
+        assert bytes(get.take()) == b"".join(bytes([i + 1]) * 320 for i in range(3))
+        get.close()
+
+        post = await HttpStream.post(url, {}, ssl=ctx, timeout=2)
+        post.write(b"\x05" * 320)
+        post.write(b"\x06" * 320)
+        post.finish()
+        assert await asyncio.wait_for(post.response(), 2) == (200, "OK", b"")
+        assert posted == [b"\x05" * 320, b"\x06" * 320]
+
+
+async def test_tls_verification_is_on_by_default(tls) -> None:
+    import ssl
+
+    server_ctx, _ = tls
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server, url = await serve_tls(handler, server_ctx)
+    async with server:
+        # ssl=True: the system's CAs, which do not know this certificate
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await HttpStream.get(url, {}, ssl=True, timeout=2)
