@@ -20,9 +20,9 @@ async def emulator_factory() -> AsyncIterator[EmulatorFactory]:
     """``await emulator_factory(**config_overrides)`` -> a started Emulator (stopped after the test)."""
     started: list[Emulator] = []
 
-    async def make(**overrides: Any) -> Emulator:
+    async def make(_ssl_context: Any = None, **overrides: Any) -> Emulator:
         emu = Emulator(EmulatorConfig(**{**FAST_EMULATOR, **overrides}))
-        await emu.start(host="127.0.0.1", port=0)
+        await emu.start(host="127.0.0.1", port=0, ssl_context=_ssl_context)
         started.append(emu)
         return emu
 

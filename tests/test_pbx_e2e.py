@@ -8,11 +8,30 @@ import asyncio
 import numpy as np
 import soundfile
 
+import pytest
+
 from ivr.pbx import DtmfReceived, ParticipantRemoved, ParticipantUpdated, PbxClient, PbxConfig
 from ivr.pbx.models import DNType
 
 
-async def test_scripted_call_routes_to_101(emulator, tmp_path) -> None:
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_scripted_call_routes_to_101(emulator_factory, tmp_path, scheme) -> None:
+    # https: REST, the event socket (wss) and both audio streams over TLS, verified against
+    # the CA given as verify_tls - as against a real 3CX with a private CA.
+    verify: bool | str = True
+    if scheme == "https":
+        import ssl
+
+        trustme = pytest.importorskip("trustme")
+        ca = trustme.CA()
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        verify = str(tmp_path / "ca.pem")
+        emulator = await emulator_factory(_ssl_context=server_ctx)
+    else:
+        emulator = await emulator_factory()
+    assert emulator.url.startswith(f"{scheme}://")
     # a 0.4 s prompt as a WAV file, the way prompts live on disk
     t = np.arange(int(0.4 * 8000)) / 8000
     prompt_wav = tmp_path / "menu.wav"
@@ -21,7 +40,7 @@ async def test_scripted_call_routes_to_101(emulator, tmp_path) -> None:
     assert rate == 8000
     pcm = prompt.astype("<i2").tobytes()  # samples only: the WAV header stays on disk
 
-    cfg = PbxConfig(url=emulator.url, client_id="900", client_secret="secret")
+    cfg = PbxConfig(url=emulator.url, client_id="900", client_secret="secret", verify_tls=verify)
     async with PbxClient(cfg) as pbx:
         (rp,) = pbx.state.route_points()
         assert rp.type == DNType.ROUTE_POINT

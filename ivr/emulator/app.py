@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -126,21 +127,24 @@ class Emulator:
         self._repeat: asyncio.Task[None] | None = None
         self.host = ""
         self.port = 0
+        self._tls = False
 
     @property
     def url(self) -> str:
-        """``http://host:port`` once started."""
+        """``http://host:port`` (``https://`` with TLS) once started."""
         if self._runner is None:
             raise RuntimeError("Emulator.url: the emulator is not running; await start() first")
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{self.host}:{self.port}"
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on host:port (0 picks a free port; see ``.port``)."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Listen on host:port (0 picks a free port; see ``.port``); with ``ssl_context``,
+        HTTPS and WSS as a real 3CX serves them."""
         if self._runner is not None:
             raise RuntimeError("Emulator.start: already running")
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        self._tls = ssl_context is not None
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         self._runner = runner
         sockname = site._server.sockets[0].getsockname()  # type: ignore[union-attr]

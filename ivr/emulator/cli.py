@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import signal
+import ssl
 import sys
 
 from pydantic import ValidationError
@@ -32,6 +33,8 @@ def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
                    help="a new token does not revoke the previous one")
     p.add_argument("--inbound-status", choices=("Connected", "Ringing"), default="Connected")
     p.add_argument("--repeat-upserts", action="store_true", help="repeat Upserts every 750 ms")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS/WSS with this certificate (chain) file")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (if not in --tls-cert)")
     return p
 
 
@@ -64,9 +67,23 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         raise ValueError(f"{loc}: {first['msg']}") from None
 
 
-async def _serve(cfg: EmulatorConfig, host: str, port: int) -> None:
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The server's TLS context from --tls-cert/--tls-key; ValueError with one line if unusable."""
+    if cert is None:
+        if key is not None:
+            raise ValueError("--tls-key needs --tls-cert")
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"--tls-cert {cert}: cannot load the certificate/key: {exc}") from None
+    return ctx
+
+
+async def _serve(cfg: EmulatorConfig, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
     emu = Emulator(cfg)
-    await emu.start(host, port)
+    await emu.start(host, port, ssl_context=tls)
     exts = ",".join(cfg.extensions)
     print(f"3CX emulator listening on {emu.url} (client_id {cfg.client_id}, route point {cfg.route_point}, "
           f"extensions {exts})", flush=True)
@@ -88,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        tls = tls_context(args.tls_cert, args.tls_key)
     except ValueError as exc:
         print(f"ivr emulator: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(cfg, args.host, args.port))
+        asyncio.run(_serve(cfg, args.host, args.port, tls))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
