@@ -13,6 +13,7 @@ import os
 import platform
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -115,11 +116,24 @@ class Stack:
 
     def __init__(self, workdir: Path, flow_yaml: str, prompts: dict[str, np.ndarray], *,
                  lead_ms: int = 60, batch: int = 1, log_level: str = "INFO", python: str = sys.executable,
-                 worker_tree: str | None = None, pbx_extra: dict[str, str] | None = None) -> None:
+                 worker_tree: str | None = None, pbx_extra: dict[str, str] | None = None, tls: bool = False) -> None:
         self.dir = workdir
         self.port = free_port()
         self.metrics_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # tls: the emulator serves HTTPS/WSS with a throwaway CA's certificate (trustme, in the
+        # test extra); the worker verifies it (verify_tls: the CA file), as against a real 3CX.
+        self.tls = tls
+        self.ssl: ssl.SSLContext | None = None
+        if tls:
+            import trustme
+
+            workdir.mkdir(parents=True, exist_ok=True)
+            ca = trustme.CA()
+            ca.cert_pem.write_to_path(str(workdir / "ca.pem"))
+            ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(workdir / "server.pem"))
+            self.ssl = ssl.create_default_context(cafile=str(workdir / "ca.pem"))
+            pbx_extra = {**(pbx_extra or {}), "verify_tls": str(workdir / "ca.pem")}
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.python = python
         self.log_level = log_level
         self.worker_tree = worker_tree  # run the worker from another source tree (before/after)
@@ -142,10 +156,10 @@ class Stack:
         env = dict(os.environ, IVR_BENCH_SECRET=SECRET)
         self.emulator = subprocess.Popen(
             [self.python, "-m", "ivr.cli", "emulator", "--port", str(self.port), "--client-secret", SECRET,
-             "--extensions", "100-105", "--ring-seconds", "0.1"],
+             "--extensions", "100-105", "--ring-seconds", "0.1"] + (["--tls-cert", "server.pem"] if self.tls else []),
             stdout=open(self.dir / "emulator.log", "wb"), stderr=subprocess.STDOUT, cwd=self.dir, env=env,
         )
-        _wait_http(f"{self.url}/_emulator/health", timeout, self.emulator)
+        _wait_http(f"{self.url}/_emulator/health", timeout, self.emulator, self.ssl)
         self.worker = subprocess.Popen(
             [self.python, "-m", "ivr.cli", "run", "--config", "ivr.yaml", "--log-level", self.log_level],
             stdout=open(self.dir / "worker.log", "wb"), stderr=subprocess.STDOUT, cwd=self.dir,
@@ -172,7 +186,7 @@ class Stack:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen, context: ssl.SSLContext | None = None) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout
@@ -180,7 +194,7 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args[3]} exited with {proc.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
+            with urllib.request.urlopen(url, timeout=1, context=context) as resp:
                 if resp.status == 200:
                     return
         except OSError:

@@ -78,7 +78,7 @@ async def drive_call(http: aiohttp.ClientSession, url: str, i: int, start_at: fl
 async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | None, fmt: str = "flamegraph") -> dict:
     loop = asyncio.get_running_loop()
     speech, key1 = wav_bytes(voice_like(1.0)), dtmf_wav("1")
-    conn = aiohttp.TCPConnector(limit=200)
+    conn = aiohttp.TCPConnector(limit=200, ssl=stack.ssl if stack.ssl is not None else True)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as http:
         # Warm-up call: imports, prompt cache, first-call allocations are not per-call costs.
         warm: list = []
@@ -162,18 +162,21 @@ def main() -> None:
     ap.add_argument("--profile-format", default="flamegraph", choices=["flamegraph", "raw", "speedscope"],
                     help="py-spy output: flamegraph (SVG), raw (collapsed stacks, text) or speedscope")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, records)")
+    ap.add_argument("--tls", action="store_true",
+                    help="HTTPS/WSS between worker and emulator (a throwaway CA, verified), as with a real 3CX")
     args = ap.parse_args()
     if args.hold < SETTLE + 2:
         ap.error(f"--hold must be at least {SETTLE + 2} s")
     print(machine_info())
     print(f"flow: record(both) + gather(30 s prompt, in-band key) + looping prompt; caller speaks 1 s every "
-          f"{SPEAK_EVERY:.0f} s; lead {args.lead_ms} ms, batch {args.batch}; rate {args.rate}/s; hold {args.hold} s")
+          f"{SPEAK_EVERY:.0f} s; lead {args.lead_ms} ms, batch {args.batch}; rate {args.rate}/s; hold {args.hold} s"
+          f"{'; HTTPS/WSS' if args.tls else ''}")
     prompts = {"prompt30.wav": voice_like(30.0, seed=1) // 2}
     rows = []
     for n in [int(x) for x in args.calls.split(",") if x.strip()]:
         work = Path(tempfile.mkdtemp(prefix=f"ivr-bench-{n}-"))
         stack = Stack(work, FLOW, prompts, lead_ms=args.lead_ms, batch=args.batch, log_level=args.log_level,
-                      worker_tree=args.worker_tree, pbx_extra=dict(kv.split("=", 1) for kv in args.pbx))
+                      worker_tree=args.worker_tree, pbx_extra=dict(kv.split("=", 1) for kv in args.pbx), tls=args.tls)
         try:
             stack.start()
             ext = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[args.profile_format]

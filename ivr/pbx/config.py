@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ssl
 from urllib.parse import urlsplit
 
@@ -79,12 +80,23 @@ class PbxConfig(BaseModel):
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/callcontrol/ws"
 
     def ssl_context(self) -> ssl.SSLContext | bool:
-        """The TLS setting for aiohttp and websockets (``True`` means library default)."""
+        """The TLS setting for aiohttp and websockets (``True`` means library default).
+
+        One context per setting for the whole process: every call opens two TLS streams, and
+        a context of its own would load and keep the CA certificates again each time."""
         if self.verify_tls is True:
             return True
-        if self.verify_tls is False:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            return ctx
-        return ssl.create_default_context(cafile=self.verify_tls)
+        return client_tls_context(self.verify_tls)
+
+
+@functools.lru_cache(maxsize=16)
+def client_tls_context(verify: bool | str) -> ssl.SSLContext:
+    """A client TLS context: system CAs (True), no verification (False) or a CA bundle path."""
+    if verify is True:
+        return ssl.create_default_context()
+    if verify is False:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    return ssl.create_default_context(cafile=verify)

@@ -23,6 +23,8 @@ import ssl as ssl_module
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from .config import client_tls_context
+
 MAX_RESPONSE_BYTES = 64 * 1024  # an error message, never audio: cap what is kept
 MAX_UNREAD_BYTES = 1 << 20  # audio not taken yet: stop reading the socket beyond this (~1 min)
 
@@ -92,7 +94,7 @@ class HttpStream(asyncio.BufferedProtocol):
         lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
         lines += [f"{k}: {v}" for k, v in headers.items()] + extra + ["", ""]
         proto = cls("\r\n".join(lines).encode("latin-1"), head_now=head_now, stream_ok=stream_ok)
-        tls = (ssl if ssl is not True else ssl_module.create_default_context()) if secure else None
+        tls = (ssl if ssl is not True else client_tls_context(True)) if secure else None
         loop = asyncio.get_running_loop()
         await asyncio.wait_for(loop.create_connection(lambda: proto, host, port, ssl=tls or None), timeout)
         return proto
