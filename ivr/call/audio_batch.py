@@ -26,17 +26,15 @@ class InboundBatch:
     """Collects ``(processor, pcm)`` during one loop turn; analyses them all in the next."""
 
     def __init__(self) -> None:
-        self._pending: dict[InboundProcessor, tuple[bytearray, EventHandler]] = {}
+        self._pending: dict[InboundProcessor, tuple[bytes, EventHandler]] = {}
         self._scheduled = False
 
     def add(self, processor: InboundProcessor, pcm: bytes, on_events: EventHandler) -> None:
         """Queue ``pcm`` for ``processor``; ``on_events(events)`` is called with its events soon
-        (in the next loop turn, from the event loop)."""
+        (in the next loop turn, from the event loop). ``pcm`` is kept, not copied."""
         entry = self._pending.get(processor)
-        if entry is not None:
-            entry[0].extend(pcm)  # twice in one turn (rare): one block, in order
-        else:
-            self._pending[processor] = (bytearray(pcm), on_events)
+        # Twice in one turn (rare): one block, in order.
+        self._pending[processor] = (entry[0] + pcm, entry[1]) if entry is not None else (pcm, on_events)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -57,7 +55,7 @@ class InboundBatch:
                 log.exception("handling caller-audio events failed")
 
     @staticmethod
-    def _one(proc: InboundProcessor, data: bytearray) -> list[InboundEvent]:
+    def _one(proc: InboundProcessor, data: bytes) -> list[InboundEvent]:
         try:
             return proc.process(data)
         except Exception:

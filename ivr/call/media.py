@@ -78,7 +78,6 @@ class CallMedia:
         self._ivr_frames: deque[bytes | None] = deque()  # frames played since the last caller frame (recording "both")
         self._recorder: Recorder | None = None
         self.barge_ins = {"dtmf": 0, "speech": 0}
-        self.inbound_bytes = 0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -128,7 +127,8 @@ class CallMedia:
 
     def stats(self) -> dict[str, Any]:
         out = self._outbound.stats if self._outbound is not None else None
-        data: dict[str, Any] = {"barge_ins": dict(self.barge_ins), "inbound_bytes": self.inbound_bytes}
+        inbound_bytes = self._inbound.bytes_received if self._inbound is not None else 0
+        data: dict[str, Any] = {"barge_ins": dict(self.barge_ins), "inbound_bytes": inbound_bytes}
         if out is not None:
             data.update(
                 underruns=out.underruns,
@@ -293,25 +293,23 @@ class CallMedia:
 
     def _on_digit(self, digit: str, now: float) -> None:
         self.digit_queue.put_nowait((digit, now))
-        if self.playback.on_digit():
-            self.barge_ins["dtmf"] += 1
-            if self.metrics is not None:
-                self.metrics.barge_ins.labels("dtmf").inc()
-        for event in self.playback.pop_events():
-            self._on_playback_event(event)
+        self._after_barge_in("dtmf", self.playback.on_digit())
 
     def _on_speech_start(self) -> None:
-        if self.playback.on_speech():
-            self.barge_ins["speech"] += 1
+        self._after_barge_in("speech", self.playback.on_speech())
+
+    def _after_barge_in(self, kind: str, cut: bool) -> None:
+        """Count a barge-in that cut a prompt, and resolve the plays it ended."""
+        if cut:
+            self.barge_ins[kind] += 1
             if self.metrics is not None:
-                self.metrics.barge_ins.labels("speech").inc()
+                self.metrics.barge_ins.labels(kind).inc()
         for event in self.playback.pop_events():
             self._on_playback_event(event)
 
     def _on_caller_audio(self, chunk: bytes) -> None:
         """Caller audio as it is read (a block of ~40 ms): analysed with other calls' blocks
         (DTMF first, then VAD), events back in :meth:`_on_inbound_events`."""
-        self.inbound_bytes += len(chunk)
         if not self._closed:
             self._batch.add(self.processor, chunk, self._on_inbound_events)
 

@@ -34,14 +34,21 @@ class BehaviourBody(BaseModel):
     behaviour: Behaviour
 
 
-async def _body(request: web.Request, model: type[BaseModel]) -> Any:
+async def _json_object(request: web.Request, *, empty: bytes = b"{}", what: str = "a JSON object") -> dict[str, Any]:
+    """The request's JSON body, which must be an object (``empty`` stands for no body)."""
     where = f"{request.method} {request.path}"
     try:
-        data = json.loads(await request.read() or b"{}")
+        data = json.loads(await request.read() or empty)
     except ValueError:
         raise ApiError(400, f"{where}: body is not valid JSON") from None
     if not isinstance(data, dict):
-        raise ApiError(400, f"{where}: body must be a JSON object")
+        raise ApiError(400, f"{where}: body must be {what}")
+    return data
+
+
+async def _body(request: web.Request, model: type[BaseModel]) -> Any:
+    data = await _json_object(request)
+    where = f"{request.method} {request.path}"
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -106,13 +113,7 @@ async def set_extension(request: web.Request) -> web.Response:
 
 
 async def faults(request: web.Request) -> web.Response:
-    where = f"POST {request.path}"
-    try:
-        data = json.loads(await request.read() or b"null")
-    except ValueError:
-        raise ApiError(400, f"{where}: body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, f"{where}: body must be a JSON object with one fault")
+    data = await _json_object(request, empty=b"null", what="a JSON object with one fault")
     return web.json_response(await request.app[CTL].inject_fault(data))
 
 

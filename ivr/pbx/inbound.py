@@ -7,7 +7,7 @@ every block: everything that arrived meanwhile is handed over at once, with no t
 per chunk or per block (hundreds of calls x 50 chunks a second); the response is read by the
 project's own HTTP/1.1 stream (:class:`~ivr.pbx.httpstream.HttpStream`). Before media exists
 the PBX answers 424 (or 404): retried with backoff up to ``media_timeout``, as are 429 and
-5xx answers (an overloaded or failing PBX).
+5xx answers (an overloaded or failing PBX); the rules are :mod:`ivr.pbx.streamretry`.
 If the stream is cut while the participant still exists (typically: its token was revoked
 because a new one was issued), it is reopened with a fresh token, transparently. Reading
 ends when the participant is gone or ``close()`` is called.
@@ -20,17 +20,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from .auth import TokenManager
-from .backoff import Backoff
 from .config import PbxConfig
-from .errors import (
-    AuthenticationError,
-    MediaNotReadyError,
-    PbxUnreachableError,
-    error_for_status,
-    message_from_body,
-)
+from .errors import PbxUnreachableError
 from .httpstream import HttpStream
 from .rest import participant_url_path
+from .streamretry import StreamRetry
 from .tick import SharedTick
 
 log = logging.getLogger(__name__)
@@ -180,10 +174,7 @@ class InboundAudio:
 
     async def _run(self) -> None:
         cfg = self._cfg
-        loop = asyncio.get_running_loop()
-        backoff = Backoff(0.05, 1.0, cfg.reconnect_jitter)
-        deadline = loop.time() + self._media_timeout
-        reauthed = False
+        retry = StreamRetry("inbound", "GET", self._url, cfg, self._tokens, self._exists, self._media_timeout)
         while not self.closed:
             token = await self._tokens.token()
             try:
@@ -199,15 +190,14 @@ class InboundAudio:
                 self._conn = None
                 if self.closed:
                     return
-                if loop.time() > deadline:
+                if retry.expired:
                     raise PbxUnreachableError(None, str(exc) or type(exc).__name__, "GET", self._url) from exc
-                await self._pause(backoff.next())
+                await self._pause(retry.backoff.next())
                 continue
             try:
                 if status == 200:
                     self.opens += 1
-                    reauthed = False
-                    backoff.reset()
+                    retry.streaming()
                     try:
                         await self._read_body(conn)
                     except OSError as exc:
@@ -216,37 +206,17 @@ class InboundAudio:
                     if self.closed or not await self._exists():
                         return
                     log.info("inbound stream %s cut while the call goes on; reopening", self._url)
-                    deadline = loop.time() + self._media_timeout
+                    retry.restart_deadline()
                     continue
                 try:
                     _, _, body = await conn.response()
                 except OSError:
                     body = b""
-                message = message_from_body(body, reason)
-                if status == 401:
-                    if reauthed:
-                        raise AuthenticationError(
-                            401, message, "GET", self._url, pbx_url=cfg.url, client_id=cfg.client_id
-                        )
-                    reauthed = True
-                    self._tokens.invalidate(token)
-                    continue
-                if status in (404, 424):
-                    # 404 is also "no media yet" on some servers: ask whether the leg exists.
-                    if status == 404 and not await self._exists():
-                        return
-                    if loop.time() > deadline:
-                        raise MediaNotReadyError(status, message, "GET", self._url)
-                    await self._pause(backoff.next())
-                    continue
-                if status == 429 or status >= 500:
-                    # The PBX is overloaded or failing right now: try again until media_timeout.
-                    if loop.time() > deadline:
-                        raise error_for_status(status, message, "GET", self._url)
-                    log.info("inbound stream %s: HTTP %d; retrying", self._url, status)
-                    await self._pause(backoff.next())
-                    continue
-                raise error_for_status(status, message, "GET", self._url)
+                delay = await retry.refused(status, reason, body, token)
+                if delay is None:
+                    return  # the participant is gone
+                if delay:
+                    await self._pause(delay)
             finally:
                 conn.close()
                 self._conn = None

@@ -21,17 +21,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .auth import TokenManager
-from .backoff import Backoff
 from .config import PbxConfig
-from .errors import (
-    AuthenticationError,
-    MediaNotReadyError,
-    error_for_status,
-    message_from_body,
-)
-from .rest import participant_url_path
-from .tick import SharedTick
 from .httpstream import HttpStream
+from .rest import participant_url_path
+from .streamretry import StreamRetry
+from .tick import SharedTick
 
 log = logging.getLogger(__name__)
 
@@ -371,11 +365,7 @@ class OutboundAudio:
             conn.close()
 
     async def _connect_loop(self) -> None:
-        cfg = self._cfg
-        loop = asyncio.get_running_loop()
-        backoff = Backoff(0.05, 1.0, cfg.reconnect_jitter)
-        deadline = loop.time() + self._media_timeout
-        reauthed = False
+        retry = StreamRetry("outbound", "POST", self._url, self._cfg, self._tokens, self._exists, self._media_timeout)
         opened = False
         while not self._closing:
             token = await self._tokens.token()
@@ -384,57 +374,28 @@ class OutboundAudio:
             if opened:
                 self.stats.reopens += 1
             opened = True
+            status: int | None = None
             try:
                 status, reason, body = await self._post(token)
             except (asyncio.TimeoutError, OSError) as exc:  # ConnectionError is an OSError
                 if self._closing:
                     return
                 log.info("outbound stream %s interrupted: %s", self._url, exc or type(exc).__name__)
-                if self.stats.bytes_sent > sent_before:  # it was streaming: a fresh start
-                    reauthed = False
-                    backoff.reset()
-                    deadline = loop.time() + self._media_timeout
-                if not await self._exists():
-                    self.ended = True
-                    return
-                await asyncio.sleep(backoff.next())
-                continue
             if self._closing:
                 return
-            if 200 <= status < 300:
-                if self.stats.bytes_sent > sent_before:
-                    reauthed = False
-                    backoff.reset()
-                    deadline = loop.time() + self._media_timeout
-                # The server ended the stream: the call ended, or it cut us (token revoked).
+            if status is None or 200 <= status < 300:
+                # Cut, or the server ended the stream: the call ended, or it cut us (token revoked).
+                if self.stats.bytes_sent > sent_before:  # it was streaming: a fresh start
+                    retry.streaming()
                 if not await self._exists():
                     self.ended = True
                     return
-                await asyncio.sleep(backoff.next())
+                await asyncio.sleep(retry.backoff.next())
                 continue
-            message = message_from_body(body, reason)
             self._requeue_attempt()
-            if status == 401:
-                if reauthed:
-                    raise AuthenticationError(
-                        401, message, "POST", self._url, pbx_url=cfg.url, client_id=cfg.client_id
-                    )
-                reauthed = True
-                self._tokens.invalidate(token)
-                continue
-            if status in (404, 424):
-                if status == 404 and not await self._exists():
-                    self.ended = True
-                    return
-                if loop.time() > deadline:
-                    raise MediaNotReadyError(status, message, "POST", self._url)
-                await asyncio.sleep(backoff.next())
-                continue
-            if status == 429 or status >= 500:
-                # The PBX is overloaded or failing right now: try again until media_timeout.
-                if loop.time() > deadline:
-                    raise error_for_status(status, message, "POST", self._url)
-                log.info("outbound stream %s: HTTP %d; retrying", self._url, status)
-                await asyncio.sleep(backoff.next())
-                continue
-            raise error_for_status(status, message, "POST", self._url)
+            delay = await retry.refused(status, reason, body, token)
+            if delay is None:
+                self.ended = True  # the participant is gone
+                return
+            if delay:
+                await asyncio.sleep(delay)
