@@ -948,3 +948,13 @@ async def test_non_numeric_route_point(emulator_factory: Any) -> None:
         status, parts = await w.get("/callcontrol/ROUTER/participants")
         assert status == 200 and parts[0]["callid"] == callid
         assert parts[0]["device_id"].startswith("sip:ROUTER@")
+
+
+def test_emulator_cli_tls_flags_fail_in_one_line(tmp_path, capsys) -> None:
+    from ivr.emulator.cli import main
+
+    assert main(["--tls-key", str(tmp_path / "key.pem")]) == 2
+    assert capsys.readouterr().err.strip() == "ivr emulator: --tls-key needs --tls-cert"
+    assert main(["--tls-cert", str(tmp_path / "missing.pem")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"ivr emulator: --tls-cert {tmp_path / 'missing.pem'}: cannot load") and "\n" not in err

@@ -269,6 +269,27 @@ async def test_inbound_reads_caller_audio_in_real_time(emulator) -> None:
         assert reader.stream.opens == 1
 
 
+async def test_a_failing_audio_consumer_stops_its_stream_and_its_task_says_why(emulator) -> None:
+    # on_audio runs from the shared media timer: its error must end this stream only.
+    async with PbxClient(emu_cfg(emulator.url)) as pbx:
+        callid, pid = await incoming_call(emulator, pbx)
+        calls = []
+
+        def broken(chunk: bytes) -> None:
+            calls.append(len(chunk))
+            raise ValueError("consumer bug")
+
+        task = pbx.open_inbound("800", pid).start(broken)
+        with pytest.raises(ValueError, match="consumer bug"):
+            await asyncio.wait_for(task, 3)
+        assert len(calls) == 1  # not called again after it failed
+        other = Reader(pbx.open_inbound("800", pid))  # the client and the call go on
+        await asyncio.sleep(0.3)
+        assert len(other.data) > 0
+        await emulator.hangup(callid)
+        await asyncio.wait_for(other.task, 3)
+
+
 async def test_inbound_waits_through_424_until_answered(emulator_factory) -> None:
     emu = await emulator_factory(inbound_status="Ringing")
     async with PbxClient(emu_cfg(emu.url)) as pbx:

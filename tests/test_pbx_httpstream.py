@@ -298,3 +298,16 @@ async def test_tls_verification_is_on_by_default(tls) -> None:
         # ssl=True: the system's CAs, which do not know this certificate
         with pytest.raises(ssl.SSLCertVerificationError):
             await HttpStream.get(url, {}, ssl=True, timeout=2)
+
+
+def test_one_tls_context_per_setting_for_the_whole_process(tls) -> None:
+    # Two TLS streams per call: a context each would load the CA certificates again every time.
+    from ivr.pbx.config import PbxConfig, client_tls_context
+
+    _, ca_file = tls
+    a = PbxConfig(url="https://pbx", client_id="900", client_secret="s", verify_tls=str(ca_file))
+    b = PbxConfig(url="https://pbx", client_id="901", client_secret="t", verify_tls=str(ca_file))
+    assert a.ssl_context() is b.ssl_context()
+    off = PbxConfig(url="https://pbx", client_id="900", client_secret="s", verify_tls=False).ssl_context()
+    assert off is not a.ssl_context() and not off.check_hostname
+    assert client_tls_context(True) is client_tls_context(True)

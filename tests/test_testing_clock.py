@@ -252,3 +252,14 @@ def test_ivr_call_realtime_runs_on_a_normal_loop(tmp_path, capsys):
     assert main(["call", str(flow), "--realtime", "--json", "--log-level", "ERROR"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["virtual_time"] is False and report["heard_seconds"] >= 0.2
+
+
+async def test_call_records_measure_the_call_on_the_virtual_clock(ivr_sim, long_prompt_flow):
+    # Durations in the record are call time (the loop clock), not how long simulating took.
+    flow, _ = long_prompt_flow
+    caller = await ivr_sim.call(flow)
+    record = await caller.record()
+    play = next(s for s in record.steps if s.step == "play")
+    # (the play step ends when its last frame is handed over, the pacer's lead before its end)
+    assert PROMPT_SECONDS - 0.5 <= play.duration <= PROMPT_SECONDS + 0.5
+    assert record.duration >= PROMPT_SECONDS - 0.5  # simulating it took about a second of real time
