@@ -25,6 +25,8 @@ from typing import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if sys.platform == "win32":  # the audio sockets need add_reader, which the proactor loop lacks
+        asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
     parser = _parser()
     if not argv:
         parser.print_help()

@@ -3,14 +3,14 @@
 Each call holds a GET whose chunked response carries a 320-byte chunk every 20 ms, and a POST
 whose chunked body does the same the other way. A general HTTP client pays per chunk a task
 wake-up, an async generator hop and several Python-level callbacks; with hundreds of calls
-that was a third of the worker's CPU. Here:
+that was a third of the worker's CPU. Here, over a :class:`~ivr.pbx.mediasocket.MediaSocket`:
 
 * :meth:`HttpStream.post` - the request head goes out with the first chunk (an idle stream
   costs the PBX nothing); :meth:`HttpStream.write` frames a chunk and hands it to the
   transport synchronously, so a pacer can send straight from the shared timer;
 * :meth:`HttpStream.get` - a 200 response's body is decoded into a buffer as it arrives and
-  taken in blocks (:meth:`HttpStream.take`, polled from the shared timer), or handed to
-  ``on_body`` chunk by chunk.
+  taken in blocks (:meth:`HttpStream.take`, polled from the shared timer: the socket is read
+  right then, with no selector wake-up per chunk), or handed to ``on_body`` chunk by chunk.
 
 Responses are parsed by Content-Length, chunked encoding or connection close. Any other
 response (an error: 401, 424, ...) is kept whole, capped, for :meth:`HttpStream.response`.
@@ -24,25 +24,23 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from .config import client_tls_context
+from .mediasocket import MediaSocket
 
 MAX_RESPONSE_BYTES = 64 * 1024  # an error message, never audio: cap what is kept
 MAX_UNREAD_BYTES = 1 << 20  # audio not taken yet: stop reading the socket beyond this (~1 min)
 
 
-RECV_BUFFER_BYTES = 4096  # what one read takes at most (audio comes in ~330-byte pieces; more waits for the next read)
-
-
-class HttpStream(asyncio.BufferedProtocol):
+class HttpStream:
     """One HTTP/1.1 request on its own connection; make one with :meth:`get` or :meth:`post`.
 
-    A buffered protocol: the loop reads into one buffer kept for the connection instead of
-    allocating a fresh 256 KiB bytes object per read (thousands of reads a second)."""
+    The connection is watched (read as data arrives) until a streamed body is taken with
+    :meth:`take`; from then on it is read only when taken."""
 
     def __init__(self, head: bytes, *, head_now: bool, stream_ok: bool) -> None:
         self._head: bytes | None = head  # the request head, until sent
         self._head_now = head_now  # send it on connect (GET) or with the first chunk (POST)
         self._stream_ok = stream_ok  # a 200 body is audio: buffered uncapped, taken in blocks
-        self._transport: asyncio.Transport | None = None
+        self._sock: MediaSocket | None = None
         self._inbox = bytearray()  # bytes received, not parsed yet
         self._status: int | None = None
         self._reason = ""
@@ -51,7 +49,7 @@ class HttpStream(asyncio.BufferedProtocol):
         self._streaming = False  # this response's body is audio
         self._body = bytearray()  # an error response's body (capped)
         self._audio = bytearray()  # audio received, not taken yet
-        self._paused = False
+        self._polled = False  # take() reads the socket; it is no longer watched
         self._finished = False  # the zero chunk was written
         loop = asyncio.get_running_loop()
         self._head_in: asyncio.Future[tuple[int, str]] = loop.create_future()
@@ -62,8 +60,6 @@ class HttpStream(asyncio.BufferedProtocol):
         #: An exception it raises ends the body with that exception.
         self.on_body: Callable[[bytes], None] | None = None
         self.closed = False
-        self._recv = bytearray(RECV_BUFFER_BYTES)
-        self._recv_view = memoryview(self._recv)
 
     # --- opening ----------------------------------------------------------------------------
 
@@ -95,27 +91,28 @@ class HttpStream(asyncio.BufferedProtocol):
         lines += [f"{k}: {v}" for k, v in headers.items()] + extra + ["", ""]
         proto = cls("\r\n".join(lines).encode("latin-1"), head_now=head_now, stream_ok=stream_ok)
         tls = (ssl if ssl is not True else client_tls_context(True)) if secure else None
-        loop = asyncio.get_running_loop()
-        await asyncio.wait_for(loop.create_connection(lambda: proto, host, port, ssl=tls or None), timeout)
+        if tls is False:  # https with verification off still needs a context
+            tls = client_tls_context(False)
+        proto._attach(await MediaSocket.connect(host, port, tls or None, timeout))
         return proto
 
     # --- the request body (POST) --------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
         """Send one chunk now (the request head goes with the first). Nothing if closed."""
-        transport = self._transport
-        if self.closed or self._finished or transport is None or not data:
+        sock = self._sock
+        if self.closed or self._finished or sock is None or not data:
             return
         frame = b"%X\r\n%b\r\n" % (len(data), data)
         if self._head is not None:
             frame, self._head = self._head + frame, None
-        transport.write(frame)
+        sock.send(frame)
 
     def finish(self) -> None:
         """End the body with the zero chunk (only if the request was started at all)."""
-        if self._head is None and not self._finished and not self.closed and self._transport is not None:
+        if self._head is None and not self._finished and not self.closed and self._sock is not None:
             self._finished = True
-            self._transport.write(b"0\r\n\r\n")
+            self._sock.send(b"0\r\n\r\n")
 
     @property
     def started(self) -> bool:
@@ -125,7 +122,7 @@ class HttpStream(asyncio.BufferedProtocol):
     @property
     def backlog(self) -> int:
         """Bytes written but not yet accepted by the kernel (the peer is not reading)."""
-        return self._transport.get_write_buffer_size() if self._transport is not None else 0
+        return self._sock.backlog if self._sock is not None else 0
 
     # --- the response ---------------------------------------------------------------------------
 
@@ -140,27 +137,41 @@ class HttpStream(asyncio.BufferedProtocol):
         return await asyncio.shield(self._response)
 
     def take(self) -> bytearray:
-        """The audio received since the last take (a streamed 200 body)."""
+        """The audio received until now and not taken yet (a streamed 200 body).
+
+        Reads the socket right away; from the first take of a streamed body on, the socket is
+        read only here (poll it every block)."""
+        sock = self._sock
+        if self._streaming and sock is not None and not sock.closed:
+            if not self._polled:
+                self._polled = True
+                sock.watch(None)
+            room = MAX_UNREAD_BYTES - len(self._audio)
+            if room > 0:
+                self._received(sock.read(room))
         data, self._audio = self._audio, bytearray()
-        if self._paused and self._transport is not None:
-            self._paused = False
-            self._transport.resume_reading()
         return data
 
     def close(self) -> None:
         """Close the connection (no zero chunk)."""
-        if self._transport is not None:
-            self._transport.close()
+        if self._sock is not None:
+            self._sock.close()
 
-    # --- asyncio.Protocol -----------------------------------------------------------------------
+    # --- the connection -------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+    def _attach(self, sock: MediaSocket) -> None:
+        self._sock = sock
+        sock.on_lost = self.connection_lost
         if self._head_now and self._head is not None:
-            self._transport.write(self._head)
+            sock.send(self._head)
             self._head = None
+        sock.watch(self._on_readable)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _on_readable(self) -> None:
+        assert self._sock is not None
+        self._received(self._sock.read())
+
+    def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
         if self._status is not None and self._length is None and not self._chunked:
             self._end_body(None)  # a body delimited by the connection's end
@@ -173,14 +184,8 @@ class HttpStream(asyncio.BufferedProtocol):
         if not self.body_done.done():
             self.body_done.set_result(error)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._recv_view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._recv_view[:nbytes])
-
-    def data_received(self, data: bytes | memoryview) -> None:
-        if self.body_done.done():
+    def _received(self, data: bytes) -> None:
+        if not data or self.body_done.done():
             return  # anything after the response is ignored
         self._inbox += data
         try:
@@ -189,9 +194,6 @@ class HttpStream(asyncio.BufferedProtocol):
             self._fail(ConnectionError(f"bad HTTP response: {exc}"))
         except Exception as exc:  # on_body raised: the consumer's problem ends this body
             self._fail(exc)
-
-    def eof_received(self) -> bool | None:
-        return None  # close the transport: connection_lost ends the response
 
     # --- parsing --------------------------------------------------------------------------------
 
@@ -274,9 +276,9 @@ class HttpStream(asyncio.BufferedProtocol):
             self.on_body(bytes(data))
         else:
             self._audio += data
-            if len(self._audio) > MAX_UNREAD_BYTES and not self._paused and self._transport is not None:
-                self._paused = True  # nobody takes the audio: let TCP push back
-                self._transport.pause_reading()
+            if len(self._audio) > MAX_UNREAD_BYTES and not self._polled and self._sock is not None:
+                self._polled = True  # nobody takes the audio: let TCP push back until take()
+                self._sock.watch(None)
 
     def _end_body(self, error: BaseException | None) -> None:
         if not self._response.done() and self._status is not None:

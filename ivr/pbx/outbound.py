@@ -133,6 +133,7 @@ class OutboundAudio:
         self._drained = asyncio.Event()
         self._drained.set()
         self._next_t: float | None = None  # loop time at which audio sent so far ends playing
+        self._paced_from = 0.0  # loop time the pacing clock last restarted
         self._closing = False
         self._playing = False  # frames are going out back to back (a prompt is playing)
         self._conn: HttpStream | None = None  # the POST currently open
@@ -284,12 +285,14 @@ class OutboundAudio:
             # While a prompt keeps playing each frame has a due time; measure against it.
             late = None
             if self._playing and self._next_t is not None:
-                late = now - (self._next_t + size / BYTES_PER_SECOND - lead)
+                # Due when lead - size is left at the PBX; frames of the opening burst of a
+                # restart (a whole lead at once) are due at the restart, not before it.
+                late = now - max(self._next_t + size / BYTES_PER_SECOND - lead, self._paced_from)
                 if now > self._next_t:
                     stats.dry += 1  # the PBX had nothing left to play: the caller hears a gap
             if self._next_t is None or self._next_t < now:
                 # Nothing left playing at the PBX: the pacing clock restarts now.
-                self._next_t = now
+                self._next_t = self._paced_from = now
             send_at = self._next_t + size / BYTES_PER_SECOND - lead  # keeps the lead <= lead_ms
             if send_at > now:
                 self._wake_at(send_at)
