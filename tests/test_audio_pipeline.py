@@ -136,6 +136,44 @@ def test_dtmf_feed_frames_reports_frame_and_tone_state_of_each_frame():
         det.feed_frames(np.zeros(100, dtype=np.int16), 160)
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_quiet_blocks_skipped_by_frame_energies_give_exactly_the_windowed_result(seed):
+    # stage_frames with frame energies skips quiet blocks without cutting windows; the keys,
+    # their onsets and the tone state per frame must equal the plain detector fed frame by
+    # frame: tones right after silence, faint tones near the level limit, line noise, and
+    # blocks of 1-4 frames (a 1-frame block's tail reaches back into the previous buffer).
+    rng = np.random.default_rng(seed)
+    parts = []
+    for digit in "159#*0":
+        parts.append(np.zeros(int(rng.integers(1, 6)) * 160 + int(rng.integers(0, 160)), dtype=np.int16))
+        parts.append((rng.standard_normal(int(rng.integers(200, 900))) * 3).astype(np.int16))  # line noise
+        amp = float(rng.choice([0.3, 0.02, 0.012, 0.009]))  # -40 dBFS tones are about 0.007
+        parts.append(generate_dtmf(digit, int(rng.integers(40, 90)), int(rng.integers(40, 90)), amplitude=amp))
+    x = np.concatenate(parts)
+    x = x[: x.size // 160 * 160]
+    ref = DtmfDetector()
+    keys, tone = [], []
+    for k in range(x.size // 160):
+        keys += [(d, t, k) for d, t in ref.feed_timed(x[k * 160:(k + 1) * 160])]
+        tone.append(ref.tone_active)
+    det = DtmfDetector()
+    got_keys, got_tone, skipped = [], [], 0
+    b = 0
+    while b < x.size // 160:
+        n = int(rng.integers(1, 5))
+        block = x[b * 160:(b + n) * 160]
+        n = block.size // 160
+        frames = block.reshape(n, 160).astype(np.float64)
+        staged = det.stage_frames(block, 160, (frames * frames).sum(axis=1).tolist())
+        skipped += staged.frames is None and staged.n_windows > 0
+        ks, tn = det.finish_frames(staged, det.classify_staged(staged))
+        got_keys += [(d, t, b + j) for d, t, j in ks]
+        got_tone += list(tn) if tn is not None else [False] * n
+        b += n
+    assert len(keys) >= 3 and skipped >= 10  # keys were heard and the quiet path was taken
+    assert got_keys == keys and got_tone == tone
+
+
 def test_many_streams_analysed_together_get_exactly_their_own_events():
     # process_many stacks every stream's DTMF windows into one matrix product: each stream
     # must still get the events it gets alone (keys over silence and over speech, speech only,

@@ -139,8 +139,9 @@ class DtmfDetector:
 
     def reset(self) -> None:
         """Forget all buffered audio and state (start of a new stream)."""
-        self._buf = np.zeros(0, dtype=np.float64)
+        self._buf = np.zeros(0, dtype=np.float64)  # samples not yet consumed by a window
         self._pos = 0  # stream sample index of _buf[0]
+        self._tail_bound = np.inf  # an upper bound of sum(_buf**2) (inf: unknown)
         self._run_key: str | None = None
         self._run_len = 0
         self._run_start = 0
@@ -177,17 +178,27 @@ class DtmfDetector:
         staged = self.stage_frames(samples, frame_samples)
         return self.finish_frames(staged, self.classify_staged(staged))
 
-    def stage_frames(self, samples: np.ndarray, frame_samples: int) -> StagedBlock:
+    def stage_frames(self, samples: np.ndarray, frame_samples: int,
+                     frame_energies: list[float] | None = None) -> StagedBlock:
         """First step of :meth:`feed_frames`: buffer the block, cut its windows. The windows
-        of many detectors can then be classified together (:func:`classify_many`)."""
+        of many detectors can then be classified together (:func:`classify_many`).
+
+        ``frame_energies`` (each frame's sum of squares, e.g. from the VAD's pass) lets a quiet
+        block skip even the buffer arithmetic: when they bound the buffer's energy below what
+        any tone needs, the block is only counted (same result as cutting it)."""
         samples = np.asarray(samples)
         if frame_samples <= 0 or samples.ndim != 1 or samples.size % frame_samples:
             raise ValueError(f"DtmfDetector.feed_frames: expected whole frames of {frame_samples} samples, "
                              f"got shape {samples.shape}")
         block_start = self._pos + self._buf.size  # stream sample of samples[0]
         tone_before = self.tone_active
+        n_frames = samples.size // frame_samples
+        if frame_energies is not None and self._tail_bound + sum(frame_energies) < self._quiet_energy:
+            pos, n_win = self._skip_quiet(samples, frame_samples, frame_energies)
+            return StagedBlock(None, pos, block_start, n_frames, frame_samples, tone_before, n_win)
         frames, pos, n_win = self._cut_windows(samples)
-        return StagedBlock(frames, pos, block_start, samples.size // frame_samples, frame_samples, tone_before, n_win)
+        self._tail_bound = self._bound_tail(frame_samples, frame_energies) if frame_energies is not None else np.inf
+        return StagedBlock(frames, pos, block_start, n_frames, frame_samples, tone_before, n_win)
 
     def classify_staged(self, staged: StagedBlock) -> list[str | None] | None:
         """Second step: the candidate key of each staged window (None: none or all quiet)."""
@@ -227,6 +238,30 @@ class DtmfDetector:
 
     # -- internals ----------------------------------------------------------------------
 
+    def _skip_quiet(self, samples: np.ndarray, frame_samples: int, energies: list[float]) -> tuple[int, int]:
+        """:meth:`_cut_windows` for a block known to be too quiet for any tone: the windows
+        are only counted and the unconsumed tail kept (as int16, no float copy)."""
+        pos = self._pos
+        total = self._buf.size + samples.size
+        n_win = (total - self.window) // self.hop + 1 if total >= self.window else 0
+        consumed = n_win * self.hop
+        keep = total - consumed
+        if keep <= samples.size:
+            self._buf = samples[samples.size - keep:]
+        else:  # the tail reaches back into the previous buffer (blocks shorter than a window)
+            self._buf = np.concatenate([self._buf[self._buf.size - (keep - samples.size):], samples.astype(self._buf.dtype)])
+        self._pos += consumed
+        self._tail_bound = self._bound_tail(frame_samples, energies)
+        return pos, n_win
+
+    def _bound_tail(self, frame_samples: int, energies: list[float]) -> float:
+        """An upper bound of the energy of the buffered tail: the energy of the last frames
+        that hold it (the whole block plus the old bound, if it reaches back further)."""
+        k = -(-self._buf.size // frame_samples)
+        if k <= len(energies):
+            return float(sum(energies[len(energies) - k:]))
+        return self._tail_bound + float(sum(energies))
+
     def _windows(self, samples: np.ndarray) -> tuple[list[str | None] | None, int]:
         """Buffer ``samples``; return the candidate key of every window now complete (None:
         no window, or all quiet) and the stream sample where the first window starts."""
@@ -243,12 +278,13 @@ class DtmfDetector:
         if samples.ndim != 1:
             raise ValueError(f"DtmfDetector.feed: expected 1-D samples, got shape {samples.shape}")
         if self._buf.size:
-            buf = np.concatenate([self._buf, samples])
+            buf = np.concatenate([self._buf, samples], dtype=np.float64)
         else:
             buf = samples.astype(np.float64)
         pos = self._pos
         if buf.size < self.window:
             self._buf = buf
+            self._tail_bound = np.inf
             return None, pos, 0
         n_win = (buf.size - self.window) // self.hop + 1
         # A strided view of every window, no copy (sliding_window_view/as_strided cost ~3-10 us).
@@ -261,6 +297,7 @@ class DtmfDetector:
         consumed = n_win * self.hop
         self._buf = buf[consumed:].copy()
         self._pos += consumed
+        self._tail_bound = np.inf  # stage_frames bounds it again when it knows frame energies
         return frames, pos, n_win
 
     def _quiet_cands(self, cands: list[str | None] | None, n_win: int) -> list[str | None] | None:

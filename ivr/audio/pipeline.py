@@ -14,7 +14,7 @@ import numpy as np
 
 from .dtmf import DtmfDetector, StagedBlock, classify_many
 from .frames import FRAME_BYTES, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, FrameSplitter, pcm_to_array
-from .vad import SpeechCancelled, SpeechEnded, SpeechStarted, VoiceActivityDetector
+from .vad import SpeechCancelled, SpeechEnded, SpeechStarted, VoiceActivityDetector, mean_squares
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,19 @@ class InboundProcessor:
 
     @staticmethod
     def process_many(items: list[tuple[InboundProcessor, bytes | bytearray | memoryview]]) -> list[list[InboundEvent]]:
-        """:meth:`process` for many streams at once (same events per stream): the DTMF
-        windows of all of them are classified in one numpy pass (:func:`classify_many`).
+        """:meth:`process` for many streams at once (same events per stream): the frames of
+        all of them are one array, their energies one numpy pass, and the DTMF windows of all
+        of them are classified in one matrix product (:func:`classify_many`).
         Detectors must share their settings; each processor may appear once."""
+        blocks = [proc._splitter.feed_block(pcm) for proc, pcm in items]
+        every = pcm_to_array(b"".join(blocks)).reshape(-1, FRAME_SAMPLES)
+        energies = mean_squares(every)
         staged: list[_Staged | None] = []
-        for proc, pcm in items:
-            block = proc._splitter.feed_block(pcm)
-            staged.append(proc._stage(pcm_to_array(block).reshape(-1, FRAME_SAMPLES)) if block else None)
+        row = 0
+        for (proc, _), block in zip(items, blocks):
+            n = len(block) // FRAME_BYTES
+            staged.append(proc._stage(every[row:row + n], energies[row:row + n]) if n else None)
+            row += n
         with_dtmf = [i for i, st in enumerate(staged) if st is not None and st.dtmf is not None]
         cands = classify_many([items[i][0].dtmf for i in with_dtmf], [staged[i].dtmf for i in with_dtmf])  # type: ignore[misc, union-attr]
         by_item = dict(zip(with_dtmf, cands))
@@ -97,18 +103,21 @@ class InboundProcessor:
 
     def _block(self, frames: np.ndarray) -> list[InboundEvent]:
         """Process consecutive whole frames (shape (n, FRAME_SAMPLES))."""
-        staged = self._stage(frames)
+        staged = self._stage(frames, mean_squares(frames))
         cands = self.dtmf.classify_staged(staged.dtmf) if self.dtmf is not None and staged.dtmf is not None else None
         return self._finish(staged, cands)
 
-    def _stage(self, frames: np.ndarray) -> _Staged:
+    def _stage(self, frames: np.ndarray, energies: list[float]) -> _Staged:
         first = self._frames
         self._frames += len(frames)
         if self.on_frame is not None:
             for k in range(len(frames)):
                 self.on_frame(frames[k], (first + k) * FRAME_MS / 1000)
-        dtmf = self.dtmf.stage_frames(frames.reshape(-1), FRAME_SAMPLES) if self.dtmf is not None else None
-        return _Staged(frames, dtmf)
+        dtmf = None
+        if self.dtmf is not None:  # the detector wants sums of squares
+            sums = [e * FRAME_SAMPLES for e in energies]
+            dtmf = self.dtmf.stage_frames(frames.reshape(-1), FRAME_SAMPLES, sums)
+        return _Staged(frames, dtmf, energies)
 
     def _finish(self, staged: _Staged, cands: list[str | None] | None) -> list[InboundEvent]:
         frames = staged.frames
@@ -118,10 +127,12 @@ class InboundProcessor:
             keys, tone = self.dtmf.finish_frames(staged.dtmf, cands)
         vad_events: list = []
         if self.vad is not None:
+            energies = staged.energies
             if tone is not None:  # frames where a tone is heard reach the VAD as silence
                 frames = frames.copy()
                 frames[tone] = 0
-            vad_events = self.vad.feed_frames(frames, tone)
+                energies = [0.0 if masked else e for e, masked in zip(energies, tone.tolist())]
+            vad_events = self.vad.feed_frames(frames, tone, energies)
         if not keys:
             return [e for _, e in vad_events]
         # Frame by frame, a frame's digits came before its VAD events: keep that order.
@@ -134,6 +145,7 @@ class InboundProcessor:
 class _Staged:
     frames: np.ndarray  # the block's whole frames (n, FRAME_SAMPLES)
     dtmf: StagedBlock | None
+    energies: list[float]  # mean square of each frame
 
 
 class DigitMerger:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -64,6 +64,12 @@ class SpeechCancelled:
 VadEvent = SpeechStarted | SpeechEnded | SpeechCancelled
 
 
+def mean_squares(frames: np.ndarray) -> list[float]:
+    """Mean square of each row of int16 ``frames`` (exact sums: integers < 2**53 in float64)."""
+    f = frames.astype(np.float64)
+    return (np.einsum("ij,ij->i", f, f) / frames.shape[1]).tolist()
+
+
 class WebRtcBackend:
     """Frame classifier on webrtcvad (C, ~2 us per frame). Calls tones and steady noise speech."""
 
@@ -76,10 +82,25 @@ class WebRtcBackend:
             raise ValueError(f"VoiceActivityDetector: webrtcvad needs 8/16/32/48 kHz, got {sample_rate}")
         self._vad = webrtcvad.Vad(aggressiveness)
         self._rate = sample_rate
+        try:  # the C call itself: webrtcvad's wrapper adds a Python frame per 20 ms frame
+            from _webrtcvad import process
+
+            handle = self._vad._vad
+            self._process: Callable[[bytes, int], bool] = lambda buf, n: process(handle, sample_rate, buf, n)
+        except (ImportError, AttributeError):  # another build of webrtcvad: its public method
+            self._process = lambda buf, n: self._vad.is_speech(buf, sample_rate, n)
 
     def is_speech(self, frame: np.ndarray) -> bool:
         """True if the 20 ms int16 frame is voiced."""
         return self._vad.is_speech(frame.tobytes(), self._rate)
+
+    def classify(self, frames: np.ndarray) -> list[bool]:
+        """:meth:`is_speech` of each row of ``frames`` (n x 20 ms, int16)."""
+        blob = frames.tobytes()
+        n = frames.shape[1]
+        step = 2 * n
+        process = self._process
+        return [bool(process(blob[i:i + step], n)) for i in range(0, len(blob), step)]
 
     def reset(self) -> None:
         """webrtcvad keeps no state between frames worth clearing."""
@@ -114,6 +135,10 @@ class SileroBackend:
             self._prob = self._vad.process(memoryview(win.data))
             self._pending = self._pending[self._win:]
         return self._prob >= self._threshold
+
+    def classify(self, frames: np.ndarray) -> list[bool]:
+        """:meth:`is_speech` of each row of ``frames``, in order."""
+        return [self.is_speech(frame) for frame in frames]
 
     def reset(self) -> None:
         """Clear the model's recurrent state and queued samples."""
@@ -234,12 +259,15 @@ class VoiceActivityDetector:
             self._offset = now - self._frame_index * self.frame_s
         return [e for _, e in self.feed_frames(frame[None, :], [masked] if masked else None)]
 
-    def feed_frames(self, frames: np.ndarray, masked: Sequence[bool] | np.ndarray | None = None) -> list[tuple[int, VadEvent]]:
+    def feed_frames(self, frames: np.ndarray, masked: Sequence[bool] | np.ndarray | None = None,
+                    energies: list[float] | None = None) -> list[tuple[int, VadEvent]]:
         """Feed a block of consecutive frames (int16, shape (n, frame_samples)) at once.
 
         Same results as :meth:`feed` frame by frame (``masked[k]`` as its ``masked``), but
-        the energies are one numpy pass and silence costs one backend call and a few integer
-        operations per frame. Returns ``(k, event)`` pairs: event caused by frame ``k``.
+        the energies are one numpy pass and a block without a voiced frame outside speech
+        costs one backend call per frame and a few list operations. ``energies``: each frame's
+        mean square, if the caller computed them already (:func:`mean_squares`, for many
+        streams at once). Returns ``(k, event)`` pairs: event caused by frame ``k``.
         """
         frames = np.asarray(frames)
         if frames.dtype != np.int16 or frames.ndim != 2 or frames.shape[1] != self.frame_samples:
@@ -247,16 +275,21 @@ class VoiceActivityDetector:
                 f"VoiceActivityDetector.feed_frames: expected (n, {self.frame_samples}) int16 frames, "
                 f"got {frames.dtype} shape {frames.shape}"
             )
-        if not len(frames):
+        n = len(frames)
+        if not n:
             return []
-        # Exact sums of squares (integers < 2**53 in float64), one pass for the whole block.
-        f = frames.astype(np.float64)
-        energies = (np.einsum("ij,ij->i", f, f) / self.frame_samples).tolist()
-        is_speech = self._backend.is_speech
+        if energies is None:
+            energies = mean_squares(frames)
+        voiced_all = self._backend.classify(frames)
+        if masked is not None:
+            voiced_all = [v and not masked[k] for k, v in enumerate(voiced_all)]
+        if not self._in_speech and not any(voiced_all):
+            self._feed_unvoiced(frames, energies)
+            return []
         out: list[tuple[int, VadEvent]] = []
         for k, energy in enumerate(energies):
             frame = frames[k]
-            voiced = is_speech(frame) and not (masked is not None and masked[k])
+            voiced = voiced_all[k]
             idx = self._frame_index
             self._frame_index += 1
             t1 = self._frame_index * self.frame_s + self._offset
@@ -272,6 +305,20 @@ class VoiceActivityDetector:
             if self._window_bits.bit_count() >= self._start_frames:
                 out.append((k, self._start_speech(idx, t1)))
         return out
+
+    def _feed_unvoiced(self, frames: np.ndarray, energies: list[float]) -> None:
+        """Frames without a voiced one, outside speech: the background average moves, the
+        frames join the pre-roll history and the start window fills with zeros."""
+        nf = self._noise_floor
+        for energy in energies:
+            nf = energy if nf is None else 0.95 * nf + 0.05 * energy
+        self._noise_floor = nf
+        idx = self._frame_index
+        n = len(energies)
+        keep = self._history.maxlen or n  # older frames would fall out of the history at once
+        self._history.extend((idx + k, frames[k], False, energies[k]) for k in range(max(0, n - keep), n))
+        self._frame_index += n
+        self._window_bits = (self._window_bits << n) & self._window_mask
 
     def _start_speech(self, idx: int, t1: float) -> SpeechStarted:
         """Enough voiced frames in the start window (the last in history is frame ``idx``)."""
