@@ -142,7 +142,8 @@ class MediaSocket:
     def read(self, limit: int = 1 << 20) -> bytes:
         """What has arrived (decrypted), up to about ``limit`` bytes; ``b""`` if nothing.
 
-        At the end of the connection ``on_lost`` is told (and what came before it returned)."""
+        At the end of the connection what came before it is returned, and ``on_lost`` told
+        from the loop."""
         if self.closed:
             return b""
         got = bytearray()
@@ -153,11 +154,11 @@ class MediaSocket:
                 break
             except OSError as exc:
                 got += self._decrypt()
-                self._lost(exc)
+                self._end(exc)
                 break
             if n == 0:
                 got += self._decrypt()
-                self._lost(None)
+                self._end(None)
                 break
             if self._tls is None:
                 got += self._view[:n]
@@ -183,7 +184,8 @@ class MediaSocket:
             except ssl.SSLError as exc:
                 self._loop.call_soon(self._lost, exc)
                 break
-            if not piece:
+            if not piece:  # the peer's close_notify (SSLObject reports it so, not by raising)
+                self._loop.call_soon(self._lost, None)
                 break
             out += piece
         if pending := self._tls_out.read():  # type: ignore[union-attr]
@@ -224,6 +226,11 @@ class MediaSocket:
         if not self.closed:
             self._loop.call_soon(self._lost, None)
             self._shut()
+
+    def _end(self, exc: BaseException | None) -> None:
+        # Found by read(): its caller gets the data that came with the end before on_lost.
+        self._loop.call_soon(self._lost, exc)
+        self._shut()
 
     def _shut(self) -> None:
         self.closed = True
