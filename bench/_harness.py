@@ -63,6 +63,7 @@ def free_port() -> int:
 @dataclass
 class ProcSample:
     cpu_s: float  # user + system CPU seconds since the process started
+    sys_s: float  # of which in the kernel (system calls: sockets, epoll)
     rss: int  # resident set size, bytes
     at: float  # time.monotonic()
 
@@ -72,11 +73,12 @@ def proc_sample(pid: int) -> ProcSample:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+    sys_s = int(fields[12]) / CLK_TCK
     rss = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1]) * 1024
-    return ProcSample(cpu, rss, time.monotonic())
+    return ProcSample(cpu, sys_s, rss, time.monotonic())
 
 
 # --- audio the caller and the IVR use -------------------------------------------------------
@@ -115,7 +117,7 @@ class Stack:
     """Emulator + worker as two child processes, in a scratch folder."""
 
     def __init__(self, workdir: Path, flow_yaml: str, prompts: dict[str, np.ndarray], *,
-                 lead_ms: int = 60, batch: int = 1, log_level: str = "INFO", python: str = sys.executable,
+                 lead_ms: int = 80, batch: int = 2, log_level: str = "INFO", python: str = sys.executable,
                  worker_tree: str | None = None, pbx_extra: dict[str, str] | None = None, tls: bool = False) -> None:
         self.dir = workdir
         self.port = free_port()
@@ -145,7 +147,7 @@ class Stack:
         (workdir / "flow.yaml").write_text(flow_yaml)
         (workdir / "ivr.yaml").write_text(
             f"pbx:\n  url: {self.url}\n  client_id: '900'\n  client_secret_env: IVR_BENCH_SECRET\n"
-            f"  outbound_lead_ms: {lead_ms}\n" + (f"  outbound_batch_frames: {batch}\n" if batch != 1 else "") +
+            f"  outbound_lead_ms: {lead_ms}\n  outbound_batch_frames: {batch}\n" +
             "".join(f"  {k}: {v}\n" for k, v in (pbx_extra or {}).items()) +
             "routes:\n  - route_point: '800'\n    flow: flow.yaml\n"
             "max_calls: 5000\nrecords: var/calls.jsonl\nrecordings_dir: var/recordings\n"

@@ -127,6 +127,7 @@ async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | 
         "window_s": window,
         "cpu_ms_per_call_s": (w1.cpu_s - w0.cpu_s) * 1000 / (window * n),
         "worker_cpu_pct": (w1.cpu_s - w0.cpu_s) / window * 100,
+        "worker_sys_share": (w1.sys_s - w0.sys_s) / max(w1.cpu_s - w0.cpu_s, 1e-9),
         "emulator_cpu_pct": (e1.cpu_s - e0.cpu_s) / window * 100,
         "rss_base_mb": base.rss / 2**20,
         "rss_mid_mb": mid.rss / 2**20,
@@ -152,8 +153,8 @@ def main() -> None:
     ap.add_argument("--calls", default="50", help="comma list of concurrent call counts (default 50)")
     ap.add_argument("--rate", type=float, default=50, help="calls placed per second (default 50)")
     ap.add_argument("--hold", type=float, default=15, help="seconds after the last call is placed until all hang up")
-    ap.add_argument("--lead-ms", type=int, default=60, help="the worker's outbound_lead_ms")
-    ap.add_argument("--batch", type=int, default=1, help="the worker's outbound_batch_frames (frames per pacer wake-up)")
+    ap.add_argument("--lead-ms", type=int, default=80, help="the worker's outbound_lead_ms")
+    ap.add_argument("--batch", type=int, default=2, help="the worker's outbound_batch_frames (frames per pacer wake-up)")
     ap.add_argument("--pbx", action="append", default=[], metavar="KEY=VALUE",
                     help="another pbx: setting of the worker, e.g. --pbx inbound_block_ms=0 --pbx outbound_tick_ms=0")
     ap.add_argument("--worker-tree", help="run the worker from this source tree (e.g. an unpacked `git archive HEAD`)")
@@ -195,7 +196,7 @@ def main() -> None:
 
 def print_row(r: dict) -> None:
     print(f"N={r['n']}: {r['records']} records, {r['flows_ok']} flows complete; window {r['window_s']:.1f} s; "
-          f"worker {r['worker_cpu_pct']:.0f}% CPU, emulator {r['emulator_cpu_pct']:.0f}% CPU", flush=True)
+          f"worker {r['worker_cpu_pct']:.0f}% CPU ({r['worker_sys_share']:.0%} in the kernel), emulator {r['emulator_cpu_pct']:.0f}% CPU", flush=True)
 
 
 def print_table(rows: list[dict]) -> None:

@@ -138,8 +138,8 @@ async def run(stack: Stack, trials: int, speech_gather: bool, workdir: Path) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=30)
-    ap.add_argument("--lead-ms", type=int, default=60, help="the worker's outbound_lead_ms")
-    ap.add_argument("--batch", type=int, default=1, help="the worker's outbound_batch_frames")
+    ap.add_argument("--lead-ms", type=int, default=80, help="the worker's outbound_lead_ms")
+    ap.add_argument("--batch", type=int, default=2, help="the worker's outbound_batch_frames")
     ap.add_argument("--no-speech-gather", action="store_true", help="skip the speech gather line")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args()

@@ -48,8 +48,8 @@ class PbxSettings(_Strict):
     client_secret_env: str | None = Field(default=None, description="Environment variable holding the secret")
     client_secret_file: str | None = Field(default=None, description="File holding the secret")
     verify_tls: bool | str = Field(default=True, description="true, false, or a CA bundle path")
-    outbound_lead_ms: int = Field(default=60, ge=20, le=500)
-    outbound_batch_frames: int = Field(default=1, ge=1, le=10, description="20 ms frames per pacer wake-up")
+    outbound_lead_ms: int = Field(default=80, ge=20, le=500, description="IVR audio kept ahead of real time (bounds barge-in)")
+    outbound_batch_frames: int = Field(default=2, ge=1, le=10, description="20 ms frames per pacer wake-up")
     outbound_tick_ms: int = Field(default=5, ge=0, le=20, description="pacers' shared wake-up grid (0: a timer each)")
     inbound_block_ms: int = Field(default=40, ge=0, le=200, description="caller audio analysed in blocks of this much")
 
