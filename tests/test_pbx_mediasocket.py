@@ -130,6 +130,31 @@ async def test_send_and_read_round_trip(mode) -> None:
         sock.close()
 
 
+async def test_a_host_name_is_resolved_and_an_address_is_used_as_it_is(monkeypatch) -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readexactly(5))
+        await writer.drain()
+        writer.close()
+
+    resolved: list[str] = []
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+
+    async def spy(host, *args, **kwargs):
+        resolved.append(host)
+        return await real(host, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", spy)
+    async with serve(echo) as port:
+        for host in ("127.0.0.1", "localhost"):
+            sock = await MediaSocket.connect(host, port, None, timeout=2)
+            lost = recorder(sock)
+            sock.send(b"hello")
+            assert await read_until(sock, 5, lost) == b"hello"
+            sock.close()
+    assert resolved == ["localhost"]  # an IP address needs no resolver (a thread per lookup)
+
+
 async def test_read_limit_leaves_the_rest_for_the_next_read() -> None:
     sent = random.Random(1).randbytes(64 * 1024)
     done = asyncio.Event()

@@ -52,7 +52,11 @@ class MediaSocket:
     @classmethod
     async def _connect(cls, host: str, port: int, tls: ssl.SSLContext | None) -> MediaSocket:
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        try:  # an address already: no resolver thread (two streams per call)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP,
+                                       flags=socket.AI_NUMERICHOST)
+        except socket.gaierror:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
         error: OSError | None = None
         for family, type_, proto, _, address in infos:  # as create_connection: each address in turn
             sock = socket.socket(family, type_, proto)
