@@ -118,7 +118,8 @@ class Stack:
 
     def __init__(self, workdir: Path, flow_yaml: str, prompts: dict[str, np.ndarray], *,
                  lead_ms: int = 80, batch: int = 2, log_level: str = "INFO", python: str = sys.executable,
-                 worker_tree: str | None = None, pbx_extra: dict[str, str] | None = None, tls: bool = False) -> None:
+                 worker_tree: str | None = None, pbx_extra: dict[str, str] | None = None, tls: bool = False,
+                 worker_nice: int | None = None) -> None:
         self.dir = workdir
         self.port = free_port()
         self.metrics_port = free_port()
@@ -139,6 +140,7 @@ class Stack:
         self.python = python
         self.log_level = log_level
         self.worker_tree = worker_tree  # run the worker from another source tree (before/after)
+        self.worker_nice = worker_nice  # the worker's scheduling priority (None: inherited)
         self.emulator: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
         (workdir / "audio").mkdir(parents=True, exist_ok=True)
@@ -168,6 +170,8 @@ class Stack:
             env=dict(env, PYTHONPATH=self.worker_tree) if self.worker_tree else env,
         )
         _wait_http(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout, self.worker)
+        if self.worker_nice is not None:  # ahead of the emulator and callers, as on its own machine
+            os.setpriority(os.PRIO_PROCESS, self.worker.pid, self.worker_nice)
 
     def stop(self) -> None:
         for proc in (self.worker, self.emulator):

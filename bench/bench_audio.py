@@ -2,7 +2,8 @@
 
 Prints machine info and microseconds per 20 ms frame (8 kHz, 160 samples) for each stage,
 fed one frame at a time (the worker feeds its inbound pipeline 40 ms blocks: a row of its
-own). Best of several repeats, to shed noise from other processes on the machine.
+own; and it analyses the blocks of ~25 calls at once: the last row, 200 calls). Best of
+several repeats, to shed noise from other processes on the machine.
 """
 
 from __future__ import annotations
@@ -93,10 +94,36 @@ def main() -> None:
         us = per_frame_us(make, step)
         print(f"{name:40s} {us:16.1f} {us / 20000 * 100:13.3f}%")
 
+    from _harness import voice_like  # bench/: the concurrency bench's caller
+
+    caller = np.concatenate([voice_like(1.0), np.zeros(3 * 8000, dtype=np.int16)])  # speaks 1 s every 4 s
+    print(f"{'  200 calls at once (process_many)':40s} {many_calls_us(caller):16.1f}   "
+          "(bench_concurrency's caller: 1 s of speech every 4 s)")
+
     t = time.perf_counter()
     for _ in range(20):
         resample(x, 8000, 16000)
     print(f"\nresample() whole 30 s 8k->16k: {(time.perf_counter() - t) / 20 * 1e3:.2f} ms")
+
+
+def many_calls_us(x: np.ndarray, calls: int = 200, group: int = 25, seconds: float = 5.0) -> float:
+    """us per frame per call when ``calls`` streams are analysed as the worker does: 40 ms
+    blocks, ``group`` calls per timer tick in one ``process_many`` (each call at its own offset
+    in the signal)."""
+    pcm = array_to_pcm(x)
+    rng = np.random.default_rng(1)
+    offsets = [int(rng.integers(0, len(pcm) // 640)) * 640 for _ in range(calls)]
+    procs = [InboundProcessor(vad=VoiceActivityDetector(end_ms=800)) for _ in range(calls)]
+    steps = int(seconds * 25)
+    t = time.process_time()
+    for step in range(steps):
+        for g in range(0, calls, group):
+            items = []
+            for k in range(g, min(calls, g + group)):
+                o = (offsets[k] + step * 640) % len(pcm)
+                items.append((procs[k], pcm[o:o + 640]))
+            InboundProcessor.process_many(items)
+    return (time.process_time() - t) / (calls * steps * 2) * 1e6
 
 
 def _queue(prompt: np.ndarray) -> PlaybackQueue:

@@ -163,6 +163,9 @@ def main() -> None:
     ap.add_argument("--profile-format", default="flamegraph", choices=["flamegraph", "raw", "speedscope"],
                     help="py-spy output: flamegraph (SVG), raw (collapsed stacks, text) or speedscope")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, records)")
+    ap.add_argument("--worker-nice", type=int, metavar="N",
+                    help="run the worker at this nice level (e.g. -20, as root), ahead of the emulator and the "
+                         "callers: on a machine too small for all three, as if the PBX ran elsewhere")
     ap.add_argument("--tls", action="store_true",
                     help="HTTPS/WSS between worker and emulator (a throwaway CA, verified), as with a real 3CX")
     args = ap.parse_args()
@@ -171,13 +174,15 @@ def main() -> None:
     print(machine_info())
     print(f"flow: record(both) + gather(30 s prompt, in-band key) + looping prompt; caller speaks 1 s every "
           f"{SPEAK_EVERY:.0f} s; lead {args.lead_ms} ms, batch {args.batch}; rate {args.rate}/s; hold {args.hold} s"
-          f"{'; HTTPS/WSS' if args.tls else ''}")
+          f"{'; HTTPS/WSS' if args.tls else ''}"
+          f"{f'; worker at nice {args.worker_nice}' if args.worker_nice is not None else ''}")
     prompts = {"prompt30.wav": voice_like(30.0, seed=1) // 2}
     rows = []
     for n in [int(x) for x in args.calls.split(",") if x.strip()]:
         work = Path(tempfile.mkdtemp(prefix=f"ivr-bench-{n}-"))
         stack = Stack(work, FLOW, prompts, lead_ms=args.lead_ms, batch=args.batch, log_level=args.log_level,
-                      worker_tree=args.worker_tree, pbx_extra=dict(kv.split("=", 1) for kv in args.pbx), tls=args.tls)
+                      worker_tree=args.worker_tree, pbx_extra=dict(kv.split("=", 1) for kv in args.pbx), tls=args.tls,
+                      worker_nice=args.worker_nice)
         try:
             stack.start()
             ext = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[args.profile_format]

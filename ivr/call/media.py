@@ -6,7 +6,7 @@ events, utterances, recorder and STT taps.
 
 Outbound: prompts go on a :class:`~ivr.audio.playback.PlaybackQueue`; the PBX POST stream's
 pacer pulls one 20 ms frame at a time from it, a small lead ahead of real time. Barge-in
-cuts items in the queue at once, so only the pacer's lead (default 60 ms) still plays.
+cuts items in the queue at once, so only the pacer's lead (default 80 ms) still plays.
 """
 
 from __future__ import annotations
