@@ -154,7 +154,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_json)
     try:
         config = load_config(args.config)
-        return asyncio.run(serve(config, freeze_gc=True))
+        return asyncio.run(serve(config, paced_gc=True))
     except (ConfigError, FlowLoadError, AuthenticationError) as exc:
         return _fail(str(exc))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -97,6 +98,8 @@ class OutboundAudio:
     next attempt.
     """
 
+    _live: weakref.WeakSet[OutboundAudio] = weakref.WeakSet()  # started streams, for top_up_all
+
     def __init__(
         self,
         tokens: TokenManager,
@@ -151,6 +154,7 @@ class OutboundAudio:
     def start(self) -> None:
         """Open the POST in the background (idempotent)."""
         if self._task is None:
+            OutboundAudio._live.add(self)
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     def write(self, pcm: bytes) -> None:
@@ -247,13 +251,30 @@ class OutboundAudio:
         else:
             asyncio.get_running_loop().call_at(when, self._on_timer, self._timer_token)
 
-    def _pump(self) -> None:
+    def top_up(self, extra_s: float) -> None:
+        """Send now what would be due within ``extra_s`` more than the lead: the PBX then holds
+        up to lead + extra_s, so a pause of the whole process (a full garbage collection) as
+        long as that is not heard. Barge-in in that moment plays up to ``extra_s`` longer."""
+        self._pump(extra_s)
+
+    @classmethod
+    def top_up_all(cls, extra_s: float) -> int:
+        """:meth:`top_up` every stream of this process (event loop thread); returns how many."""
+        streams = [s for s in cls._live if s._conn is not None and not s._closing]
+        for stream in streams:
+            try:
+                stream.top_up(extra_s)
+            except Exception:  # one stream's problem must not keep the others' audio short
+                log.exception("topping up %s failed", stream._url)
+        return len(streams)
+
+    def _pump(self, extra_s: float = 0.0) -> None:
         """Send every frame that is due now, then arrange to be called when the next one is."""
         conn = self._conn
         if conn is None or conn.closed or self._closing:
             return  # the connection loop calls wake() once a POST is open again
         loop = asyncio.get_running_loop()
-        lead = self.lead_ms / 1000
+        lead = self.lead_ms / 1000 + extra_s
         stats = self.stats
         frame_s = FRAME_BYTES / BYTES_PER_SECOND
         batch_bytes = self.batch * FRAME_BYTES
@@ -342,6 +363,7 @@ class OutboundAudio:
             if self.on_error is not None:
                 self.on_error(exc)
         finally:
+            OutboundAudio._live.discard(self)
             self._drained.set()
             if self._conn is not None:
                 self._conn.close()

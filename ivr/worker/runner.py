@@ -8,7 +8,6 @@ worker. Every call ends in a defined outcome and leaves one call record.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import time
@@ -26,6 +25,7 @@ from ivr.speech.services import SpeechServices
 from ivr.pbx.errors import PbxError
 from ivr.pbx.events import DtmfReceived, ParticipantRemoved, ParticipantUpdated, Resynced
 from ivr.pbx.models import ParticipantInfo, ParticipantStatus
+from ivr.worker.gcpacing import PacedCollector
 from ivr.worker.library import FlowLibrary
 from ivr.worker.logs import current_call_id
 from ivr.worker.metrics import WorkerMetrics
@@ -48,10 +48,10 @@ class Worker:
         speech: Any = None,
         on_call_started: Callable[[Call], None] | None = None,
         reload_interval: float = 1.0,
-        freeze_gc: bool = False,
+        paced_gc: bool = False,
     ) -> None:
         self.config = config
-        self.freeze_gc = freeze_gc  # for the worker process (ivr run), not for workers in tests
+        self.paced_gc = paced_gc  # the process's garbage collector is ours (ivr run), not in tests
         self._secret = secret if secret is not None else config.pbx.resolve_secret()
         self.metrics = WorkerMetrics()
         self.tracing = CallTracing.from_settings(config.tracing)  # None unless enabled and importable
@@ -106,19 +106,18 @@ class Worker:
             events = pbx.events()
             watcher = asyncio.create_task(self.library.watch(self.reload_interval), name="flow-reload")
             dispatcher = asyncio.create_task(self._dispatch(events), name="event-dispatch")
-            if self.freeze_gc:
-                # A full garbage collection stops every call's audio while it scans all objects
-                # (~0.8 us each on the benchmark VM: 110k at 200 calls = 60-110 ms, longer than the
-                # audio lead). What is loaded by now (modules, flows, the PBX mirror) lives as long
-                # as the process: frozen, it is never scanned again, only the calls' objects are.
-                gc.collect()
-                gc.freeze()
+            collector = None
+            if self.paced_gc:  # full collections when the audio is topped up (ivr/worker/gcpacing.py)
+                collector = PacedCollector(registry=self.metrics.registry)
+                collector.start()
             self._take_existing(pbx)
             self.ready.set()
             log.info("worker ready: route points %s, %d flow(s)", ", ".join(self.config.route_points), len(self.config.routes))
             try:
                 await stop.wait()
             finally:
+                if collector is not None:
+                    collector.stop()
                 await self.drain(self.config.drain_timeout)
                 watcher.cancel()
                 dispatcher.cancel()

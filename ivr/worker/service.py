@@ -45,12 +45,12 @@ async def start_status_server(worker: Worker, host: str, port: int) -> web.AppRu
     return runner
 
 
-async def serve(config: WorkerConfig, stop: asyncio.Event | None = None, *, speech=None, freeze_gc: bool = False) -> int:
+async def serve(config: WorkerConfig, stop: asyncio.Event | None = None, *, speech=None, paced_gc: bool = False) -> int:
     """Run until SIGTERM/SIGINT (or ``stop``), then drain. Returns the process exit status.
-    ``freeze_gc``: this process is the worker (see :class:`Worker`)."""
+    ``paced_gc``: this process is the worker (see :class:`Worker`)."""
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
-    worker = Worker(config, speech=speech, freeze_gc=freeze_gc)
+    worker = Worker(config, speech=speech, paced_gc=paced_gc)
     status = None
     if config.metrics.port is not None:
         status = await start_status_server(worker, config.metrics.host, config.metrics.port)

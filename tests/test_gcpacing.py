@@ -1,0 +1,54 @@
+"""Full garbage collections paced by the worker: audio topped up first, pauses measured."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from ivr.pbx import OutboundAudio
+from ivr.worker.gcpacing import NEVER, PacedCollector
+from test_pbx_audio import BPS, Sink, open_sink_stream, ramp
+
+
+async def test_top_up_sends_ahead_by_the_extra_and_pacing_goes_on() -> None:
+    async with Sink() as sink, aiohttp.ClientSession() as session:
+        out = await open_sink_stream(sink, session, lead_ms=60)
+        out.write(ramp(1.0))
+        await asyncio.sleep(0.2)  # paced: the PBX holds at most the 60 ms lead
+        assert out.ahead_ms <= 60 + 1
+        assert OutboundAudio.top_up_all(0.08) >= 1  # every started stream of the process
+        assert 60 + 80 - 20 - 5 <= out.ahead_ms <= 60 + 80 + 1  # one frame short at most
+        await out.drain()
+        await asyncio.sleep(0.05)
+        assert sink.data == ramp(1.0)  # nothing lost or doubled by the extra sends
+        await out.close()
+    assert out not in OutboundAudio._live  # a closed stream is no longer topped up
+
+
+async def test_paced_collector_owns_full_collections_and_measures_them() -> None:
+    registry = CollectorRegistry()
+    saved = gc.get_threshold()
+    collector = PacedCollector(interval=3600, top_up_ms=40, registry=registry)
+    collector.start()
+    try:
+        assert gc.get_threshold() == (saved[0], saved[1], NEVER)  # no automatic full collections
+        assert gc.get_freeze_count() > 0  # start-up objects out of the collector's sight
+
+        class Node:
+            pass
+
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a reference cycle: only the collector frees it
+        gone = weakref.ref(a)
+        del a, b
+        pause = collector.collect()
+        assert gone() is None
+        assert pause > 0 and collector.pauses[-1] == pause
+        assert registry.get_sample_value("ivr_gc_pause_seconds_count") == 1
+    finally:
+        collector.stop()
+    assert gc.get_threshold() == saved and gc.get_freeze_count() == 0
