@@ -258,7 +258,10 @@ async def test_python_flow_runs_a_yaml_subflow(folder: Path) -> None:
             await call.hangup()
     """))
     report = await simulate(py)
-    assert steps(report)[-2:] == [("return", None, {"doubled": 42}), ("python", None, {"doubled": 42})]
+    # The Python flow's actions are steps too (id: the awaiting line), the subflow's YAML steps once.
+    assert steps(report) == [("answer", "main.py:3", None), ("return", None, {"doubled": 42}),
+                             ("subflow", "main.py:4", {"returned": ["doubled"]}),
+                             ("python", None, {"doubled": 42}), ("hangup", "main.py:6", None)]
 
 
 def test_load_any_kinds(folder: Path) -> None:

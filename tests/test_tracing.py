@@ -232,6 +232,25 @@ async def test_python_flow_actions_are_step_spans(flow_dir, spans):
         [(e.name, dict(e.attributes)) for e in call_span.events]
 
 
+async def test_the_call_span_counts_python_actions_and_yaml_steps_once(flow_dir, spans):
+    # ivr.call.steps is len(record.steps): a Python flow's actions count, a YAML step once.
+    (flow_dir / "flow.py").write_text(textwrap.dedent(PY_MENU).lstrip())
+    write_flow(flow_dir, MENU)
+    counts = []
+    for name in ("flow.py", "flow.yaml"):
+        spans.clear()
+        async with FlowHarness(flow_dir / name, ring_seconds=0.1, tracing=ON) as h:
+            callid, call = await h.place_call()
+            await asyncio.wait_for(call.listening.wait(), 5)
+            await h.emulator.send_dtmf(callid, "2")
+            record = await asyncio.wait_for(h.record_of(call), 10)
+        call_span, steps = _call_and_steps(spans)
+        assert call_span.attributes["ivr.call.steps"] == len(record.steps) == len(steps)
+        assert sorted(s.step for s in record.steps) == sorted(s.name.removeprefix("ivr.step ") for s in steps)
+        counts.append(len(record.steps))
+    assert counts == [5, 4]  # answer, sleep, sleep, menu, transfer / answer, play, menu, transfer
+
+
 async def test_python_and_yaml_subflows_nest_and_a_failing_action_is_an_error(flow_dir, spans):
     (flow_dir / "inner.py").write_text("async def main(call):\n    await call.play('hello.wav')\n    return {'x': 1}\n")
     (flow_dir / "sub.yaml").write_text("steps:\n  - play: hello.wav\n  - subflow: {file: inner.py}\n")

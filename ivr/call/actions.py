@@ -1,4 +1,4 @@
-"""Python-flow actions as flow steps, for the Call's ``step_observer`` (the worker's tracing).
+"""Python-flow actions as flow steps, for the Call's ``step_observer`` (the call record's steps, tracing).
 
 YAML steps reach the observer through the interpreter. A Python flow calls the Call's methods
 itself, so each public action (play, menu, transfer, subflow, ...) is wrapped with
@@ -8,8 +8,10 @@ step named after the method, with the calling line as ``where``. Calls made from
 ``ivr`` are not steps: the YAML interpreter (its step is reported already), a Call method using
 another (menu -> gather -> play), the agent, the worker's fallback transfer.
 
-With no observer (tracing off) the wrapper only checks one attribute and hands back the
-method's own coroutine: no extra frame, no frame inspection.
+A Python flow always has an observer (:mod:`ivr.call.action_steps` records its actions as
+the call record's steps). With no observer (a YAML flow with tracing off, a Call used alone)
+the wrapper only checks one attribute and hands back the method's own coroutine: no extra
+frame, no frame inspection.
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ _IVR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class FlowAction:
-    """The ``step`` a Python-flow action is reported as: ``kind`` is the Call method's name."""
+    """The ``step`` a Python-flow action is reported as: ``kind`` is the Call method's name,
+    ``where`` the awaiting line (``pin.py:12``); ``id`` is None (only YAML steps have ids)."""
 
-    __slots__ = ("kind", "id")
+    __slots__ = ("kind", "id", "where")
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, where: str = "") -> None:
         self.kind = kind
         self.id: str | None = None
+        self.where = where
 
     def __repr__(self) -> str:
         return f"FlowAction({self.kind!r})"
@@ -58,9 +62,9 @@ def flow_action(method: F) -> F:
                 not os.path.isabs(filename) and os.path.abspath(filename).startswith(_IVR_DIR)):
             return method(self, *args, **kwargs)
         line = caller.f_lineno
-        info = {"where": f"{os.path.basename(filename)}:{line}", "file": filename, "line": line,
-                "function": caller.f_code.co_name}
-        return _observed(observe, FlowAction(kind), info, method(self, *args, **kwargs))
+        where = f"{os.path.basename(filename)}:{line}"
+        info = {"where": where, "file": filename, "line": line, "function": caller.f_code.co_name}
+        return _observed(observe, FlowAction(kind, where), info, method(self, *args, **kwargs))
 
     return wrapper  # type: ignore[return-value]
 

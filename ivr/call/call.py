@@ -106,7 +106,8 @@ class Call:
         self.speech_down: str | None = None
         # Told (event, step, info) about flow steps ("start"/"end"/"error", from the interpreter,
         # and from @flow_action for the methods a Python flow awaits) and call events
-        # ("transfer"/"hangup", step None); the worker's tracing sets it.
+        # ("transfer"/"hangup", step None); the worker's tracing sets it, and a Python flow
+        # puts its step recorder in front (ivr.call.action_steps).
         self.step_observer: Callable[[str, Any, dict[str, Any]], None] | None = None
 
     # --- state ------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ class Call:
 
     # --- answer / hangup / data -------------------------------------------------------------
 
-    @flow_action  # a Python flow's step (tracing)
+    @flow_action  # a Python flow's step (call record, tracing)
     async def answer(self) -> None:
         """Connect the leg. Calls often reach a route point already Connected: then a no-op."""
         self._check()

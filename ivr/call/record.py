@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+MAX_RECORDED_STEPS = 2000
+"""Steps kept in one call record (a YAML flow stops after 1000 and then runs its on_error);
+the rest are counted in ``metrics["steps_not_kept"]``."""
+
+
 class Outcome:
     """How a call ended. Every call ends in exactly one of these."""
 
@@ -73,6 +78,9 @@ class CallRecord:
         return (self._t_end if self._t_end is not None else self._clock()) - self._t0
 
     def add_step(self, step: str, step_id: str | None = None, result: Any = None, duration: float = 0.0) -> None:
+        if len(self.steps) >= MAX_RECORDED_STEPS:  # a Python flow looping on call.sleep() must not grow the line forever
+            self.metrics["steps_not_kept"] = self.metrics.get("steps_not_kept", 0) + 1
+            return
         self.steps.append(StepRecord(step, step_id, round(self.elapsed(), 3), result, round(duration, 3)))
 
     def finish(self, outcome: str, detail: str = "") -> None:

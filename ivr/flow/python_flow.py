@@ -10,8 +10,10 @@ Loaded by path (not by import name), so flows need not live on ``sys.path``. A f
 accept parameters: ``async def main(call, **params)`` - subflow and ``run(params=...)`` pass
 them as keyword arguments.
 
-With tracing on, each Call action the flow awaits is a step span (``ivr.step menu`` at
-``pin.py:6``); the Call reports it itself (:mod:`ivr.call.actions`), so nothing here wraps it.
+Each Call action the flow awaits is a step of the call record (``menu`` at ``pin.py:6``) and,
+with tracing on, a step span (``ivr.step menu``); the Call reports it itself
+(:mod:`ivr.call.actions`), so nothing here wraps it: :meth:`PythonFlow.run` only sets the
+recorder as the call's observer (:mod:`ivr.call.action_steps`).
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ class PythonFlow:
             from . import run_subflow
 
             call.subflow_runner = run_subflow
+        from ivr.call.action_steps import record_actions  # on use: loading a flow needs no Call
+
+        record_actions(call)  # the interpreter records YAML steps; a Python flow's are its actions
         # Relative paths given to call.subflow() mean "next to this flow file".
         token = current_flow_dir.set(self.path.resolve().parent)
         try:

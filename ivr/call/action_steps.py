@@ -1,0 +1,96 @@
+"""Python-flow actions as steps of the call record, the way the YAML interpreter records its steps.
+
+The interpreter adds a step to ``record.steps`` for each YAML step it runs. A Python flow awaits
+the Call's methods itself, so :func:`record_actions` (called when a Python flow starts, see
+:class:`~ivr.flow.python_flow.PythonFlow`) makes an :class:`ActionRecorder` the Call's
+``step_observer``: each action :func:`~ivr.call.actions.flow_action` reports becomes a step named
+after the method (``play``, ``menu``, ``transfer``...), with the awaiting line as its ``id``
+(``pin.py:12``), a short result and its duration on the loop clock. The metrics
+(``ivr_step_duration_seconds``) and the trace (``ivr.call.steps``) read those steps.
+
+The recorder passes every event on to the observer it replaced (the worker's tracing), so
+spans are unchanged. YAML steps reaching it (a YAML subflow of a Python flow) are recorded by
+the interpreter already and are only passed on. A YAML flow with tracing off keeps no
+observer at all: its Call actions stay free of any wrapper.
+
+As with a YAML step, an action that raises leaves no step (the error that ends a flow is in
+``record.errors``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from ivr.call.actions import FlowAction
+from ivr.call.results import GatherResult, PlayResult, RecordResult, TransferResult
+
+__all__ = ["ActionRecorder", "action_result", "record_actions"]
+
+log = logging.getLogger("ivr.call")
+
+Observer = Callable[[str, Any, dict[str, Any]], None]
+
+# The fields a step keeps of each result: those the YAML interpreter records for the same step.
+_FIELDS: dict[type, tuple[str, ...]] = {
+    PlayResult: ("completed", "interrupted_by"),
+    GatherResult: tuple(f.name for f in fields(GatherResult)),  # gather and menu keep them all
+    TransferResult: ("status", "reason", "destination"),
+    RecordResult: ("path", "duration", "reason"),
+}
+_SCALARS = (str, int, float, bool)
+_ABSENT = object()
+
+
+class ActionRecorder:
+    """A Call's ``step_observer``: records Python-flow actions, passes every event on."""
+
+    __slots__ = ("record", "forward")
+
+    def __init__(self, record: Any, forward: Observer | None = None) -> None:
+        self.record = record  # the CallRecord (anything with add_step)
+        self.forward = forward  # the observer it replaced, e.g. the worker's tracing
+
+    def __call__(self, event: str, step: Any, info: dict[str, Any]) -> None:
+        if event == "end" and isinstance(step, FlowAction):
+            try:
+                self.record.add_step(step.kind, step.where or None, action_result(info.get("result")),
+                                     info.get("duration", 0.0))
+            except Exception:  # the record must never break a call
+                log.exception("cannot record the %s step", step.kind)
+        if self.forward is not None:
+            self.forward(event, step, info)
+
+
+def record_actions(call: Any) -> None:
+    """Make ``call`` record the actions a Python flow awaits; once per call, keeping its observer."""
+    observer = getattr(call, "step_observer", _ABSENT)
+    record = getattr(call, "call_record", None)
+    if observer is _ABSENT or isinstance(observer, ActionRecorder) or not hasattr(record, "add_step"):
+        # a stand-in call without the hook or a record (tests of pieces), or recording already
+        return
+    call.step_observer = ActionRecorder(record, observer)
+
+
+def action_result(result: Any) -> Any:
+    """An action's result as a step's: a few plain fields, never the whole object.
+
+    Call results keep the fields the YAML step records; a subflow's return values only their
+    names (values can be anything); an agent's result its ``status``, ``turns`` and ``error``
+    (its transcript is the record's ``transcript``)."""
+    if result is None:
+        return None
+    keep = _FIELDS.get(type(result))
+    if keep is not None:
+        return {k: _plain(getattr(result, k)) for k in keep}
+    if isinstance(result, Mapping):
+        return {"returned": sorted(str(k) for k in result)}
+    out = {k: v for k in ("status", "turns", "error") if isinstance(v := getattr(result, k, None), _SCALARS)}
+    return out or None
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
