@@ -164,7 +164,7 @@ def test_quiet_blocks_skipped_by_frame_energies_give_exactly_the_windowed_result
         block = x[b * 160:(b + n) * 160]
         n = block.size // 160
         frames = block.reshape(n, 160).astype(np.float64)
-        staged = det.stage_frames(block, 160, (frames * frames).sum(axis=1).tolist())
+        staged = det.stage_frames(block, 160, (frames * frames).mean(axis=1).tolist())
         skipped += staged.frames is None and staged.n_windows > 0
         ks, tn = det.finish_frames(staged, det.classify_staged(staged))
         got_keys += [(d, t, b + j) for d, t, j in ks]

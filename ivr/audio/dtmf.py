@@ -183,7 +183,7 @@ class DtmfDetector:
         """First step of :meth:`feed_frames`: buffer the block, cut its windows. The windows
         of many detectors can then be classified together (:func:`classify_many`).
 
-        ``frame_energies`` (each frame's sum of squares, e.g. from the VAD's pass) lets a quiet
+        ``frame_energies`` (each frame's mean square, e.g. from the VAD's pass) lets a quiet
         block skip even the buffer arithmetic: when they bound the buffer's energy below what
         any tone needs, the block is only counted (same result as cutting it)."""
         samples = np.asarray(samples)
@@ -193,7 +193,7 @@ class DtmfDetector:
         block_start = self._pos + self._buf.size  # stream sample of samples[0]
         tone_before = self.tone_active
         n_frames = samples.size // frame_samples
-        if frame_energies is not None and self._tail_bound + sum(frame_energies) < self._quiet_energy:
+        if frame_energies is not None and self._tail_bound + sum(frame_energies) * frame_samples < self._quiet_energy:
             pos, n_win = self._skip_quiet(samples, frame_samples, frame_energies)
             return StagedBlock(None, pos, block_start, n_frames, frame_samples, tone_before, n_win)
         frames, pos, n_win = self._cut_windows(samples)
@@ -255,12 +255,13 @@ class DtmfDetector:
         return pos, n_win
 
     def _bound_tail(self, frame_samples: int, energies: list[float]) -> float:
-        """An upper bound of the energy of the buffered tail: the energy of the last frames
-        that hold it (the whole block plus the old bound, if it reaches back further)."""
+        """An upper bound of the energy (sum of squares) of the buffered tail: the energy of the
+        last frames that hold it (the whole block plus the old bound, if it reaches back further).
+        ``energies`` are the block's frame mean squares."""
         k = -(-self._buf.size // frame_samples)
         if k <= len(energies):
-            return float(sum(energies[len(energies) - k:]))
-        return self._tail_bound + float(sum(energies))
+            return float(sum(energies[len(energies) - k:])) * frame_samples
+        return self._tail_bound + float(sum(energies)) * frame_samples
 
     def _windows(self, samples: np.ndarray) -> tuple[list[str | None] | None, int]:
         """Buffer ``samples``; return the candidate key of every window now complete (None:

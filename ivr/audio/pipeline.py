@@ -114,9 +114,8 @@ class InboundProcessor:
             for k in range(len(frames)):
                 self.on_frame(frames[k], (first + k) * FRAME_MS / 1000)
         dtmf = None
-        if self.dtmf is not None:  # the detector wants sums of squares
-            sums = [e * FRAME_SAMPLES for e in energies]
-            dtmf = self.dtmf.stage_frames(frames.reshape(-1), FRAME_SAMPLES, sums)
+        if self.dtmf is not None:
+            dtmf = self.dtmf.stage_frames(frames.reshape(-1), FRAME_SAMPLES, energies)
         return _Staged(frames, dtmf, energies)
 
     def _finish(self, staged: _Staged, cands: list[str | None] | None) -> list[InboundEvent]:

@@ -82,13 +82,16 @@ class WebRtcBackend:
             raise ValueError(f"VoiceActivityDetector: webrtcvad needs 8/16/32/48 kHz, got {sample_rate}")
         self._vad = webrtcvad.Vad(aggressiveness)
         self._rate = sample_rate
-        try:  # the C call itself: webrtcvad's wrapper adds a Python frame per 20 ms frame
+        # The C call itself (webrtcvad's wrapper adds a Python frame per 20 ms frame), or, in
+        # another build of webrtcvad, its public method with the same arguments after the handle.
+        try:
             from _webrtcvad import process
 
-            handle = self._vad._vad
-            self._process: Callable[[bytes, int], bool] = lambda buf, n: process(handle, sample_rate, buf, n)
-        except (ImportError, AttributeError):  # another build of webrtcvad: its public method
-            self._process = lambda buf, n: self._vad.is_speech(buf, sample_rate, n)
+            self._process: Callable[..., bool] = process
+            self._handle: object = self._vad._vad
+        except (ImportError, AttributeError):
+            self._process = lambda _handle, rate, buf, n: self._vad.is_speech(buf, rate, n)
+            self._handle = None
 
     def is_speech(self, frame: np.ndarray) -> bool:
         """True if the 20 ms int16 frame is voiced."""
@@ -99,8 +102,8 @@ class WebRtcBackend:
         blob = frames.tobytes()
         n = frames.shape[1]
         step = 2 * n
-        process = self._process
-        return [bool(process(blob[i:i + step], n)) for i in range(0, len(blob), step)]
+        process, handle, rate = self._process, self._handle, self._rate
+        return [bool(process(handle, rate, blob[i:i + step], n)) for i in range(0, len(blob), step)]
 
     def reset(self) -> None:
         """webrtcvad keeps no state between frames worth clearing."""
