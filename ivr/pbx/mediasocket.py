@@ -226,9 +226,21 @@ class MediaSocket:
     # --- the end ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close now (unsent bytes are dropped); ``on_lost(None)`` follows from the loop."""
+        """Close now (unsent bytes are dropped); ``on_lost(None)`` follows from the loop.
+
+        Over TLS our close_notify goes out first if the socket takes it at once: a server
+        then sees a clean end rather than a truncated connection."""
         if not self.closed:
             self._loop.call_soon(self._lost, None)
+            if self._tls is not None and not self._out:
+                try:
+                    self._tls.unwrap()
+                except ssl.SSLError:
+                    pass  # SSLWantReadError: the peer's close_notify is not awaited
+                try:
+                    self._sock.send(self._tls_out.read())  # type: ignore[union-attr]
+                except OSError:
+                    pass
             self._shut()
 
     def _end(self, exc: BaseException | None) -> None:
