@@ -234,6 +234,11 @@ async def test_get_error_answers_are_read_whole_and_a_reader_that_stops_pauses_t
 @pytest.fixture
 def tls(tmp_path):
     """A throwaway CA and a server certificate for 127.0.0.1 (trustme)."""
+    return loopback_ca(tmp_path)
+
+
+def loopback_ca(tmp_path):
+    """(server SSL context for 127.0.0.1, the CA's certificate file): trustme, or skip."""
     trustme = pytest.importorskip("trustme")
     import ssl
 

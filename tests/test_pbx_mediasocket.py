@@ -16,18 +16,15 @@ import pytest
 from ivr.pbx.httpstream import HttpStream
 from ivr.pbx.mediasocket import RECV_BYTES, MediaSocket
 
+from test_pbx_httpstream import loopback_ca
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 @pytest.fixture
 def tls(tmp_path):
     """A throwaway CA, a server context for 127.0.0.1 and a client context trusting the CA."""
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    server_ctx, ca_file = loopback_ca(tmp_path)
     return server_ctx, ssl.create_default_context(cafile=str(ca_file))
 
 

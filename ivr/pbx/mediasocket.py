@@ -110,6 +110,11 @@ class MediaSocket:
                 self._lost(exc)
                 return
             data = self._tls_out.read()  # type: ignore[union-attr]
+        self._send_wire(data, report=True)
+
+    def _send_wire(self, data: bytes, *, report: bool) -> None:
+        """Bytes as they go on the wire (TLS records made); a failure is told to ``on_lost``
+        if ``report`` (else the next read or write finds it)."""
         if self._out:
             self._out += data
             return
@@ -118,7 +123,8 @@ class MediaSocket:
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            self._lost(exc)
+            if report:
+                self._lost(exc)
             return
         if sent < len(data):
             self._out += data[sent:]
@@ -193,23 +199,8 @@ class MediaSocket:
                 break
             out += piece
         if pending := self._tls_out.read():  # type: ignore[union-attr]
-            self.send_raw(pending)  # e.g. a key update the peer asked for
+            self._send_wire(pending, report=False)  # e.g. a key update the peer asked for
         return bytes(out)
-
-    def send_raw(self, data: bytes) -> None:
-        """Send bytes as they are (TLS records already made)."""
-        if self._out:
-            self._out += data
-            return
-        try:
-            sent = self._sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            return  # the next read or write reports it
-        if sent < len(data):
-            self._out += data[sent:]
-            self._loop.add_writer(self._fd, self._flush)
 
     def watch(self, on_readable: Callable[[], None] | None) -> None:
         """Call ``on_readable()`` whenever data arrives (None: stop; the owner reads itself)."""
