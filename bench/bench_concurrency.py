@@ -13,7 +13,7 @@ after the last one was placed. The steady-state window starts 6 s after the last
 placed (every call is in the looping prompt) and ends 0.5 s before the hang-ups.
 
 Figures: worker CPU-ms per call-second and RSS per call (from /proc over the window), the
-pacer's per-frame lateness (worker call records) and, at the emulator's ear, the inter-arrival
+pacer's per-frame lateness (worker call records, and in the window from its /metrics) and, at the emulator's ear, the inter-arrival
 jitter of the IVR's audio, the buffer depth when a chunk arrives and gaps heard.
 """
 
@@ -34,7 +34,7 @@ from _harness import (
     Stack, dtmf_wav, ear_stats, machine_info, pct, proc_sample, sleep_until, voice_like, wav_bytes,
 )
 
-from ivr.pbx.outbound import hist_quantile  # noqa: E402
+from ivr.pbx.outbound import LATENESS_BUCKETS_MS, hist_quantile  # noqa: E402
 
 FLOW = """\
 name: bench
@@ -75,6 +75,16 @@ async def drive_call(http: aiohttp.ClientSession, url: str, i: int, start_at: fl
         await r.read()
 
 
+async def pacer_lateness(http: aiohttp.ClientSession, port: int) -> list[int]:
+    """The worker's ivr_pacer_lateness_seconds as per-bucket counts (LATENESS_BUCKETS_MS, then
+    the rest): two scrapes give the pacing of the window alone, without the calls' ramp-up."""
+    async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+        text = await r.text()
+    cumulative = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("ivr_pacer_lateness_seconds_bucket")]
+    return [int(c - p) for p, c in zip([0.0, *cumulative[:-1]], cumulative)]
+
+
 async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | None, fmt: str = "flamegraph") -> dict:
     loop = asyncio.get_running_loop()
     speech, key1 = wav_bytes(voice_like(1.0)), dtmf_wav("1")
@@ -94,6 +104,7 @@ async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | 
         tasks = [asyncio.create_task(drive_call(http, stack.url, 1 + i, start + i / rate, end_at, speech, key1, placed))
                  for i in range(n)]
         await sleep_until(win_from)
+        lat0 = await pacer_lateness(http, stack.metrics_port)
         w0, e0 = proc_sample(stack.worker.pid), proc_sample(stack.emulator.pid)
         spy = None
         if profile is not None:
@@ -105,6 +116,7 @@ async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | 
         mid = proc_sample(stack.worker.pid)
         await sleep_until(win_to)
         w1, e1 = proc_sample(stack.worker.pid), proc_sample(stack.emulator.pid)
+        window_hist = [b - a for a, b in zip(lat0, await pacer_lateness(http, stack.metrics_port))]
         await asyncio.gather(*tasks)
         if spy is not None:
             spy.wait(timeout=60)
@@ -137,6 +149,9 @@ async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | 
         "late_p50": hist_quantile(list(hist), 0.5) if np.size(hist) > 1 else None,
         "late_p99": hist_quantile(list(hist), 0.99) if np.size(hist) > 1 else None,
         "late_max": max((r["metrics"].get("max_lateness_ms", 0) for r in records), default=0),
+        "win_late_p50": hist_quantile(window_hist, 0.5),
+        "win_late_p99": hist_quantile(window_hist, 0.99),
+        "win_late_over_40": sum(window_hist[LATENESS_BUCKETS_MS.index(40) + 1:]),
         "underruns": sum(r["metrics"].get("underruns", 0) for r in records),
         "dry_frames": sum(r["metrics"].get("dry_frames", 0) for r in records),
         "ear_jit_p50": pct(ear.jitter_ms, 50),
@@ -207,12 +222,13 @@ def print_row(r: dict) -> None:
 def print_table(rows: list[dict]) -> None:
     f = lambda v, p=1: "-" if v is None or v != v else f"{v:.{p}f}"  # noqa: E731
     print()
-    print("| N | CPU-ms/call-s | worker CPU | emulator CPU | KB/call | pacer late p50/p99/max ms | underruns | dry frames "
-          "| ear jitter p50/p99 ms | ear depth p1 ms | ear gaps (ms) | audio ratio | flows ok |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| N | CPU-ms/call-s | worker CPU | emulator CPU | KB/call | pacer late p50/p99/max ms | window: p50/p99, > 40 ms "
+          "| underruns | dry frames | ear jitter p50/p99 ms | ear depth p1 ms | ear gaps (ms) | audio ratio | flows ok |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['n']} | {f(r['cpu_ms_per_call_s'], 2)} | {f(r['worker_cpu_pct'], 0)}% | {f(r['emulator_cpu_pct'], 0)}% "
-              f"| {f(r['kb_per_call'], 0)} | {f(r['late_p50'])}/{f(r['late_p99'])}/{f(r['late_max'])} | {r['underruns']} "
+              f"| {f(r['kb_per_call'], 0)} | {f(r['late_p50'])}/{f(r['late_p99'])}/{f(r['late_max'])} "
+              f"| {f(r['win_late_p50'])}/{f(r['win_late_p99'])}, {r['win_late_over_40']} | {r['underruns']} "
               f"| {r['dry_frames']} | {f(r['ear_jit_p50'], 2)}/{f(r['ear_jit_p99'], 2)} | {f(r['ear_depth_p1'])} "
               f"| {r['ear_gaps']} ({f(r['ear_gap_ms'], 0)}) | {f(r['ear_audio_ratio'], 3)} | {r['flows_ok']}/{r['n']} |")
 

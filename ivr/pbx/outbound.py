@@ -58,10 +58,13 @@ class OutboundStats:
     # Frames sent while a prompt kept playing, by how late each left against its due time
     # (bucket i counts lateness <= LATENESS_BUCKETS_MS[i]; the last bucket the rest).
     lateness_hist: list[int] = field(default_factory=lambda: [0] * (len(LATENESS_BUCKETS_MS) + 1))
+    lateness_sum_s: float = 0.0  # of the frames in lateness_hist (lateness <= 0 counts as 0)
 
     def observe_lateness(self, late_s: float) -> None:
         """Count one frame that left ``late_s`` seconds after it was due (<= 0: on time)."""
         ms = late_s * 1000
+        if late_s > 0:
+            self.lateness_sum_s += late_s
         if ms > self.max_lateness_ms:
             self.max_lateness_ms = ms
         i = 0
@@ -99,6 +102,21 @@ class OutboundAudio:
     """
 
     _live: weakref.WeakSet[OutboundAudio] = weakref.WeakSet()  # started streams, for top_up_all
+    # Lateness of the streams that have ended, for process_lateness() (the live ones are added).
+    _ended_hist: list[int] = [0] * (len(LATENESS_BUCKETS_MS) + 1)
+    _ended_sum_s = 0.0
+
+    @classmethod
+    def process_lateness(cls) -> tuple[list[int], float]:
+        """The pacers' lateness over the whole process so far: (histogram over
+        LATENESS_BUCKETS_MS, sum in seconds), ended streams and live ones together."""
+        hist = list(cls._ended_hist)
+        total = cls._ended_sum_s
+        for stream in list(cls._live):
+            for i, n in enumerate(stream.stats.lateness_hist):
+                hist[i] += n
+            total += stream.stats.lateness_sum_s
+        return hist, total
 
     def __init__(
         self,
@@ -363,7 +381,11 @@ class OutboundAudio:
             if self.on_error is not None:
                 self.on_error(exc)
         finally:
-            OutboundAudio._live.discard(self)
+            if self in OutboundAudio._live:  # its lateness moves to the ended streams' totals
+                OutboundAudio._live.discard(self)
+                for i, n in enumerate(self.stats.lateness_hist):
+                    OutboundAudio._ended_hist[i] += n
+                OutboundAudio._ended_sum_s += self.stats.lateness_sum_s
             self._drained.set()
             if self._conn is not None:
                 self._conn.close()

@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+from ivr.pbx.outbound import LATENESS_BUCKETS_MS, OutboundAudio
 
 if TYPE_CHECKING:
     from ivr.call.record import CallRecord
@@ -34,6 +36,7 @@ class WorkerMetrics:
         # Reconnects and token refreshes are counted by the PBX client; read at scrape time.
         self.client: Any = None  # the worker's PbxClient while connected
         r.register(_ClientCollector(self))
+        r.register(_PacerCollector())
         self.adapter_seconds = Histogram(
             "ivr_adapter_latency_seconds", "Speech adapter latency", ["kind", "name"],
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=r,
@@ -58,6 +61,22 @@ class WorkerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PacerCollector:
+    """ivr_pacer_lateness_seconds: how late the outbound pacers sent their frames, over every
+    stream of the process (summed from the streams' own histograms at scrape time: nothing is
+    done per frame for it). Two scrapes give the jitter in between."""
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        hist, total = OutboundAudio.process_lateness()
+        buckets, seen = [], 0
+        for bound, n in zip([*LATENESS_BUCKETS_MS, float("inf")], hist):
+            seen += n
+            buckets.append(("+Inf" if bound == float("inf") else str(bound / 1000), seen))
+        yield HistogramMetricFamily("ivr_pacer_lateness_seconds",
+                                    "Outbound audio frames sent after they were due, by how late",
+                                    buckets=buckets, sum_value=total)
 
 
 class _ClientCollector:
