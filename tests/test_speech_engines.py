@@ -176,6 +176,22 @@ async def test_espeak_produces_8k_speech():
         await synthesize_all(EspeakTTS(binary="false"), "Hi.")
 
 
+@needs_espeak
+async def test_espeak_without_asyncio_subprocesses_runs_it_in_a_thread(monkeypatch):
+    # Windows' selector event loop (which the CLI selects there for the audio sockets) has no
+    # subprocess support: the adapter then runs espeak-ng from a thread, with the same results.
+    from ivr.speech.tts_espeak import EspeakTTS
+
+    async def unsupported(*args, **kwargs):
+        raise NotImplementedError
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", unsupported)
+    pcm = await synthesize_all(EspeakTTS(), "Hello there, caller.")
+    assert pcm.dtype == np.int16 and 0.5 < len(pcm) / 8000 < 3 and np.abs(pcm).max() > 3000
+    with pytest.raises(AdapterFailed, match="espeak: espeak-ng exited with 1: no output"):
+        await synthesize_all(EspeakTTS(binary="false"), "Hi.")
+
+
 async def test_espeak_missing_binary_says_what_to_install():
     from ivr.speech.tts_espeak import EspeakTTS
 

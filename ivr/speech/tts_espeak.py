@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -38,22 +39,34 @@ class EspeakTTS:
         return path
 
     async def _synth(self, sentence: str, voice: str, wpm: int) -> np.ndarray:
-        proc = await asyncio.create_subprocess_exec(
-            self._binary(), "--stdin", "--stdout", "-v", voice, "-s", str(wpm),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        args = [self._binary(), "--stdin", "--stdout", "-v", voice, "-s", str(wpm)]
         try:
-            out, err = await asyncio.wait_for(proc.communicate(sentence.encode()), self.timeout)
-        except BaseException:  # timeout or cancellation: never leave the child behind
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            raise
-        if proc.returncode != 0 or not out:
+            proc = await asyncio.create_subprocess_exec(
+                *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except NotImplementedError:  # Windows' selector loop (the CLI's choice) has no subprocesses
+            returncode, out, err = await asyncio.to_thread(self._synth_blocking, args, sentence)
+        else:
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(sentence.encode()), self.timeout)
+            except BaseException:  # timeout or cancellation: never leave the child behind
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                raise
+            returncode = proc.returncode
+        if returncode != 0 or not out:
             msg = err.decode(errors="replace").strip().splitlines()
-            raise AdapterFailed(f"espeak-ng exited with {proc.returncode}: {msg[0] if msg else 'no output'}",
+            raise AdapterFailed(f"espeak-ng exited with {returncode}: {msg[0] if msg else 'no output'}",
                                 adapter=NAME)
         pcm, rate = read_wav(out)
         return resample(pcm, rate, 8000)
+
+    def _synth_blocking(self, args: list[str], sentence: str) -> tuple[int, bytes, bytes]:
+        try:
+            done = subprocess.run(args, input=sentence.encode(), capture_output=True, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise asyncio.TimeoutError() from None  # as the asyncio path reports it
+        return done.returncode, done.stdout, done.stderr
 
     def synthesize(self, text: str, *, voice: str | None = None, rate: float | None = None) -> AsyncIterator[np.ndarray]:
         """Yield 8 kHz int16 audio, one chunk per sentence; ``rate`` 0.5..3.0 (1.0 = 175 wpm)."""
