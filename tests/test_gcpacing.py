@@ -9,9 +9,8 @@ import weakref
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from ivr.pbx import OutboundAudio
 from ivr.worker.gcpacing import NEVER, PacedCollector
-from test_pbx_audio import BPS, Sink, open_sink_stream, ramp
+from test_pbx_audio import Sink, open_sink_stream, ramp
 
 
 async def test_top_up_sends_ahead_by_the_extra_and_pacing_goes_on() -> None:
@@ -20,19 +19,25 @@ async def test_top_up_sends_ahead_by_the_extra_and_pacing_goes_on() -> None:
         out.write(ramp(1.0))
         await asyncio.sleep(0.2)  # paced: the PBX holds at most the 60 ms lead
         assert out.ahead_ms <= 60 + 1
-        assert OutboundAudio.top_up_all(0.08) >= 1  # every started stream of the process
+        assert out.top_up(0.08)
         assert 60 + 80 - 20 - 5 <= out.ahead_ms <= 60 + 80 + 1  # one frame short at most
         await out.drain()
         await asyncio.sleep(0.05)
         assert sink.data == ramp(1.0)  # nothing lost or doubled by the extra sends
         await out.close()
-    assert out not in OutboundAudio._live  # a closed stream is no longer topped up
+    assert not out.top_up(0.08)  # a closed stream has nothing to send into
 
 
 async def test_paced_collector_owns_full_collections_and_measures_them() -> None:
     registry = CollectorRegistry()
     saved = gc.get_threshold()
-    collector = PacedCollector(interval=3600, top_up_ms=40, registry=registry)
+    topped: list[float] = []
+
+    def top_up(extra_s: float) -> int:
+        topped.append(extra_s)
+        return 3
+
+    collector = PacedCollector(top_up, interval=3600, top_up_ms=40, registry=registry)
     collector.start()
     try:
         assert gc.get_threshold() == (saved[0], saved[1], NEVER)  # no automatic full collections
@@ -46,6 +51,7 @@ async def test_paced_collector_owns_full_collections_and_measures_them() -> None
         gone = weakref.ref(a)
         del a, b
         pause = collector.collect()
+        assert topped == [0.04]  # every stream's audio topped up first
         assert gone() is None
         assert pause > 0 and collector.pauses[-1] == pause
         assert registry.get_sample_value("ivr_gc_pause_seconds_count") == 1

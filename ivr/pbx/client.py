@@ -28,7 +28,7 @@ from .events import (
 from .eventsocket import EventStream
 from .inbound import InboundAudio
 from .models import EventType, WsMessage, parse_entity
-from .outbound import OutboundAudio
+from .outbound import OutboundAudio, OutboundStats
 from .rest import RestClient
 from .state import PbxState
 from .tick import SharedTick
@@ -57,6 +57,8 @@ class PbxClient:
         self._outbound_tick = SharedTick(cfg.outbound_tick_ms / 1000) if cfg.outbound_tick_ms else None
         self._inbound_tick = self._outbound_tick or SharedTick(0.005)
         self._outbound: dict[tuple[str, int], list[OutboundAudio]] = {}
+        # Pacer lateness of the outbound streams already forgotten (see pacer_lateness()).
+        self._gone_lateness = OutboundStats()
 
     def __repr__(self) -> str:
         return f"PbxClient(url={self.cfg.url!r}, client_id={self.cfg.client_id!r})"
@@ -107,6 +109,8 @@ class PbxClient:
         for streams in list(self._inbound.values()):
             for inb in streams:
                 await inb.close()
+        for streams in self._outbound.values():
+            self._forget_outbound(streams)
         self._outbound.clear()
         self._inbound.clear()
         for task in list(self._fetching.values()):
@@ -193,6 +197,28 @@ class PbxClient:
         self._outbound.setdefault((dn, participant_id), []).append(stream)
         return stream
 
+    def top_up_outbound(self, extra_s: float) -> int:
+        """:meth:`OutboundAudio.top_up` every outbound stream (before the whole process pauses,
+        e.g. for a full garbage collection); returns how many had a POST to send into."""
+        done = 0
+        for streams in list(self._outbound.values()):
+            for out in streams:
+                try:
+                    done += out.top_up(extra_s)
+                except Exception:  # one stream's problem must not keep the others' audio short
+                    log.exception("topping up the audio of %s/%s failed", out.dn, out.participant_id)
+        return done
+
+    def pacer_lateness(self) -> tuple[list[int], float]:
+        """How late the pacers of every outbound stream so far sent their frames: counts over
+        ``LATENESS_BUCKETS_MS`` (the last: later than all) and the sum of lateness in seconds."""
+        hist, total = list(self._gone_lateness.lateness_hist), self._gone_lateness.lateness_sum_s
+        for streams in self._outbound.values():
+            for out in streams:
+                hist = [a + b for a, b in zip(hist, out.stats.lateness_hist)]
+                total += out.stats.lateness_sum_s
+        return hist, total
+
     # --- internals ---------------------------------------------------------------------------
 
     def _publish(self, event: PbxEvent) -> None:
@@ -205,9 +231,17 @@ class PbxClient:
         key = (dn, participant_id)
         for inb in self._inbound.pop(key, []):
             asyncio.get_running_loop().create_task(inb.close())
-        for out in self._outbound.pop(key, []):
+        outs = self._outbound.pop(key, [])
+        for out in outs:
             out.ended = True
             asyncio.get_running_loop().create_task(out.close())
+        self._forget_outbound(outs)
+
+    def _forget_outbound(self, streams: list[OutboundAudio]) -> None:
+        gone = self._gone_lateness
+        for out in streams:
+            gone.lateness_hist = [a + b for a, b in zip(gone.lateness_hist, out.stats.lateness_hist)]
+            gone.lateness_sum_s += out.stats.lateness_sum_s
 
     async def _exists(self, dn: str, participant_id: int) -> bool:
         """Whether the participant is still there, asking the PBX (authoritative)."""

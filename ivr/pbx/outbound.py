@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -101,23 +100,6 @@ class OutboundAudio:
     next attempt.
     """
 
-    _live: weakref.WeakSet[OutboundAudio] = weakref.WeakSet()  # started streams, for top_up_all
-    # Lateness of the streams that have ended, for process_lateness() (the live ones are added).
-    _ended_hist: list[int] = [0] * (len(LATENESS_BUCKETS_MS) + 1)
-    _ended_sum_s = 0.0
-
-    @classmethod
-    def process_lateness(cls) -> tuple[list[int], float]:
-        """The pacers' lateness over the whole process so far: (histogram over
-        LATENESS_BUCKETS_MS, sum in seconds), ended streams and live ones together."""
-        hist = list(cls._ended_hist)
-        total = cls._ended_sum_s
-        for stream in list(cls._live):
-            for i, n in enumerate(stream.stats.lateness_hist):
-                hist[i] += n
-            total += stream.stats.lateness_sum_s
-        return hist, total
-
     def __init__(
         self,
         tokens: TokenManager,
@@ -172,7 +154,6 @@ class OutboundAudio:
     def start(self) -> None:
         """Open the POST in the background (idempotent)."""
         if self._task is None:
-            OutboundAudio._live.add(self)
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     def write(self, pcm: bytes) -> None:
@@ -269,22 +250,15 @@ class OutboundAudio:
         else:
             asyncio.get_running_loop().call_at(when, self._on_timer, self._timer_token)
 
-    def top_up(self, extra_s: float) -> None:
+    def top_up(self, extra_s: float) -> bool:
         """Send now what would be due within ``extra_s`` more than the lead: the PBX then holds
         up to lead + extra_s, so a pause of the whole process (a full garbage collection) as
-        long as that is not heard. Barge-in in that moment plays up to ``extra_s`` longer."""
+        long as that is not heard. Barge-in in that moment plays up to ``extra_s`` longer.
+        Returns False if there is no open POST to send into."""
+        if self._conn is None or self._closing:
+            return False
         self._pump(extra_s)
-
-    @classmethod
-    def top_up_all(cls, extra_s: float) -> int:
-        """:meth:`top_up` every stream of this process (event loop thread); returns how many."""
-        streams = [s for s in cls._live if s._conn is not None and not s._closing]
-        for stream in streams:
-            try:
-                stream.top_up(extra_s)
-            except Exception:  # one stream's problem must not keep the others' audio short
-                log.exception("topping up %s failed", stream._url)
-        return len(streams)
+        return True
 
     def _pump(self, extra_s: float = 0.0) -> None:
         """Send every frame that is due now, then arrange to be called when the next one is."""
@@ -381,11 +355,6 @@ class OutboundAudio:
             if self.on_error is not None:
                 self.on_error(exc)
         finally:
-            if self in OutboundAudio._live:  # its lateness moves to the ended streams' totals
-                OutboundAudio._live.discard(self)
-                for i, n in enumerate(self.stats.lateness_hist):
-                    OutboundAudio._ended_hist[i] += n
-                OutboundAudio._ended_sum_s += self.stats.lateness_sum_s
             self._drained.set()
             if self._conn is not None:
                 self._conn.close()

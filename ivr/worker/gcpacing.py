@@ -19,9 +19,8 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
-
-from ivr.pbx.outbound import OutboundAudio
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +30,13 @@ NEVER = 2**31 - 1  # a gen-2 threshold the count of gen-1 collections never reac
 class PacedCollector:
     """Runs the full collections of the process; :meth:`start` once the worker has loaded."""
 
-    def __init__(self, interval: float = 30.0, top_up_ms: int = 80, registry: Any = None) -> None:
+    def __init__(self, top_up: Callable[[float], int], interval: float = 30.0, top_up_ms: int = 80,
+                 registry: Any = None) -> None:
+        """``top_up(extra_s)`` tops up every outbound stream and returns how many it reached
+        (:meth:`ivr.pbx.PbxClient.top_up_outbound`)."""
         if interval <= 0 or top_up_ms < 0:
             raise ValueError(f"PacedCollector: interval must be > 0 s and top_up_ms >= 0, got {interval}, {top_up_ms}")
+        self._top_up = top_up
         self.interval = interval
         self.top_up_s = top_up_ms / 1000
         self._saved: tuple[int, int, int] | None = None
@@ -68,7 +71,7 @@ class PacedCollector:
 
     def collect(self) -> float:
         """Top up every stream's audio, then run a full collection; returns its pause (s)."""
-        streams = OutboundAudio.top_up_all(self.top_up_s)
+        streams = self._top_up(self.top_up_s)
         started = time.perf_counter()
         gc.collect()
         pause = time.perf_counter() - started

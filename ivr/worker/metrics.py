@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
-from ivr.pbx.outbound import LATENESS_BUCKETS_MS, OutboundAudio
+from ivr.pbx.outbound import LATENESS_BUCKETS_MS
 
 if TYPE_CHECKING:
     from ivr.call.record import CallRecord
@@ -36,7 +36,6 @@ class WorkerMetrics:
         # Reconnects and token refreshes are counted by the PBX client; read at scrape time.
         self.client: Any = None  # the worker's PbxClient while connected
         r.register(_ClientCollector(self))
-        r.register(_PacerCollector())
         self.adapter_seconds = Histogram(
             "ivr_adapter_latency_seconds", "Speech adapter latency", ["kind", "name"],
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=r,
@@ -63,33 +62,22 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
 
-class _PacerCollector:
-    """ivr_pacer_lateness_seconds: how late the outbound pacers sent their frames, over every
-    stream of the process (summed from the streams' own histograms at scrape time: nothing is
-    done per frame for it). Two scrapes give the jitter in between."""
-
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        hist, total = OutboundAudio.process_lateness()
-        buckets, seen = [], 0
-        for bound, n in zip([*LATENESS_BUCKETS_MS, float("inf")], hist):
-            seen += n
-            buckets.append(("+Inf" if bound == float("inf") else str(bound / 1000), seen))
-        yield HistogramMetricFamily("ivr_pacer_lateness_seconds",
-                                    "Outbound audio frames sent after they were due, by how late",
-                                    buckets=buckets, sum_value=total)
-
-
 class _ClientCollector:
-    """ivr_event_socket_reconnects_total and ivr_token_refreshes_total from the PBX client's
-    own counters (a client started again, after a worker restart, counts from zero)."""
+    """ivr_event_socket_reconnects_total, ivr_token_refreshes_total and
+    ivr_pacer_lateness_seconds from the PBX client's own counters, read at scrape time (a
+    client started again, after a worker restart, counts from zero). The pacers' lateness is
+    summed from every stream's own histogram: nothing is done per frame for it, and two
+    scrapes give the jitter in between."""
 
     def __init__(self, metrics: WorkerMetrics) -> None:
         self.metrics = metrics
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         client = self.metrics.client
         reconnects = refreshes = 0
+        late, late_sum = [0] * (len(LATENESS_BUCKETS_MS) + 1), 0.0
         if client is not None:
+            late, late_sum = client.pacer_lateness()
             try:
                 reconnects = max(0, client.event_stream.connects - 1)
                 refreshes = client.tokens.refreshes
@@ -97,3 +85,10 @@ class _ClientCollector:
                 pass
         yield CounterMetricFamily("ivr_event_socket_reconnects", "Event socket reconnects", value=reconnects)
         yield CounterMetricFamily("ivr_token_refreshes", "Access tokens fetched", value=refreshes)
+        buckets, seen = [], 0
+        for bound, n in zip([*LATENESS_BUCKETS_MS, float("inf")], late):
+            seen += n
+            buckets.append(("+Inf" if bound == float("inf") else str(bound / 1000), seen))
+        yield HistogramMetricFamily("ivr_pacer_lateness_seconds",
+                                    "Outbound audio frames sent after they were due, by how late",
+                                    buckets=buckets, sum_value=late_sum)

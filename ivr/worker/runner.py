@@ -108,7 +108,7 @@ class Worker:
             dispatcher = asyncio.create_task(self._dispatch(events), name="event-dispatch")
             collector = None
             if self.paced_gc:  # full collections when the audio is topped up (ivr/worker/gcpacing.py)
-                collector = PacedCollector(registry=self.metrics.registry)
+                collector = PacedCollector(pbx.top_up_outbound, registry=self.metrics.registry)
                 collector.start()
             self._take_existing(pbx)
             self.ready.set()
