@@ -1,4 +1,4 @@
-"""SharedTick: waits resolve on a shared grid, never early, one timer, cancellation isolated."""
+"""SharedTick: callbacks run on a shared grid, never early, one timer, a failing one isolated."""
 
 from __future__ import annotations
 
@@ -10,46 +10,49 @@ import pytest
 from ivr.pbx.tick import SharedTick
 
 
-async def test_waiters_wake_together_on_the_grid_never_early() -> None:
+async def test_calls_run_together_on_the_grid_never_early() -> None:
     loop = asyncio.get_running_loop()
     tick = SharedTick(0.01)
-    woke: list[tuple[str, float]] = []
+    ran: list[tuple[str, float, int]] = []
+    done = loop.create_future()
 
-    async def waiter(name: str, when: float | None) -> None:
-        await (tick.wait() if when is None else tick.at(when))
-        woke.append((name, loop.time()))
+    fires = 0
+    fire = tick._fire
+
+    def counted_fire() -> None:
+        nonlocal fires
+        fires += 1
+        fire()
+
+    tick._fire = counted_fire  # type: ignore[method-assign]
+
+    def record(name: str) -> None:
+        ran.append((name, loop.time(), fires))
+        if len(ran) == 3:
+            done.set_result(None)
 
     now = loop.time()
     base = (math.floor(now / 0.01) + 2) * 0.01  # a grid point 10-20 ms ahead
     targets = {"a": base + 0.001, "b": base + 0.004, "c": base + 0.021}
-    fa, fb = tick.at(targets["a"]), tick.at(targets["b"])
-    await fa
-    assert fb.done()  # the same grid point: one wake-up for both
-    await asyncio.gather(waiter("next", None), *(waiter(k, t) for k, t in targets.items()))
-    times = dict(woke)
     for name, t in targets.items():
-        assert times[name] >= t - 1e-6, f"{name} woke early"
-    assert times["next"] > now
-    assert [n for n, _ in woke].index("c") == 3  # the latest target wakes last
-    assert tick.waiting == 0 and tick._timer is None  # nobody waits: no timer left
+        tick.call_at(t, record, name)
+    await asyncio.wait_for(done, 2)
+    times = {name: t for name, t, _ in ran}
+    fire_of = {name: n for name, _, n in ran}
+    assert fire_of["a"] == fire_of["b"] != fire_of["c"]  # the same grid point: one wake-up for both
+    for name, t in targets.items():
+        assert times[name] >= t - 1e-6, f"{name} ran early"
+    assert [n for n, _, _ in ran].index("c") == 2  # the latest target runs last
+    assert tick.waiting == 0 and tick._timer is None  # nothing scheduled: no timer left
 
 
-async def test_cancelling_one_waiter_leaves_the_others() -> None:
-    tick = SharedTick(0.01)
-    first = asyncio.ensure_future(tick.at(asyncio.get_running_loop().time() + 0.02))
-    second = tick.at(asyncio.get_running_loop().time() + 0.02)
-    first.cancel()
-    await asyncio.wait_for(second, 1)
-    assert second.done() and not second.cancelled()
-    with pytest.raises(asyncio.CancelledError):
-        await first
-
-
-async def test_a_past_time_resolves_at_once_and_period_must_be_positive() -> None:
+async def test_a_past_time_runs_at_once_and_period_must_be_positive() -> None:
     tick = SharedTick(0.05)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    await asyncio.wait_for(tick.at(t0 - 1.0), 1)
+    ran = loop.create_future()
+    tick.call_at(t0 - 1.0, ran.set_result)
+    await asyncio.wait_for(ran, 1)
     assert loop.time() - t0 < 0.04
     with pytest.raises(ValueError, match="period"):
         SharedTick(0)
