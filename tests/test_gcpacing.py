@@ -58,3 +58,14 @@ async def test_paced_collector_owns_full_collections_and_measures_them() -> None
     finally:
         collector.stop()
     assert gc.get_threshold() == saved and gc.get_freeze_count() == 0
+
+
+def test_a_pause_longer_than_the_queued_audio_is_logged(caplog) -> None:
+    # With no top-up and no slack every pause outlasts the audio: the operator is told.
+    quiet = PacedCollector(lambda extra_s: 0, top_up_ms=0, slack_ms=10_000)
+    heard = PacedCollector(lambda extra_s: 0, top_up_ms=0, slack_ms=0)
+    with caplog.at_level("WARNING", logger="ivr.worker.gcpacing"):
+        quiet.collect()
+        assert not caplog.records
+        heard.collect()
+    assert "full garbage collection stopped the audio" in caplog.text

@@ -314,7 +314,7 @@ class CallMedia:
             self._batch.add(self.processor, chunk, self._on_inbound_events)
 
     def _on_inbound_events(self, events: list[InboundEvent]) -> None:
-        if self._closed:
+        if self._closed or not events:  # most blocks of most calls: nothing happened
             return
         now = asyncio.get_running_loop().time()
         for event in events:

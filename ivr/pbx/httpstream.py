@@ -90,10 +90,10 @@ class HttpStream:
         lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
         lines += [f"{k}: {v}" for k, v in headers.items()] + extra + ["", ""]
         proto = cls("\r\n".join(lines).encode("latin-1"), head_now=head_now, stream_ok=stream_ok)
-        tls = (ssl if ssl is not True else client_tls_context(True)) if secure else None
-        if tls is False:  # https with verification off still needs a context
-            tls = client_tls_context(False)
-        proto._attach(await MediaSocket.connect(host, port, tls or None, timeout))
+        tls = None
+        if secure:  # True / False: the process's shared context for that setting
+            tls = ssl if isinstance(ssl, ssl_module.SSLContext) else client_tls_context(bool(ssl))
+        proto._attach(await MediaSocket.connect(host, port, tls, timeout))
         return proto
 
     # --- the request body (POST) --------------------------------------------------------------
@@ -184,7 +184,7 @@ class HttpStream:
         if not self.body_done.done():
             self.body_done.set_result(error)
 
-    def _received(self, data: bytes) -> None:
+    def _received(self, data: bytes | bytearray) -> None:
         if not data or self.body_done.done():
             return  # anything after the response is ignored
         self._inbox += data

@@ -149,14 +149,15 @@ class MediaSocket:
 
     # --- reading ---------------------------------------------------------------------------------
 
-    def read(self, limit: int = 1 << 20) -> bytes:
-        """What has arrived (decrypted), up to about ``limit`` bytes; ``b""`` if nothing.
+    def read(self, limit: int = 1 << 20) -> bytearray:
+        """What has arrived (decrypted), up to about ``limit`` bytes; empty if nothing. The
+        bytearray is the caller's (no copy is made for it).
 
         At the end of the connection what came before it is returned, and ``on_lost`` told
         from the loop."""
-        if self.closed:
-            return b""
         got = bytearray()
+        if self.closed:
+            return got
         while len(got) < limit:
             try:
                 n = self._sock.recv_into(self._buf)
@@ -177,11 +178,11 @@ class MediaSocket:
                 got += self._decrypt()
             if n < RECV_BYTES:
                 break  # the kernel had no more (the rest of a busy socket waits for the next read)
-        return bytes(got)
+        return got
 
-    def _decrypt(self) -> bytes:
+    def _decrypt(self) -> bytearray:
         if self._tls is None:
-            return b""
+            return bytearray()
         out = bytearray()
         while True:
             try:
@@ -200,7 +201,7 @@ class MediaSocket:
             out += piece
         if pending := self._tls_out.read():  # type: ignore[union-attr]
             self._send_wire(pending, report=False)  # e.g. a key update the peer asked for
-        return bytes(out)
+        return out
 
     def watch(self, on_readable: Callable[[], None] | None) -> None:
         """Call ``on_readable()`` whenever data arrives (None: stop; the owner reads itself)."""

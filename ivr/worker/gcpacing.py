@@ -31,14 +31,16 @@ class PacedCollector:
     """Runs the full collections of the process; :meth:`start` once the worker has loaded."""
 
     def __init__(self, top_up: Callable[[float], int], interval: float = 30.0, top_up_ms: int = 80,
-                 registry: Any = None) -> None:
+                 registry: Any = None, slack_ms: int = 40) -> None:
         """``top_up(extra_s)`` tops up every outbound stream and returns how many it reached
-        (:meth:`ivr.pbx.PbxClient.top_up_outbound`)."""
+        (:meth:`ivr.pbx.PbxClient.top_up_outbound`); ``slack_ms``: the audio the PBX holds at
+        least at any time without a top-up (the pacers' lead minus one batch)."""
         if interval <= 0 or top_up_ms < 0:
             raise ValueError(f"PacedCollector: interval must be > 0 s and top_up_ms >= 0, got {interval}, {top_up_ms}")
         self._top_up = top_up
         self.interval = interval
         self.top_up_s = top_up_ms / 1000
+        self.audible_s = (top_up_ms + slack_ms) / 1000  # a longer pause outlasts the audio queued
         self._saved: tuple[int, int, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self.pauses: list[float] = []  # the last few pauses (s), newest last
@@ -78,7 +80,7 @@ class PacedCollector:
         self.pauses = (self.pauses + [pause])[-20:]
         if self._histogram is not None:
             self._histogram.observe(pause)
-        if pause * 1000 > self.top_up_s * 1000 + 40:  # beyond the slack: callers heard it
+        if pause > self.audible_s:  # callers heard it
             log.warning("full garbage collection stopped the audio for %.0f ms (%d streams topped up by %.0f ms)",
                         pause * 1000, streams, self.top_up_s * 1000)
         return pause

@@ -108,7 +108,9 @@ class Worker:
             dispatcher = asyncio.create_task(self._dispatch(events), name="event-dispatch")
             collector = None
             if self.paced_gc:  # full collections when the audio is topped up (ivr/worker/gcpacing.py)
-                collector = PacedCollector(pbx.top_up_outbound, registry=self.metrics.registry)
+                p = pbx.cfg
+                collector = PacedCollector(pbx.top_up_outbound, registry=self.metrics.registry,
+                                           slack_ms=p.outbound_lead_ms - 20 * p.outbound_batch_frames)
                 collector.start()
             self._take_existing(pbx)
             self.ready.set()
