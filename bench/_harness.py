@@ -171,7 +171,11 @@ class Stack:
         )
         _wait_http(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout, self.worker)
         if self.worker_nice is not None:  # ahead of the emulator and callers, as on its own machine
-            os.setpriority(os.PRIO_PROCESS, self.worker.pid, self.worker_nice)
+            try:
+                os.setpriority(os.PRIO_PROCESS, self.worker.pid, self.worker_nice)
+            except PermissionError:
+                self.stop()
+                raise SystemExit(f"--worker-nice {self.worker_nice}: raising a priority needs root") from None
 
     def stop(self) -> None:
         for proc in (self.worker, self.emulator):
