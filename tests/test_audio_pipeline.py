@@ -114,14 +114,21 @@ def test_blocks_of_frames_give_exactly_the_frame_by_frame_events():
         assert run(n) == ref, n
 
 
-def test_dtmf_feed_frames_reports_frame_and_tone_state_of_each_frame():
-    x = np.concatenate([np.zeros(480, dtype=np.int16), generate_dtmf("58", 50, 50)])
-    x = x[: x.size // 160 * 160]
+def dtmf_frame_by_frame(x: np.ndarray) -> tuple[list, list]:
+    """The reference: keys as (digit, onset, frame index) and tone_active after each 20 ms
+    frame, from the plain detector fed one frame at a time."""
     ref = DtmfDetector()
     keys, tone = [], []
     for k in range(x.size // 160):
         keys += [(d, t, k) for d, t in ref.feed_timed(x[k * 160:(k + 1) * 160])]
         tone.append(ref.tone_active)
+    return keys, tone
+
+
+def test_dtmf_feed_frames_reports_frame_and_tone_state_of_each_frame():
+    x = np.concatenate([np.zeros(480, dtype=np.int16), generate_dtmf("58", 50, 50)])
+    x = x[: x.size // 160 * 160]
+    keys, tone = dtmf_frame_by_frame(x)
     det = DtmfDetector()
     got_keys, got_tone = [], []
     for b in range(0, x.size // 160, 3):
@@ -151,11 +158,7 @@ def test_quiet_blocks_skipped_by_frame_energies_give_exactly_the_windowed_result
         parts.append(generate_dtmf(digit, int(rng.integers(40, 90)), int(rng.integers(40, 90)), amplitude=amp))
     x = np.concatenate(parts)
     x = x[: x.size // 160 * 160]
-    ref = DtmfDetector()
-    keys, tone = [], []
-    for k in range(x.size // 160):
-        keys += [(d, t, k) for d, t in ref.feed_timed(x[k * 160:(k + 1) * 160])]
-        tone.append(ref.tone_active)
+    keys, tone = dtmf_frame_by_frame(x)
     det = DtmfDetector()
     got_keys, got_tone, skipped = [], [], 0
     b = 0
