@@ -355,3 +355,17 @@ def test_enabled_without_opentelemetry_api_warns_and_makes_no_spans():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "opentelemetry-api is not installed" in done.stderr
+
+
+def test_the_call_span_counts_steps_past_the_record_cap(spans):
+    # A record keeps at most MAX_RECORDED_STEPS; the span still says how many steps ran.
+    from ivr.call.record import MAX_RECORDED_STEPS, CallRecord
+
+    tracing = CallTracing.from_settings(TracingSettings(enabled=True))
+    record = CallRecord("c1", "800", 1)
+    for i in range(MAX_RECORDED_STEPS + 3):
+        record.add_step("sleep", f"flow.py:{i}")
+    record.finish(Outcome.IVR_HANGUP)
+    tracing.start(record).finish(record)
+    (call_span,) = [s for s in spans.get_finished_spans() if s.name == "ivr.call"]
+    assert call_span.attributes["ivr.call.steps"] == MAX_RECORDED_STEPS + 3

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 
 import functools
+import inspect
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -66,17 +67,24 @@ def flow_action(method: F) -> F:
         info = {"where": where, "file": filename, "line": line, "function": caller.f_code.co_name}
         return _observed(observe, FlowAction(kind, where), info, method(self, *args, **kwargs))
 
+    # The wrapper returns the method's coroutine (or the observing one) but is a plain function:
+    # mark it, so Call's actions still look async to inspect and to mocks (create_autospec).
+    if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
+        inspect.markcoroutinefunction(wrapper)
+    else:
+        wrapper._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
 
 async def _observed(observe: Callable[[str, Any, dict[str, Any]], None], step: FlowAction,
                     info: dict[str, Any], action: Awaitable[Any]) -> Any:
-    started = asyncio.get_running_loop().time()
+    clock = asyncio.get_running_loop().time
+    started = clock()
     observe("start", step, info)
     try:
         result = await action
     except BaseException as exc:
         observe("error", step, {"error": exc})
         raise
-    observe("end", step, {"result": result, "duration": asyncio.get_running_loop().time() - started})
+    observe("end", step, {"result": result, "duration": clock() - started})
     return result

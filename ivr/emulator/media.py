@@ -60,19 +60,6 @@ def strip_wav_header(data: bytes) -> tuple[bytes, bool]:
     return data, False
 
 
-_SILENCE: dict[int, bytes] = {}
-
-
-def silence(count: int) -> bytes:
-    """``count`` samples of silence as s16le bytes (cached: GET streams send mostly this)."""
-    data = _SILENCE.get(count)
-    if data is None:
-        data = bytes(2 * count)
-        if len(_SILENCE) < 64:
-            _SILENCE[count] = data
-    return data
-
-
 class Voice:
     """What the far party says: segments placed on the call's sample timeline.
 
@@ -102,9 +89,8 @@ class Voice:
         return any(s < end and s + len(p) > start for s, p in self._segments)
 
     def render(self, start: int, count: int) -> bytes:
-        """Samples [start, start+count) as s16le bytes; silence where nothing was said."""
-        if not self.speaks(start, count):
-            return silence(count)
+        """Samples [start, start+count) as s16le bytes; silence where nothing was said (a
+        GET stream sends its cached silent chunk itself when :meth:`speaks` says no)."""
         out = np.zeros(count, dtype=np.int16)
         end = start + count
         for seg_start, pcm in self._segments:

@@ -202,7 +202,8 @@ class _Runner:
             if self.hung_up_mode and step.kind in AUDIO_STEPS:
                 self.record(step, {"skipped": "caller hung up"}, 0.0)
                 continue
-            started = asyncio.get_running_loop().time()
+            clock = asyncio.get_running_loop().time
+            started = clock()
             if hasattr(self.call, "current_step"):  # what live views show while the step runs
                 self.call.current_step = f"{step.kind}{' #' + step.id if step.id else ''} ({self.where(step)})"
             observe = getattr(self.call, "step_observer", None)  # e.g. the worker's tracing
@@ -215,9 +216,10 @@ class _Runner:
                 if observe is not None:
                     observe("error", step, {"error": exc})
                 raise
-            self.record(step, self.last, asyncio.get_running_loop().time() - started)
+            duration = clock() - started  # one reading: the record and the trace agree
+            self.record(step, self.last, duration)
             if observe is not None:
-                observe("end", step, {"result": self.last, "duration": asyncio.get_running_loop().time() - started})
+                observe("end", step, {"result": self.last, "duration": duration})
             if isinstance(signal, _Branch):
                 if signal.steps:
                     stack.append([signal.steps, 0])

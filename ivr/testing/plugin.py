@@ -2,7 +2,7 @@
 
 Needs pytest-asyncio (any mode): the fixture is async. Tests that use ``ivr_sim`` run on a
 virtual clock (:mod:`ivr.testing.clock`) when pytest-asyncio offers the
-``pytest_asyncio_loop_factories`` hook (1.x); ``@pytest.mark.ivr_realtime`` or
+``pytest_asyncio_loop_factories`` hook (1.4 or later); ``@pytest.mark.ivr_realtime`` or
 ``--ivr-realtime`` keeps a test on a normal loop (a peer in another process, such as a
 local LLM server, needs real time). Other tests get the loop they would get without us.
 """

@@ -189,7 +189,7 @@ class CallSpan:
         if record.transferred_to:
             span.set_attribute("ivr.transferred_to", record.transferred_to)
         span.set_attribute("ivr.call.duration", float(record.duration))
-        span.set_attribute("ivr.call.steps", len(record.steps))
+        span.set_attribute("ivr.call.steps", len(record.steps) + record.metrics.get("steps_not_kept", 0))
         if record.outcome in _ERROR_OUTCOMES:
             span.set_status(Status(StatusCode.ERROR, record.outcome_detail or record.outcome))
         span.end()
