@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 from ivr.call.actions import FlowAction
-from ivr.call.results import GatherResult, PlayResult, RecordResult, TransferResult
+from ivr.call.results import step_result
 
 __all__ = ["ActionRecorder", "action_result", "record_actions"]
 
@@ -34,13 +32,6 @@ log = logging.getLogger("ivr.call")
 
 Observer = Callable[[str, Any, dict[str, Any]], None]
 
-# The fields a step keeps of each result: those the YAML interpreter records for the same step.
-_FIELDS: dict[type, tuple[str, ...]] = {
-    PlayResult: ("completed", "interrupted_by"),
-    GatherResult: tuple(f.name for f in fields(GatherResult)),  # gather and menu keep them all
-    TransferResult: ("status", "reason", "destination"),
-    RecordResult: ("path", "duration", "reason"),
-}
 _SCALARS = (str, int, float, bool)
 _ABSENT = object()
 
@@ -83,14 +74,11 @@ def action_result(result: Any) -> Any:
     (its transcript is the record's ``transcript``)."""
     if result is None:
         return None
-    keep = _FIELDS.get(type(result))
-    if keep is not None:
-        return {k: _plain(getattr(result, k)) for k in keep}
+    plain = step_result(result)  # the fields the YAML step records for the same action
+    if plain is not None:
+        return plain
     if isinstance(result, Mapping):
         return {"returned": sorted(str(k) for k in result)}
     out = {k: v for k in ("status", "turns", "error") if isinstance(v := getattr(result, k, None), _SCALARS)}
     return out or None
 
-
-def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, Path) else value

@@ -71,3 +71,25 @@ class RecordResult:
 
 # A prompt: an audio file, {"say": text, "voice": ...}, or a list of those played in order.
 Prompt = Union[str, Path, Mapping[str, Any], Sequence[Union[str, Path, Mapping[str, Any]]]]
+
+
+# The fields a flow step keeps of each Call result (a YAML step's ``last``, a call record's step).
+_STEP_FIELDS: dict[type, tuple[str, ...]] = {
+    PlayResult: ("completed", "interrupted_by"),
+    GatherResult: ("status", "digits", "terminator", "attempts", "source", "transcript", "confidence", "choice",
+                   "reason", "speech_error"),  # gather and menu keep them all
+    TransferResult: ("status", "reason", "destination"),
+    RecordResult: ("path", "duration", "reason"),
+}
+
+
+def step_result(result: Any) -> dict[str, Any] | None:
+    """A Call result as a flow step records it: its plain fields (a path as text), or None for
+    anything that is not a play, gather/menu, transfer or record result."""
+    keep = _STEP_FIELDS.get(type(result))
+    if keep is None:
+        return None
+    out = {k: getattr(result, k) for k in keep}
+    if isinstance(out.get("path"), Path):
+        out["path"] = str(out["path"])
+    return out

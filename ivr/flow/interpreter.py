@@ -22,6 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ivr.call.results import step_result
+
 from .checks import AUDIO_STEPS, resolve_audio, walk_nodes
 from .hours import is_open
 from .schema import Flow, Prompt, StepBase
@@ -260,11 +262,11 @@ class _Runner:
     async def do_play(self, step: StepBase, a: Any) -> None:
         files = [self.audio(f) for f in a.files]
         result = await self.call.play(*files, loop=a.loop, barge_in=a.barge_in)
-        self.last = {"completed": result.completed, "interrupted_by": result.interrupted_by}
+        self.last = step_result(result)
 
     async def do_say(self, step: StepBase, a: Any) -> None:
         result = await self.call.say(self.text(a.text), voice=a.voice, tts=a.tts, barge_in=a.barge_in)
-        self.last = {"completed": result.completed, "interrupted_by": result.interrupted_by}
+        self.last = step_result(result)
 
     async def do_hours(self, step: StepBase, a: Any) -> _Branch:
         open_now = is_open(a.schedule, _now(self.call))
@@ -274,9 +276,8 @@ class _Runner:
 
     def _gather_result(self, result: Any, into: str | None, key: str) -> dict[str, Any]:
         self.digits = result.digits
-        out = {k: getattr(result, k, None) for k in
-               ("status", "digits", "terminator", "attempts", "source", "transcript", "confidence", "choice",
-                "reason", "speech_error")}
+        out = step_result(result)
+        assert out is not None, f"not a gather result: {result!r}"
         self.last = out
         # `into` gets the value authors want in a variable: the digits (gather) or the key
         # (menu), or the matched choice when it was said; `last` keeps the whole result.
@@ -313,7 +314,7 @@ class _Runner:
         if not to:
             raise FlowError(f"{self.where(step)}: transfer destination {str(a.to)!r} rendered empty")
         result = await self.call.transfer(to, mode=a.mode, timeout=a.timeout)
-        self.last = {"status": result.status, "reason": result.reason, "destination": to}
+        self.last = step_result(result)
         self.store(a.into, self.last)
         branches = {"answered": a.on_answered, "busy": a.on_busy, "no_answer": a.on_no_answer, "failed": a.on_failed}
         chosen = branches.get(result.status, [])
@@ -326,7 +327,7 @@ class _Runner:
             self.text(a.file), max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys,
             beep=a.beep, mode=a.mode, metadata={k: str(v) for k, v in self.value(a.metadata).items()} or None,
         )
-        self.last = {"path": str(result.path) if result.path else None, "duration": result.duration, "reason": result.reason}
+        self.last = step_result(result)
         self.store(a.into, self.last)
 
     async def do_voicemail(self, step: StepBase, a: Any) -> None:
