@@ -194,14 +194,14 @@ async def serve_get(request: web.Request, ctl: Controller, leg: Leg) -> web.Stre
         await resp.prepare(request)  # headers are on the wire; chunks go straight to the transport
         pbx.log(call, "stream_opened", direction="get", dn=leg.dn.dn, participant=leg.id)
         transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("GET stream: the client went away before the first chunk")
-        stream = GetStream(handle, call, transport, call.sample_at(loop.time()))
-        pacer.add(stream)
-        await handle.ended.wait()
-        pacer.discard(stream)
-        if handle.end_mode == "end":
-            await resp.write_eof()
+        if transport is None:  # the client went away before the first chunk
+            handle.end_mode = "client"
+        else:
+            stream = GetStream(handle, call, transport, call.sample_at(loop.time()))
+            pacer.add(stream)
+            await handle.ended.wait()  # the pacer writes nothing more once the stream has ended
+            if handle.end_mode == "end":
+                await resp.write_eof()
     except ConnectionError:
         # The client went away, or we cut the connection (abort): nothing more to send.
         handle.end_mode = handle.end_mode or "client"
@@ -289,19 +289,19 @@ async def serve_post(request: web.Request, ctl: Controller, leg: Leg) -> web.Str
             done.set_result(None)
 
     handle.on_end = leg_ended
-    inner = transport.get_protocol() if transport is not None else None
-    tap = _BodyTap(inner, take) if inner is not None else None
+    tap: _BodyTap | None = None
     pbx.log(call, "stream_opened", direction="post", dn=leg.dn.dn, participant=leg.id)
     try:
         if transport is None:
             handle.end_mode = "client"
         else:
+            tap = _BodyTap(transport.get_protocol(), take)
             transport.set_protocol(tap)  # type: ignore[arg-type]
             take()  # body bytes that came with the headers
             await done
     finally:
-        if transport is not None and transport.get_protocol() is tap:
-            transport.set_protocol(inner)  # type: ignore[arg-type]
+        if tap is not None and transport is not None and transport.get_protocol() is tap:
+            transport.set_protocol(tap.inner)  # type: ignore[arg-type]
         handle.on_end = None
         _close(handle, token)
         pbx.log(call, "stream_closed", direction="post", dn=leg.dn.dn, participant=leg.id,
