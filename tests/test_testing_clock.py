@@ -263,3 +263,24 @@ async def test_call_records_measure_the_call_on_the_virtual_clock(ivr_sim, long_
     # (the play step ends when its last frame is handed over, the pacer's lead before its end)
     assert PROMPT_SECONDS - 0.5 <= play.duration <= PROMPT_SECONDS + 0.5
     assert record.duration >= PROMPT_SECONDS - 0.5  # simulating it took about a second of real time
+
+
+async def test_a_pinned_call_clock_moves_with_the_simulated_call(ivr_sim, tmp_path):
+    # ivr_sim.call(at=...) pins the call's wall clock, and it moves with the loop (here the
+    # virtual) clock: 20 s after 08:59:50 the office is open.
+    from datetime import datetime
+
+    flow = tmp_path / "opening.yaml"
+    flow.write_text(
+        "steps:\n"
+        "  - answer\n"
+        "  - pause: 20\n"
+        "  - hours:\n"
+        "      timezone: Europe/Berlin\n"
+        "      weekly: {mon-fri: \"09:00-18:00\"}\n"
+        "  - hangup\n"
+    )
+    caller = await ivr_sim.call(flow, at=datetime.fromisoformat("2026-11-23T08:59:50+01:00"))
+    record = await caller.record()
+    (hours,) = [s for s in record.steps if s.step == "hours"]
+    assert hours.result == {"open": True}
