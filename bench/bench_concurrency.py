@@ -85,7 +85,8 @@ async def pacer_lateness(http: aiohttp.ClientSession, port: int) -> list[int]:
     return [int(c - p) for p, c in zip([0.0, *cumulative[:-1]], cumulative)]
 
 
-async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | None, fmt: str = "flamegraph") -> dict:
+async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | None, fmt: str = "flamegraph",
+                profile_rate: int = 100) -> dict:
     loop = asyncio.get_running_loop()
     speech, key1 = wav_bytes(voice_like(1.0)), dtmf_wav("1")
     conn = aiohttp.TCPConnector(limit=200, ssl=stack.ssl if stack.ssl is not None else True)
@@ -110,7 +111,7 @@ async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | 
         if profile is not None:
             secs = max(1, int(win_to - win_from - 0.5))
             spy = subprocess.Popen(["py-spy", "record", "-o", str(profile), "--pid", str(stack.worker.pid),
-                                    "--duration", str(secs), "--rate", "100", "--nonblocking", "--format", fmt],
+                                    "--duration", str(secs), "--rate", str(profile_rate), "--nonblocking", "--format", fmt],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await sleep_until((win_from + win_to) / 2)
         mid = proc_sample(stack.worker.pid)
@@ -175,6 +176,7 @@ def main() -> None:
     ap.add_argument("--worker-tree", help="run the worker from this source tree (e.g. an unpacked `git archive HEAD`)")
     ap.add_argument("--log-level", default="INFO", help="the worker's log level (default INFO, as deployed)")
     ap.add_argument("--profile", action="store_true", help="py-spy record the worker over the window (SVG in bench/)")
+    ap.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     ap.add_argument("--profile-format", default="flamegraph", choices=["flamegraph", "raw", "speedscope"],
                     help="py-spy output: flamegraph (SVG), raw (collapsed stacks, text) or speedscope")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, records)")
@@ -202,7 +204,7 @@ def main() -> None:
             stack.start()
             ext = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[args.profile_format]
             prof = Path(__file__).with_name(f"profile-{n}.{ext}") if args.profile else None
-            row = asyncio.run(run_n(stack, n, args.rate, args.hold, prof, args.profile_format))
+            row = asyncio.run(run_n(stack, n, args.rate, args.hold, prof, args.profile_format, args.profile_rate))
         finally:
             stack.stop()
             if not args.keep:

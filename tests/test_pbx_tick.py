@@ -85,3 +85,44 @@ async def test_callbacks_run_from_the_timer_and_may_rearm_themselves() -> None:
         assert len(times) == 4  # the failing callback stopped nobody
         assert all(b - a >= 0.012 - 1e-6 for a, b in zip(times, times[1:]))  # never early
     assert tick.waiting == 0 and tick._timer is None
+
+
+async def test_first_callbacks_run_before_the_others_of_their_grid_point() -> None:
+    loop = asyncio.get_running_loop()
+    tick = SharedTick(0.01)
+    order: list[str] = []
+    done = loop.create_future()
+    at = (math.floor(loop.time() / 0.01) + 2) * 0.01
+    tick.call_at(at, order.append, "read 1")
+    tick.call_at(at, order.append, "pace 1", first=True)
+    tick.call_at(at, order.append, "read 2")
+    tick.call_at(at, order.append, "pace 2", first=True)
+    tick.call_at(at + 0.01, lambda _: done.set_result(None))  # the next grid point
+    tick.call_at(at + 0.01, order.append, "pace 3", first=True)
+    await asyncio.wait_for(done, 2)
+    # Within a grid point the pacers go first, each group in the order given.
+    assert order == ["pace 1", "pace 2", "read 1", "read 2", "pace 3"]
+    assert tick.waiting == 0 and tick._timer is None
+
+
+async def test_a_late_timer_runs_every_grid_point_passed_in_one_go() -> None:
+    loop = asyncio.get_running_loop()
+    tick = SharedTick(0.005)
+    fires: list[list[str]] = []
+    fire = tick._fire
+
+    def counted_fire() -> None:
+        fires.append([])
+        fire()
+
+    tick._fire = counted_fire  # type: ignore[method-assign]
+    base = (math.floor(loop.time() / 0.005) + 2) * 0.005
+    for k in range(4):  # four grid points in a row, a pacer and a reader each
+        tick.call_at(base + k * 0.005, lambda name: fires[-1].append(name), f"read {k}")
+        tick.call_at(base + k * 0.005, lambda name: fires[-1].append(name), f"pace {k}", first=True)
+    # The loop is blocked past all four grid points (a long callback, a collection).
+    loop.call_at(base - 0.001, lambda: __import__("time").sleep(0.03))
+    await asyncio.sleep(base + 0.045 - loop.time())
+    # One wake-up catches up: every pacer due by now, then every reader.
+    assert fires == [["pace 0", "pace 1", "pace 2", "pace 3", "read 0", "read 1", "read 2", "read 3"]]
+    assert tick.waiting == 0 and tick._timer is None

@@ -246,7 +246,7 @@ class OutboundAudio:
     def _wake_at(self, when: float) -> None:
         self._timer_token += 1
         if self._tick is not None:
-            self._tick.call_at(when, self._on_timer, self._timer_token)
+            self._tick.call_at(when, self._on_timer, self._timer_token, first=True)
         else:
             asyncio.get_running_loop().call_at(when, self._on_timer, self._timer_token)
 

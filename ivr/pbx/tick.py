@@ -7,6 +7,10 @@ timer itself at the first grid point at or after the time it asked for, so a fra
 block of caller audio read costs no future and no task wake-up. Calls are batched in time -
 the loop wakes once per grid point for all of them - at the price of up to one ``period`` of
 lateness, never earliness. No timer runs while nothing is scheduled.
+
+Callbacks given with ``first=True`` (the outbound pacers) run before the others of the same
+grid point: a frame's send time then does not depend on how many calls' caller audio is read
+in that tick, only on how late the tick itself is.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ class SharedTick:
         if period <= 0:
             raise ValueError(f"SharedTick: period must be > 0 s, got {period}")
         self.period = period
-        self._slots: dict[int, list[tuple[Callable[[Any], None], Any]]] = {}  # grid index -> its calls
+        # grid index -> its calls; the "first" ones in their own table, run before the others
+        self._slots: dict[int, list[tuple[Callable[[Any], None], Any]]] = {}
+        self._first_slots: dict[int, list[tuple[Callable[[Any], None], Any]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_slot: int | None = None
         self._firing = False
@@ -35,19 +41,21 @@ class SharedTick:
     @property
     def waiting(self) -> int:
         """Callbacks not yet run."""
-        return sum(len(w) for w in self._slots.values())
+        return sum(len(w) for w in self._slots.values()) + sum(len(w) for w in self._first_slots.values())
 
-    def call_at(self, when: float, callback: Callable[[Any], None], arg: Any = None) -> None:
-        """Run ``callback(arg)`` from the timer at the first grid point at or after ``when``.
+    def call_at(self, when: float, callback: Callable[[Any], None], arg: Any = None, *, first: bool = False) -> None:
+        """Run ``callback(arg)`` from the timer at the first grid point at or after ``when``;
+        with ``first``, before the callbacks of that grid point given without it.
 
         No handle: a caller that changes its mind ignores the call (e.g. by a token in ``arg``).
         An exception in the callback is logged and does not stop the other callbacks."""
         slot = math.ceil(when / self.period)
-        calls = self._slots.get(slot)
+        table = self._first_slots if first else self._slots
+        calls = table.get(slot)
         if calls is not None:
             calls.append((callback, arg))
             return
-        self._slots[slot] = [(callback, arg)]
+        table[slot] = [(callback, arg)]
         if self._firing:
             return  # _fire arms the timer for the earliest slot when it is done
         if self._timer_slot is None or slot < self._timer_slot:
@@ -57,20 +65,24 @@ class SharedTick:
             self._timer = asyncio.get_running_loop().call_at(slot * self.period, self._fire)
 
     def _fire(self) -> None:
-        due = self._timer_slot
+        assert self._timer_slot is not None
+        # Every grid point passed by now, not only the one the timer was armed for: a loop
+        # that fell behind (a long callback, a young collection) catches up in one go, all
+        # pacers first, instead of one grid point per loop turn behind the other work.
+        due = max(self._timer_slot, math.floor(asyncio.get_running_loop().time() / self.period))
         self._timer = self._timer_slot = None
-        assert due is not None
         self._firing = True
         try:
-            for slot in [s for s in self._slots if s <= due]:
-                for callback, arg in self._slots.pop(slot):
-                    try:
-                        callback(arg)
-                    except Exception:  # one stream's bug must not stop every other call's audio
-                        log.exception("tick callback %r failed", callback)
+            for table in (self._first_slots, self._slots):
+                for slot in [s for s in table if s <= due]:
+                    for callback, arg in table.pop(slot):
+                        try:
+                            callback(arg)
+                        except Exception:  # one stream's bug must not stop every other call's audio
+                            log.exception("tick callback %r failed", callback)
         finally:
             self._firing = False
-        if self._slots:
-            nxt = min(self._slots)
+        if self._slots or self._first_slots:
+            nxt = min(min(table) for table in (self._first_slots, self._slots) if table)
             self._timer_slot = nxt
             self._timer = asyncio.get_running_loop().call_at(nxt * self.period, self._fire)
