@@ -9,18 +9,29 @@ import weakref
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from ivr.pbx.tick import SharedTick
 from ivr.worker.gcpacing import NEVER, PacedCollector
 from test_pbx_audio import Sink, open_sink_stream, ramp
 
 
 async def test_top_up_sends_ahead_by_the_extra_and_pacing_goes_on() -> None:
+    tick = SharedTick(0.005)
     async with Sink() as sink, aiohttp.ClientSession() as session:
-        out = await open_sink_stream(sink, session, lead_ms=60)
+        out = await open_sink_stream(sink, session, lead_ms=60, tick=tick)
         out.write(ramp(1.0))
         await asyncio.sleep(0.2)  # paced: the PBX holds at most the 60 ms lead
         assert out.ahead_ms <= 60 + 1
+        conn = out._conn
+        assert conn is not None
+        writes: list[int] = []
+        write = conn.write
+        conn.write = lambda data: (writes.append(len(data)), write(data))  # type: ignore[method-assign]
         assert out.top_up(0.08)
         assert 60 + 80 - 20 - 5 <= out.ahead_ms <= 60 + 80 + 1  # one frame short at most
+        assert len(writes) == 1  # the whole top-up in one send
+        # The pacer's next wake-up is the usual one: when the PBX is down to lead - batch again.
+        due = out._next_t - 0.060 + out.batch * 0.020  # type: ignore[operator]
+        assert max(tick._first_slots) * tick.period <= due + tick.period  # (the earlier one: stale, ignored)
         await out.drain()
         await asyncio.sleep(0.05)
         assert sink.data == ramp(1.0)  # nothing lost or doubled by the extra sends
@@ -69,3 +80,31 @@ def test_a_pause_longer_than_the_queued_audio_is_logged(caplog) -> None:
         assert not caplog.records
         heard.collect()
     assert "full garbage collection stopped the audio" in caplog.text
+
+
+def test_the_top_up_grows_with_the_streams_and_learns_the_stall() -> None:
+    import time
+
+    from ivr.worker.gcpacing import FIRST_GUESS_PER_STREAM_S, MARGIN
+
+    streams = {"n": 10}
+    topped: list[float] = []
+
+    def slow_top_up(extra_s: float) -> int:
+        topped.append(extra_s)
+        time.sleep(0.1)  # topping up many streams takes time too: part of the stall
+        return streams["n"]
+
+    collector = PacedCollector(slow_top_up, top_up_ms=80, slack_ms=40, streams=lambda: streams["n"], lead_ms=80)
+    # Before any measurement: a pessimistic guess per stream, never below the configured least.
+    assert collector.top_up_for(10) == 0.08
+    assert collector.top_up_for(500) == MARGIN * FIRST_GUESS_PER_STREAM_S * 500 - 0.04
+    assert collector.top_up_for(5000) == 0.42  # lead + top-up stays within 500 ms ahead
+    collector.collect()
+    assert topped == [0.08]
+    assert collector.top_up_for(500) == MARGIN * FIRST_GUESS_PER_STREAM_S * 500 - 0.04  # 10 streams: not learned
+    streams["n"] = 40
+    collector.collect()  # a stall of >= 100 ms over 40 streams: >= 2.5 ms each
+    assert collector.top_up_for(40) >= MARGIN * 0.1 - 0.04
+    collector.collect()
+    assert topped[-1] >= MARGIN * 0.1 - 0.04  # the next collection is topped up for it

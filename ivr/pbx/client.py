@@ -209,6 +209,10 @@ class PbxClient:
                     log.exception("topping up the audio of %s/%s failed", out.dn, out.participant_id)
         return done
 
+    def outbound_stream_count(self) -> int:
+        """How many outbound streams the client holds now."""
+        return sum(len(streams) for streams in self._outbound.values())
+
     def pacer_lateness(self) -> tuple[list[int], float]:
         """How late the pacers of every outbound stream so far sent their frames: counts over
         ``LATENESS_BUCKETS_MS`` (the last: later than all) and the sum of lateness in seconds."""

@@ -269,19 +269,23 @@ class OutboundAudio:
         lead = self.lead_ms / 1000 + extra_s
         stats = self.stats
         frame_s = FRAME_BYTES / BYTES_PER_SECOND
-        batch_bytes = self.batch * FRAME_BYTES
         now = loop.time()
+        batch = self.batch
+        if extra_s:  # a top-up: all that fits within lead + extra as one batch, one send per stream
+            ahead = self._next_t - now if self._next_t is not None and self._next_t > now else 0.0
+            batch = max(batch, int((lead - ahead) / frame_s + 1e-9))
+        batch_bytes = batch * FRAME_BYTES
         while True:
             n = len(self._buf) - len(self._buf) % 2
             if n == 0 and self._source is not None:
-                due = (self._next_t + self.batch * frame_s - lead) if self._next_t is not None else now
+                due = (self._next_t + batch * frame_s - lead) if self._next_t is not None else now
                 if due > now:
                     self._wake_at(due)
                     return
                 pulled = self._source()
                 if pulled:
                     self._buf += pulled
-                    for _ in range(self.batch - 1):  # the rest of the batch, if the source has it
+                    for _ in range(batch - 1):  # the rest of the batch, if the source has it
                         more = self._source()
                         if not more:
                             break
@@ -327,6 +331,9 @@ class OutboundAudio:
                 if len(self._attempt) > REQUEUE_FRAMES:
                     self._attempt = None
             conn.write(frame)
+            if extra_s:  # the top-up is out: pace as usual from here on
+                extra_s, lead, batch = 0.0, self.lead_ms / 1000, self.batch
+                batch_bytes = batch * FRAME_BYTES
 
     def _requeue_attempt(self) -> None:
         """The PBX rejected the POST: its frames were not played, queue them again."""

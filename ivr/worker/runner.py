@@ -110,7 +110,8 @@ class Worker:
             if self.paced_gc:  # full collections when the audio is topped up (ivr/worker/gcpacing.py)
                 p = pbx.cfg
                 collector = PacedCollector(pbx.top_up_outbound, registry=self.metrics.registry,
-                                           slack_ms=p.outbound_lead_ms - 20 * p.outbound_batch_frames)
+                                           slack_ms=p.outbound_lead_ms - 20 * p.outbound_batch_frames,
+                                           streams=pbx.outbound_stream_count, lead_ms=p.outbound_lead_ms)
                 collector.start()
             self._take_existing(pbx)
             self.ready.set()
