@@ -223,3 +223,21 @@ def test_many_streams_analysed_together_get_exactly_their_own_events():
         turn += 1
     for k in range(len(pcms)):
         assert summary(together[k]) == alone[k], k
+
+
+def test_frames_kept_by_one_stream_do_not_hold_the_other_streams_audio():
+    # The VAD keeps an utterance's frames until it ends (up to 30 s): analysed together, they
+    # must still be views of the stream's own audio, never of the block joined for all streams.
+    talk = array_to_pcm(speech(SENTENCES[0]))
+    speaking, quiet = InboundProcessor(), [InboundProcessor() for _ in range(9)]
+    silence = bytes(640)
+    for i in range(0, len(talk) // 2, 640):
+        InboundProcessor.process_many([(speaking, talk[i:i + 640])] + [(q, silence) for q in quiet])
+        if speaking.vad.in_speech:
+            break
+    assert speaking.vad.in_speech
+    for frame in speaking.vad.utterance_frames():
+        owner = frame
+        while isinstance(owner, np.ndarray) and owner.base is not None:
+            owner = owner.base
+        assert len(memoryview(owner).cast("B")) == 640  # its own 40 ms block, not ten calls'

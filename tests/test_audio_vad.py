@@ -153,3 +153,18 @@ def test_feed_frames_equals_feed_and_checks_shape():
     assert summary(got) == summary(want) and len(want) >= 6
     with pytest.raises(ValueError, match="feed_frames"):
         vad.feed_frames(np.zeros((2, 100), dtype=np.int16))
+
+
+def test_webrtcvad_through_its_public_method_when_its_c_function_is_not_there(monkeypatch):
+    # Another build of webrtcvad may not expose _webrtcvad.process: the backend then uses the
+    # public is_speech, with the same verdicts.
+    import sys
+
+    from ivr.audio.vad import WebRtcBackend
+
+    frames = speech(SENTENCES[0])[: 160 * 100].reshape(-1, 160)
+    direct = WebRtcBackend(2, 8000).classify(frames)
+    monkeypatch.setitem(sys.modules, "_webrtcvad", None)  # import fails
+    public = WebRtcBackend(2, 8000)
+    assert public._handle is None
+    assert public.classify(frames) == direct and any(direct) and not all(direct)

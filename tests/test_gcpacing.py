@@ -108,3 +108,33 @@ def test_the_top_up_grows_with_the_streams_and_learns_the_stall() -> None:
     assert collector.top_up_for(40) >= MARGIN * 0.1 - 0.04
     collector.collect()
     assert topped[-1] >= MARGIN * 0.1 - 0.04  # the next collection is topped up for it
+
+
+def test_the_slack_a_pacer_keeps_is_its_lead_minus_the_batch_it_really_sends() -> None:
+    from ivr.pbx.outbound import frames_per_send, slack_ms
+
+    assert slack_ms(80, 2) == 40
+    assert frames_per_send(20, 2) == 1 and slack_ms(20, 2) == 0  # one frame of lead: batches of one
+
+
+async def test_the_worker_runs_with_paced_collections_and_gives_them_back(tmp_path) -> None:
+    # `ivr run` (paced_gc=True): full collections are the worker's while it runs, Python's after.
+    from ivr.config import PbxSettings, Route, WorkerConfig
+    from ivr.emulator import Emulator, EmulatorConfig
+    from ivr.worker.runner import Worker
+
+    flow = tmp_path / "hangup.yaml"
+    flow.write_text("steps:\n  - hangup\n")
+    saved = gc.get_threshold()
+    emu = Emulator(EmulatorConfig(client_secret="s"))
+    async with emu.running():
+        config = WorkerConfig(pbx=PbxSettings(url=emu.url, client_id="900", client_secret="s"),
+                              routes=[Route(route_point="800", flow=str(flow))], records=str(tmp_path / "calls.jsonl"))
+        worker = Worker(config, paced_gc=True)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.wait_for(worker.ready.wait(), 10)
+        assert gc.get_threshold() == (saved[0], saved[1], NEVER) and gc.get_freeze_count() > 0
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert gc.get_threshold() == saved and gc.get_freeze_count() == 0

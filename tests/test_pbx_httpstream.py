@@ -309,6 +309,23 @@ async def test_tls_verification_is_on_by_default(tls) -> None:
             await HttpStream.get(url, {}, ssl=True, timeout=2)
 
 
+async def test_tls_without_verification_still_speaks_tls(tls) -> None:
+    # verify_tls: false means "do not check the certificate", never "send in the clear".
+    server_ctx, _ = tls
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server, url = await serve_tls(handler, server_ctx)
+    async with server:
+        get = await HttpStream.get(url, {}, ssl=False, timeout=2)
+        assert await asyncio.wait_for(get.head(), 2) == (200, "OK")
+        get.close()
+
+
 def test_one_tls_context_per_setting_for_the_whole_process(tls) -> None:
     # Two TLS streams per call: a context each would load the CA certificates again every time.
     from ivr.pbx.config import PbxConfig, client_tls_context

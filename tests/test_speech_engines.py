@@ -259,3 +259,24 @@ async def test_cache_does_not_store_failures(tmp_path):
     with pytest.raises(AdapterFailed, match="engine crashed"):
         await synthesize_all(cache, "x")
     assert list(tmp_path.rglob("*.wav")) == []
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+async def test_espeak_that_hangs_times_out_saying_what(tmp_path, monkeypatch, threaded):
+    # Either way of running it (asyncio subprocess, or a thread where asyncio has none), a
+    # synthesizer that never answers ends in AdapterTimeout naming it, and is not left running.
+    from ivr.speech import AdapterTimeout
+    from ivr.speech.tts_espeak import EspeakTTS
+
+    hang = tmp_path / "espeak-hangs"
+    hang.write_text("#!/bin/sh\nexec sleep 30\n")
+    hang.chmod(0o755)
+    if threaded:
+        async def unsupported(*args, **kwargs):
+            raise NotImplementedError
+
+        monkeypatch.setattr(asyncio, "create_subprocess_exec", unsupported)
+    started = time.monotonic()
+    with pytest.raises(AdapterTimeout, match=r"espeak: espeak-ng took longer than 0.2 s"):
+        await synthesize_all(EspeakTTS(binary=str(hang), timeout=0.2), "Hi.")
+    assert time.monotonic() - started < 5

@@ -173,3 +173,32 @@ async def test_gather_feeds_the_stt_while_the_caller_speaks(tmp_path: Path) -> N
         await asyncio.wait_for(h.record_of(call), 15)
     assert call.vars["got"] == "sales" and call.vars["how"] == "speech"
     assert stt.streams[0].finished and stt.streams[0].closed
+
+
+async def test_a_failing_caller_audio_listener_is_dropped_and_the_call_goes_on(tmp_path: Path, caplog) -> None:
+    # A tap's bug (an STT adapter's listener raising) must cost only that tap: the call still
+    # hears the caller's key, and the audio is analysed once.
+    flow = tmp_path / "tap.py"
+    flow.write_text(textwrap.dedent("""
+        async def main(call):
+            await call.answer()
+
+            def broken(frame):
+                raise RuntimeError("a bug in a tap")
+
+            call.media.add_listener(broken)
+            result = await call.gather(max_digits=1, first_digit_timeout=5, retries=0)
+            call.vars["got"] = result.digits
+            call.vars["listeners"] = len(call.media._listeners)
+            await call.hangup()
+    """))
+    from ivr.audio.dtmf import generate_dtmf
+
+    async with FlowHarness(flow) as h:
+        callid, call = await h.place_call()
+        assert await until_listening(call, 10)
+        await h.emulator.speak(callid, np.concatenate([silence(0.2), generate_dtmf("7", 120, 100), silence(0.3)]))
+        await asyncio.wait_for(h.record_of(call), 15)
+        assert abs(call.media.vad.time - call.media.processor.time) < 1e-9  # each frame analysed once
+    assert call.vars["got"] == "7" and call.vars["listeners"] == 0
+    assert "a caller-audio listener failed and was removed" in caplog.text

@@ -327,3 +327,12 @@ def test_validate_checks_a_worker_config_and_its_flows(tmp_path, capsys):
     config.write_text("pbx: {url: 'ftp://pbx', client_id: 900, client_secret_env: X}\nroutes: []\n")
     assert main(["validate", str(config)]) == 1
     assert f"{config}:1:12: error:" in capsys.readouterr().out
+
+
+def test_the_media_defaults_of_ivr_yaml_are_the_pbx_clients():
+    # ivr.yaml's pbx: settings are passed on to the client as they are: one default each, not two
+    # that can drift apart when one is changed.
+    from ivr.pbx import PbxConfig
+
+    for name in ("outbound_lead_ms", "outbound_batch_frames", "outbound_tick_ms", "inbound_block_ms"):
+        assert PbxSettings.model_fields[name].default == PbxConfig.model_fields[name].default, name

@@ -267,6 +267,7 @@ class DtmfDetector:
         """Buffer ``samples``; return the candidate key of every window now complete (None:
         no window, or all quiet) and the stream sample where the first window starts."""
         frames, pos, n_win = self._cut_windows(samples)
+        self._tail_bound = np.inf  # fed without frame energies: the tail's energy is unknown
         return self._quiet_cands(None if frames is None else self._classify(frames), n_win), pos
 
     def _cut_windows(self, samples: np.ndarray) -> tuple[np.ndarray | None, int, int]:
@@ -285,7 +286,6 @@ class DtmfDetector:
         pos = self._pos
         if buf.size < self.window:
             self._buf = buf
-            self._tail_bound = np.inf
             return None, pos, 0
         n_win = (buf.size - self.window) // self.hop + 1
         # A strided view of every window, no copy (sliding_window_view/as_strided cost ~3-10 us).
@@ -298,8 +298,7 @@ class DtmfDetector:
         consumed = n_win * self.hop
         self._buf = buf[consumed:].copy()
         self._pos += consumed
-        self._tail_bound = np.inf  # stage_frames bounds it again when it knows frame energies
-        return frames, pos, n_win
+        return frames, pos, n_win  # each caller sets _tail_bound from what it knows of the frames
 
     def _quiet_cands(self, cands: list[str | None] | None, n_win: int) -> list[str | None] | None:
         if cands is None and n_win and (self._last_cand is not None or self._held is not None):

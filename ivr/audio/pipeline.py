@@ -85,13 +85,15 @@ class InboundProcessor:
         of them are classified in one matrix product (:func:`classify_many`).
         Detectors must share their settings; each processor may appear once."""
         blocks = [proc._splitter.feed_block(pcm) for proc, pcm in items]
-        every = pcm_to_array(b"".join(blocks)).reshape(-1, FRAME_SAMPLES)
-        energies = mean_squares(every)
+        energies = mean_squares(pcm_to_array(b"".join(blocks)).reshape(-1, FRAME_SAMPLES))
         staged: list[_Staged | None] = []
         row = 0
         for (proc, _), block in zip(items, blocks):
             n = len(block) // FRAME_BYTES
-            staged.append(proc._stage(every[row:row + n], energies[row:row + n]) if n else None)
+            # Each call's frames view its own block, not the joined one: the VAD keeps frames
+            # for a whole utterance, which must not keep every other call's audio alive.
+            staged.append(proc._stage(pcm_to_array(block).reshape(-1, FRAME_SAMPLES), energies[row:row + n])
+                          if n else None)
             row += n
         with_dtmf = [i for i, st in enumerate(staged) if st is not None and st.dtmf is not None]
         cands = classify_many([items[i][0].dtmf for i in with_dtmf], [staged[i].dtmf for i in with_dtmf])  # type: ignore[misc, union-attr]
@@ -127,11 +129,13 @@ class InboundProcessor:
         vad_events: list = []
         if self.vad is not None:
             energies = staged.energies
+            masked = None
             if tone is not None:  # frames where a tone is heard reach the VAD as silence
                 frames = frames.copy()
                 frames[tone] = 0
-                energies = [0.0 if masked else e for e, masked in zip(energies, tone.tolist())]
-            vad_events = self.vad.feed_frames(frames, tone, energies)
+                masked = tone.tolist()
+                energies = [0.0 if m else e for e, m in zip(energies, masked)]
+            vad_events = self.vad.feed_frames(frames, masked, energies)
         if not keys:
             return [e for _, e in vad_events]
         # Frame by frame, a frame's digits came before its VAD events: keep that order.

@@ -93,12 +93,8 @@ class WebRtcBackend:
             self._process = lambda _handle, rate, buf, n: self._vad.is_speech(buf, rate, n)
             self._handle = None
 
-    def is_speech(self, frame: np.ndarray) -> bool:
-        """True if the 20 ms int16 frame is voiced."""
-        return self._vad.is_speech(frame.tobytes(), self._rate)
-
     def classify(self, frames: np.ndarray) -> list[bool]:
-        """:meth:`is_speech` of each row of ``frames`` (n x 20 ms, int16)."""
+        """Whether each row of ``frames`` (n x 20 ms, int16) is voiced."""
         blob = frames.tobytes()
         n = frames.shape[1]
         step = 2 * n
@@ -185,6 +181,7 @@ class VoiceActivityDetector:
         self._min_speech_s = min_speech_ms / 1000
         self._max_frames = max(1, max_speech_ms // FRAME_MS)
         self._pre_roll_frames = pre_roll_ms // FRAME_MS
+        self._history_frames = self._pre_roll_frames + self._start_window  # kept before speech
         self.reset()
 
     @property
@@ -229,7 +226,7 @@ class VoiceActivityDetector:
         self._in_speech = False
         # (frame_index, frame, voiced, energy) for the pre-roll + start window, before speech.
         self._history: deque[tuple[int, np.ndarray, bool, float]] = deque(
-            maxlen=self._pre_roll_frames + self._start_window
+            maxlen=self._history_frames
         )
         self._window_bits = 0  # voiced flags of the last _start_window history frames
         self._window_mask = (1 << self._start_window) - 1
@@ -318,8 +315,8 @@ class VoiceActivityDetector:
         self._noise_floor = nf
         idx = self._frame_index
         n = len(energies)
-        keep = self._history.maxlen or n  # older frames would fall out of the history at once
-        self._history.extend((idx + k, frames[k], False, energies[k]) for k in range(max(0, n - keep), n))
+        # Only the last frames fit in the history: older ones would fall out at once.
+        self._history.extend((idx + k, frames[k], False, energies[k]) for k in range(max(0, n - self._history_frames), n))
         self._frame_index += n
         self._window_bits = (self._window_bits << n) & self._window_mask
 

@@ -252,7 +252,8 @@ class CallMedia:
     # --- inbound ----------------------------------------------------------------------------
 
     def add_listener(self, listener: FrameListener) -> Callable[[], None]:
-        """Receive every caller frame (20 ms int16) from now on; returns a remover."""
+        """Receive every caller frame (20 ms int16) from now on; returns a remover. A listener
+        that raises is logged and removed; the call goes on."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
@@ -335,7 +336,11 @@ class CallMedia:
         if not self._listeners and self._recorder is None:
             return
         for listener in list(self._listeners):
-            listener(frame)
+            try:
+                listener(frame)
+            except Exception:  # a tap's bug (an STT adapter's): drop that tap, the call goes on
+                log.exception("a caller-audio listener failed and was removed: %r", listener)
+                self._listeners.remove(listener)
         rec = self._recorder
         if rec is not None:
             rec.add_caller(frame)

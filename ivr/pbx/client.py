@@ -109,7 +109,7 @@ class PbxClient:
         for streams in list(self._inbound.values()):
             for inb in streams:
                 await inb.close()
-        for streams in self._outbound.values():
+        for streams in self._outbound.values():  # after the awaits: a call that ended meanwhile is counted already
             self._forget_outbound(streams)
         self._outbound.clear()
         self._inbound.clear()
@@ -216,12 +216,12 @@ class PbxClient:
     def pacer_lateness(self) -> tuple[list[int], float]:
         """How late the pacers of every outbound stream so far sent their frames: counts over
         ``LATENESS_BUCKETS_MS`` (the last: later than all) and the sum of lateness in seconds."""
-        hist, total = list(self._gone_lateness.lateness_hist), self._gone_lateness.lateness_sum_s
+        total = OutboundStats()
+        total.add_lateness(self._gone_lateness)
         for streams in self._outbound.values():
             for out in streams:
-                hist = [a + b for a, b in zip(hist, out.stats.lateness_hist)]
-                total += out.stats.lateness_sum_s
-        return hist, total
+                total.add_lateness(out.stats)
+        return total.lateness_hist, total.lateness_sum_s
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -242,10 +242,8 @@ class PbxClient:
         self._forget_outbound(outs)
 
     def _forget_outbound(self, streams: list[OutboundAudio]) -> None:
-        gone = self._gone_lateness
         for out in streams:
-            gone.lateness_hist = [a + b for a, b in zip(gone.lateness_hist, out.stats.lateness_hist)]
-            gone.lateness_sum_s += out.stats.lateness_sum_s
+            self._gone_lateness.add_lateness(out.stats)
 
     async def _exists(self, dn: str, participant_id: int) -> bool:
         """Whether the participant is still there, asking the PBX (authoritative)."""

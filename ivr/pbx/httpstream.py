@@ -184,10 +184,14 @@ class HttpStream:
         if not self.body_done.done():
             self.body_done.set_result(error)
 
-    def _received(self, data: bytes | bytearray) -> None:
+    def _received(self, data: bytearray) -> None:
+        """``data``: a fresh buffer from :meth:`MediaSocket.read`, taken over as it is."""
         if not data or self.body_done.done():
             return  # anything after the response is ignored
-        self._inbox += data
+        if self._inbox:
+            self._inbox += data
+        else:  # the usual case (reads end on whole chunks): no copy
+            self._inbox = data
         try:
             self._parse()
         except ValueError as exc:
@@ -242,28 +246,32 @@ class HttpStream:
     def _parse_chunks(self) -> None:
         inbox = self._inbox
         pos = 0
-        while True:
-            line_end = inbox.find(b"\r\n", pos)
-            if line_end < 0:
-                break
-            size_text = bytes(inbox[pos:line_end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ValueError(f"chunk size {size_text[:20]!r}") from None
-            if size == 0:
-                del inbox[:]
-                self._end_body(None)  # trailers, if any, are not needed
-                return
-            start = line_end + 2
-            if len(inbox) < start + size + 2:
-                break
-            self._body_bytes(inbox[start : start + size])
-            pos = start + size + 2
-        if pos:
+        ended = False
+        with memoryview(inbox) as view:  # each chunk handed on without a copy of its own
+            while True:
+                line_end = inbox.find(b"\r\n", pos)
+                if line_end < 0:
+                    break
+                size_text = bytes(view[pos:line_end]).split(b";", 1)[0].strip()
+                try:
+                    size = int(size_text, 16)
+                except ValueError:
+                    raise ValueError(f"chunk size {size_text[:20]!r}") from None
+                if size == 0:
+                    ended = True  # trailers, if any, are not needed
+                    break
+                start = line_end + 2
+                if len(inbox) < start + size + 2:
+                    break
+                self._body_bytes(view[start : start + size])
+                pos = start + size + 2
+        if ended:
+            del inbox[:]
+            self._end_body(None)
+        elif pos:
             del inbox[:pos]
 
-    def _body_bytes(self, data: bytes | bytearray) -> None:
+    def _body_bytes(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
         if self._length is not None:

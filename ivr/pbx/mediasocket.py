@@ -164,26 +164,26 @@ class MediaSocket:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
-                got += self._decrypt()
+                self._decrypt_into(got)
                 self._end(exc)
                 break
             if n == 0:
-                got += self._decrypt()
+                self._decrypt_into(got)
                 self._end(None)
                 break
             if self._tls is None:
                 got += self._view[:n]
             else:
                 self._tls_in.write(self._view[:n])  # type: ignore[union-attr]
-                got += self._decrypt()
+                self._decrypt_into(got)
             if n < RECV_BYTES:
                 break  # the kernel had no more (the rest of a busy socket waits for the next read)
         return got
 
-    def _decrypt(self) -> bytearray:
+    def _decrypt_into(self, out: bytearray) -> None:
+        """Append what OpenSSL can decrypt of the bytes received so far (nothing without TLS)."""
         if self._tls is None:
-            return bytearray()
-        out = bytearray()
+            return
         while True:
             try:
                 piece = self._tls.read(RECV_BYTES)
@@ -199,9 +199,8 @@ class MediaSocket:
                 self._loop.call_soon(self._lost, None)
                 break
             out += piece
-        if pending := self._tls_out.read():  # type: ignore[union-attr]
-            self._send_wire(pending, report=False)  # e.g. a key update the peer asked for
-        return out
+        if self._tls_out.pending:  # type: ignore[union-attr]  # e.g. a key update the peer asked for
+            self._send_wire(self._tls_out.read(), report=False)  # type: ignore[union-attr]
 
     def watch(self, on_readable: Callable[[], None] | None) -> None:
         """Call ``on_readable()`` whenever data arrives (None: stop; the owner reads itself)."""

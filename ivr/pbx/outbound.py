@@ -73,9 +73,25 @@ class OutboundStats:
             i += 1
         self.lateness_hist[i] += 1
 
+    def add_lateness(self, other: OutboundStats) -> None:
+        """Count ``other``'s sends in this one's lateness histogram and sum (totals of streams)."""
+        self.lateness_hist = [a + b for a, b in zip(self.lateness_hist, other.lateness_hist)]
+        self.lateness_sum_s += other.lateness_sum_s
+
     def lateness_quantile_ms(self, q: float) -> float | None:
         """Upper bound of the bucket holding quantile ``q`` of frame lateness (inf: above all)."""
         return hist_quantile(self.lateness_hist, q)
+
+
+def frames_per_send(lead_ms: int, batch_frames: int) -> int:
+    """Frames a pacer sends per wake-up: a batch leaves when the PBX holds lead - batch, so the
+    lead bound holds; batching trades slack against wake-ups (CPU), never the bound."""
+    return max(1, min(batch_frames, lead_ms // 20))
+
+
+def slack_ms(lead_ms: int, batch_frames: int) -> int:
+    """Audio the PBX holds at least while a prompt plays: the lead minus one batch."""
+    return lead_ms - 20 * frames_per_send(lead_ms, batch_frames)
 
 
 def hist_quantile(hist: list[int], q: float) -> float | None:
@@ -124,9 +140,7 @@ class OutboundAudio:
         self.lead_ms = lead_ms if lead_ms is not None else cfg.outbound_lead_ms
         if self.lead_ms < 20:
             raise ValueError(f"outbound audio: lead_ms must be >= 20 (one frame), got {self.lead_ms}")
-        # Frames per wake-up: a batch leaves when the PBX holds lead - batch frames, so the lead
-        # bound holds; batching trades slack against wake-ups (CPU), never the bound.
-        self.batch = max(1, min(cfg.outbound_batch_frames, self.lead_ms // 20))
+        self.batch = frames_per_send(self.lead_ms, cfg.outbound_batch_frames)
         self._tokens = tokens
         self._cfg = cfg
         self._exists = exists
@@ -255,7 +269,7 @@ class OutboundAudio:
         up to lead + extra_s, so a pause of the whole process (a full garbage collection) as
         long as that is not heard. Barge-in in that moment plays up to ``extra_s`` longer.
         Returns False if there is no open POST to send into."""
-        if self._conn is None or self._closing:
+        if self._conn is None or self._conn.closed or self._closing:
             return False
         self._pump(extra_s)
         return True

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from .base import AdapterFailed, AdapterUnavailable
+from .base import AdapterFailed, AdapterTimeout, AdapterUnavailable, with_timeout
 from .pcm import read_wav, resample
 from .tts_stream import stream_sentences
 
@@ -47,7 +47,8 @@ class EspeakTTS:
             returncode, out, err = await asyncio.to_thread(self._synth_blocking, args, sentence)
         else:
             try:
-                out, err = await asyncio.wait_for(proc.communicate(sentence.encode()), self.timeout)
+                out, err = await with_timeout(proc.communicate(sentence.encode()), self.timeout, adapter=NAME,
+                                              what="espeak-ng")
             except BaseException:  # timeout or cancellation: never leave the child behind
                 if proc.returncode is None:
                     proc.kill()
@@ -65,7 +66,7 @@ class EspeakTTS:
         try:
             done = subprocess.run(args, input=sentence.encode(), capture_output=True, timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            raise asyncio.TimeoutError() from None  # as the asyncio path reports it
+            raise AdapterTimeout(f"espeak-ng took longer than {self.timeout:g} s", adapter=NAME) from None
         return done.returncode, done.stdout, done.stderr
 
     def synthesize(self, text: str, *, voice: str | None = None, rate: float | None = None) -> AsyncIterator[np.ndarray]:

@@ -25,6 +25,7 @@ from ivr.speech.services import SpeechServices
 from ivr.pbx.errors import PbxError
 from ivr.pbx.events import DtmfReceived, ParticipantRemoved, ParticipantUpdated, Resynced
 from ivr.pbx.models import ParticipantInfo, ParticipantStatus
+from ivr.pbx.outbound import slack_ms
 from ivr.worker.gcpacing import PacedCollector
 from ivr.worker.library import FlowLibrary
 from ivr.worker.logs import current_call_id
@@ -107,16 +108,17 @@ class Worker:
             watcher = asyncio.create_task(self.library.watch(self.reload_interval), name="flow-reload")
             dispatcher = asyncio.create_task(self._dispatch(events), name="event-dispatch")
             collector = None
-            if self.paced_gc:  # full collections when the audio is topped up (ivr/worker/gcpacing.py)
-                p = pbx.cfg
-                collector = PacedCollector(pbx.top_up_outbound, registry=self.metrics.registry,
-                                           slack_ms=p.outbound_lead_ms - 20 * p.outbound_batch_frames,
-                                           streams=pbx.outbound_stream_count, lead_ms=p.outbound_lead_ms)
-                collector.start()
-            self._take_existing(pbx)
-            self.ready.set()
-            log.info("worker ready: route points %s, %d flow(s)", ", ".join(self.config.route_points), len(self.config.routes))
-            try:
+            try:  # from here on, whatever fails: the tasks end and the collector gives GC back
+                if self.paced_gc:  # full collections when the audio is topped up (ivr/worker/gcpacing.py)
+                    p = pbx.cfg
+                    collector = PacedCollector(pbx.top_up_outbound, registry=self.metrics.registry,
+                                               slack_ms=slack_ms(p.outbound_lead_ms, p.outbound_batch_frames),
+                                               streams=pbx.outbound_stream_count, lead_ms=p.outbound_lead_ms)
+                    collector.start()
+                self._take_existing(pbx)
+                self.ready.set()
+                log.info("worker ready: route points %s, %d flow(s)", ", ".join(self.config.route_points),
+                         len(self.config.routes))
                 await stop.wait()
             finally:
                 if collector is not None:
