@@ -119,7 +119,7 @@ class Stack:
     def __init__(self, workdir: Path, flow_yaml: str, prompts: dict[str, np.ndarray], *,
                  lead_ms: int = 80, batch: int = 2, log_level: str = "INFO", python: str = sys.executable,
                  worker_tree: str | None = None, pbx_extra: dict[str, str] | None = None, tls: bool = False,
-                 worker_nice: int | None = None) -> None:
+                 worker_nice: int | None = None, worker_cpu: int | None = None) -> None:
         self.dir = workdir
         self.port = free_port()
         self.metrics_port = free_port()
@@ -141,6 +141,7 @@ class Stack:
         self.log_level = log_level
         self.worker_tree = worker_tree  # run the worker from another source tree (before/after)
         self.worker_nice = worker_nice  # the worker's scheduling priority (None: inherited)
+        self.worker_cpu = worker_cpu  # the one CPU the worker runs on, the others for the rest (None: shared)
         self.emulator: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
         (workdir / "audio").mkdir(parents=True, exist_ok=True)
@@ -158,6 +159,12 @@ class Stack:
 
     def start(self, timeout: float = 30) -> None:
         env = dict(os.environ, IVR_BENCH_SECRET=SECRET)
+        if self.worker_cpu is not None:  # this driver and the emulator (inheriting it) off the worker's CPU
+            others = os.sched_getaffinity(0) - {self.worker_cpu}
+            if self.worker_cpu not in os.sched_getaffinity(0) or not others:
+                raise SystemExit(f"--worker-cpu {self.worker_cpu}: needs that CPU and at least one other "
+                                 f"(this process may use {sorted(os.sched_getaffinity(0))})")
+            os.sched_setaffinity(0, others)
         self.emulator = subprocess.Popen(
             [self.python, "-m", "ivr.cli", "emulator", "--port", str(self.port), "--client-secret", SECRET,
              "--extensions", "100-105", "--ring-seconds", "0.1"] + (["--tls-cert", "server.pem"] if self.tls else []),
@@ -169,6 +176,8 @@ class Stack:
             stdout=open(self.dir / "worker.log", "wb"), stderr=subprocess.STDOUT, cwd=self.dir,
             env=dict(env, PYTHONPATH=self.worker_tree) if self.worker_tree else env,
         )
+        if self.worker_cpu is not None:
+            os.sched_setaffinity(self.worker.pid, {self.worker_cpu})
         _wait_http(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout, self.worker)
         if self.worker_nice is not None:  # ahead of the emulator and callers, as on its own machine
             try:

@@ -8,9 +8,11 @@ Each call runs bench's flow: answer, record (mode both, beep) while the caller s
 presses # (PBX DTMF event), a gather over a 30 s prompt that the caller ends with an in-band
 "1" (tone in its audio), then a looping 30 s prompt (no barge-in) while the caller speaks a
 second every 4 s, until the driver hangs up. DTMF detection and VAD run on every caller
-frame. Calls are placed at ``--rate`` per second and all hang up together ``--hold`` seconds
-after the last one was placed. The steady-state window starts 6 s after the last call was
-placed (every call is in the looping prompt) and ends 0.5 s before the hang-ups.
+frame. Calls are placed at ``--rate`` per second and each lasts as long as the first: they hang
+up at the same rate, the first ``--hold`` seconds after the last one was placed (with
+``--hang-up-together``, as before 2026-11-25: all at that moment). The steady-state window
+starts 6 s after the last call was placed (every call is in the looping prompt) and ends 0.5 s
+before the first hang-up.
 
 Figures: worker CPU-ms per call-second and RSS per call (from /proc over the window), the
 pacer's per-frame lateness (worker call records, and in the window from its /metrics) and, at the emulator's ear, the inter-arrival
@@ -86,7 +88,7 @@ async def pacer_lateness(http: aiohttp.ClientSession, port: int) -> list[int]:
 
 
 async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | None, fmt: str = "flamegraph",
-                profile_rate: int = 100) -> dict:
+                profile_rate: int = 100, together: bool = False) -> dict:
     loop = asyncio.get_running_loop()
     speech, key1 = wav_bytes(voice_like(1.0)), dtmf_wav("1")
     conn = aiohttp.TCPConnector(limit=200, ssl=stack.ssl if stack.ssl is not None else True)
@@ -102,7 +104,10 @@ async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | 
         end_at = last_start + hold
         win_from, win_to = last_start + SETTLE, end_at - 0.5
         placed: list = []
-        tasks = [asyncio.create_task(drive_call(http, stack.url, 1 + i, start + i / rate, end_at, speech, key1, placed))
+        # Every call as long as the first, so they end at the rate they came (a mass hang-up
+        # of every call in one instant is a stress of its own, kept behind --hang-up-together).
+        tasks = [asyncio.create_task(drive_call(http, stack.url, 1 + i, start + i / rate,
+                                                end_at if together else end_at + i / rate, speech, key1, placed))
                  for i in range(n)]
         await sleep_until(win_from)
         lat0 = await pacer_lateness(http, stack.metrics_port)
@@ -168,7 +173,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", default="50", help="comma list of concurrent call counts (default 50)")
     ap.add_argument("--rate", type=float, default=50, help="calls placed per second (default 50)")
-    ap.add_argument("--hold", type=float, default=15, help="seconds after the last call is placed until all hang up")
+    ap.add_argument("--hold", type=float, default=15, help="seconds after the last call is placed until the first hangs up")
     ap.add_argument("--lead-ms", type=int, default=80, help="the worker's outbound_lead_ms")
     ap.add_argument("--batch", type=int, default=2, help="the worker's outbound_batch_frames (frames per pacer wake-up)")
     ap.add_argument("--pbx", action="append", default=[], metavar="KEY=VALUE",
@@ -183,6 +188,12 @@ def main() -> None:
     ap.add_argument("--worker-nice", type=int, metavar="N",
                     help="run the worker at this nice level (e.g. -20, as root), ahead of the emulator and the "
                          "callers: on a machine too small for all three, as if the PBX ran elsewhere")
+    ap.add_argument("--worker-cpu", type=int, metavar="CPU",
+                    help="pin the worker to this CPU and the emulator and the callers to the others: one core "
+                         "of its own, as if the PBX ran elsewhere (needs no root)")
+    ap.add_argument("--hang-up-together", action="store_true",
+                    help="every call hangs up in the same instant (default: at the rate they came, each as long "
+                         "as the first)")
     ap.add_argument("--tls", action="store_true",
                     help="HTTPS/WSS between worker and emulator (a throwaway CA, verified), as with a real 3CX")
     args = ap.parse_args()
@@ -191,20 +202,23 @@ def main() -> None:
     print(machine_info())
     print(f"flow: record(both) + gather(30 s prompt, in-band key) + looping prompt; caller speaks 1 s every "
           f"{SPEAK_EVERY:.0f} s; lead {args.lead_ms} ms, batch {args.batch}; rate {args.rate}/s; hold {args.hold} s"
+          f"{'; all hang up together' if args.hang_up_together else ''}"
           f"{'; HTTPS/WSS' if args.tls else ''}"
-          f"{f'; worker at nice {args.worker_nice}' if args.worker_nice is not None else ''}")
+          f"{f'; worker at nice {args.worker_nice}' if args.worker_nice is not None else ''}"
+          f"{f'; worker alone on CPU {args.worker_cpu}' if args.worker_cpu is not None else ''}")
     prompts = {"prompt30.wav": voice_like(30.0, seed=1) // 2}
     rows = []
     for n in [int(x) for x in args.calls.split(",") if x.strip()]:
         work = Path(tempfile.mkdtemp(prefix=f"ivr-bench-{n}-"))
         stack = Stack(work, FLOW, prompts, lead_ms=args.lead_ms, batch=args.batch, log_level=args.log_level,
                       worker_tree=args.worker_tree, pbx_extra=dict(kv.split("=", 1) for kv in args.pbx), tls=args.tls,
-                      worker_nice=args.worker_nice)
+                      worker_nice=args.worker_nice, worker_cpu=args.worker_cpu)
         try:
             stack.start()
             ext = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[args.profile_format]
             prof = Path(__file__).with_name(f"profile-{n}.{ext}") if args.profile else None
-            row = asyncio.run(run_n(stack, n, args.rate, args.hold, prof, args.profile_format, args.profile_rate))
+            row = asyncio.run(run_n(stack, n, args.rate, args.hold, prof, args.profile_format, args.profile_rate,
+                                    together=args.hang_up_together))
         finally:
             stack.stop()
             if not args.keep:

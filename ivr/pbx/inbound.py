@@ -72,7 +72,7 @@ class InboundAudio:
         self._closed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._on_audio: Callable[[bytes], None] | None = None
-        self._next_poll = 0.0
+        self._poll_phase = 0  # this stream's grid point within a block (SharedTick.spread)
         # metrics
         self.bytes_received = 0
         self.opens = 0  # successful opens; > 1 means the stream was reopened
@@ -148,17 +148,19 @@ class InboundAudio:
                 return
         if conn.body_done.done():
             return
-        now = asyncio.get_running_loop().time()
-        self._next_poll = max(self._next_poll + self._block_s, now)
         assert self._tick is not None
-        self._tick.call_at(self._next_poll, self._poll, conn)
+        # On this stream's own phase, missed blocks skipped: polled late after a stall (a
+        # collection), it must not move to "now" with every other stream polled late, or all
+        # calls' audio would be read and analysed in one grid point from then on.
+        now = asyncio.get_running_loop().time()
+        self._tick.call_at(self._tick.next_on_phase(now, self._block_s, self._poll_phase), self._poll, conn)
 
     async def _read_body(self, conn: HttpStream) -> None:
         """Read one open 200 response to its end; raises ConnectionError if it is cut."""
         if self._tick is None:
             conn.on_body = self._deliver  # every chunk as it comes
         else:
-            self._next_poll = asyncio.get_running_loop().time()
+            self._poll_phase = self._tick.spread(self._block_s)
             self._poll(conn)
         result = await asyncio.shield(conn.body_done)
         if self._tick is not None and not isinstance(result, _CallbackFailed):

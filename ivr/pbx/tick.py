@@ -11,6 +11,11 @@ lateness, never earliness. No timer runs while nothing is scheduled.
 Callbacks given with ``first=True`` (the outbound pacers) run before the others of the same
 grid point: a frame's send time then does not depend on how many calls' caller audio is read
 in that tick, only on how late the tick itself is.
+
+Recurring callbacks (each call's inbound poll, every 40 ms) take a phase from :meth:`spread`
+and reschedule with :meth:`next_on_phase`: they fall evenly on the grid points of a period,
+and stay there after the loop fell behind, rather than all running (and all their audio being
+analysed) in the same grid point.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class SharedTick:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_slot: int | None = None
         self._firing = False
+        self._phases_given = 0
 
     @property
     def waiting(self) -> int:
@@ -49,7 +55,7 @@ class SharedTick:
 
         No handle: a caller that changes its mind ignores the call (e.g. by a token in ``arg``).
         An exception in the callback is logged and does not stop the other callbacks."""
-        slot = math.ceil(when / self.period)
+        slot = math.ceil(when / self.period - 1e-9)  # a grid time computed in floats is that grid point
         table = self._first_slots if first else self._slots
         calls = table.get(slot)
         if calls is not None:
@@ -63,6 +69,23 @@ class SharedTick:
                 self._timer.cancel()
             self._timer_slot = slot
             self._timer = asyncio.get_running_loop().call_at(slot * self.period, self._fire)
+
+    def _slots_per(self, every: float) -> int:
+        return max(1, round(every / self.period))
+
+    def spread(self, every: float) -> int:
+        """A phase for a callback that recurs every ``every`` seconds (rounded to whole grid
+        points): round-robin over the grid points of one period, so such callbacks share the
+        grid evenly whenever their calls happened to start."""
+        self._phases_given += 1
+        return self._phases_given % self._slots_per(every)
+
+    def next_on_phase(self, now: float, every: float, phase: int) -> float:
+        """The first grid time after ``now`` that is ``phase`` grid points into a period of
+        ``every``: the next due time of a recurring callback, missed periods skipped."""
+        n = self._slots_per(every)
+        slot = math.floor(now / self.period + 1e-9)
+        return (phase + ((slot - phase) // n + 1) * n) * self.period
 
     def _fire(self) -> None:
         assert self._timer_slot is not None
