@@ -41,3 +41,27 @@ async def test_a_failing_handler_does_not_stop_the_other_calls() -> None:
 
 async def test_one_batch_per_event_loop() -> None:
     assert shared_batch() is shared_batch()
+
+
+async def test_a_big_batch_is_analysed_in_turns_with_other_work_in_between() -> None:
+    # After a stall every call's audio is read at once: analysed in one go it would hold up
+    # the outbound pacers for tens of ms, so it goes MAX_CALLS_PER_TURN calls per loop turn.
+    from ivr.call.audio_batch import MAX_CALLS_PER_TURN
+
+    batch = InboundBatch()
+    order: list[str] = []
+    n = 2 * MAX_CALLS_PER_TURN + 10
+    done = asyncio.get_running_loop().create_future()
+    silence = bytes(640)
+
+    def handler(events: list) -> None:
+        order.append("call")
+        if order.count("call") == n:
+            done.set_result(None)
+
+    for _ in range(n):
+        batch.add(InboundProcessor(), silence, handler)
+    asyncio.get_running_loop().call_soon(order.append, "other")  # e.g. a pacer that fell due
+    await asyncio.wait_for(done, 2)
+    assert order.index("other") == MAX_CALLS_PER_TURN  # after the first turn's calls, before the rest
+    assert order.count("call") == n  # every call analysed once

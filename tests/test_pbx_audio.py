@@ -269,6 +269,40 @@ async def test_inbound_reads_caller_audio_in_real_time(emulator) -> None:
         assert reader.stream.opens == 1
 
 
+async def test_inbound_polls_stay_spread_over_the_grid_after_a_stall(emulator) -> None:
+    # Each stream is polled on its own grid point of the 40 ms block; after the loop stood
+    # still (a full collection) the streams must not all move to the same grid point, or
+    # every call's audio would be read and analysed in one go from then on.
+    import time
+    from collections import Counter
+
+    async with PbxClient(emu_cfg(emulator.url, inbound_block_ms=40, outbound_tick_ms=5)) as pbx:
+        loop = asyncio.get_running_loop()
+        polls: list[list[float]] = []
+        tasks = []
+        callids = []
+        for _ in range(8):
+            callid, pid = await incoming_call(emulator, pbx)
+            callids.append(callid)
+            times: list[float] = []
+            polls.append(times)
+            tasks.append(pbx.open_inbound("800", pid).start(lambda chunk, times=times: times.append(loop.time())))
+        await asyncio.sleep(0.3)
+        loop.call_soon(time.sleep, 0.1)  # the whole loop stands still, as in a full collection
+        await asyncio.sleep(0.05)
+        after = loop.time() + 0.1  # past the stall and the catch-up
+        await asyncio.sleep(0.5)
+        phases = []
+        for times in polls:
+            late = [t for t in times if t >= after]
+            assert len(late) >= 8, "a stream was not polled every block"
+            phases.append(Counter(round(t / 0.005) % 8 for t in late).most_common(1)[0][0])
+        assert len(set(phases)) >= 6, phases  # each its own grid point, not all the same
+        for callid in callids:
+            await emulator.hangup(callid)
+        await asyncio.wait_for(asyncio.gather(*tasks), 3)
+
+
 async def test_a_failing_audio_consumer_stops_its_stream_and_its_task_says_why(emulator) -> None:
     # on_audio runs from the shared media timer: its error must end this stream only.
     async with PbxClient(emu_cfg(emulator.url)) as pbx:

@@ -126,3 +126,23 @@ async def test_a_late_timer_runs_every_grid_point_passed_in_one_go() -> None:
     # One wake-up catches up: every pacer due by now, then every reader.
     assert fires == [["pace 0", "pace 1", "pace 2", "pace 3", "read 0", "read 1", "read 2", "read 3"]]
     assert tick.waiting == 0 and tick._timer is None
+
+
+async def test_recurring_callbacks_spread_over_the_grid_and_keep_their_phase() -> None:
+    tick = SharedTick(0.005)
+    every = 0.04  # 8 grid points per period
+    phases = [tick.spread(every) for _ in range(16)]
+    assert sorted(phases) == sorted(list(range(8)) * 2)  # round-robin: each grid point twice
+    for phase in (0, 3, 7):
+        for now in (100.0, 100.0031, 100.04, 100.1234):  # on time, mid-slot, and after a stall
+            t = tick.next_on_phase(now, every, phase)
+            slot = math.ceil(t / tick.period - 1e-9)
+            assert now < t <= now + every + 1e-9
+            assert slot % 8 == phase  # the same grid point of the period, missed periods skipped
+    # A time computed on the grid is that grid point for call_at, not the next one.
+    loop = asyncio.get_running_loop()
+    t = tick.next_on_phase(loop.time(), every, 5)
+    ran = loop.create_future()
+    tick.call_at(t, lambda _: ran.set_result(loop.time()))
+    assert tick._timer_slot == round(t / tick.period)
+    assert await asyncio.wait_for(ran, 1) >= t - 1e-6
