@@ -138,3 +138,12 @@ def test_no_talk_off_on_tts_speech(voice, pitch, speed):
     digits[8000:8000 + tones.size] = tones
     mixed = np.clip(digits.astype(np.int32) + (x * 0.1).astype(np.int32), -32768, 32767).astype(np.int16)
     assert detect(mixed) == "159#"
+
+
+def test_detectors_with_the_same_settings_share_one_read_only_probe_basis() -> None:
+    # 77 KB per detector at 8 kHz: one per call would be a third of a call's memory.
+    a, b = DtmfDetector(), DtmfDetector(min_level_db=-30.0)
+    assert a._basis is b._basis
+    assert DtmfDetector(window_ms=30.0)._basis.shape[0] == 240  # other windows get their own
+    with pytest.raises(ValueError):
+        a._basis[0, 0] = 1.0
