@@ -142,6 +142,34 @@ async def test_outbound_pacing_keeps_lead_bounded_and_real_time(tick_ms: int) ->
     assert out.stats.first_byte_at is not None
 
 
+async def test_a_late_pacer_catches_up_in_one_send_within_the_lead() -> None:
+    # A loop that stood still (a long callback, a collection) wakes every pacer late: each must
+    # send all that is due at once, not batch by batch - the catch-up would cost the most
+    # sends, and so CPU, exactly when the process is behind.
+    import time
+
+    tick = SharedTick(0.005)
+    async with Sink() as sink, aiohttp.ClientSession() as session:
+        out = await open_sink_stream(sink, session, lead_ms=200, tick=tick)
+        audio = ramp(0.9)
+        out.write(audio)
+        await asyncio.sleep(0.3)  # paced: the PBX holds 160-200 ms
+        conn = out._conn
+        assert conn is not None and out.batch == 2
+        writes: list[int] = []
+        write = conn.write
+        conn.write = lambda data: (writes.append(len(data)), write(data))  # type: ignore[method-assign]
+        time.sleep(0.1)  # the loop stands still; the PBX plays 100 ms of what it held
+        await asyncio.sleep(0.012)  # the tick runs the late pacer
+        assert len(writes) == 1, writes  # 100-140 ms due: one send, not 3 of one batch each
+        assert writes[0] >= 100 * BPS // 1000
+        assert out.ahead_ms <= 200 + 1  # and still within the lead
+        await out.drain()
+        await asyncio.sleep(0.05)
+        assert sink.data == audio  # nothing lost or doubled
+        await out.close()
+
+
 async def test_outbound_lead_is_configurable() -> None:
     async with Sink() as sink, aiohttp.ClientSession() as session:
         out = await open_sink_stream(sink, session, lead_ms=200)

@@ -275,7 +275,12 @@ class OutboundAudio:
         return True
 
     def _pump(self, extra_s: float = 0.0) -> None:
-        """Send every frame that is due now, then arrange to be called when the next one is."""
+        """Send every frame that is due now, then arrange to be called when the next one is.
+
+        All that is due goes out as one send: a pacer that woke late (or restarts, or tops up
+        by ``extra_s``) sends what the PBX can take while holding no more than the lead, not
+        one batch per send. Catching up with more sends than on time would cost the most CPU
+        exactly when the process is behind."""
         conn = self._conn
         if conn is None or conn.closed or self._closing:
             return  # the connection loop calls wake() once a POST is open again
@@ -285,21 +290,22 @@ class OutboundAudio:
         frame_s = FRAME_BYTES / BYTES_PER_SECOND
         now = loop.time()
         batch = self.batch
-        if extra_s:  # a top-up: all that fits within lead + extra as one batch, one send per stream
-            ahead = self._next_t - now if self._next_t is not None and self._next_t > now else 0.0
-            batch = max(batch, int((lead - ahead) / frame_s + 1e-9))
-        batch_bytes = batch * FRAME_BYTES
         while True:
+            # What the PBX can take now and still hold no more than the lead (a whole lead
+            # when nothing is playing there: the pacing clock restarts now).
+            next_t = self._next_t
+            restart = next_t is None or next_t < now
+            room_bytes = (lead if restart else now + lead - next_t) * BYTES_PER_SECOND + 1e-6  # type: ignore[operator]
+            room = int(room_bytes) // FRAME_BYTES  # whole frames
             n = len(self._buf) - len(self._buf) % 2
             if n == 0 and self._source is not None:
-                due = (self._next_t + batch * frame_s - lead) if self._next_t is not None else now
-                if due > now:
-                    self._wake_at(due)
+                if room < batch:  # not due yet (so not restarting: next_t is set)
+                    self._wake_at(next_t + batch * frame_s - lead)  # type: ignore[operator]
                     return
                 pulled = self._source()
                 if pulled:
                     self._buf += pulled
-                    for _ in range(batch - 1):  # the rest of the batch, if the source has it
+                    for _ in range(room - 1):  # the rest of what is due, if the source has it
                         more = self._source()
                         if not more:
                             break
@@ -312,22 +318,21 @@ class OutboundAudio:
             if conn.backlog > MAX_BACKLOG_BYTES:
                 self._wake_at(now + frame_s)  # the PBX is not reading: keep the audio queued
                 return
-            size = min(batch_bytes, n)
+            first = min(batch * FRAME_BYTES, n)  # the batch an on-time wake-up would send
             # While a prompt keeps playing each frame has a due time; measure against it.
             late = None
             if self._playing and self._next_t is not None:
-                # Due when lead - size is left at the PBX; frames of the opening burst of a
+                # Due when lead - batch is left at the PBX; frames of the opening burst of a
                 # restart (a whole lead at once) are due at the restart, not before it.
-                late = now - max(self._next_t + size / BYTES_PER_SECOND - lead, self._paced_from)
+                late = now - max(self._next_t + first / BYTES_PER_SECOND - lead, self._paced_from)
                 if now > self._next_t:
                     stats.dry += 1  # the PBX had nothing left to play: the caller hears a gap
-            if self._next_t is None or self._next_t < now:
-                # Nothing left playing at the PBX: the pacing clock restarts now.
+            if restart:
                 self._next_t = self._paced_from = now
-            send_at = self._next_t + size / BYTES_PER_SECOND - lead  # keeps the lead <= lead_ms
-            if send_at > now:
-                self._wake_at(send_at)
+            if room_bytes < first:  # not due yet: the PBX holds more than lead - batch
+                self._wake_at(self._next_t + first / BYTES_PER_SECOND - lead)
                 return
+            size = min(max(first, room * FRAME_BYTES), n)
             frame = bytes(self._buf[:size])
             del self._buf[:size]
             self._next_t += size / BYTES_PER_SECOND
@@ -346,8 +351,7 @@ class OutboundAudio:
                     self._attempt = None
             conn.write(frame)
             if extra_s:  # the top-up is out: pace as usual from here on
-                extra_s, lead, batch = 0.0, self.lead_ms / 1000, self.batch
-                batch_bytes = batch * FRAME_BYTES
+                extra_s, lead = 0.0, self.lead_ms / 1000
 
     def _requeue_attempt(self) -> None:
         """The PBX rejected the POST: its frames were not played, queue them again."""
