@@ -322,9 +322,10 @@ class OutboundAudio:
             # While a prompt keeps playing each frame has a due time; measure against it.
             late = None
             if self._playing and self._next_t is not None:
-                # Due when lead - batch is left at the PBX; frames of the opening burst of a
-                # restart (a whole lead at once) are due at the restart, not before it.
-                late = now - max(self._next_t + first / BYTES_PER_SECOND - lead, self._paced_from)
+                # Due when lead - batch is left at the PBX (the usual lead: a top-up sends
+                # ahead of that); frames of the opening burst of a restart (a whole lead at
+                # once) are due at the restart, not before it.
+                late = now - max(self._next_t + first / BYTES_PER_SECOND - self.lead_ms / 1000, self._paced_from)
                 if now > self._next_t:
                     stats.dry += 1  # the PBX had nothing left to play: the caller hears a gap
             if restart:
