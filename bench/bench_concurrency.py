@@ -15,8 +15,11 @@ starts 6 s after the last call was placed (every call is in the looping prompt) 
 before the first hang-up.
 
 Figures: worker CPU-ms per call-second and RSS per call (from /proc over the window), the
-pacer's per-frame lateness (worker call records, and in the window from its /metrics) and, at the emulator's ear, the inter-arrival
-jitter of the IVR's audio, the buffer depth when a chunk arrives and gaps heard.
+pacer's per-frame lateness (worker call records, and in the window from its /metrics), late
+sends (the pacer woke more than a frame late: not heard while the PBX still held audio) and
+underruns (a send found the PBX had played everything: a gap heard), whole calls; and, at the
+emulator's ear, the inter-arrival jitter of the IVR's audio, the buffer depth when a chunk
+arrives and gaps heard.
 """
 
 from __future__ import annotations
@@ -158,8 +161,8 @@ async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | 
         "win_late_p50": hist_quantile(window_hist, 0.5),
         "win_late_p99": hist_quantile(window_hist, 0.99),
         "win_late_over_40": sum(window_hist[LATENESS_BUCKETS_MS.index(40) + 1:]),
+        "late_sends": sum(r["metrics"].get("late_sends", 0) for r in records),
         "underruns": sum(r["metrics"].get("underruns", 0) for r in records),
-        "dry_frames": sum(r["metrics"].get("dry_frames", 0) for r in records),
         "ear_jit_p50": pct(ear.jitter_ms, 50),
         "ear_jit_p99": pct(ear.jitter_ms, 99),
         "ear_depth_p1": pct(ear.depth_ms, 1),
@@ -239,13 +242,13 @@ def print_table(rows: list[dict]) -> None:
     f = lambda v, p=1: "-" if v is None or v != v else f"{v:.{p}f}"  # noqa: E731
     print()
     print("| N | CPU-ms/call-s | worker CPU | emulator CPU | KB/call | pacer late p50/p99/max ms | window: p50/p99, > 40 ms "
-          "| underruns | dry frames | ear jitter p50/p99 ms | ear depth p1 ms | ear gaps (ms) | audio ratio | flows ok |")
+          "| late sends > 20 ms | underruns (PBX ran dry) | ear jitter p50/p99 ms | ear depth p1 ms | ear gaps (ms) | audio ratio | flows ok |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['n']} | {f(r['cpu_ms_per_call_s'], 2)} | {f(r['worker_cpu_pct'], 0)}% | {f(r['emulator_cpu_pct'], 0)}% "
               f"| {f(r['kb_per_call'], 0)} | {f(r['late_p50'])}/{f(r['late_p99'])}/{f(r['late_max'])} "
-              f"| {f(r['win_late_p50'])}/{f(r['win_late_p99'])}, {r['win_late_over_40']} | {r['underruns']} "
-              f"| {r['dry_frames']} | {f(r['ear_jit_p50'], 2)}/{f(r['ear_jit_p99'], 2)} | {f(r['ear_depth_p1'])} "
+              f"| {f(r['win_late_p50'])}/{f(r['win_late_p99'])}, {r['win_late_over_40']} | {r['late_sends']} "
+              f"| {r['underruns']} | {f(r['ear_jit_p50'], 2)}/{f(r['ear_jit_p99'], 2)} | {f(r['ear_depth_p1'])} "
               f"| {r['ear_gaps']} ({f(r['ear_gap_ms'], 0)}) | {f(r['ear_audio_ratio'], 3)} | {r['flows_ok']}/{r['n']} |")
 
 

@@ -29,7 +29,7 @@ async def test_top_up_sends_ahead_by_the_extra_and_pacing_goes_on() -> None:
         assert out.top_up(0.08)
         assert 60 + 80 - 20 - 5 <= out.ahead_ms <= 60 + 80 + 1  # one frame short at most
         assert len(writes) == 1  # the whole top-up in one send
-        assert out.stats.max_lateness_ms < 20 and out.stats.underruns == 0  # ahead of time, not late
+        assert out.stats.max_lateness_ms < 20 and out.stats.late_sends == 0  # ahead of time, not late
         # The pacer's next wake-up is the usual one: when the PBX is down to lead - batch again.
         due = out._next_t - 0.060 + out.batch * 0.020  # type: ignore[operator]
         assert max(tick._first_slots) * tick.period <= due + tick.period  # (the earlier one: stale, ignored)

@@ -138,7 +138,7 @@ async def test_outbound_pacing_keeps_lead_bounded_and_real_time(tick_ms: int) ->
     assert 0.85 <= took <= 1.3, took
     assert out.stats.bytes_sent == len(audio) + 2
     assert out.stats.frames_sent == 51  # 50 frames + the 2-byte opener
-    assert out.stats.underruns == 0 or out.stats.max_lateness_ms > 20
+    assert out.stats.late_sends == 0 or out.stats.max_lateness_ms > 20
     assert out.stats.first_byte_at is not None
 
 
@@ -168,6 +168,26 @@ async def test_a_late_pacer_catches_up_in_one_send_within_the_lead() -> None:
         await asyncio.sleep(0.05)
         assert sink.data == audio  # nothing lost or doubled
         await out.close()
+
+
+async def test_a_stall_longer_than_the_lead_counts_an_underrun_a_shorter_one_a_late_send() -> None:
+    import time
+
+    tick = SharedTick(0.005)
+    async with Sink() as sink, aiohttp.ClientSession() as session:
+        out = await open_sink_stream(sink, session, lead_ms=200, tick=tick)
+        try:
+            out.write(ramp(1.0))
+            await asyncio.sleep(0.25)  # the PBX holds 160-200 ms
+            assert out.stats.underruns == 0 and out.stats.late_sends == 0
+            time.sleep(0.1)  # 60-100 ms late, but the PBX still held audio: not heard
+            await asyncio.sleep(0.02)
+            assert out.stats.underruns == 0 and out.stats.late_sends == 1
+            time.sleep(0.25)  # longer than the lead: the PBX ran dry, the caller heard a gap
+            await asyncio.sleep(0.02)
+            assert out.stats.underruns == 1 and out.stats.late_sends == 2
+        finally:
+            await out.close()
 
 
 async def test_outbound_lead_is_configurable() -> None:
@@ -218,7 +238,7 @@ async def test_no_padding_when_idle_and_clock_restarts() -> None:
         assert gap >= 0.3  # silence was not padded
         # after the restart the pacer again sends one lead (3 frames) at once, then paces
         assert max_lead_ms(sink.chunks, start=n_before) <= 60 + 20
-        assert out.stats.underruns == 0
+        assert out.stats.late_sends == 0
 
 
 async def test_outbound_headers_and_no_wav_header() -> None:
@@ -425,7 +445,7 @@ async def test_outbound_to_emulator_plays_contiguously(emulator) -> None:
         assert played == prompt  # no header, no gap, no reordering
         log = [e["event"] for e in emulator.call_info(callid)["log"]]
         assert "stray_wav_header" not in log
-        assert out.stats.underruns == 0
+        assert out.stats.late_sends == 0
 
 
 async def _until(cond) -> None:

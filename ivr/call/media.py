@@ -131,8 +131,8 @@ class CallMedia:
         data: dict[str, Any] = {"barge_ins": dict(self.barge_ins), "inbound_bytes": inbound_bytes}
         if out is not None:
             data.update(
-                underruns=out.underruns,
-                dry_frames=out.dry,
+                underruns=out.underruns,  # the PBX ran out of audio: gaps heard
+                late_sends=out.late_sends,
                 max_lateness_ms=round(out.max_lateness_ms, 1),
                 lateness_hist=list(out.lateness_hist),  # buckets: ivr.pbx.outbound.LATENESS_BUCKETS_MS
                 outbound_bytes=out.bytes_sent,

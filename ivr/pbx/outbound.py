@@ -48,8 +48,11 @@ class OutboundStats:
 
     bytes_sent: int = 0
     frames_sent: int = 0
-    underruns: int = 0  # the pacer woke more than one frame late while audio was queued
-    dry: int = 0  # frames sent after the PBX had played everything before them (a gap heard)
+    # Sends after the PBX had played everything before them: the caller heard a gap.
+    underruns: int = 0
+    # The pacer woke more than a frame late while a prompt kept playing: not heard as long as
+    # the PBX still held audio (the lead), a sign of a loaded worker.
+    late_sends: int = 0
     max_lateness_ms: float = 0.0
     first_write_at: float | None = None
     first_byte_at: float | None = None
@@ -327,7 +330,7 @@ class OutboundAudio:
                 # once) are due at the restart, not before it.
                 late = now - max(self._next_t + first / BYTES_PER_SECOND - self.lead_ms / 1000, self._paced_from)
                 if now > self._next_t:
-                    stats.dry += 1  # the PBX had nothing left to play: the caller hears a gap
+                    stats.underruns += 1  # the PBX had nothing left to play: the caller hears a gap
             if restart:
                 self._next_t = self._paced_from = now
             if room_bytes < first:  # not due yet: the PBX holds more than lead - batch
@@ -344,7 +347,7 @@ class OutboundAudio:
             if late is not None:
                 stats.observe_lateness(late)
                 if late > frame_s:
-                    stats.underruns += 1  # woke more than a frame late while the prompt played
+                    stats.late_sends += 1  # more than a frame late while the prompt played
             self._playing = True
             if self._attempt is not None:
                 self._attempt.append(frame)
