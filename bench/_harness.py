@@ -142,6 +142,7 @@ class Stack:
         self.worker_tree = worker_tree  # run the worker from another source tree (before/after)
         self.worker_nice = worker_nice  # the worker's scheduling priority (None: inherited)
         self.worker_cpu = worker_cpu  # the one CPU the worker runs on, the others for the rest (None: shared)
+        self._affinity: set[int] | None = None  # this process's CPUs before start() narrowed them
         self.emulator: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
         (workdir / "audio").mkdir(parents=True, exist_ok=True)
@@ -160,10 +161,11 @@ class Stack:
     def start(self, timeout: float = 30) -> None:
         env = dict(os.environ, IVR_BENCH_SECRET=SECRET)
         if self.worker_cpu is not None:  # this driver and the emulator (inheriting it) off the worker's CPU
-            others = os.sched_getaffinity(0) - {self.worker_cpu}
-            if self.worker_cpu not in os.sched_getaffinity(0) or not others:
+            self._affinity = os.sched_getaffinity(0)  # given back by stop(), for the next N
+            others = self._affinity - {self.worker_cpu}
+            if self.worker_cpu not in self._affinity or not others:
                 raise SystemExit(f"--worker-cpu {self.worker_cpu}: needs that CPU and at least one other "
-                                 f"(this process may use {sorted(os.sched_getaffinity(0))})")
+                                 f"(this process may use {sorted(self._affinity)})")
             os.sched_setaffinity(0, others)
         self.emulator = subprocess.Popen(
             [self.python, "-m", "ivr.cli", "emulator", "--port", str(self.port), "--client-secret", SECRET,
@@ -195,6 +197,9 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        if self._affinity is not None:
+            os.sched_setaffinity(0, self._affinity)
+            self._affinity = None
 
     def records(self) -> list[dict]:
         import json
