@@ -298,12 +298,13 @@ class OutboundAudio:
             # when nothing is playing there: the pacing clock restarts now).
             next_t = self._next_t
             restart = next_t is None or next_t < now
-            room_bytes = (lead if restart else now + lead - next_t) * BYTES_PER_SECOND + 1e-6  # type: ignore[operator]
+            ahead = 0.0 if next_t is None or restart else next_t - now  # audio the PBX holds now
+            room_bytes = (lead - ahead) * BYTES_PER_SECOND + 1e-6
             room = int(room_bytes) // FRAME_BYTES  # whole frames
             n = len(self._buf) - len(self._buf) % 2
             if n == 0 and self._source is not None:
-                if room < batch:  # not due yet (so not restarting: next_t is set)
-                    self._wake_at(next_t + batch * frame_s - lead)  # type: ignore[operator]
+                if room < batch:  # not due yet (a restart has room for a whole lead >= batch)
+                    self._wake_at(now + ahead + batch * frame_s - lead)
                     return
                 pulled = self._source()
                 if pulled:
