@@ -139,3 +139,40 @@ async def test_the_worker_runs_with_paced_collections_and_gives_them_back(tmp_pa
         stop.set()
         await asyncio.wait_for(task, 10)
     assert gc.get_threshold() == saved and gc.get_freeze_count() == 0
+
+
+async def test_full_collections_stay_paced_while_the_worker_drains(tmp_path) -> None:
+    # Calls still play audio during the drain (up to drain_timeout): Python's own full
+    # collections, scanning the unfrozen start-up objects too, must not come back before it ends.
+    from ivr.config import PbxSettings, Route, WorkerConfig
+    from ivr.emulator import Emulator, EmulatorConfig
+    from ivr.worker.runner import Worker
+
+    flow = tmp_path / "wait.yaml"
+    flow.write_text("steps:\n  - answer\n  - pause: 30\n")
+    saved = gc.get_threshold()
+    emu = Emulator(EmulatorConfig(client_secret="s"))
+    async with emu.running():
+        config = WorkerConfig(pbx=PbxSettings(url=emu.url, client_id="900", client_secret="s"),
+                              routes=[Route(route_point="800", flow=str(flow))], records=str(tmp_path / "calls.jsonl"))
+        worker = Worker(config, paced_gc=True)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.wait_for(worker.ready.wait(), 10)
+        callid = await emu.place_call("+4930123456")
+        for _ in range(200):
+            if worker.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert worker.calls, "the call did not reach the worker"
+        stop.set()
+        for _ in range(100):
+            if worker.draining:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert worker.draining and not task.done()
+        assert gc.get_threshold() == (saved[0], saved[1], NEVER) and gc.get_freeze_count() > 0
+        await emu.hangup(callid)
+        await asyncio.wait_for(task, 10)
+    assert gc.get_threshold() == saved and gc.get_freeze_count() == 0

@@ -121,9 +121,11 @@ class Worker:
                          len(self.config.routes))
                 await stop.wait()
             finally:
-                if collector is not None:
-                    collector.stop()
-                await self.drain(self.config.drain_timeout)
+                try:
+                    await self.drain(self.config.drain_timeout)
+                finally:  # after the drain: calls still play audio while it lasts
+                    if collector is not None:
+                        collector.stop()
                 watcher.cancel()
                 dispatcher.cancel()
                 events.close()
