@@ -29,6 +29,7 @@ from .tick import SharedTick
 
 log = logging.getLogger(__name__)
 
+FRAME_MS = 20
 FRAME_BYTES = 320  # 20 ms at 8 kHz s16le mono
 BYTES_PER_SECOND = 16_000
 # Frames of one POST attempt kept until the PBX has clearly accepted it, so that audio
@@ -89,12 +90,12 @@ class OutboundStats:
 def frames_per_send(lead_ms: int, batch_frames: int) -> int:
     """Frames a pacer sends per wake-up: a batch leaves when the PBX holds lead - batch, so the
     lead bound holds; batching trades slack against wake-ups (CPU), never the bound."""
-    return max(1, min(batch_frames, lead_ms // 20))
+    return max(1, min(batch_frames, lead_ms // FRAME_MS))
 
 
 def slack_ms(lead_ms: int, batch_frames: int) -> int:
     """Audio the PBX holds at least while a prompt plays: the lead minus one batch."""
-    return lead_ms - 20 * frames_per_send(lead_ms, batch_frames)
+    return lead_ms - FRAME_MS * frames_per_send(lead_ms, batch_frames)
 
 
 def hist_quantile(hist: list[int], q: float) -> float | None:
@@ -288,7 +289,8 @@ class OutboundAudio:
         if conn is None or conn.closed or self._closing:
             return  # the connection loop calls wake() once a POST is open again
         loop = asyncio.get_running_loop()
-        lead = self.lead_ms / 1000 + extra_s
+        usual_lead = self.lead_ms / 1000
+        lead = usual_lead + extra_s
         stats = self.stats
         frame_s = FRAME_BYTES / BYTES_PER_SECOND
         now = loop.time()
@@ -329,8 +331,8 @@ class OutboundAudio:
                 # Due when lead - batch is left at the PBX (the usual lead: a top-up sends
                 # ahead of that); frames of the opening burst of a restart (a whole lead at
                 # once) are due at the restart, not before it.
-                late = now - max(self._next_t + first / BYTES_PER_SECOND - self.lead_ms / 1000, self._paced_from)
-                if now > self._next_t:
+                late = now - max(self._next_t + first / BYTES_PER_SECOND - usual_lead, self._paced_from)
+                if restart:
                     stats.underruns += 1  # the PBX had nothing left to play: the caller hears a gap
             if restart:
                 self._next_t = self._paced_from = now
@@ -356,7 +358,7 @@ class OutboundAudio:
                     self._attempt = None
             conn.write(frame)
             if extra_s:  # the top-up is out: pace as usual from here on
-                extra_s, lead = 0.0, self.lead_ms / 1000
+                extra_s, lead = 0.0, usual_lead
 
     def _requeue_attempt(self) -> None:
         """The PBX rejected the POST: its frames were not played, queue them again."""
