@@ -269,3 +269,36 @@ def test_load_any_kinds(folder: Path) -> None:
     with pytest.raises(FlowLoadError, match="unknown flow type '.txt'"):
         load_any(flow(folder, "steps: [answer]\n", "x.txt"))
     assert issubclass(FlowError, Exception)
+
+
+async def test_a_gather_that_gets_no_gather_result_says_where(folder: Path) -> None:
+    # A user's own Call stand-in (a mock, a fake) that returns the wrong result: a flow error
+    # naming the step's file:line, not a bare assertion or a TypeError deep inside.
+    from ivr.call.results import PlayResult
+    from ivr.flow.interpreter import run_flow
+    from ivr.flow.loader import load_flow
+
+    path = flow(folder, """
+        steps:
+          - gather: {prompt: hello.wav, into: pin}
+    """)
+
+    class WrongCall:
+        vars: dict[str, Any] = {}
+        call_record = None
+
+        async def gather(self, **kwargs: Any) -> PlayResult:
+            return PlayResult(completed=True)
+
+    outcome = await run_flow(load_flow(path, check_files=False), WrongCall())
+    assert outcome.status == "error" and outcome.error is not None
+    assert f"{path.name}:2" in outcome.error and "gather got PlayResult, not a GatherResult" in outcome.error
+
+
+def test_a_subclass_of_a_call_result_is_recorded_as_its_base() -> None:
+    from ivr.call.results import PlayResult, step_result
+
+    class Played(PlayResult):
+        pass
+
+    assert step_result(Played(completed=False, interrupted_by="dtmf")) == {"completed": False, "interrupted_by": "dtmf"}

@@ -86,8 +86,8 @@ _STEP_FIELDS: dict[type, tuple[str, ...]] = {
 def step_result(result: Any) -> dict[str, Any] | None:
     """A Call result as a flow step records it: its plain fields (a path as text), or None for
     anything that is not a play, gather/menu, transfer or record result."""
-    keep = _STEP_FIELDS.get(type(result))
-    if keep is None:
+    keep = next((_STEP_FIELDS[t] for t in type(result).__mro__ if t in _STEP_FIELDS), None)
+    if keep is None:  # (by class, subclasses included: a flow's own or a test's result types)
         return None
     out = {k: getattr(result, k) for k in keep}
     if isinstance(out.get("path"), Path):

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ivr.call.results import step_result
+from ivr.call.results import CallHangup, step_result
 
 from .checks import AUDIO_STEPS, resolve_audio, walk_nodes
 from .hours import is_open
@@ -84,12 +84,6 @@ class _Branch:
     steps: list[StepBase] = field(default_factory=list)
 
 
-def _hangup_exc() -> type[BaseException]:
-    from ivr.call.results import CallHangup
-
-    return CallHangup
-
-
 class _Runner:
     def __init__(self, flow: Flow, call: Any, params: dict[str, Any], vars_: dict[str, Any], budget: _Budget) -> None:
         self.flow, self.call, self.budget = flow, call, budget
@@ -100,7 +94,6 @@ class _Runner:
         self.error: str | None = None
         self.hung_up_mode = False
         self._lines: dict[int, int] | None = None
-        self.CallHangup = _hangup_exc()
 
     # --- context ------------------------------------------------------------------------
 
@@ -274,10 +267,11 @@ class _Runner:
         self.store(a.into, open_now)
         return _Branch(a.open if open_now else a.closed)
 
-    def _gather_result(self, result: Any, into: str | None, key: str) -> dict[str, Any]:
-        self.digits = result.digits
+    def _gather_result(self, step: StepBase, result: Any, into: str | None, key: str) -> dict[str, Any]:
         out = step_result(result)
-        assert out is not None, f"not a gather result: {result!r}"
+        if out is None or "digits" not in out:
+            raise FlowError(f"{self.where(step)}: {step.kind} got {type(result).__name__}, not a GatherResult")
+        self.digits = result.digits
         self.last = out
         # `into` gets the value authors want in a variable: the digits (gather) or the key
         # (menu), or the matched choice when it was said; `last` keeps the whole result.
@@ -293,7 +287,7 @@ class _Runner:
             no_match_prompt=self.prompts(a.no_match_prompt), timeout=a.timeout, barge_in=a.barge_in,
             speech=a.speech.options if a.speech is not None else None,
         )
-        out = self._gather_result(result, a.into, "choice")
+        out = self._gather_result(step, result, a.into, "choice")
         if out["status"] == "match":
             return _Branch(a.choices.get(out["choice"] or out["digits"], []))
         return _Branch(a.on_no_input if out["status"] == "no_input" else a.on_no_match)
@@ -305,7 +299,7 @@ class _Runner:
             no_match_prompt=self.prompts(a.no_match_prompt), barge_in=a.barge_in,
             speech=a.speech.options if a.speech is not None else None,
         )
-        out = self._gather_result(result, a.into, "digits")
+        out = self._gather_result(step, result, a.into, "digits")
         branch = {"match": a.on_match, "no_input": a.on_no_input, "no_match": a.on_no_match}
         return _Branch(branch.get(out["status"], []))
 
@@ -339,8 +333,7 @@ class _Runner:
             path, max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys, beep=a.beep,
             metadata={"mailbox": mailbox, "kind": "voicemail"},
         )
-        self.last = {"path": str(result.path) if result.path else None, "duration": result.duration,
-                     "reason": result.reason, "mailbox": mailbox}
+        self.last = {**(step_result(result) or {}), "mailbox": mailbox}
         self.store(a.into, self.last)
 
     async def do_set(self, step: StepBase, values: dict[str, Any]) -> None:
@@ -503,7 +496,6 @@ async def _run(flow: Flow, call: Any, params: dict[str, Any] | None, budget: _Bu
         vars_.setdefault(name, value)
     runner = _Runner(flow, call, merged, vars_, budget)
     runner.hung_up_mode = hung_up
-    CallHangup = runner.CallHangup
     start = budget.used
     try:
         try:
@@ -592,7 +584,7 @@ def _load_cached(path: Path) -> Any:
 
 
 def runnable_hangup() -> BaseException:
-    return _hangup_exc()("caller hung up during a subflow")
+    return CallHangup("caller hung up during a subflow")
 
 
 async def run_flow(flow: Flow, call: Any, *, params: dict[str, Any] | None = None,
