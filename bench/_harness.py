@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -141,8 +142,7 @@ class Stack:
         self.log_level = log_level
         self.worker_tree = worker_tree  # run the worker from another source tree (before/after)
         self.worker_nice = worker_nice  # the worker's scheduling priority (None: inherited)
-        self.worker_cpu = worker_cpu  # the one CPU the worker runs on, the others for the rest (None: shared)
-        self._affinity: set[int] | None = None  # this process's CPUs before start() narrowed them
+        self.worker_cpu = worker_cpu  # the one CPU the worker runs on (the caller keeps itself off it)
         self.emulator: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
         (workdir / "audio").mkdir(parents=True, exist_ok=True)
@@ -160,13 +160,6 @@ class Stack:
 
     def start(self, timeout: float = 30) -> None:
         env = dict(os.environ, IVR_BENCH_SECRET=SECRET)
-        if self.worker_cpu is not None:  # this driver and the emulator (inheriting it) off the worker's CPU
-            self._affinity = os.sched_getaffinity(0)  # given back by stop(), for the next N
-            others = self._affinity - {self.worker_cpu}
-            if self.worker_cpu not in self._affinity or not others:
-                raise SystemExit(f"--worker-cpu {self.worker_cpu}: needs that CPU and at least one other "
-                                 f"(this process may use {sorted(self._affinity)})")
-            os.sched_setaffinity(0, others)
         self.emulator = subprocess.Popen(
             [self.python, "-m", "ivr.cli", "emulator", "--port", str(self.port), "--client-secret", SECRET,
              "--extensions", "100-105", "--ring-seconds", "0.1"] + (["--tls-cert", "server.pem"] if self.tls else []),
@@ -177,9 +170,8 @@ class Stack:
             [self.python, "-m", "ivr.cli", "run", "--config", "ivr.yaml", "--log-level", self.log_level],
             stdout=open(self.dir / "worker.log", "wb"), stderr=subprocess.STDOUT, cwd=self.dir,
             env=dict(env, PYTHONPATH=self.worker_tree) if self.worker_tree else env,
+            preexec_fn=None if self.worker_cpu is None else partial(os.sched_setaffinity, 0, {self.worker_cpu}),
         )
-        if self.worker_cpu is not None:
-            os.sched_setaffinity(self.worker.pid, {self.worker_cpu})
         _wait_http(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout, self.worker)
         if self.worker_nice is not None:  # ahead of the emulator and callers, as on its own machine
             try:
@@ -197,9 +189,6 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-        if self._affinity is not None:
-            os.sched_setaffinity(0, self._affinity)
-            self._affinity = None
 
     def records(self) -> list[dict]:
         import json

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import subprocess
 import tempfile
@@ -140,6 +141,7 @@ async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | 
     window = w1.at - w0.at
     ear = ear_stats(arrivals, [win_from - t0 for _, t0 in placed], [win_to - t0 for _, t0 in placed])
     records = [r for r in stack.records() if r["caller_number"] != "+49300000000"]
+    current = all("late_sends" in r["metrics"] for r in records)  # records of this tree's worker
     hist = np.sum([r["metrics"].get("lateness_hist", [0]) for r in records if r["metrics"].get("lateness_hist")], axis=0)
     good = sum(1 for r in records if r.get("outcome") == "caller_hangup" and "1" in "".join(r.get("digits", []))
                and r.get("recordings"))
@@ -160,9 +162,11 @@ async def run_n(stack: Stack, n: int, rate: float, hold: float, profile: Path | 
         "late_max": max((r["metrics"].get("max_lateness_ms", 0) for r in records), default=0),
         "win_late_p50": hist_quantile(window_hist, 0.5),
         "win_late_p99": hist_quantile(window_hist, 0.99),
-        "win_late_over_40": sum(window_hist[LATENESS_BUCKETS_MS.index(40) + 1:]),
-        "late_sends": sum(r["metrics"].get("late_sends", 0) for r in records),
-        "underruns": sum(r["metrics"].get("underruns", 0) for r in records),
+        # None ("-" in the table) where a worker from an older tree (--worker-tree) has no such
+        # figure: no lateness metric, or records whose "underruns" were late sends.
+        "win_late_over_40": sum(window_hist[LATENESS_BUCKETS_MS.index(40) + 1:]) if window_hist else None,
+        "late_sends": sum(r["metrics"]["late_sends"] for r in records) if current else None,
+        "underruns": sum(r["metrics"]["underruns"] for r in records) if current else None,
         "ear_jit_p50": pct(ear.jitter_ms, 50),
         "ear_jit_p99": pct(ear.jitter_ms, 99),
         "ear_depth_p1": pct(ear.depth_ms, 1),
@@ -202,6 +206,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.hold < SETTLE + 2:
         ap.error(f"--hold must be at least {SETTLE + 2} s")
+    if args.worker_cpu is not None:  # this driver (and the emulator, inheriting it) off the worker's CPU
+        cpus = os.sched_getaffinity(0)
+        if args.worker_cpu not in cpus or len(cpus) < 2:
+            ap.error(f"--worker-cpu {args.worker_cpu}: needs that CPU and at least one other (this process may use "
+                     f"{sorted(cpus)})")
+        os.sched_setaffinity(0, cpus - {args.worker_cpu})
     print(machine_info())
     print(f"flow: record(both) + gather(30 s prompt, in-band key) + looping prompt; caller speaks 1 s every "
           f"{SPEAK_EVERY:.0f} s; lead {args.lead_ms} ms, batch {args.batch}; rate {args.rate}/s; hold {args.hold} s"
@@ -247,8 +257,8 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         print(f"| {r['n']} | {f(r['cpu_ms_per_call_s'], 2)} | {f(r['worker_cpu_pct'], 0)}% | {f(r['emulator_cpu_pct'], 0)}% "
               f"| {f(r['kb_per_call'], 0)} | {f(r['late_p50'])}/{f(r['late_p99'])}/{f(r['late_max'])} "
-              f"| {f(r['win_late_p50'])}/{f(r['win_late_p99'])}, {r['win_late_over_40']} | {r['late_sends']} "
-              f"| {r['underruns']} | {f(r['ear_jit_p50'], 2)}/{f(r['ear_jit_p99'], 2)} | {f(r['ear_depth_p1'])} "
+              f"| {f(r['win_late_p50'])}/{f(r['win_late_p99'])}, {f(r['win_late_over_40'], 0)} | {f(r['late_sends'], 0)} "
+              f"| {f(r['underruns'], 0)} | {f(r['ear_jit_p50'], 2)}/{f(r['ear_jit_p99'], 2)} | {f(r['ear_depth_p1'])} "
               f"| {r['ear_gaps']} ({f(r['ear_gap_ms'], 0)}) | {f(r['ear_audio_ratio'], 3)} | {r['flows_ok']}/{r['n']} |")
 
 
