@@ -15,7 +15,7 @@ starts 6 s after the last call was placed (every call is in the looping prompt) 
 before the first hang-up.
 
 Figures: worker CPU-ms per call-second and RSS per call (from /proc over the window), the
-pacer's per-frame lateness (worker call records, and in the window from its /metrics), late
+pacer's per-send lateness (worker call records, and in the window from its /metrics), late
 sends (the pacer woke more than a frame late: not heard while the PBX still held audio) and
 underruns (a send found the PBX had played everything: a gap heard), whole calls; and, at the
 emulator's ear, the inter-arrival jitter of the IVR's audio, the buffer depth when a chunk

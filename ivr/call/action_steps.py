@@ -11,7 +11,7 @@ after the method (``play``, ``menu``, ``transfer``...), with the awaiting line a
 The recorder passes every event on to the observer it replaced (the worker's tracing), so
 spans are unchanged. YAML steps reaching it (a YAML subflow of a Python flow) are recorded by
 the interpreter already and are only passed on. A YAML flow with tracing off keeps no
-observer at all: its Call actions stay free of any wrapper.
+observer, unless it ran a Python subflow (the recorder stays installed for the call).
 
 As with a YAML step, an action that raises leaves no step (the error that ends a flow is in
 ``record.errors``).

@@ -68,7 +68,7 @@ def flow_action(method: F) -> F:
         return _observed(observe, FlowAction(kind, where), info, method(self, *args, **kwargs))
 
     # The wrapper returns the method's coroutine (or the observing one) but is a plain function:
-    # mark it, so Call's actions still look async to inspect and to mocks (create_autospec).
+    # mark it, so Call's actions still look async to asyncio and to mocks (create_autospec).
     if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
         inspect.markcoroutinefunction(wrapper)
     else:

@@ -67,7 +67,7 @@ class PacedCollector:
             from prometheus_client import Histogram
 
             self._histogram = Histogram(
-                "ivr_gc_pause_seconds", "Full garbage collections: how long all audio stood still",
+                "ivr_gc_pause_seconds", "Full garbage collections: how long each stopped the process",
                 buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64), registry=registry,
             )
 

@@ -90,5 +90,5 @@ class _ClientCollector:
             seen += n
             buckets.append(("+Inf" if bound == float("inf") else str(bound / 1000), seen))
         yield HistogramMetricFamily("ivr_pacer_lateness_seconds",
-                                    "Outbound audio frames sent after they were due, by how late",
+                                    "Outbound audio sends, by how late after they were due",
                                     buckets=buckets, sum_value=late_sum)
