@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -280,3 +281,42 @@ async def test_espeak_that_hangs_times_out_saying_what(tmp_path, monkeypatch, th
     with pytest.raises(AdapterTimeout, match=r"espeak: espeak-ng took longer than 0.2 s"):
         await synthesize_all(EspeakTTS(binary=str(hang), timeout=0.2), "Hi.")
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+async def test_espeak_cancelled_mid_sentence_leaves_no_child_running(tmp_path, monkeypatch, threaded):
+    # A barge-in or a hang-up cancels the synthesis: espeak-ng must not go on for its timeout,
+    # holding a thread of the shared pool in the threaded case.
+    from ivr.speech.tts_espeak import EspeakTTS
+
+    pidfile = tmp_path / "pid"
+    hang = tmp_path / "espeak-hangs"
+    hang.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 30\n")
+    hang.chmod(0o755)
+    if threaded:
+        async def unsupported(*args, **kwargs):
+            raise NotImplementedError
+
+        monkeypatch.setattr(asyncio, "create_subprocess_exec", unsupported)
+    task = asyncio.create_task(synthesize_all(EspeakTTS(binary=str(hang), timeout=20), "Hi."))
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        await asyncio.sleep(0.01)
+    pid = int(pidfile.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    def running() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        return "\nState:\tZ" not in state  # a zombie is dead, only not yet reaped
+
+    for _ in range(100):
+        if not running():
+            break
+        await asyncio.sleep(0.01)
+    assert not running()

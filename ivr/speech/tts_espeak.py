@@ -1,8 +1,9 @@
 """``espeak`` TTS: the espeak-ng binary (Debian package ``espeak-ng``), WAV on stdout.
 
 Fast (about 20 ms per prompt) and robotic; speech recognisers do badly on it, so do not use
-it for STT round-trip tests. Each sentence is one asyncio subprocess (text on stdin, so text
-starting with "-" is never taken for an option).
+it for STT round-trip tests. Each sentence is one subprocess (text on stdin, so text starting
+with "-" is never taken for an option): an asyncio one, or one a thread waits for where the
+event loop has none (Windows' selector loop).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from .base import AdapterFailed, AdapterTimeout, AdapterUnavailable, with_timeout
+from .base import AdapterFailed, AdapterUnavailable, with_timeout
 from .pcm import read_wav, resample
 from .tts_stream import stream_sentences
 
@@ -40,34 +41,28 @@ class EspeakTTS:
 
     async def _synth(self, sentence: str, voice: str, wpm: int) -> np.ndarray:
         args = [self._binary(), "--stdin", "--stdout", "-v", voice, "-s", str(wpm)]
+        proc: asyncio.subprocess.Process | subprocess.Popen[bytes]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            talk = proc.communicate(sentence.encode())
         except NotImplementedError:  # Windows' selector loop (the CLI's choice) has no subprocesses
-            returncode, out, err = await asyncio.to_thread(self._synth_blocking, args, sentence)
-        else:
-            try:
-                out, err = await with_timeout(proc.communicate(sentence.encode()), self.timeout, adapter=NAME,
-                                              what="espeak-ng")
-            except BaseException:  # timeout or cancellation: never leave the child behind
-                if proc.returncode is None:
-                    proc.kill()
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            talk = asyncio.to_thread(proc.communicate, sentence.encode())  # a thread waits for it
+        try:
+            out, err = await with_timeout(talk, self.timeout, adapter=NAME, what="espeak-ng")
+        except BaseException:  # timeout or cancellation: never leave the child behind
+            if proc.returncode is None:
+                proc.kill()  # (from a thread, communicate() then returns)
+                if isinstance(proc, asyncio.subprocess.Process):
                     await proc.wait()
-                raise
-            returncode = proc.returncode
-        if returncode != 0 or not out:
+            raise
+        if proc.returncode != 0 or not out:
             msg = err.decode(errors="replace").strip().splitlines()
-            raise AdapterFailed(f"espeak-ng exited with {returncode}: {msg[0] if msg else 'no output'}",
+            raise AdapterFailed(f"espeak-ng exited with {proc.returncode}: {msg[0] if msg else 'no output'}",
                                 adapter=NAME)
         pcm, rate = read_wav(out)
         return resample(pcm, rate, 8000)
-
-    def _synth_blocking(self, args: list[str], sentence: str) -> tuple[int, bytes, bytes]:
-        try:
-            done = subprocess.run(args, input=sentence.encode(), capture_output=True, timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            raise AdapterTimeout(f"espeak-ng took longer than {self.timeout:g} s", adapter=NAME) from None
-        return done.returncode, done.stdout, done.stderr
 
     def synthesize(self, text: str, *, voice: str | None = None, rate: float | None = None) -> AsyncIterator[np.ndarray]:
         """Yield 8 kHz int16 audio, one chunk per sentence; ``rate`` 0.5..3.0 (1.0 = 175 wpm)."""
