@@ -163,19 +163,18 @@ def test_a_step_keeps_a_short_result():
 
 
 def test_a_record_keeps_at_most_max_steps_and_counts_the_rest() -> None:
-    from ivr.call.record import MAX_RECORDED_STEPS as MAX_STEPS, CallRecord
+    from ivr.call.record import MAX_RECORDED_STEPS, CallRecord
 
     record = CallRecord("c1", "800", 1)
-    for i in range(MAX_STEPS + 5):
+    for i in range(MAX_RECORDED_STEPS + 5):
         record.add_step("sleep", f"flow.py:{i}", None, 0.001)
-    assert len(record.steps) == MAX_STEPS and record.metrics["steps_not_kept"] == 5
-    assert record.steps[-1].id == f"flow.py:{MAX_STEPS - 1}"  # the first ones are kept
+    assert len(record.steps) == MAX_RECORDED_STEPS and record.metrics["steps_not_kept"] == 5
+    assert record.steps[-1].id == f"flow.py:{MAX_RECORDED_STEPS - 1}"  # the first ones are kept
 
 
 def test_call_actions_still_look_async_to_mocks() -> None:
     # flow_action wraps each action in a plain function: a flow author's unit test mocking a
     # Call must still get awaitable actions.
-    import asyncio
     from unittest.mock import AsyncMock, create_autospec
 
     from ivr.call import Call

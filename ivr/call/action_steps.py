@@ -48,8 +48,7 @@ class ActionRecorder:
     def __call__(self, event: str, step: Any, info: dict[str, Any]) -> None:
         if event == "end" and isinstance(step, FlowAction):
             try:
-                self.record.add_step(step.kind, step.where or None, action_result(info.get("result")),
-                                     info.get("duration", 0.0))
+                self.record.add_step(step.kind, step.where, action_result(info.get("result")), info["duration"])
             except Exception:  # the record must never break a call
                 log.exception("cannot record the %s step", step.kind)
         if self.forward is not None:

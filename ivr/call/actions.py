@@ -39,7 +39,7 @@ class FlowAction:
 
     __slots__ = ("kind", "id", "where")
 
-    def __init__(self, kind: str, where: str = "") -> None:
+    def __init__(self, kind: str, where: str) -> None:
         self.kind = kind
         self.id: str | None = None
         self.where = where
