@@ -520,6 +520,10 @@ class Call:
                     await play_task
                 except BaseException:
                     pass
+            elif play_task is not None and not play_task.cancelled():
+                # The prompt ended with the attempt (e.g. CallHangup as the caller left):
+                # retrieve its exception, or asyncio logs "Task exception was never retrieved".
+                play_task.exception()
 
     async def _play_prompts(self, prompts: Sequence[Any], barge_in: bool) -> None:
         for prompt in prompts:
