@@ -56,3 +56,56 @@ async def test_hanging_up_during_a_prompt_ends_cleanly(folder: Path, step: str,
     assert record.outcome == "caller_hangup"
     bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not bad, [r.getMessage() for r in bad]
+
+
+TERMINATED = """
+steps:
+  - answer
+  - id: account
+    gather: {prompt: pin_prompt.wav, max_digits: 4, first_digit_timeout: 10}
+  - id: thanks
+    play: main_menu.wav
+  - id: second
+    gather: {max_digits: 4, first_digit_timeout: 10, retries: 1}
+  - hangup
+"""
+
+
+def _results(record: object) -> dict[str, object]:
+    return {s.id: s.result for s in record.steps if s.id}  # type: ignore[attr-defined]
+
+
+async def test_terminator_after_max_digits_does_not_cut_the_next_prompt(folder: Path) -> None:
+    """A real caller: "1234", then "#" a moment later, while the next prompt has begun."""
+    path = flow(folder, TERMINATED)
+    async with FlowHarness(path, recordings_dir=folder / "rec") as h:
+        callid, call = await h.place_call()
+        assert await until_listening(call, timeout=10)
+        await h.emulator.send_dtmf(callid, "1234")
+        for _ in range(200):
+            if "thanks" in call.current_step:
+                break
+            await asyncio.sleep(0.01)
+        assert "thanks" in call.current_step
+        await asyncio.sleep(0.3)  # the prompt plays; the caller presses the # they were told to
+        await h.emulator.send_dtmf(callid, "#")
+        assert await until_next_listen(call, 1, timeout=20)
+        await h.emulator.send_dtmf(callid, "56#")
+        record = await asyncio.wait_for(h.record_of(call), 20)
+    results = _results(record)
+    assert results["thanks"]["completed"] is True, results["thanks"]  # type: ignore[index]
+    assert call.media.barge_ins["dtmf"] == 1  # "1" stopped the first prompt; "#" stopped nothing
+    assert results["account"]["digits"] == "1234"  # type: ignore[index]
+    assert results["second"]["digits"] == "56" and results["second"]["attempts"] == 1  # type: ignore[index]
+
+
+async def test_simulator_treats_a_typed_terminator_like_a_real_call(folder: Path) -> None:
+    """`ivr call --digits 1234#,56#`: the # goes with the first gather, not to the second."""
+    from ivr.simulate import SimulatedCall
+
+    path = flow(folder, TERMINATED)
+    report = await SimulatedCall(path, digits="1234#,56#", recordings_dir=folder / "rec", timeout=30).run()
+    results = _results(report.record)
+    assert results["account"]["digits"] == "1234"  # type: ignore[index]
+    assert results["second"]["status"] == "match", results["second"]  # type: ignore[index]
+    assert results["second"]["digits"] == "56" and results["second"]["attempts"] == 1  # type: ignore[index]

@@ -364,6 +364,9 @@ class Call:
                     speech_error = self.speech_down
             session.record(outcome)
         self.media.unread_digits(session.leftover())
+        late_terminator = session.late_terminator_until(loop.time())
+        if late_terminator is not None and rules.terminator is not None:
+            self.media.absorb_late_key(rules.terminator, late_terminator)
         final = session.result
         result = GatherResult(
             status=final.status,

@@ -78,6 +78,7 @@ class CallMedia:
         self._ivr_frames: deque[bytes | None] = deque()  # frames played since the last caller frame (recording "both")
         self._recorder: Recorder | None = None
         self.barge_ins = {"dtmf": 0, "speech": 0}
+        self._late_key: tuple[str, float] | None = None  # (key, until): see absorb_late_key
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -292,7 +293,25 @@ class CallMedia:
         for item in rest:
             self.digit_queue.put_nowait(item)
 
+    def absorb_late_key(self, key: str, until: float) -> None:
+        """``key``, if it is the next key and comes by ``until`` (loop time), belongs to the
+        input that just ended (a terminator typed after max_digits): drop it, so it neither
+        cuts the next prompt nor starts the next gather."""
+        queued: list[tuple[str, float]] = []
+        while not self.digit_queue.empty():
+            queued.append(self.digit_queue.get_nowait())
+        self._late_key = None
+        if queued and queued[0][0] == key and queued[0][1] <= until:
+            queued.pop(0)
+        elif not queued:
+            self._late_key = (key, until)
+        for item in queued:
+            self.digit_queue.put_nowait(item)
+
     def _on_digit(self, digit: str, now: float) -> None:
+        late, self._late_key = self._late_key, None
+        if late is not None and digit == late[0] and now <= late[1]:
+            return  # it belongs to the gather that just ended
         self.digit_queue.put_nowait((digit, now))
         self._after_barge_in("dtmf", self.playback.on_digit())
 
