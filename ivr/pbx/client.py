@@ -66,7 +66,8 @@ class PbxClient:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> PbxClient:
-        await self.start()
+        if self._task is None:  # not started yet (a caller may start() first, to race it)
+            await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -1,0 +1,101 @@
+"""What operators meet (issue 14, "Operators"): a worker that stops promptly whatever state
+it is in. Real `ivr run` processes, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import ssl
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Generous: a stop takes well under a second; the old code never stopped at all.
+STOP_WITHIN_S = 10.0
+
+
+def _free_port() -> int:
+    """A loopback port nobody listens on: connections to it are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker_config(tmp_path: Path, url: str) -> Path:
+    (tmp_path / "flow.yaml").write_text("steps:\n  - answer\n  - hangup\n")
+    config = tmp_path / "ivr.yaml"
+    config.write_text(textwrap.dedent(f"""
+        pbx:
+          url: {url}
+          client_id: "900"
+          client_secret_env: IVR_TEST_SECRET
+        routes:
+          - route_point: "800"
+            flow: flow.yaml
+    """))
+    return config
+
+
+async def _start_worker(config: Path) -> asyncio.subprocess.Process:
+    env = {**os.environ, "IVR_TEST_SECRET": "secret", "PYTHONPATH": str(ROOT)}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ivr.cli", "run", "-c", str(config),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def _wait_for_line(proc: asyncio.subprocess.Process, needle: str, lines: list[str], timeout: float = 60) -> None:
+    assert proc.stdout is not None
+    async def read() -> None:
+        while True:
+            raw = await proc.stdout.readline()  # type: ignore[union-attr]
+            if not raw:
+                raise AssertionError(f"the worker exited before logging {needle!r}: {lines}")
+            lines.append(raw.decode(errors="replace"))
+            if needle in lines[-1]:
+                return
+    await asyncio.wait_for(read(), timeout)
+
+
+async def _stops_promptly(proc: asyncio.subprocess.Process, sig: int, lines: list[str]) -> float:
+    started = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), STOP_WITHIN_S)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"signal {sig} ignored for {STOP_WITHIN_S} s before the first connection") from None
+    lines.append(out.decode(errors="replace"))
+    assert proc.returncode == 0, "".join(lines)
+    assert "stopped before the first connection" in "".join(lines)
+    return time.monotonic() - started
+
+
+@pytest.mark.ivr_realtime
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_worker_stops_while_the_pbx_is_unreachable(tmp_path: Path, sig: int) -> None:
+    proc = await _start_worker(_worker_config(tmp_path, f"http://127.0.0.1:{_free_port()}"))
+    lines: list[str] = []
+    await _wait_for_line(proc, "reconnecting in", lines)
+    await _stops_promptly(proc, sig, lines)
+
+
+@pytest.mark.ivr_realtime
+async def test_worker_stops_while_it_rejects_the_pbx_certificate(tmp_path: Path, emulator_factory) -> None:
+    trustme = pytest.importorskip("trustme")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(server_ctx)  # a CA the worker does not trust
+    emulator = await emulator_factory(_ssl_context=server_ctx)
+    url = emulator.url
+    assert url.startswith("https://")
+    proc = await _start_worker(_worker_config(tmp_path, url))
+    lines: list[str] = []
+    await _wait_for_line(proc, "CERTIFICATE_VERIFY_FAILED", lines)
+    await _stops_promptly(proc, signal.SIGTERM, lines)
