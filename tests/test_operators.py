@@ -99,3 +99,35 @@ async def test_worker_stops_while_it_rejects_the_pbx_certificate(tmp_path: Path,
     lines: list[str] = []
     await _wait_for_line(proc, "CERTIFICATE_VERIFY_FAILED", lines)
     await _stops_promptly(proc, signal.SIGTERM, lines)
+
+
+def test_an_oversized_ivr_yaml_is_refused_before_it_is_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ivr.config import ConfigError
+    from ivr.config_loader import MAX_CONFIG_BYTES, load_config
+
+    config = _worker_config(tmp_path, "http://127.0.0.1:1")
+    base = config.read_text()
+    config.write_text(base + "# " + "x" * (MAX_CONFIG_BYTES + 10) + "\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    assert "config file too large" in str(err.value) and str(config) in str(err.value)
+    assert "\n" not in str(err.value)
+    assert time.monotonic() - started < 2.0  # not parsed (20 s for 200 MB before the limit)
+    monkeypatch.setenv("IVR_CONFIG_MAX_BYTES", str(2 * MAX_CONFIG_BYTES))
+    assert load_config(config).pbx.url == "http://127.0.0.1:1"  # the bound is configurable
+    monkeypatch.setenv("IVR_CONFIG_MAX_BYTES", "lots")
+    with pytest.raises(ConfigError, match="IVR_CONFIG_MAX_BYTES"):
+        load_config(config)
+
+
+def test_ivr_run_reports_an_oversized_config_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    config = _worker_config(tmp_path, "http://127.0.0.1:1")
+    with config.open("a") as f:
+        f.write("# " + "x" * (2 * 1024 * 1024) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "ivr.cli", "run", "-c", str(config)], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), "IVR_TEST_SECRET": "s"})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "too large" in proc.stderr, proc.stderr

@@ -114,7 +114,7 @@ class EventStream:
                 open_timeout=cfg.request_timeout,
                 close_timeout=2,
                 proxy=None,  # like the aiohttp session: no proxy from the environment
-                max_size=None,
+                max_size=cfg.event_max_bytes,  # a larger message closes the socket (1009) and we reconnect
                 **({"ssl": cfg.ssl_context()} if secure else {}),
             )
             ws = await ws_cm

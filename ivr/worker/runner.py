@@ -90,6 +90,9 @@ class Worker:
             outbound_batch_frames=p.outbound_batch_frames,
             inbound_block_ms=p.inbound_block_ms,
             outbound_tick_ms=p.outbound_tick_ms,
+            event_max_bytes=p.event_max_bytes,
+            rest_max_connections=p.rest_max_connections,
+            participant_fetches=p.participant_fetches,
         )
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
