@@ -60,6 +60,11 @@ class EventStream:
         self.gaps = 0
         self.malformed = 0
 
+    @property
+    def synced_at(self) -> float | None:
+        """Loop time at which a session last finished its resync (None before the first)."""
+        return self._synced_at
+
     async def run(self) -> None:
         """Connect, resync, dispatch; reconnect on any loss. Runs until cancelled."""
         cfg = self._cfg
