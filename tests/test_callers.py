@@ -109,3 +109,73 @@ async def test_simulator_treats_a_typed_terminator_like_a_real_call(folder: Path
     assert results["account"]["digits"] == "1234"  # type: ignore[index]
     assert results["second"]["status"] == "match", results["second"]  # type: ignore[index]
     assert results["second"]["digits"] == "56" and results["second"]["attempts"] == 1  # type: ignore[index]
+
+
+# --- voicemail: a caller who hesitates, and empty messages --------------------------------
+
+
+VOICEMAIL = """
+steps:
+  - answer
+  - voicemail:
+      mailbox: "100"
+      into: vm
+      discard_empty: {discard}
+      on_empty: [{{log: "empty message"}}, {{set: {{empty_branch: true}}}}]
+  - log: "after {{{{ vm.reason }}}}"
+  - hangup
+"""
+
+
+async def _recording(call: object) -> None:
+    for _ in range(500):
+        if "voicemail" in call.current_step:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)  # the beep
+
+
+async def test_voicemail_waits_for_a_caller_who_hesitates(ivr_sim, tmp_path: Path) -> None:
+    flow_path = tmp_path / "vm.yaml"  # the plain step: the new defaults do it
+    flow_path.write_text("steps:\n  - answer\n  - voicemail: {mailbox: '100'}\n  - hangup\n")
+    caller = await ivr_sim.call(flow_path)
+    await _recording(caller.call)
+    await asyncio.sleep(3.5)  # thinking: longer than silence_end (3 s), shorter than initial_silence (5 s)
+    await caller.says("please call me back about my order")
+    record = await caller.record()
+    vm = next(s.result for s in record.steps if s.step == "voicemail")
+    assert vm["empty"] is False and vm["reason"] == "silence", vm
+    assert vm["path"] is not None and vm["duration"] > 4.0, vm
+
+
+@pytest.mark.parametrize("discard", [False, True])
+async def test_an_empty_voicemail_branches_and_can_be_dropped(ivr_sim, tmp_path: Path, discard: bool) -> None:
+    flow_path = tmp_path / "vm.yaml"
+    flow_path.write_text(textwrap.dedent(VOICEMAIL.format(discard=str(discard).lower())).lstrip("\n"))
+    caller = await ivr_sim.call(flow_path)
+    record = await caller.record()
+    vm = next(s.result for s in record.steps if s.step == "voicemail")
+    assert vm["empty"] is True and vm["reason"] == "no_speech", vm
+    assert 4.5 <= vm["duration"] <= 5.5, vm  # initial_silence: 5 s by default
+    assert (vm["path"] is None) is discard
+    assert [s.step for s in record.steps].count("log") == 2  # on_empty ran, then the step after it
+    assert len(record.recordings) == (0 if discard else 1)
+
+
+async def test_a_python_flow_drops_an_empty_recording(ivr_sim, tmp_path: Path) -> None:
+    flow_path = tmp_path / "vm.py"
+    flow_path.write_text(textwrap.dedent("""
+        async def main(call):
+            await call.answer()
+            result = await call.record("msg.wav", initial_silence=2.0, discard_empty=True)
+            call.vars["outcome"] = "empty" if result.empty else "message"
+            call.vars["path"] = result.path
+            await call.hangup()
+    """))
+    caller = await ivr_sim.call(flow_path)
+    record = await caller.record()
+    assert caller.call.vars["outcome"] == "empty" and caller.call.vars["path"] is None
+    step = next(s for s in record.steps if s.step == "record")
+    assert step.result["empty"] is True and step.result["reason"] == "no_speech"
+    assert 1.5 <= step.result["duration"] <= 2.5
+    assert record.recordings == []

@@ -637,8 +637,14 @@ class Call:
         beep: bool = True,
         mode: str = "caller",
         metadata: Mapping[str, Any] | None = None,
+        initial_silence: float | None = 5.0,
+        discard_empty: bool = False,
     ) -> RecordResult:
-        """Record the caller until silence, a stop key, the length limit, or hangup."""
+        """Record the caller until silence, a stop key, the length limit, or hangup.
+
+        ``silence_end`` counts once the caller has spoken; before that, ``initial_silence``
+        (None: ``silence_end`` from the beep) lets a caller think. ``result.empty`` says no
+        speech was heard; ``discard_empty`` then keeps no file."""
         self._check()
         target = Path(path)
         if not target.is_absolute():
@@ -660,6 +666,8 @@ class Call:
             mode=mode,
             metadata=meta,
             ended=self._ended,
+            initial_silence=initial_silence,
+            discard_empty=discard_empty,
         )
         if result.path is not None:
             self.call_record.recordings.append(str(result.path))

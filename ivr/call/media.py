@@ -379,8 +379,15 @@ class CallMedia:
         mode: str,
         metadata: dict[str, Any],
         ended: asyncio.Event,
+        initial_silence: float | None = None,
+        discard_empty: bool = False,
     ) -> RecordResult:
-        """Record until silence, a stop key, the length limit or hangup; save WAV + JSON sidecar."""
+        """Record until silence, a stop key, the length limit or hangup; save WAV + JSON sidecar.
+
+        Until the caller first speaks, ``initial_silence`` (if set) bounds the wait instead of
+        ``silence_end``: people take a moment after the beep (``silence_end=None``, never stop
+        on silence, disables both). A recording without speech is
+        ``empty``; with ``discard_empty`` it is not saved (``path`` None)."""
         if not self._started:
             await self.start()
         if beep:
@@ -402,7 +409,12 @@ class CallMedia:
                     reason = "max_length"
                     break
                 deadline = started + max_seconds
-                if silence_end is not None:
+                if initial_silence is not None and silence_end is not None and not heard_speech:
+                    deadline = min(deadline, started + initial_silence)
+                    if now >= started + initial_silence:
+                        reason = "no_speech"
+                        break
+                elif silence_end is not None:
                     deadline = min(deadline, last_voice + silence_end)
                     if now >= last_voice + silence_end:
                         reason = "silence"
@@ -435,8 +447,9 @@ class CallMedia:
             self._recorder = None
         duration = recorder.duration
         meta = {**metadata, "reason": reason, "speech_detected": heard_speech, "started_at": time.time() - duration}
-        if duration <= 0:
-            return RecordResult(None, 0.0, reason, meta)
+        empty = not heard_speech
+        if duration <= 0 or (empty and discard_empty):
+            return RecordResult(None, round(max(duration, 0.0), 3), reason, meta, empty=empty)
         target.parent.mkdir(parents=True, exist_ok=True)
         path = await asyncio.to_thread(recorder.save, target, meta)
-        return RecordResult(path, round(duration, 3), reason, meta)
+        return RecordResult(path, round(duration, 3), reason, meta, empty=empty)

@@ -65,8 +65,9 @@ class TransferResult:
 class RecordResult:
     path: Path | None
     duration: float
-    reason: str  # "silence" | "max_length" | "key" | "hangup"
+    reason: str  # "silence" | "no_speech" (initial_silence passed) | "max_length" | "key" | "hangup"
     metadata: dict[str, Any] = field(default_factory=dict)
+    empty: bool = False  # the caller never spoke (no speech detected): a flow can drop or branch on it
 
 
 # A prompt: an audio file, {"say": text, "voice": ...}, or a list of those played in order.
@@ -79,7 +80,7 @@ _STEP_FIELDS: dict[type, tuple[str, ...]] = {
     GatherResult: ("status", "digits", "terminator", "attempts", "source", "transcript", "confidence", "choice",
                    "reason", "speech_error"),  # gather and menu keep them all
     TransferResult: ("status", "reason", "destination"),
-    RecordResult: ("path", "duration", "reason"),
+    RecordResult: ("path", "duration", "reason", "empty"),
 }
 
 

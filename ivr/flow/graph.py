@@ -198,6 +198,8 @@ def _outcomes(step: StepBase) -> list[tuple[str, list[StepBase]]]:
                 ("no answer", a.on_no_answer), ("failed", a.on_failed)]
     if kind == "hours":
         return [("open", a.open), ("closed", a.closed)]
+    if kind in ("record", "voicemail") and a.on_empty:
+        return [("message", []), ("empty", a.on_empty)]
     if kind == "agent":  # the branches written, where a transfer leaves, and "done" for the rest
         statuses = ("returned", "transferred", "hangup", "max_turns", "timeout", "no_input", "error")
         branches = [(s.replace("_", " "), getattr(a, f"on_{s}")) for s in statuses]

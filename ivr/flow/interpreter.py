@@ -316,15 +316,17 @@ class _Runner:
             return _Stop("transferred")  # the call has left the IVR
         return _Branch(chosen)
 
-    async def do_record(self, step: StepBase, a: Any) -> None:
+    async def do_record(self, step: StepBase, a: Any) -> _Branch | None:
         result = await self.call.record(
             self.text(a.file), max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys,
             beep=a.beep, mode=a.mode, metadata={k: str(v) for k, v in self.value(a.metadata).items()} or None,
+            initial_silence=a.initial_silence, discard_empty=a.discard_empty,
         )
         self.last = step_result(result)
         self.store(a.into, self.last)
+        return _Branch(a.on_empty) if result.empty and a.on_empty else None
 
-    async def do_voicemail(self, step: StepBase, a: Any) -> None:
+    async def do_voicemail(self, step: StepBase, a: Any) -> _Branch | None:
         mailbox = self.text(a.mailbox)
         if a.greeting is not None:
             await self.call.play_prompt(self.prompt(a.greeting), barge_in=True)
@@ -332,9 +334,11 @@ class _Runner:
         result = await self.call.record(
             path, max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys, beep=a.beep,
             metadata={"mailbox": mailbox, "kind": "voicemail"},
+            initial_silence=a.initial_silence, discard_empty=a.discard_empty,
         )
         self.last = {**(step_result(result) or {}), "mailbox": mailbox}
         self.store(a.into, self.last)
+        return _Branch(a.on_empty) if result.empty and a.on_empty else None
 
     async def do_set(self, step: StepBase, values: dict[str, Any]) -> None:
         for name, value in values.items():  # in order: later values see earlier ones

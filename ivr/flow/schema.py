@@ -651,12 +651,15 @@ class RecordArgs(Node):
     json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"type": "string"},)
     file: Text = Field(description="Output path (a template).")
     max_seconds: Seconds = 120.0
-    silence_end: float | None = Field(3.0, gt=0, le=600, description="Stop after this much silence; null: never.")
+    silence_end: float | None = Field(3.0, gt=0, le=600, description="Stop after this much silence once the caller has spoken; null: never.")
+    initial_silence: float | None = Field(5.0, gt=0, le=600, description="Before the caller first speaks, stop after this much silence; null: silence_end from the beep.")
     stop_keys: str = Field("#", description="Keys that end the recording.")
     beep: bool = True
     mode: Literal["caller", "both"] = "caller"
     metadata: dict[str, Value] = Field(default_factory=dict)
+    discard_empty: bool = Field(False, description="Keep no file when the caller never spoke.")
     into: VarName | None = None
+    on_empty: Steps = Field(default_factory=list, description="When the caller never spoke (result `empty`).")
 
     @classmethod
     def normalize(cls, data: Any) -> Any:
@@ -679,9 +682,12 @@ class VoicemailArgs(Node):
                        description="Output path; `mailbox` is defined while rendering it.")
     max_seconds: Seconds = 120.0
     silence_end: float | None = Field(3.0, gt=0, le=600)
+    initial_silence: float | None = Field(5.0, gt=0, le=600)
     stop_keys: str = "#"
     beep: bool = True
+    discard_empty: bool = False
     into: VarName | None = None
+    on_empty: Steps = Field(default_factory=list, description="When the caller left no message (result `empty`).")
 
 
 class VoicemailStep(StepBase):
