@@ -57,13 +57,9 @@ class EventStream:
         # metrics
         self.connects = 0
         self.resyncs = 0
+        self.synced_sessions = 0  # sessions that got through their opening resync
         self.gaps = 0
         self.malformed = 0
-
-    @property
-    def synced_at(self) -> float | None:
-        """Loop time at which a session last finished its resync (None before the first)."""
-        return self._synced_at
 
     async def run(self) -> None:
         """Connect, resync, dispatch; reconnect on any loss. Runs until cancelled."""
@@ -137,6 +133,7 @@ class EventStream:
             log.info("event socket connected to %s", cfg.ws_url)
             await self._do_resync()  # socket open FIRST, then the snapshot
             self._synced_at = asyncio.get_running_loop().time()
+            self.synced_sessions += 1
             backoff.reset()
             if not self.ready.done():
                 self.ready.set_result(None)
