@@ -467,7 +467,10 @@ async def test_emulator_process_killed_and_restarted(tmp_path):
             old = [record(n) for n in before]
             assert all(r is not None for r in old), "calls up at the kill were left hanging"
             assert rig.worker.calls == {}
-            assert stream.is_connected and stream.connects >= 2
+            # The calls may all have ended (their REST calls failing) before the worker's
+            # reconnect backoff, grown while the emulator was down, lets it try again.
+            await wait_for_condition(lambda: stream.is_connected and stream.connects >= 2,
+                                     "event socket reconnected to the new emulator", RECORD_TIMEOUT_S)
 
             # New calls after the restart work end to end.
             after = [f"+4931{i:05d}" for i in range(20)]

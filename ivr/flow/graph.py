@@ -203,7 +203,8 @@ def _outcomes(step: StepBase) -> list[tuple[str, list[StepBase]]]:
     if kind == "agent":  # the branches written, where a transfer leaves, and "done" for the rest
         statuses = ("returned", "transferred", "hangup", "max_turns", "timeout", "no_input", "error")
         branches = [(s.replace("_", " "), getattr(a, f"on_{s}")) for s in statuses]
-        return [(label, steps) for label, steps in branches if steps or label == "transferred"] + [("done", [])]
+        keys = [(f"key {key}", steps) for key, steps in a.keys.items()]
+        return [(label, steps) for label, steps in branches if steps or label == "transferred"] + keys + [("done", [])]
     if kind == "if":
         return [("then", step.then), ("else", step.else_)]
     if kind == "switch":

@@ -430,10 +430,12 @@ class _Runner:
             max_turns=a.max_turns, max_seconds=a.max_seconds, silence_timeout=a.silence_timeout,
             max_reprompts=a.max_reprompts, reprompt=self.text(a.reprompt), apology=self.prompt(a.apology),
             llm_timeout=a.llm_timeout, stt_timeout=a.stt_timeout, end_of_turn_ms=a.end_of_turn_ms,
-            temperature=a.temperature, variables=self.vars, context=self.context,
+            temperature=a.temperature, keys="".join(a.keys), variables=self.vars, context=self.context,
         )
         self.last = result.to_dict()
         self.store(a.into, self.last)
+        if result.status == "key":
+            return _Branch(a.keys.get(result.data.get("key", ""), []))
         branch = getattr(a, f"on_{result.status}", [])
         if result.status == "transferred" and not branch:
             return _Stop("transferred")  # the call has left the IVR

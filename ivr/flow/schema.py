@@ -912,6 +912,8 @@ class AgentArgs(Node):
     end_of_turn_ms: int = Field(700, ge=100, le=5000, description="Caller silence (ms) that ends a turn; "
                                 "longer than a gather's 500 so pauses inside a sentence do not.")
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    keys: dict[str, Steps] = Field(default_factory=dict, description="Key -> steps: a key pressed during the "
+                                   "conversation ends it (status `key`) and runs its steps, e.g. '0' for the operator.")
     into: VarName | None = Field(None, description="Receives {status, data, turns, transcript, error}.")
     on_returned: Steps = Field(default_factory=list)
     on_transferred: Steps = Field(default_factory=list, description="Default: the flow ends (the call left).")
@@ -921,6 +923,16 @@ class AgentArgs(Node):
     on_no_input: Steps = Field(default_factory=list)
     on_error: Steps = Field(default_factory=list, description="An adapter failed (the caller heard the apology); "
                             "without it the flow's on_error runs.")
+
+
+    @field_validator("keys")
+    @classmethod
+    def _dtmf_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if len(key) != 1 or key not in DTMF_KEYS:
+                raise PydanticCustomError(
+                    "agent_key", "agent key '{key}' must be one key: 0-9, * or #", {"key": key, "at_key": key})
+        return v
 
 
 class AgentStep(StepBase):
