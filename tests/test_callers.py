@@ -1,5 +1,7 @@
 """What callers do that flows must take in their stride (issue 14, "Callers"): a terminator
-typed after max_digits, hanging up during a prompt. Real worker + emulator over loopback."""
+typed after max_digits, hanging up during a prompt, a hesitating voicemail caller. Real worker
++ emulator over loopback, on the virtual clock (ivr.testing.clock): timings are simulated
+seconds, which a loaded machine does not stretch."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ivr.simulate import FlowHarness, until_listening, until_next_listen
+from ivr.testing import clock
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,8 +38,7 @@ def flow(folder: Path, text: str, name: str = "flow.yaml") -> Path:
     "menu: {prompt: main_menu.wav, choices: {'1': [{log: one}]}}",
     "gather: {prompt: pin_prompt.wav, max_digits: 4}",
 ])
-async def test_hanging_up_during_a_prompt_ends_cleanly(folder: Path, step: str,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_hanging_up_during_a_prompt_ends_cleanly(folder: Path, step: str, caplog: pytest.LogCaptureFixture) -> None:
     path = flow(folder, f"""
     steps:
       - answer
@@ -44,16 +46,22 @@ async def test_hanging_up_during_a_prompt_ends_cleanly(folder: Path, step: str,
       - log: not reached
     """)
     caplog.set_level(logging.DEBUG)
-    async with FlowHarness(path, recordings_dir=folder / "rec") as h:
-        callid, call = await h.place_call()
-        assert await until_listening(call, timeout=10)
-        await asyncio.sleep(0.5)  # the prompt is playing
-        await h.emulator.hangup(callid)
-        record = await asyncio.wait_for(h.record_of(call), 10)
-        await asyncio.sleep(0.2)
-        gc.collect()  # an unretrieved task exception is logged when the task is collected
-        await asyncio.sleep(0)
-    assert record.outcome == "caller_hangup"
+
+    async def scenario() -> object:
+        async with FlowHarness(path, recordings_dir=folder / "rec") as h:
+            callid, call = await h.place_call()
+            assert await until_listening(call, timeout=10)
+            await asyncio.sleep(0.5)  # the prompt is playing
+            await h.emulator.hangup(callid)
+            record = await asyncio.wait_for(h.record_of(call), 10)
+            await asyncio.sleep(0.2)
+            gc.collect()  # an unretrieved task exception is logged when the task is collected
+            await asyncio.sleep(0)
+        return record
+
+    record = clock.run(scenario())
+    gc.collect()
+    assert record.outcome == "caller_hangup"  # type: ignore[attr-defined]
     bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not bad, [r.getMessage() for r in bad]
 
@@ -75,9 +83,7 @@ def _results(record: object) -> dict[str, object]:
     return {s.id: s.result for s in record.steps if s.id}  # type: ignore[attr-defined]
 
 
-async def test_terminator_after_max_digits_does_not_cut_the_next_prompt(folder: Path) -> None:
-    """A real caller: "1234", then "#" a moment later, while the next prompt has begun."""
-    path = flow(folder, TERMINATED)
+async def _type_then_terminate(path: Path, folder: Path) -> tuple[object, object]:
     async with FlowHarness(path, recordings_dir=folder / "rec") as h:
         callid, call = await h.place_call()
         assert await until_listening(call, timeout=10)
@@ -92,19 +98,25 @@ async def test_terminator_after_max_digits_does_not_cut_the_next_prompt(folder: 
         assert await until_next_listen(call, 1, timeout=20)
         await h.emulator.send_dtmf(callid, "56#")
         record = await asyncio.wait_for(h.record_of(call), 20)
+    return record, call
+
+
+def test_terminator_after_max_digits_does_not_cut_the_next_prompt(folder: Path) -> None:
+    """A real caller: "1234", then "#" a moment later, while the next prompt has begun."""
+    record, call = clock.run(_type_then_terminate(flow(folder, TERMINATED), folder))
     results = _results(record)
     assert results["thanks"]["completed"] is True, results["thanks"]  # type: ignore[index]
-    assert call.media.barge_ins["dtmf"] == 1  # "1" stopped the first prompt; "#" stopped nothing
+    assert call.media.barge_ins["dtmf"] == 1  # type: ignore[attr-defined]  # "1" stopped the first prompt; "#" nothing
     assert results["account"]["digits"] == "1234"  # type: ignore[index]
     assert results["second"]["digits"] == "56" and results["second"]["attempts"] == 1  # type: ignore[index]
 
 
-async def test_simulator_treats_a_typed_terminator_like_a_real_call(folder: Path) -> None:
+def test_simulator_treats_a_typed_terminator_like_a_real_call(folder: Path) -> None:
     """`ivr call --digits 1234#,56#`: the # goes with the first gather, not to the second."""
     from ivr.simulate import SimulatedCall
 
     path = flow(folder, TERMINATED)
-    report = await SimulatedCall(path, digits="1234#,56#", recordings_dir=folder / "rec", timeout=30).run()
+    report = clock.run(SimulatedCall(path, digits="1234#,56#", recordings_dir=folder / "rec", timeout=30).run())
     results = _results(report.record)
     assert results["account"]["digits"] == "1234"  # type: ignore[index]
     assert results["second"]["status"] == "match", results["second"]  # type: ignore[index]
