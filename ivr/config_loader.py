@@ -19,7 +19,6 @@ from ivr.config import ConfigError, WorkerConfig
 from ivr.flow.diagnostics import Diagnostic
 from ivr.flow.loader import _convert, _Invalid, _Limits, validation_diagnostics
 
-
 #: Largest ivr.yaml read by default; a real one is a few kB (a 200 MB file took 20 s to
 #: parse). The environment variable IVR_CONFIG_MAX_BYTES changes it.
 MAX_CONFIG_BYTES = 1024 * 1024
