@@ -372,6 +372,9 @@ def test_a_key_during_the_agent_reaches_the_flow(tmp_path: Path, when: str) -> N
     agent = next(s for s in record.steps if s.step == "agent")
     assert agent.result["status"] == "key" and agent.result["data"] == {"key": "0"}, agent.result
     assert ("log", {"message": "operator: 0"}) in steps_of(record)
+    # the "5" ended nothing and started no reprompt
+    assert [e["text"] for e in record.transcript if e["role"] == "assistant"][0] == "Hi. Press 0 for the operator."
+    assert not [e for e in record.transcript if e.get("text") == "Are you still there?"]
     if when == "replying":
         assert llm.cancelled == 1
         assert any(e.get("interrupted") for e in record.transcript)

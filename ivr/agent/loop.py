@@ -270,8 +270,7 @@ class AgentLoop:
                                              return_when=asyncio.FIRST_COMPLETED)
                 if ended in done:
                     raise CallHangup(f"call {self.call.call_id} has ended")
-                self._check_key(done)
-                if getter not in done and self._digit_get is not None and self.loop.time() < limit:
+                if self._check_key(done) and getter not in done:
                     continue  # a key that ends nothing: keep listening
                 if getter not in done:
                     return "timeout" if self.loop.time() >= self.deadline else "silence"
@@ -326,15 +325,17 @@ class AgentLoop:
             self._digit_get = asyncio.ensure_future(self.media.digit_queue.get())
         return {self._digit_get}
 
-    def _check_key(self, done: set[asyncio.Future]) -> None:
-        """Raise _KeyPressed if the key read completed with one of the agent's keys."""
+    def _check_key(self, done: set[asyncio.Future]) -> bool:
+        """Raise _KeyPressed if the key read completed with one of the agent's keys;
+        True if it completed with another key (dropped)."""
         if self._digit_get is None or self._digit_get not in done:
-            return
+            return False
         key, _at = self._digit_get.result()
         self._digit_get = None
         if key.upper() in self.s.keys:
             raise _KeyPressed(key.upper())
         log.debug("agent: key %s ignored (keys that end the agent: %s)", key, self.s.keys)
+        return True
 
     async def _transcribe(self, heard: SpeechEnded) -> str:
         """The utterance's transcript: decoded while the caller spoke, finished now."""
