@@ -285,7 +285,7 @@ async def test_event_socket_cut_every_second_under_100_calls(tmp_path):
                 # a loaded machine (slow reconnect + resync of 100 calls) left the socket down
                 # most of the time: the worker backed off and every key press was lost.
                 await wait_for_condition(
-                    lambda: stream.is_connected and stream.synced_sessions > synced, "event socket resynced"
+                    lambda after=synced: stream.is_connected and stream.synced_sessions > after, "event socket resynced"
                 )
                 await asyncio.sleep(jitter.uniform(0.6, 0.9))
                 synced = stream.synced_sessions
