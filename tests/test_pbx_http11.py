@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.pbx.http11 import MAX_CHUNK_BYTES, MAX_HEAD_BYTES, ProtocolError, ResponseParser
+from ivr.pbx.http11 import (
+    MAX_CHUNK_BYTES,
+    MAX_HEAD_BYTES,
+    ProtocolError,
+    ResponseParser,
+)
 
 
 class Seen:

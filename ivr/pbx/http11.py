@@ -27,7 +27,7 @@ class ResponseParser:
     ``on_body(data)`` per piece of body (a memoryview valid only during the call: copy what
     you keep). An exception raised by a callback propagates out of :meth:`feed`."""
 
-    __slots__ = ("_on_head", "_on_body", "_inbox", "status", "reason", "_length", "chunked", "complete")
+    __slots__ = ("_inbox", "_length", "_on_body", "_on_head", "chunked", "complete", "reason", "status")
 
     def __init__(self, on_head: Callable[[int, str], None], on_body: Callable[[memoryview], None]) -> None:
         self._on_head = on_head

@@ -48,8 +48,7 @@ class OutboundStats:
         ms = late_s * 1000
         if late_s > 0:
             self.lateness_sum_s += late_s
-        if ms > self.max_lateness_ms:
-            self.max_lateness_ms = ms
+        self.max_lateness_ms = max(self.max_lateness_ms, ms)
         i = 0
         for bound in LATENESS_BUCKETS_MS:  # short list, most frames stop at the first bucket
             if ms <= bound:
@@ -100,7 +99,7 @@ class Pacer:
     queued ask :meth:`pull` how many frames to take from the source, then :meth:`due`.
     ``extra_s`` (a top-up) lets one send run that much further ahead than the lead."""
 
-    __slots__ = ("lead_s", "batch", "stats", "next_t", "paced_from", "playing")
+    __slots__ = ("batch", "lead_s", "next_t", "paced_from", "playing", "stats")
 
     def __init__(self, lead_ms: int, batch_frames: int, stats: OutboundStats | None = None) -> None:
         if lead_ms < FRAME_MS:
