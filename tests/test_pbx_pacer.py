@@ -40,8 +40,8 @@ class Shell:
                 sizes.append(size)
                 self.sends.append((now, size, self.pacer.ahead(now)))
                 extra_s = 0.0
-                if wake is None or wake <= now:
-                    continue
+                if wake is not None and (wake <= now or not self.queued):
+                    continue  # more is due at once, or the queue is out: idle
             self.wake = wake
             return sizes
 
@@ -150,17 +150,18 @@ def test_a_top_up_sends_ahead_by_the_extra_in_one_send_and_pacing_goes_on() -> N
 def test_pull_mode_asks_the_source_only_when_a_batch_is_due() -> None:
     pacer = Pacer(80, 2)
     assert pacer.pull(0.0) == (4, 0.0)  # nothing playing: a whole lead is due
-    assert pacer.due(0.0, 4 * FRAME_BYTES) == (4 * FRAME_BYTES, None)  # sent; nothing left queued
-    assert pacer.pull(0.0) == (0, pytest.approx(0.040))  # the next batch: when 40 ms are left
+    # sent; the next batch is due when 40 ms are left
+    assert pacer.due(0.0, 4 * FRAME_BYTES) == (4 * FRAME_BYTES, pytest.approx(0.040))
+    assert pacer.pull(0.0) == (0, pytest.approx(0.040))  # the source is not asked before
     assert pacer.pull(0.039) == (0, pytest.approx(0.040))
     assert pacer.pull(0.040) == (2, 0.0)
     assert pacer.pull(0.040, extra_s=0.04) == (4, 0.0)  # a top-up asks for more
-    assert pacer.due(0.040, 2 * FRAME_BYTES) == (2 * FRAME_BYTES, None)
+    assert pacer.due(0.040, 2 * FRAME_BYTES) == (2 * FRAME_BYTES, pytest.approx(0.080))
     assert pacer.stats.lateness_hist[0] == 1  # on time
     assert pacer.pull(0.080) == (2, 0.0)
     assert pacer.due(0.080, 0) == (0, None) and not pacer.playing  # the source was dry: idle
     # the next prompt starts a fresh burst, not measured against the last one's pace
-    assert pacer.due(0.5, 2 * FRAME_BYTES) == (2 * FRAME_BYTES, None)
+    assert pacer.due(0.5, 2 * FRAME_BYTES) == (2 * FRAME_BYTES, pytest.approx(0.5 + 0.04 - 0.08 + 0.04))
     assert sum(pacer.stats.lateness_hist) == 1 and pacer.stats.underruns == 0
 
 
@@ -169,7 +170,7 @@ def test_a_short_tail_that_fits_what_is_due_goes_at_once() -> None:
     pacer.due(0.0, 3 * FRAME_BYTES)
     now = 0.0475  # the PBX holds 12.5 ms: room for 760 bytes
     assert pacer.due(now, 700) == (640, now)  # two frames; the 60 left fit the room: at once
-    assert pacer.due(now, 60) == (60, None)
+    assert pacer.due(now, 60) == (60, pytest.approx(0.06 + 700 / BPS + 0.04 - 0.06))  # then a batch
     assert pacer.stats.frames_sent == 3 + 2 + 1
 
 
@@ -179,7 +180,7 @@ def test_frames_of_a_rejected_post_are_unsent() -> None:
     pacer.unsend(3 * FRAME_BYTES, 3)
     assert (pacer.stats.bytes_sent, pacer.stats.frames_sent) == (0, 0)
     assert pacer.next_t == pytest.approx(0.0)  # they will run the clock when sent again
-    assert pacer.due(0.0, 3 * FRAME_BYTES) == (3 * FRAME_BYTES, None)
+    assert pacer.due(0.0, 3 * FRAME_BYTES)[0] == 3 * FRAME_BYTES
 
 
 def test_lateness_lands_in_its_bucket() -> None:

@@ -225,14 +225,17 @@ class OutboundAudio:
         buf = self._buf
         source = self._source
         while True:
+            short = True  # the queue may hold less than is due (not all of it pulled just now)
             if source is not None and len(buf) < 2:
                 frames, wake_at = pacer.pull(now, extra_s)
                 if not frames:  # not due yet
                     self._wake_at(wake_at)
                     return
+                short = False
                 for _ in range(frames):  # what is due, as far as the source has it
                     pulled = source()
                     if not pulled:
+                        short = True
                         break
                     buf += pulled
             n = len(buf) - len(buf) % 2
@@ -249,8 +252,10 @@ class OutboundAudio:
                         self._attempt = None
                 conn.write(frame)
                 extra_s = 0.0  # the top-up is out: pace as usual from here on
-                if wake is None or wake <= now:
-                    continue  # the queue is out (pull mode: ask the source again), or more is due
+                if wake is not None and (wake <= now or (short and len(buf) < 2)):
+                    # more is due at once, or the queue ran out: idle (push mode) or ask the
+                    # source again (it had less than was due)
+                    continue
             if wake is None:
                 self._drained.set()
                 return  # idle until write() or wake()

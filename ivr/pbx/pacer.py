@@ -132,9 +132,9 @@ class Pacer:
         """Of ``queued`` bytes (even), how many to send now, and when to ask again.
 
         ``(0, when)``: nothing is due before ``when``. ``(n, when)``: send ``n`` bytes now (they
-        are counted as sent); ask again at ``when`` (``now``: more is due at once). ``(n, None)``:
-        nothing is left queued (pull mode: ask :meth:`pull`). ``(0, None)``: nothing queued:
-        the prompt is over, the next audio is not measured against this one's pace."""
+        are counted as sent); the next batch is due at ``when`` (``now``: what is left is due at
+        once). ``(0, None)``: nothing queued: the prompt is over, the next audio is not measured
+        against this one's pace."""
         if queued <= 0:
             self.playing = False
             return 0, None
@@ -173,17 +173,15 @@ class Pacer:
             if late > FRAME_S:
                 stats.late_sends += 1  # more than a frame late while the prompt played
         self.playing = True
-        rest = queued - size
-        if not rest:
-            return size, None
-        # The rest, paced as usual (a top-up is one send): due when lead - batch is left.
-        first = min(self.batch * FRAME_BYTES, rest)
-        if (usual_lead - (next_t - now)) * BYTES_PER_SECOND + 1e-6 >= first:
+        # The rest, or the next batch, paced as usual (a top-up is one send): due when
+        # lead - batch is left at the PBX.
+        first = min(self.batch * FRAME_BYTES, queued - size) or self.batch * FRAME_BYTES
+        if size < queued and (usual_lead - (next_t - now)) * BYTES_PER_SECOND + 1e-6 >= first:
             return size, now  # a short tail fits the room left: at once, as its own send
         return size, next_t + first / BYTES_PER_SECOND - usual_lead
 
     def unsend(self, nbytes: int, frames: int) -> None:
-        """``nbytes`` sent in ``frames`` sends were never played (the PBX rejected the POST):
+        """``nbytes`` sent (``frames`` frames) were never played (the PBX rejected the POST):
         they will be sent again, so they no longer count nor run the clock ahead."""
         stats = self.stats
         stats.bytes_sent -= nbytes
