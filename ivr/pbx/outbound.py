@@ -24,10 +24,9 @@ from collections.abc import Awaitable, Callable
 from .auth import TokenManager
 from .config import PbxConfig
 from .httpstream import HttpStream
-from .pacer import (  # noqa: F401  (the stats and pacing figures, where callers found them before)
+from .pacer import (  # noqa: F401  (re-exported: the stats and pacing figures, where callers import them)
     BYTES_PER_SECOND,
     FRAME_BYTES,
-    FRAME_MS,
     FRAME_S,
     LATENESS_BUCKETS_MS,
     OutboundStats,
