@@ -60,7 +60,7 @@ def pacer_run(n: int) -> None:
 
 def parser_run(n: int) -> None:
     taken = bytearray()
-    parser = ResponseParser(lambda status, reason: None, taken.__iadd__)
+    parser = ResponseParser(lambda status, reason: None, taken.extend)
     parser.feed(bytearray(HEAD))
     for _ in range(n):
         parser.feed(bytearray(BLOCK))
