@@ -183,6 +183,22 @@ class ClusterSettings(_Strict):
         return self.redis_url
 
 
+class ControlSettings(_Strict):
+    """The owner's control API (ivr/worker/control.py): ``ivr dial`` goes through it."""
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", description="Bind address; keep it on loopback unless you need it remote")
+    port: int = Field(default=0, ge=0, le=65535, description="0: any free port, published for local tools")
+    token_env: str | None = Field(default=None, description="Environment variable with the bearer token (default: a random one)")
+    token_file: str | None = Field(default=None, description="File with the bearer token")
+
+    @model_validator(mode="after")
+    def _one_token(self) -> "ControlSettings":
+        if self.token_env and self.token_file:
+            raise ValueError("give token_env or token_file, not both")
+        return self
+
+
 class WorkerConfig(_Strict):
     pbx: PbxSettings
     routes: list[Route] = Field(min_length=1)
@@ -196,6 +212,7 @@ class WorkerConfig(_Strict):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")

@@ -2,9 +2,9 @@
 
 A second worker with the same PBX and client id waits as a standby (and says so), takes over
 when the owner is killed with SIGKILL or stopped with SIGTERM, and then answers calls; with
-``cluster.redis_url`` the lease lives in a real redis-server. ``ivr dial`` refuses to take the
-token from a running owner. Two workers that share a client id without a lease are detected
-from the revoked tokens (log, metric, /readyz).
+``cluster.redis_url`` the lease lives in a real redis-server. ``ivr dial`` goes through the
+running owner's control API instead of taking a token. Two workers that share a client id
+without a lease are detected from the revoked tokens (log, metric, /readyz).
 """
 
 from __future__ import annotations
@@ -108,6 +108,12 @@ class Cluster:
         await eventually(healthy, what="the emulator")
 
     def worker(self, name: str, *, cluster: str = "") -> tuple[Proc, int]:
+        config, metrics = self.config(name, cluster=cluster)
+        proc = self._start([sys.executable, "-m", "ivr.cli", "run", "--config", str(config)], name)
+        return proc, metrics
+
+    def config(self, name: str, *, cluster: str = "") -> tuple[Path, int]:
+        """Write ``<name>.yaml`` for a worker; its metrics port."""
         metrics = free_port()
         config = self.tmp / f"{name}.yaml"
         config.write_text(textwrap.dedent(f"""\
@@ -122,8 +128,7 @@ class Cluster:
             metrics: {{port: {metrics}}}
             speech: {{tts: tone}}
             """) + cluster)
-        proc = self._start([sys.executable, "-m", "ivr.cli", "run", "--config", str(config)], name)
-        return proc, metrics
+        return config, metrics
 
     async def readyz(self, metrics_port: int) -> tuple[int, dict[str, Any]] | None:
         try:
@@ -247,18 +252,55 @@ async def test_standbys_on_other_machines_wait_for_the_redis_lease(cluster: Clus
         redis.kill()
 
 
-async def test_ivr_dial_refuses_to_take_the_token_from_a_running_owner(cluster: Cluster, tmp_path: Path):
+OUTBOUND = """\
+steps:
+  - say: "This is a reminder."
+  - set: {reached: "yes"}
+  - hangup
+"""
+
+
+async def test_ivr_dial_goes_through_the_running_owner_and_takes_no_token(cluster: Cluster, tmp_path: Path):
     owner, owner_port = cluster.worker("a", cluster=lease_dir(tmp_path / "leases"))
     await cluster.ready(owner_port)
-    config = tmp_path / "a.yaml"
-    done = subprocess.run([sys.executable, "-m", "ivr.cli", "dial", "+4930999", "--flow", str(tmp_path / "menu.yaml"),
-                           "--config", str(config)], capture_output=True, text=True, env=cluster.env, timeout=60)
+    (tmp_path / "reminder.yaml").write_text(OUTBOUND)
+    tokens_before = owner.text().count("token issued")
+    done = subprocess.run([sys.executable, "-m", "ivr.cli", "dial", "+4930999", "--flow", "reminder.yaml",
+                           "--config", str(tmp_path / "a.yaml")],
+                          capture_output=True, text=True, env=cluster.env, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "call to +4930999: ivr_hangup", done.stdout
+    assert "token issued" not in done.stderr  # the owner dialled; ivr dial fetched no token
+    got = await cluster.readyz(owner_port)
+    assert got is not None and got[0] == 200  # the owner was not disturbed
+    assert owner.text().count("token issued") == tokens_before
+    records = [line for line in (tmp_path / "a-calls.jsonl").read_text().splitlines() if "+4930999" in line]
+    assert len(records) == 1 and '"steps"' in records[0] and '"ivr_hangup"' in records[0]
+
+
+async def test_ivr_dial_refuses_when_the_owner_publishes_no_control_api(cluster: Cluster, tmp_path: Path):
+    owner, owner_port = cluster.worker("a", cluster=lease_dir(tmp_path / "leases") + "control: {enabled: false}\n")
+    await cluster.ready(owner_port)
+    (tmp_path / "reminder.yaml").write_text(OUTBOUND)
+    done = subprocess.run([sys.executable, "-m", "ivr.cli", "dial", "+4930999", "--flow", "reminder.yaml",
+                           "--config", str(tmp_path / "a.yaml")],
+                          capture_output=True, text=True, env=cluster.env, timeout=120, cwd=tmp_path)
     assert done.returncode == 1
     err = done.stderr.strip().splitlines()
     assert len(err) == 1 and "owned by a running worker" in err[0] and f"pid {owner.proc.pid}" in err[0], done.stderr
     assert "Traceback" not in done.stderr
     got = await cluster.readyz(owner_port)
-    assert got is not None and got[0] == 200  # the owner was not disturbed
+    assert got is not None and got[0] == 200
+
+
+async def test_ivr_dial_alone_is_the_owner_for_its_call(cluster: Cluster, tmp_path: Path):
+    cluster.config("a", cluster=lease_dir(tmp_path / "leases"))
+    (tmp_path / "reminder.yaml").write_text(OUTBOUND)
+    done = subprocess.run([sys.executable, "-m", "ivr.cli", "dial", "+4930999", "--flow", "reminder.yaml",
+                           "--config", str(tmp_path / "a.yaml")],
+                          capture_output=True, text=True, env=cluster.env, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "call to +4930999: ivr_hangup"
 
 
 async def test_two_workers_sharing_a_client_id_without_a_lease_are_detected(emulator_factory, tmp_path: Path, caplog):

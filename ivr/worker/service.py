@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from aiohttp import web
 
 from ivr.cluster import Lease, LocalLease, Ownership, RedisLease
 from ivr.config import WorkerConfig
+from ivr.worker.control import ControlServer, endpoint_file
 from ivr.worker.runner import Worker, install_signal_handlers
 
 log = logging.getLogger("ivr.worker")
@@ -30,6 +32,11 @@ def make_lease(config: WorkerConfig) -> Lease:
         return RedisLease(redis_url, config.pbx.url, config.pbx.client_id, ttl=cluster.lease_ttl,
                           prefix=cluster.key_prefix)
     return LocalLease(config.pbx.url, config.pbx.client_id, lease_dir=cluster.lease_dir)
+
+
+def control_endpoint_path(config: WorkerConfig) -> Path:
+    """Where the owner on this machine publishes its control API (beside the local lease file)."""
+    return endpoint_file(LocalLease(config.pbx.url, config.pbx.client_id, lease_dir=config.cluster.lease_dir).path)
 
 
 def status_app(worker: Worker, ownership: Ownership | None = None) -> web.Application:
@@ -88,12 +95,17 @@ async def serve(config: WorkerConfig, stop: asyncio.Event | None = None, *, spee
         worker.abandon("the lease went to another process")
         stop.set()
 
+    control = ControlServer(worker, config, control_endpoint_path(config)) if config.control.enabled else None
     try:
         if not await ownership.acquire(stop):
             return 0
         ownership.keep(on_lost)
+        if control is not None:
+            await control.start()
         await worker.run(stop)
     finally:
+        if control is not None:
+            await control.stop()
         await ownership.release()
         if status is not None:
             await status.cleanup()
