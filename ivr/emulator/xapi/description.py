@@ -13,8 +13,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from ivr.flow.hours import HoursError, parse_days, parse_ranges, parse_schedule
 from ivr.pbx.xapi.models import GroupHoursMode
@@ -98,7 +107,7 @@ def _holiday(v: Any) -> Any:
 class SystemSpec(_Strict):
     timezone: str = "Europe/Berlin"  # IANA or Windows name
     language: str = "ENG"
-    hours: Weekly = Field(default_factory=lambda: {"mon-fri": "08:00-18:00"})
+    hours: Weekly = Field(default_factory=lambda: dict[str, str | list[str] | None]({"mon-fri": "08:00-18:00"}))
     break_: Weekly | None = Field(default=None, alias="break")
     holidays: list[HolidaySpec] = Field(default_factory=list)
 
@@ -263,7 +272,9 @@ class PbxDescription(_Strict):
         for kind, items in (("user", self.users), ("queue", self.queues), ("ring group", self.ring_groups)):
             for item in items:
                 if item.number in numbers:
-                    raise ValueError(f"number {item.number!r} is both a {numbers[item.number]} and a {kind}")
+                    other = numbers[item.number]
+                    raise ValueError(f"number {item.number!r} is given to two {kind}s" if other == kind
+                                     else f"number {item.number!r} is both a {other} and a {kind}")
                 numbers[item.number] = kind
         users = {u.number for u in self.users}
         names: set[str] = set()
@@ -290,19 +301,33 @@ class PbxDescription(_Strict):
         return {u.number: u.answer for u in self.users}
 
 
+def _position(root: Any, loc: tuple[Any, ...]) -> tuple[int, int] | None:
+    """1-based (line, col) of the deepest node of ``loc`` in the parsed YAML, if known."""
+    node, pos = root, None
+    for key in loc:
+        if isinstance(node, CommentedMap) and key in node:
+            line, col = node.lc.key(key)
+        elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
+            line, col = node.lc.item(key)
+        else:
+            break
+        pos, node = (line + 1, col + 1), node[key]
+    return pos
+
+
 def load_description(path: str | Path) -> PbxDescription:
-    """Read and check a PBX description; :class:`PbxDescriptionError` with ``file: where: what``."""
+    """Read and check a PBX description; :class:`PbxDescriptionError` with ``file:line:col: where: what``."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PbxDescriptionError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PbxDescriptionError(f"{p}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        data = YAML(typ="rt").load(text)
+    except YAMLError as exc:
+        mark = exc.problem_mark if isinstance(exc, MarkedYAMLError) else None
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
+        problem = (exc.problem if isinstance(exc, MarkedYAMLError) else None) or "not valid YAML"
         raise PbxDescriptionError(f"{p}{where}: {problem}") from None
     if data is None:
         data = {}
@@ -312,6 +337,9 @@ def load_description(path: str | Path) -> PbxDescription:
         return PbxDescription.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"]) or "file"
+        loc = tuple(first["loc"])
+        pos = _position(data, loc)
+        where = f"{p}:{pos[0]}:{pos[1]}" if pos else str(p)
+        dotted = ".".join(str(x) for x in loc)
         msg = first["msg"].removeprefix("Value error, ")
-        raise PbxDescriptionError(f"{p}: {loc}: {msg}") from None
+        raise PbxDescriptionError(f"{where}: {dotted}: {msg}" if dotted else f"{where}: {msg}") from None

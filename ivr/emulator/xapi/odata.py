@@ -97,15 +97,13 @@ class _Parser:
     def or_(self) -> Predicate:
         left = self.and_()
         while self.word("or"):
-            a, b = left, self.and_()
-            left = lambda e, a=a, b=b: bool(a(e)) or bool(b(e))  # noqa: E731
+            left = _either(left, self.and_())
         return left
 
     def and_(self) -> Predicate:
         left = self.unary()
         while self.word("and"):
-            a, b = left, self.unary()
-            left = lambda e, a=a, b=b: bool(a(e)) and bool(b(e))  # noqa: E731
+            left = _both(left, self.unary())
         return left
 
     def unary(self) -> Predicate:
@@ -163,6 +161,18 @@ class _Parser:
         if len(args) != arity:
             raise ODataError(f"$filter: {name.text} takes {arity} argument(s), got {len(args)}")
         return _function(name.text, args)
+
+
+def _either(a: Predicate, b: Predicate) -> Predicate:
+    return lambda e: bool(a(e)) or bool(b(e))
+
+
+def _both(a: Predicate, b: Predicate) -> Predicate:
+    return lambda e: bool(a(e)) and bool(b(e))
+
+
+def _order_key(prop: str) -> Callable[[Entity], tuple[int, Any]]:
+    return lambda e: _sort_key(_get(e, prop))
 
 
 def _text(v: Any) -> str | None:
@@ -229,7 +239,7 @@ class QueryOptions:
         """Filter, order and page; returns (page, how many matched before paging)."""
         rows = [e for e in items if self.filter is None or self.filter(e)]
         for prop, desc in reversed(self.orderby):
-            rows.sort(key=lambda e, p=prop: _sort_key(_get(e, p)), reverse=desc)
+            rows.sort(key=_order_key(prop), reverse=desc)
         total = len(rows)
         rows = rows[self.skip:]
         if self.top is not None:

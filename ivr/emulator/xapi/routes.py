@@ -229,10 +229,9 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
             raise XapiError(405, f"{method} /{tail} is not allowed")
         entity = es.render(store, eid)
         nav_name = nav.split("(")[0]
-        if name == "Users" and nav_name == "Groups":
-            return _collection(request, "UserGroups", entity["Groups"], opts)
-        if nav_name in _NAVIGATION.get(name, ()) and isinstance(entity.get(nav_name), list):
-            return _collection(request, f"{name}({eid})/{nav_name}", entity[nav_name], opts)
+        related = entity.get(nav_name)
+        if (nav_name in _NAVIGATION.get(name, ()) or (name, nav_name) == ("Users", "Groups")) and isinstance(related, list):
+            return _collection(request, f"{name}({eid})/{nav_name}", related, opts)
         raise XapiError(404, f"/{tail} is not served by the emulator")
     if method == "GET":
         return _entity(request, name, es.render(store, eid), opts)

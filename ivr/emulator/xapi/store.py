@@ -11,7 +11,7 @@ import copy
 import itertools
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from tzlocal.windows_tz import tz_win
@@ -20,7 +20,13 @@ from ivr.flow.hours import parse_days, parse_ranges
 from ivr.pbx.xapi.models import GroupHoursMode
 from ivr.pbx.xapi.timezones import to_iana
 
-from .description import DepartmentSpec, DestinationSpec, HolidaySpec, PbxDescription, Weekly
+from .description import (
+    DepartmentSpec,
+    DestinationSpec,
+    HolidaySpec,
+    PbxDescription,
+    Weekly,
+)
 
 __all__ = ["XapiError", "XapiStore"]
 
@@ -109,8 +115,8 @@ def _utc(dt: datetime | None) -> str | None:
     if dt is None:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # Fields a client may write, with the JSON types they must have (others are kept as given).
@@ -433,7 +439,7 @@ class XapiStore:
         until = body.get("until")
         if until is not None:
             try:
-                parsed = datetime.fromisoformat(str(until).replace("Z", "+00:00"))
+                parsed = datetime.fromisoformat(str(until))
             except ValueError:
                 raise XapiError(400, f"until: {until!r} is not an ISO date and time") from None
             until = _utc(parsed)
@@ -544,4 +550,4 @@ class XapiStore:
 def wall_time(loop_time: float, loop_now: float) -> str:
     """A loop-clock instant as an ISO UTC time."""
     t = time.time() - (loop_now - loop_time)
-    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")

@@ -115,7 +115,7 @@ class XapiCache:
         """Wait until a first snapshot exists; False on timeout."""
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -136,8 +136,8 @@ class XapiCache:
             office, holidays, groups, users, queues, rings = await asyncio.gather(
                 c.office_hours(),
                 c.holidays(),
-                c.groups(Query(expand=("Members",))),
-                c.users(),
+                c.groups(Query(expand=("Members", "OfficeHolidays"))),
+                c.users(Query(expand=("ForwardingProfiles",))),
                 c.queues(Query(expand=("Agents",))),
                 c.ring_groups(Query(expand=("Members",))),
             )
@@ -180,7 +180,7 @@ class XapiCache:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 

@@ -9,7 +9,6 @@ when nothing else uses the client id. Requests go through the same ``RestClient`
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,9 +19,26 @@ from yarl import URL
 
 from ..auth import TokenManager
 from ..config import PbxConfig
-from ..errors import AuthenticationError, PbxError, PbxUnreachableError, error_for_status, message_from_body
+from ..errors import (
+    AuthenticationError,
+    PbxError,
+    PbxUnreachableError,
+    error_for_status,
+    message_from_body,
+)
 from ..rest import RestClient
-from .models import ActiveCall, Group, Holiday, OfficeHours, Queue, QueueAgent, RingGroup, RingGroupMember, User, UserGroup
+from .models import (
+    ActiveCall,
+    Group,
+    Holiday,
+    OfficeHours,
+    Queue,
+    QueueAgent,
+    RingGroup,
+    RingGroupMember,
+    User,
+    UserGroup,
+)
 from .odata import Query, key
 
 if TYPE_CHECKING:
@@ -103,7 +119,7 @@ class XapiClient:
             if len(page) < want:
                 return
 
-    async def list(self, path: str, model: type[M], query: Query | None = None) -> list[M]:
+    async def list_all(self, path: str, model: type[M], query: Query | None = None) -> list[M]:
         """A whole collection (every page)."""
         out: list[M] = []
         async for page in self.pages(path, model, query):
@@ -138,31 +154,32 @@ class XapiClient:
                     if resp.status >= 300:
                         raise error_for_status(resp.status, message_from_body(body, resp.reason or ""), "GET", url)
                     return resp.headers.get("X-3CX-Version", "")
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise PbxUnreachableError(None, " ".join(str(exc).split()) or type(exc).__name__, "GET", url) from exc
         raise AssertionError("unreachable")
 
     # --- entities -------------------------------------------------------------------------
 
     async def office_hours(self) -> OfficeHours:
-        """``GET /OfficeHours``: the system's hours, break time, holidays and time zone."""
-        return await self.get_one("/OfficeHours", OfficeHours)
+        """``GET /OfficeHours``: the system's hours, break time, holidays and time zone
+        (``OfficeHolidays`` is a navigation property: expanded here)."""
+        return await self.get_one("/OfficeHours", OfficeHours, Query(expand=("OfficeHolidays",)))
 
     async def holidays(self, query: Query | None = None) -> list[Holiday]:
-        return await self.list("/Holidays", Holiday, query)
+        return await self.list_all("/Holidays", Holiday, query)
 
     async def groups(self, query: Query | None = None) -> list[Group]:
-        """Departments (``$expand=Members`` to have their members)."""
-        return await self.list("/Groups", Group, query)
+        """Departments (``$expand=Members,OfficeHolidays`` to have their members and own holidays)."""
+        return await self.list_all("/Groups", Group, query)
 
     async def group(self, group_id: int, query: Query | None = None) -> Group:
         return await self.get_one(f"/Groups({int(group_id)})", Group, query)
 
     async def group_members(self, group_id: int, query: Query | None = None) -> list[UserGroup]:
-        return await self.list(f"/Groups({int(group_id)})/Members", UserGroup, query)
+        return await self.list_all(f"/Groups({int(group_id)})/Members", UserGroup, query)
 
     async def users(self, query: Query | None = None) -> list[User]:
-        return await self.list("/Users", User, query)
+        return await self.list_all("/Users", User, query)
 
     async def user(self, user_id: int, query: Query | None = None) -> User:
         return await self.get_one(f"/Users({int(user_id)})", User, query)
@@ -172,26 +189,26 @@ class XapiClient:
         return await self.get_one(f"/Users(Number={key(number)})", User, query)
 
     async def user_groups(self, user_id: int) -> list[UserGroup]:
-        return await self.list(f"/Users({int(user_id)})/Groups", UserGroup)
+        return await self.list_all(f"/Users({int(user_id)})/Groups", UserGroup)
 
     async def queues(self, query: Query | None = None) -> list[Queue]:
         """Queues (``$expand=Agents`` to have their agents)."""
-        return await self.list("/Queues", Queue, query)
+        return await self.list_all("/Queues", Queue, query)
 
     async def queue_by_number(self, number: str, query: Query | None = None) -> Queue:
         return await self.get_one(f"/Queues(Number={key(number)})", Queue, query)
 
     async def queue_agents(self, queue_id: int, query: Query | None = None) -> list[QueueAgent]:
-        return await self.list(f"/Queues({int(queue_id)})/Agents", QueueAgent, query)
+        return await self.list_all(f"/Queues({int(queue_id)})/Agents", QueueAgent, query)
 
     async def ring_groups(self, query: Query | None = None) -> list[RingGroup]:
-        return await self.list("/RingGroups", RingGroup, query)
+        return await self.list_all("/RingGroups", RingGroup, query)
 
     async def ring_group_members(self, ring_group_id: int) -> list[RingGroupMember]:
-        return await self.list(f"/RingGroups({int(ring_group_id)})/Members", RingGroupMember)
+        return await self.list_all(f"/RingGroups({int(ring_group_id)})/Members", RingGroupMember)
 
     async def active_calls(self, query: Query | None = None) -> list[ActiveCall]:
-        return await self.list("/ActiveCalls", ActiveCall, query)
+        return await self.list_all("/ActiveCalls", ActiveCall, query)
 
 
 def _collection(data: Any, path: str) -> list[Any]:

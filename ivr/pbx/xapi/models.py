@@ -9,7 +9,7 @@ swagger.yaml as it is.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -75,7 +75,7 @@ def _lenient_datetime(value: Any) -> Any:
         if not text:
             return None
         try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return datetime.fromisoformat(text)
         except ValueError:
             return None
     return None
@@ -212,9 +212,7 @@ class Group(XapiModel):
         until = self.OverrideExpiresAt
         if until is not None:
             if until.tzinfo is None:  # the PBX writes UTC
-                from datetime import timezone
-
-                until = until.replace(tzinfo=timezone.utc)
+                until = until.replace(tzinfo=UTC)
             if now >= until:
                 return GroupHoursMode.DEFAULT
         return mode

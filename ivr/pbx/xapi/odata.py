@@ -9,6 +9,7 @@ percent-encoded once, here. ``Users?$filter=`` + ``eq("Number", number)`` is saf
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ def literal(value: object) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if math.isnan(value) or math.isinf(value):
             raise ValueError(f"OData literal: {value!r} is not a finite number")
         return repr(value)
     if isinstance(value, datetime):
