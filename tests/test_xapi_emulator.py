@@ -174,6 +174,9 @@ def test_description_errors_name_the_file_and_field(tmp_path: Path) -> None:
         with pytest.raises(PbxDescriptionError) as err:
             load_description(write_description(tmp_path, text))
         assert str(err.value).startswith(str(tmp_path / "pbx.yaml")) and expected in str(err.value), (text, err.value)
+    with pytest.raises(PbxDescriptionError) as err:
+        load_description(write_description(tmp_path, "users:\n  - number: '101'\n    colour: red\n"))
+    assert str(err.value) == f"{tmp_path / 'pbx.yaml'}:3:5: users.0.colour: Extra inputs are not permitted"
     with pytest.raises(PbxDescriptionError, match="cannot read"):
         load_description(tmp_path / "missing.yaml")
 
