@@ -14,4 +14,4 @@ __all__ = [
 
 def default_description(config: EmulatorConfig) -> PbxDescription:
     """Without a description file: one user per configured extension, the default system hours."""
-    return PbxDescription(users=[UserSpec(number=dn, answer=b) for dn, b in config.extensions.items()])  # type: ignore[arg-type]
+    return PbxDescription(users=[UserSpec(number=dn, answer=b) for dn, b in config.extensions.items()])

@@ -5,6 +5,7 @@
 
 from .cache import PbxSnapshot, XapiCache, XapiCacheCollector
 from .client import XapiClient
+from .hours import OfficeState, OfficeStatus, office_status
 from .models import (
     ActiveCall,
     Destination,
@@ -29,7 +30,7 @@ from .timezones import UnknownTimeZone, to_iana, zone
 
 __all__ = [
     "ActiveCall", "Destination", "ForwardingProfile", "Group", "GroupHoursMode", "Holiday",
-    "OfficeHours", "PbxSnapshot", "Period", "Query", "Queue", "QueueAgent", "RingGroup",
+    "OfficeHours", "OfficeState", "OfficeStatus", "PbxSnapshot", "Period", "Query", "Queue", "QueueAgent", "RingGroup",
     "RingGroupMember", "Route", "RuleHoursType", "Schedule", "UnknownTimeZone", "User", "UserGroup",
-    "XapiCache", "XapiCacheCollector", "XapiClient", "to_iana", "zone",
+    "XapiCache", "XapiCacheCollector", "XapiClient", "office_status", "to_iana", "zone",
 ]

@@ -185,4 +185,4 @@ class Query:
         """A copy with some options changed (paging)."""
         values = {f: getattr(self, f) for f in self.__dataclass_fields__}
         values.update(changes)
-        return Query(**values)  # type: ignore[arg-type]
+        return Query(**values)
