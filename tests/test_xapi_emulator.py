@@ -228,3 +228,13 @@ async def test_ivr_emulator_pbx_config_process(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_explicit_extensions_beside_a_description_are_users_too(tmp_path: Path) -> None:
+    """One model: an extension the config names but the description does not becomes a bare user,
+    and a configured behaviour wins over the description's `answer`."""
+    emu = Emulator(EmulatorConfig(extensions={"101": "no_answer", "300": "answer"}), pbx=description(tmp_path))
+    store = emu.xapi
+    assert emu.config.extensions == {"101": "no_answer", "300": "answer"}
+    assert {u["Number"] for u in store.users.values()} == {"101", "102", "103", "104", "105", "300"}
+    assert next(u for u in emu.pbx_description.users if u.number == "101").answer == "no_answer"

@@ -25,7 +25,7 @@ from .controller import CTL, TOKEN_KEY, Controller
 from .rest import callcontrol_handler
 from .state import ApiError
 from .ws import ws_handler
-from .xapi import PbxDescription, XapiStore, add_xapi_routes, default_description
+from .xapi import PbxDescription, XapiStore, add_xapi_routes, default_description, with_extensions
 
 log = logging.getLogger("ivr.emulator")
 
@@ -125,12 +125,14 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None, *, pbx: PbxDescription | None = None,
                  **overrides: Any) -> None:
         base = config or EmulatorConfig()
-        if pbx is not None:  # one PBX model: the description's users are the Call Control extensions
+        if pbx is not None and "extensions" not in base.model_fields_set and "extensions" not in overrides:
+            # one PBX model: the description's users are the Call Control extensions
             overrides = {"extensions": pbx.extensions(), **overrides}
         # overrides are validated like the config itself (a typo raises, not ignored)
         self.config = EmulatorConfig.model_validate({**base.model_dump(), **overrides}) if overrides else base
         self.controller = Controller(self.config)
-        self.pbx_description = pbx or default_description(self.config)
+        # ... and every extension is a user (a bare one when the description does not name it)
+        self.pbx_description = with_extensions(pbx, self.config) if pbx is not None else default_description(self.config)
         self.xapi = XapiStore(self.pbx_description, reserved=lambda: [self.config.route_point])
         self.app = build_app(self.controller, self.xapi)
         self._runner: web.AppRunner | None = None
