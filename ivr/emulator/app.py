@@ -25,7 +25,13 @@ from .controller import CTL, TOKEN_KEY, Controller
 from .rest import callcontrol_handler
 from .state import ApiError
 from .ws import ws_handler
-from .xapi import PbxDescription, XapiStore, add_xapi_routes, default_description, with_extensions
+from .xapi import (
+    PbxDescription,
+    XapiStore,
+    add_xapi_routes,
+    default_description,
+    with_extensions,
+)
 
 log = logging.getLogger("ivr.emulator")
 

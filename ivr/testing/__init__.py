@@ -178,7 +178,7 @@ class IvrSim:
         self.ring_seconds = ring_seconds
         self.no_answer_timeout = no_answer_timeout
         self.speech = speech
-        self._harnesses: dict[tuple[Path, tuple], FlowHarness] = {}
+        self._harnesses: dict[tuple[Any, ...], FlowHarness] = {}
 
     async def call(
         self,
