@@ -57,7 +57,12 @@ def test_server_filter_grammar() -> None:
     assert parse_filter("contains(tolower(LastName),'brien') or Number eq '1'")(e)
     assert parse_filter("N gt 2 and N le 3 and toupper(LastName) eq 'O''BRIEN'")(e)
     assert not parse_filter("startswith(LastName,'B')")(e)
-    for bad in ("Number eq", "Number eq '1", "nosuch(Number)", "Number eq '1' )", "and Number", "startswith(Number)"):
+    assert parse_filter("(" * 30 + "Number eq '101'" + ")" * 30)(e)  # reasonable nesting is fine
+    deep = "(" * 5000 + "Number eq '1'" + ")" * 5000
+    nots = "not " * 3000 + "true"
+    funcs = "tolower(" * 3000 + "Number" + ")" * 3000
+    for bad in ("Number eq", "Number eq '1", "nosuch(Number)", "Number eq '1' )", "and Number", "startswith(Number)",
+                deep, nots, funcs, "Number eq '" + "x" * 9000 + "'"):
         with pytest.raises(ODataError):
             parse_filter(bad)
 

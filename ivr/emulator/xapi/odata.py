@@ -24,6 +24,8 @@ class ODataError(ValueError):
 _TOKEN = re.compile(
     r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_./]*)|(?P<op>[(),]))"
 )
+MAX_DEPTH = 40
+MAX_FILTER = 8000
 _COMPARE = {"eq", "ne", "gt", "ge", "lt", "le"}
 _FUNCS = {"startswith": 2, "endswith": 2, "contains": 2, "tolower": 1, "toupper": 1, "length": 1}
 
@@ -64,6 +66,13 @@ class _Parser:
         self.text = text
         self.toks = _tokens(text)
         self.i = 0
+        self.depth = 0
+
+    def nest(self) -> None:
+        """One level deeper (parentheses, not, a function); a hostile filter cannot exhaust the stack."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ODataError(f"$filter: nested deeper than {MAX_DEPTH} levels")
 
     def peek(self) -> _Tok | None:
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -108,7 +117,9 @@ class _Parser:
 
     def unary(self) -> Predicate:
         if self.word("not"):
+            self.nest()
             inner = self.unary()
+            self.depth -= 1
             return lambda e: not inner(e)
         return self.comparison()
 
@@ -124,8 +135,10 @@ class _Parser:
     def primary(self) -> Predicate:
         tok = self.take()
         if tok.text == "(":
+            self.nest()
             inner = self.or_()
             self.expect(")")
+            self.depth -= 1
             return inner
         if tok.kind == "str":
             value = tok.text[1:-1].replace("''", "'")
@@ -153,11 +166,13 @@ class _Parser:
         if arity is None:
             raise ODataError(f"$filter: unknown function {name.text!r} at position {name.pos}")
         self.expect("(")
+        self.nest()
         args = [self.or_()]
         while self.peek() is not None and self.peek().text == ",":  # type: ignore[union-attr]
             self.i += 1
             args.append(self.or_())
         self.expect(")")
+        self.depth -= 1
         if len(args) != arity:
             raise ODataError(f"$filter: {name.text} takes {arity} argument(s), got {len(args)}")
         return _function(name.text, args)
@@ -222,6 +237,8 @@ def parse_filter(text: str) -> Predicate:
     """A ``$filter`` expression as a predicate over entity dicts; ODataError if malformed."""
     if not text.strip():
         raise ODataError("$filter: empty")
+    if len(text) > MAX_FILTER:
+        raise ODataError(f"$filter: longer than {MAX_FILTER} characters")
     return _Parser(text).parse()
 
 
