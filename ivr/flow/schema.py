@@ -929,7 +929,8 @@ class HttpArgs(Node):
     body: Text | None = Field(None, description="Raw text body.")
     timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     into: VarName | None = None
-    on_failure: Steps = Field(default_factory=list, description="On error, timeout or status >= 400.")
+    on_failure: Steps = Field(default_factory=list, description="On error, timeout or status >= 400; "
+                              "without it the step fails (on_error runs), [] carries on.")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -1105,7 +1106,8 @@ class AgentArgs(Node):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     into: VarName | None = Field(None, description="Receives {status, data, turns, transcript, error}.")
     on_returned: Steps = Field(default_factory=list)
-    on_transferred: Steps = Field(default_factory=list, description="Default: the flow ends (the call left).")
+    on_transferred: Steps = Field(default_factory=list, description="Default: the flow ends (the call left); "
+                                  "[] carries on.")
     on_hangup: Steps = Field(default_factory=list, description="Runs without audio: the agent hung up.")
     on_max_turns: Steps = Field(default_factory=list)
     on_timeout: Steps = Field(default_factory=list)
