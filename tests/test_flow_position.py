@@ -134,6 +134,7 @@ async def test_a_call_taken_over_at_its_gather_resumes_with_its_variables(flow_d
         ([(("steps",), 3), (("gather", "on_match"), 1), (("then",), 1)], "transfer"),
     ]
     assert later[2].digits == "11" and later[2].vars["choice"] == "11" and later[2].steps_run == 4
+    assert later[0].steps_run == 2 and later[-1].steps_run == 5  # a step being run counts once it ran
 
     # Resumed inside nested branches: only the steps after that point run.
     (flow_dir / "in_then.json").write_text(later[2].model_dump_json())
@@ -164,6 +165,7 @@ async def test_a_position_inside_a_subflow_resumes_the_subflow_there(flow_dir: P
     assert inside.subflow is not None and inside.subflow.waiting_for == "input"
     assert frames(inside.subflow) == [(("steps",), 1)] and inside.subflow.params == {"question": "hello.wav"}
     assert inside.subflow.flow.endswith("ask.yaml") and inside.innermost() is inside.subflow
+    assert inside.steps_run == inside.subflow.steps_run == 2  # answer, log: subflow and gather run again
 
     (flow_dir / "inside.json").write_text(inside.model_dump_json())
     record = await call_flow(flow_dir, flow, flow_dir / "second.jsonl", resume=flow_dir / "inside.json", digits="7")
@@ -221,6 +223,24 @@ def test_positions_go_to_the_observer_and_one_that_fails_stops_nothing(tmp_path:
     # Resumed from the middle of the run, it ends the same way.
     outcome = asyncio.run(run_flow(flow, SimpleNamespace(vars={}), resume=seen[1]))
     assert outcome.status == "returned" and outcome.returned == {"n": 11}
+
+
+def test_a_run_resumed_in_on_error_keeps_the_error(tmp_path: Path) -> None:
+    flow = load_flow(write(tmp_path, "f.yaml", """
+        steps:
+          - set: {x: "{{ 1 // 0 }}"}
+        on_error:
+          - set: {seen: "{{ error }}"}
+          - log: "sorry"
+    """))
+    seen: list[FlowPosition] = []
+    outcome = asyncio.run(run_flow(flow, SimpleNamespace(vars={}), on_position=seen.append))
+    assert outcome.status == "error" and outcome.handled and "ZeroDivisionError" in (outcome.error or "")
+    inside = seen[0]
+    assert frames(inside) == [(("on_error",), 1)] and inside.error == outcome.error
+    assert inside.steps_run == 2 and inside.vars["seen"] == outcome.error
+    again = asyncio.run(run_flow(flow, SimpleNamespace(vars={}), resume=inside))
+    assert (again.status, again.error, again.handled, again.steps) == ("error", outcome.error, True, 1)
 
 
 def test_every_branch_list_of_every_shipped_flow_has_a_position() -> None:

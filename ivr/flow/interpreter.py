@@ -322,15 +322,21 @@ class _Runner:
     def position(self, waiting_for: str | None = None) -> FlowPosition:
         """Where this run (and the subflow it is in, if any) is; ``waiting_for``: the innermost
         run is inside a step that waits for it (the position points at that step)."""
-        in_step = self.child is not None or waiting_for is not None
-        inner = self.child.position(waiting_for) if self.child is not None else None
+        # A resume runs each step the position is inside again (subflow steps, a waiting
+        # step): those do not count as run yet. The budget is the call's, one for all levels.
+        again, runner = int(waiting_for is not None), self
+        while runner.child is not None:
+            again, runner = again + 1, runner.child
+        return self._position(waiting_for, max(self.budget.used - again, 0))
+
+    def _position(self, waiting_for: str | None, steps_run: int) -> FlowPosition:
+        inner = self.child._position(waiting_for, steps_run) if self.child is not None else None
         return FlowPosition(
             flow=str(self.flow.path) if self.flow.path else (self.flow.name or "flow"), version=self.flow.version,
-            frames=frames_of(self.flow, self.stack, in_step=in_step),
-            waiting_for=waiting_for if self.child is None else None,
+            frames=frames_of(self.flow, self.stack, in_step=inner is not None or waiting_for is not None),
+            waiting_for=waiting_for if inner is None else None,
             params=self.params, vars=self.vars, digits=self.digits, last=self.last, error=self.error,
-            hung_up=self.hung_up_mode, steps_run=max(self.budget.used - in_step, 0),
-            step_limit=self.budget.limit, subflow=inner)
+            hung_up=self.hung_up_mode, steps_run=steps_run, step_limit=self.budget.limit, subflow=inner)
 
     def checkpoint(self, waiting_for: str | None = None) -> None:
         """Hand the whole run's position (from the top flow down) to the observer, if any."""
