@@ -12,8 +12,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
 from helpers import write_tone
+
 from ivr.call.record import Outcome
 from ivr.flow import load_flow
 from ivr.flow.interpreter import HANDLERS, run_flow
@@ -253,7 +253,7 @@ def test_every_branch_list_of_every_shipped_flow_has_a_position() -> None:
             declared = {o.path for o in step.outcomes() if o.steps}
             assert {p for p, _ in step.branches()} == declared, (path.name, step.kind)
             stack = [[steps, i + 1] for steps, i in address]
-            section, back = stack_of(flow, frames_of(flow, stack, in_step=True))
+            _, back = stack_of(flow, frames_of(flow, stack, in_step=True))
             assert [id(lst) for lst, _ in back] == [id(lst) for lst, _ in stack], (path.name, step.label())
             assert back[-1][1] == address[-1][1]
     assert HANDLERS.missing() == []
