@@ -380,15 +380,14 @@ class Outcome:
         return self.written or self.unwritten == "next"
 
 
-def _branch(step: StepBase, field: str, key: str, *, label: str | None = None,
-            unwritten: Unwritten = "next") -> Outcome:
-    """The outcome whose branch is the step list under ``field`` of the step's arguments
-    (or of the step itself for ``if``/``switch``)."""
-    args = step.action if step.kind not in ("if", "switch") else step
-    owner = step.kind if args is not step else None
-    name = type(args).model_fields[field].alias or field
-    return Outcome(key, label if label is not None else key.replace("_", " "), getattr(args, field),
-                   (owner, name) if owner else (name,), field in args.model_fields_set, unwritten)
+def _branch(step: StepBase, field: str, key: str, *, unwritten: Unwritten = "next") -> Outcome:
+    """The outcome ``key`` whose branch is the step list in ``field``: a field of the step
+    itself (``then``) or of its arguments (``on_busy`` under ``transfer``)."""
+    owner: Node = step if field in type(step).model_fields else step.action
+    at = () if owner is step else (step.kind,)
+    name = type(owner).model_fields[field].alias or field
+    return Outcome(key, key.replace("_", " "), getattr(owner, field), (*at, name),
+                   field in owner.model_fields_set, unwritten)
 
 
 class StepBase(Node):
