@@ -5,7 +5,9 @@ that mirrors how the interpreter runs it: a branch list ends by falling through 
 after the branching step; an outcome with no steps of its own (a missing ``on_no_input``, an
 ``hours`` step with no ``open``) goes straight there; ``goto`` is a dashed edge to its target;
 ``hangup``, ``return``, end of a section and an answered transfer with no ``on_answered`` are
-terminals. ``on_error`` and ``on_hangup`` are entry points of their own.
+terminals. ``on_error`` and ``on_hangup`` are entry points of their own. What each branching
+step's outcomes are, and what one without a written branch does, is the step model's own
+declaration (:meth:`~ivr.flow.schema.StepBase.outcomes`), the one the interpreter follows.
 
 :func:`to_mermaid` and :func:`to_dot` are pure text; :func:`render_dot` pipes DOT through
 Graphviz's ``dot`` binary for SVG or PNG (:class:`GraphvizMissing` when it is not installed).
