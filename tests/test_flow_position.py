@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import textwrap
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -110,6 +111,8 @@ async def test_a_call_taken_over_at_its_gather_resumes_with_its_variables(flow_d
     assert [(frames(p), p.waiting_for) for p in taken] == [
         ([(("steps",), 1)], None), ([(("steps",), 2)], None), ([(("steps",), 2)], "input")]
     at_gather = taken[-1]
+    assert at_gather.waiting_since is not None and abs(at_gather.waiting_since - time.time()) < 60
+    assert all(p.waiting_since is None for p in taken[:-1])
     assert at_gather.vars == {"tries": 1, "greeted": "+4930123456"}
     assert at_gather.steps_run == 2 and at_gather.version == load_flow(flow).version
     assert FlowPosition.model_validate_json(at_gather.model_dump_json()) == at_gather  # a plain value

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -327,14 +328,15 @@ class _Runner:
         again, runner = int(waiting_for is not None), self
         while runner.child is not None:
             again, runner = again + 1, runner.child
-        return self._position(waiting_for, max(self.budget.used - again, 0))
+        since = time.time() if waiting_for is not None else None  # taken as the step starts
+        return self._position(waiting_for, since, max(self.budget.used - again, 0))
 
-    def _position(self, waiting_for: str | None, steps_run: int) -> FlowPosition:
-        inner = self.child._position(waiting_for, steps_run) if self.child is not None else None
+    def _position(self, waiting_for: str | None, since: float | None, steps_run: int) -> FlowPosition:
+        inner = self.child._position(waiting_for, since, steps_run) if self.child is not None else None
         return FlowPosition(
             flow=str(self.flow.path) if self.flow.path else (self.flow.name or "flow"), version=self.flow.version,
             frames=frames_of(self.flow, self.stack, in_step=inner is not None or waiting_for is not None),
-            waiting_for=waiting_for if inner is None else None,
+            waiting_for=waiting_for if inner is None else None, waiting_since=since if inner is None else None,
             params=self.params, vars=self.vars, digits=self.digits, last=self.last, error=self.error,
             hung_up=self.hung_up_mode, steps_run=steps_run, step_limit=self.budget.limit, subflow=inner)
 

@@ -76,6 +76,7 @@ class FlowPosition(BaseModel):
     version: str = Field(description="The flow's content hash; a resume checks it.")
     frames: list[Frame] = Field(min_length=1)
     waiting_for: str | None = None
+    waiting_since: float | None = Field(None, description="Wall-clock time (Unix seconds) the waiting step started.")
     params: dict[str, Any] = Field(default_factory=dict)
     vars: dict[str, Any] = Field(default_factory=dict)
     digits: str = ""
