@@ -51,6 +51,11 @@ class AuthenticationError(PbxError):
         return f"3CX at {self.pbx_url} rejected client id {self.client_id}: {self.message}"
 
 
+class FencedError(PbxError):
+    """This process no longer owns the API client id (its lease went to another process), so
+    it must not fetch a token: that would revoke the new owner's (docs/ha.md)."""
+
+
 class ForbiddenError(PbxError):
     """403: the API client does not control this DN or participant."""
 
@@ -102,6 +107,8 @@ def message_from_body(body: bytes | str, reason: str = "") -> str:
         data: Any = json.loads(text)
     except ValueError:
         data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        data = data["error"]  # OData (the Configuration API): {"error": {"code", "message"}}
     if isinstance(data, dict):
         for key in ("error_description", "message", "detail", "title", "reasontext", "error"):
             value = data.get(key)

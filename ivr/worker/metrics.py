@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from ivr.pbx.outbound import LATENESS_BUCKETS_MS
+from ivr.pbx.xapi import XapiCacheCollector
 
 if TYPE_CHECKING:
     from ivr.call.record import CallRecord
@@ -36,6 +37,8 @@ class WorkerMetrics:
         # Reconnects and token refreshes are counted by the PBX client; read at scrape time.
         self.client: Any = None  # the worker's PbxClient while connected
         r.register(_ClientCollector(self))
+        self.xapi_cache: Any = None  # the worker's XapiCache while it has one (xapi.enabled)
+        r.register(_XapiCollector(self))
         self.adapter_seconds = Histogram(
             "ivr_adapter_latency_seconds", "Speech adapter latency", ["kind", "name"],
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=r,
@@ -63,7 +66,7 @@ class WorkerMetrics:
 
 
 class _ClientCollector:
-    """ivr_event_socket_reconnects_total, ivr_token_refreshes_total and
+    """ivr_event_socket_reconnects_total, ivr_token_refreshes_total, ivr_token_revocations_total and
     ivr_pacer_lateness_seconds from the PBX client's own counters, read at scrape time (a
     client started again, after a worker restart, counts from zero). The pacers' lateness is
     summed from every stream's own histogram: nothing is done per frame for it, and two
@@ -74,17 +77,21 @@ class _ClientCollector:
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         client = self.metrics.client
-        reconnects = refreshes = 0
+        reconnects = refreshes = revocations = 0
         late, late_sum = [0] * (len(LATENESS_BUCKETS_MS) + 1), 0.0
         if client is not None:
             late, late_sum = client.pacer_lateness()
             try:
                 reconnects = max(0, client.event_stream.connects - 1)
                 refreshes = client.tokens.refreshes
+                revocations = client.tokens.revocations
             except RuntimeError:  # not started (or already closed)
                 pass
         yield CounterMetricFamily("ivr_event_socket_reconnects", "Event socket reconnects", value=reconnects)
         yield CounterMetricFamily("ivr_token_refreshes", "Access tokens fetched", value=refreshes)
+        yield CounterMetricFamily("ivr_token_revocations",
+                                  "Tokens the PBX rejected before they expired (another process with our client id?)",
+                                  value=revocations)
         buckets, seen = [], 0
         for bound, n in zip([*LATENESS_BUCKETS_MS, float("inf")], late):
             seen += n
@@ -92,3 +99,19 @@ class _ClientCollector:
         yield HistogramMetricFamily("ivr_pacer_lateness_seconds",
                                     "Outbound audio sends, by how late after they were due",
                                     buckets=buckets, sum_value=late_sum)
+
+
+class _XapiCollector:
+    """The Configuration API cache's metrics (ivr.pbx.xapi.XapiCacheCollector) once the worker
+    has a cache; nothing before."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        cache = self.metrics.xapi_cache
+        if cache is not None:
+            yield from XapiCacheCollector(cache).collect()
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
