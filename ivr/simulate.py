@@ -36,7 +36,6 @@ from ivr.emulator import Emulator, EmulatorConfig
 from ivr.flow import Diagnostic, FlowLoadError, load_any
 from ivr.speech.pcm import wav_bytes
 
-PROJECT_AUDIO = Path(__file__).resolve().parent.parent / "audio"
 ROUTE_POINT = "800"
 CLIENT_ID = "900"
 T = TypeVar("T")
@@ -184,7 +183,7 @@ class FlowHarness:
             routes=[Route(route_point=ROUTE_POINT, flow=str(self.flow.resolve()), params=self.params)],
             records=None,
             recordings_dir=str(self.recordings_dir),
-            audio_dirs=[str(self.flow.resolve().parent), str(PROJECT_AUDIO)],
+            audio_dirs=[],  # prompts are found from the flow's folder, never in this package's files
             tracing=self.tracing or TracingSettings(),
         )
         self.worker = Worker(config, speech=self.speech, on_call_started=self._on_call_started, reload_interval=0.2)

@@ -346,7 +346,6 @@ class Worker:
                 return
             else:
                 flow = self.library.get(self.config.path(route.flow))
-            call.audio_dirs.insert(0, flow.path.parent)  # a flow's prompts live next to it first
             record.flow = str(flow.path)
             record.flow_version = flow.version
             log.info("call from %s to %s: flow %s (version %s)", record.caller_number, rp, flow.path.name, flow.version)
