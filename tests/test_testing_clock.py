@@ -408,3 +408,33 @@ def test_ivr_call_http_step_to_a_slow_real_server_does_not_time_out(tmp_path, ca
     assert report["record"]["outcome"] == "ivr_hangup"
     assert report["virtual_time"] and report["seconds"] >= 20  # the pause was still skipped
     assert report["wall_seconds"] < 15
+
+
+def test_ivr_sim_tests_run_without_asyncio_mode_configured(tmp_path):
+    """A flow author's project with no pytest-asyncio configuration (strict mode): an
+    ``async def`` test with ``ivr_sim`` still runs, on the virtual clock."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(8000 * 20) / 8000)
+    soundfile.write(str(tmp_path / "hello.wav"), tone.astype(np.float32), 8000, subtype="PCM_16")
+    (tmp_path / "hello.yaml").write_text("steps: [answer, {play: hello.wav}, hangup]\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # nothing about asyncio
+    (tmp_path / "test_hello.py").write_text(textwrap.dedent("""
+        import asyncio
+
+        from ivr.testing.clock import is_virtual
+
+        async def test_hello(ivr_sim):
+            caller = await ivr_sim.call("hello.yaml")
+            await caller.hears("hello")
+            record = await caller.expect_hangup(timeout=60)
+            assert record.outcome == "ivr_hangup" and is_virtual()
+    """))
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_hello.py"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert "1 passed" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0
