@@ -179,14 +179,12 @@ def _cmd_call(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_json)
     at = None
     if args.at:
-        from datetime import datetime
+        from ivr.simulate import parse_at
 
         try:
-            at = datetime.fromisoformat(args.at)
-        except ValueError:
-            return _fail(f"--at {args.at!r}: expected ISO 8601 like 2026-11-23T10:00+01:00", 2)
-        if at.tzinfo is None:
-            return _fail(f"--at {args.at!r}: give a UTC offset, e.g. +01:00", 2)
+            at = parse_at(args.at)
+        except ValueError as exc:
+            return _fail(str(exc), 2)
     if args.hangup_after is not None and not args.hangup_after >= 0:
         return _fail(f"--hangup-after {args.hangup_after}: expected seconds >= 0", 2)
     behaviours = {}

@@ -250,6 +250,17 @@ class FlowHarness:
             await asyncio.sleep(0.02)
 
 
+def parse_at(text: str) -> datetime:
+    """``--at``: an ISO 8601 time with a UTC offset; ValueError says what is wrong."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--at {text!r}: expected ISO 8601 like 2026-11-23T10:00+01:00") from None
+    if at.tzinfo is None:
+        raise ValueError(f"--at {text!r}: give a UTC offset, e.g. +01:00")
+    return at
+
+
 def pin_call_clock(call: Call, at: datetime) -> None:
     """Make ``call.now()`` start at ``at`` (office hours in a simulation, ``--at``); the pinned
     clock moves with the loop clock, so it follows virtual time too."""
