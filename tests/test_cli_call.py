@@ -18,7 +18,8 @@ import pytest
 import soundfile
 
 from helpers import write_tone
-from ivr.cli import DEMO_FLOW, main
+import ivr.cli
+from ivr.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +46,8 @@ def test_ivr_demo_runs_outside_the_checkout_and_leaves_no_temporary_folder(tmp_p
 def test_the_demo_ships_inside_the_package() -> None:
     """The demo's flows and prompts are package data (a wheel carries them)."""
     package = ROOT / "ivr"
-    assert DEMO_FLOW.is_relative_to(package.resolve()) or DEMO_FLOW.parent.parent == (package / "demo").resolve()
+    demo = ivr.cli.DEMO_FLOW
+    assert demo.is_relative_to(package.resolve()) or demo.parent.parent == (package / "demo").resolve()
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["ivr"]
     shipped = {f for pattern in patterns for f in glob.glob(pattern, root_dir=package, recursive=True)}
     needed = ["demo/flows/main_menu.yaml", "demo/flows/voicemail.yaml",
