@@ -11,13 +11,12 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-
 from helpers import write_tone
+
 from ivr.simulate import FlowHarness
-from ivr.speech import register
+from ivr.speech import ToolCall, register
 from ivr.speech.services import SpeechServices
 from ivr.speech.testing import ScriptedLLM, ScriptedSTT, ToneTTS, Turn
-from ivr.speech import ToolCall
 
 _names = itertools.count()
 
@@ -31,7 +30,7 @@ def voice(seconds: float = 0.6, f0: float = 140.0) -> np.ndarray:
 
 
 def count(text: str, kind: str, name: str) -> float:
-    m = re.search(rf'^ivr_adapter_latency_seconds_count\{{kind="{kind}",name="{name}"\}} (\S+)$', text, re.M)
+    m = re.search(rf'^ivr_adapter_latency_seconds_count\{{kind="{kind}",name="{name}"\}} (\S+)$', text, re.MULTILINE)
     return float(m.group(1)) if m else 0.0
 
 

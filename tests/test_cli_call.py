@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-
 from helpers import write_tone
+
 import ivr.cli
 from ivr.cli import main
 
@@ -28,7 +28,7 @@ def run_cli(*args: str, cwd: Path, tmpdir: Path) -> subprocess.CompletedProcess[
     """``python -m ivr.cli ARGS`` in another folder, this checkout on the path, a TMPDIR of its own."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmpdir)}
     return subprocess.run([sys.executable, "-m", "ivr.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_ivr_demo_runs_outside_the_checkout_and_leaves_no_temporary_folder(tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from test_dev_server import FAST, open_page, write_menu_flow
 
 from ivr.dev import DevServer, load_target
 from ivr.dev.cli import main as dev_main
 from ivr.dev.diagram import flow_diagram
-from test_dev_server import FAST, open_page, write_menu_flow
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,6 +10,7 @@ only toggles classes on them.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from html import escape
@@ -195,13 +196,15 @@ def _order_rows(rows: list[list[_Box]], edges: list[Edge], back: set[int], boxes
         up.setdefault(e.dst, []).append(e.src)
         down.setdefault(e.src, []).append(e.dst)
     pos = {b.node.id: i for row in rows for i, b in enumerate(row)}
+
+    def barycentre(b: _Box, neighbours: dict[str, list[str]]) -> float:
+        near = neighbours.get(b.node.id, [])
+        return sum(pos[n] for n in near) / len(near) if near else pos[b.node.id]
+
     for sweep in range(4):
         neighbours, seq = (up, rows[1:]) if sweep % 2 == 0 else (down, rows[-2::-1])
         for row in seq:
-            def key(b: _Box) -> float:
-                near = neighbours.get(b.node.id, [])
-                return sum(pos[n] for n in near) / len(near) if near else pos[b.node.id]
-            row.sort(key=key)
+            row.sort(key=functools.partial(barycentre, neighbours=neighbours))
             for i, b in enumerate(row):
                 pos[b.node.id] = i
 
@@ -242,12 +245,13 @@ def layout_svg(graph: FlowGraph) -> str:
     width = max((b.x + b.w for b in boxes.values()), default=0.0) + MARGIN + BACK_LANE * 4
     height = y - GAP_Y + MARGIN
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="flow-diagram" width="{width:.0f}" '
-             f'height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
-             f'aria-label="{escape(graph.title)}">',
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="flow-diagram" width="{width:.0f}" '
+              f'height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
+              f'aria-label="{escape(graph.title)}">'),
              f'<style>{_SVG_STYLE}</style>',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="8" markerHeight="8" '
-             'markerUnits="userSpaceOnUse" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>']
+             ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="8" markerHeight="8" '
+              'markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
+              '<path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>')]
     lanes: dict[str, int] = {}
     for i, e in enumerate(edges):
         if e.style == "invisible":

@@ -19,7 +19,6 @@ from typing import Any
 
 from ivr.call import Call
 from ivr.emulator import Emulator
-
 from ivr.flow.schema import StepBase
 
 from .diagram import Diagram, flow_diagram, step_label

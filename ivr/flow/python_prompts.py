@@ -28,10 +28,10 @@ _PROMPT_KEYWORDS = {
 }
 
 
-def _literal_names(node: ast.expr) -> Iterator[ast.Constant]:
+def _literal_names(node: ast.expr) -> Iterator[tuple[ast.Constant, str]]:
     """String literals in a prompt argument: itself, or inside lists and tuples (nested)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        yield node
+        yield node, node.value
     elif isinstance(node, (ast.List, ast.Tuple)):
         for item in node.elts:
             yield from _literal_names(item)
@@ -60,9 +60,9 @@ def check_python_prompts(path: Path, source: str | None = None) -> list[Diagnost
                 and node.func.attr in _PROMPT_KEYWORDS):
             continue
         for arg in _prompt_arguments(node, node.func.attr):
-            for literal in _literal_names(arg):
-                if find_prompt(literal.value, dirs) is None:
+            for literal, name in _literal_names(arg):
+                if find_prompt(name, dirs) is None:
                     out.append(Diagnostic(str(path), literal.lineno, literal.col_offset + 1, "error",
-                                          f"audio file {literal.value!r} not found "
+                                          f"audio file {name!r} not found "
                                           "(looked next to the flow and in audio/ folders)"))
     return out

@@ -98,7 +98,7 @@ class _SkippingSelector(selectors.BaseSelector):
         return events
 
 
-class _OutsideTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
+class _OutsideTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined]
     """A socket transport to a peer outside this process: knows whether an answer is owed."""
 
     _owed = False  # written to since the last data arrived: the peer has yet to answer
@@ -217,7 +217,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-typ
 
     def _start_serving(self, protocol_factory: Any, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
         self._listening.add(sock.getsockname())
-        super()._start_serving(protocol_factory, sock, *args, **kwargs)
+        super()._start_serving(protocol_factory, sock, *args, **kwargs)  # type: ignore[misc]
 
     def _is_inside(self, address: Any) -> bool:
         """Whether ``address`` (a peer's) is one of this loop's own servers."""
@@ -238,7 +238,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-typ
     def _make_socket_transport(self, sock: socket.socket, protocol: Any, waiter: Any = None, *,
                                extra: Any = None, server: Any = None) -> Any:
         if server is not None or self._peer_is_inside(sock):
-            return super()._make_socket_transport(sock, protocol, waiter, extra=extra, server=server)
+            return super()._make_socket_transport(sock, protocol, waiter, extra=extra, server=server)  # type: ignore[misc]
         transport = _OutsideTransport(self, sock, protocol, waiter, extra, server)
         self._outside.add(transport)
         return transport
@@ -247,9 +247,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-typ
                             server_side: bool = False, server_hostname: Any = None, extra: Any = None,
                             server: Any = None, **timeouts: Any) -> Any:
         if server_side or server is not None or self._peer_is_inside(rawsock):
-            return super()._make_ssl_transport(rawsock, protocol, sslcontext, waiter, server_side=server_side,
-                                               server_hostname=server_hostname, extra=extra, server=server,
-                                               **timeouts)
+            return super()._make_ssl_transport(  # type: ignore[misc]
+                rawsock, protocol, sslcontext, waiter, server_side=server_side, server_hostname=server_hostname,
+                extra=extra, server=server, **timeouts)
         # As the base class does, with the socket under a transport that is watched.
         ssl_protocol = sslproto.SSLProtocol(self, protocol, sslcontext, waiter, server_side, server_hostname,
                                             **timeouts)

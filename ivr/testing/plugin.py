@@ -57,7 +57,7 @@ def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> None:
     if (inspect.iscoroutinefunction(obj) and collector.funcnamefilter(name) and _asks_for_ivr_sim(obj)
             and not any(getattr(m, "name", "") == "asyncio" for m in getattr(obj, "pytestmark", []))):
         pytest.mark.asyncio(obj)  # works in strict mode: no asyncio_mode needed
-    return None  # pytest collects it as usual
+    # pytest collects it as usual
 
 
 def _asks_for_ivr_sim(func: Any) -> bool:
