@@ -402,7 +402,7 @@ class _Turns:
 
     def __init__(self, call: Call) -> None:
         self.call = call
-        self.listens = call.listen_count  # listens already used
+        self.listens = 0  # listens already used (the first may have begun before the driver looks)
         self.recording_used = False  # the running recording had its action
 
     async def next(self) -> bool:
