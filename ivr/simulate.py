@@ -38,6 +38,7 @@ from ivr.call import Call
 from ivr.call.record import CallRecord
 from ivr.config import PbxSettings, Route, TracingSettings, WorkerConfig
 from ivr.emulator import Emulator, EmulatorConfig
+from ivr.emulator.xapi import PbxDescription
 from ivr.flow import Diagnostic, FlowLoadError, load_any
 from ivr.speech.pcm import wav_bytes
 
@@ -141,11 +142,16 @@ class FlowHarness:
         no_answer_timeout: float = 20.0,
         params: dict[str, Any] | None = None,
         tracing: TracingSettings | None = None,
+        pbx: PbxDescription | None = None,
     ) -> None:
         self.flow = Path(flow)
         self.tracing = tracing  # the worker's tracing settings (default: off)
         self.params = dict(params or {})
-        self.extensions = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
+        self.pbx = pbx  # the PBX description (docs/pbx-config.md): its users are the extensions
+        if pbx is not None:
+            self.extensions = dict(pbx.extensions())
+        else:
+            self.extensions = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
         self.extensions.update(extensions or {})
         # Without a folder of its own, recordings go to a temporary one, removed by stop() when
         # nothing was recorded (discard_recordings() removes it in any case).
@@ -183,7 +189,8 @@ class FlowHarness:
                 extensions=self.extensions,
                 ring_seconds=self.ring_seconds,
                 no_answer_timeout=self.no_answer_timeout,
-            )
+            ),
+            pbx=self.pbx,
         )
         await self.emulator.start(host="127.0.0.1", port=0)
         config = WorkerConfig(
@@ -307,10 +314,12 @@ class SimulatedCall:
         speech: Any = None,
         at: datetime | None = None,
         hangup_after: float | None = None,
+        pbx: PbxDescription | None = None,
     ) -> None:
         if hangup_after is not None and not hangup_after >= 0:
             raise ValueError(f"hangup_after: expected seconds >= 0, got {hangup_after}")
-        self.harness = FlowHarness(flow, extensions=extensions, recordings_dir=recordings_dir, speech=speech, at=at)
+        self.harness = FlowHarness(flow, extensions=extensions, recordings_dir=recordings_dir, speech=speech, at=at,
+                                   pbx=pbx)
         self.hangup_after = hangup_after
         if actions is None:
             actions = [("press", g) for g in digits.split(",")] if digits else []
