@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from ivr.campaign.contacts import ContactListError, normalise, read_contacts, re
 from ivr.campaign.plan import DONE, PENDING, CampaignPlan, CampaignSettings
 from ivr.campaign.window import CallingWindow, WindowError
 
-MONDAY_10_UTC = datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
+MONDAY_10_UTC = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -63,11 +64,11 @@ def test_calling_windows_in_the_contacts_zone():
     window = CallingWindow("mon-fri 09:00-12:00 14:00-18:00; sat 10:00-13:00")
     assert window.is_open(MONDAY_10_UTC, "Europe/Berlin")  # 11:00 there
     assert not window.is_open(MONDAY_10_UTC, "America/New_York")  # 05:00 there
-    assert window.next_open(MONDAY_10_UTC, "America/New_York") == datetime(2026, 12, 7, 14, 0, tzinfo=timezone.utc)
-    lunch = datetime(2026, 12, 7, 11, 30, tzinfo=timezone.utc)  # 12:30 in Berlin
-    assert window.next_open(lunch, "Europe/Berlin") == datetime(2026, 12, 7, 13, 0, tzinfo=timezone.utc)
-    sunday = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
-    assert window.next_open(sunday, "Europe/Berlin") == datetime(2026, 12, 7, 8, 0, tzinfo=timezone.utc)
+    assert window.next_open(MONDAY_10_UTC, "America/New_York") == datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
+    lunch = datetime(2026, 12, 7, 11, 30, tzinfo=UTC)  # 12:30 in Berlin
+    assert window.next_open(lunch, "Europe/Berlin") == datetime(2026, 12, 7, 13, 0, tzinfo=UTC)
+    sunday = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    assert window.next_open(sunday, "Europe/Berlin") == datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
     assert CallingWindow("mon,wed 09:00-10:00, sat 10:00-14:00").weekly == {
         "mon,wed": ["09:00-10:00"], "sat": ["10:00-14:00"]}
     assert CallingWindow().always and CallingWindow().is_open(sunday, "UTC")
@@ -97,7 +98,7 @@ def test_pacing_keeps_concurrency_and_rate(tmp_path):
             started.append(now)
         now += timedelta(seconds=0.25)
     assert len(started) == 3 and plan.in_flight == 3  # concurrency
-    assert [(b - a).total_seconds() for a, b in zip(started, started[1:])] == [0.5, 0.5]  # 2 a second
+    assert [(b - a).total_seconds() for a, b in itertools.pairwise(started)] == [0.5, 0.5]  # 2 a second
     assert plan.next_due(now, free=5) is None
     assert plan.next_due(now, free=0) is None
 
@@ -148,8 +149,8 @@ def test_calls_wait_for_the_window_in_each_contacts_zone(tmp_path):
     settings = CampaignSettings(rate=100, window=CallingWindow("mon-fri 09:00-18:00"))
     plan = CampaignPlan(contacts(tmp_path, 1, ",America/New_York"), settings)
     assert plan.next_due(MONDAY_10_UTC) is None  # 05:00 in New York
-    assert plan.next_wake(MONDAY_10_UTC) == datetime(2026, 12, 7, 14, 0, tzinfo=timezone.utc)
-    assert plan.next_due(datetime(2026, 12, 7, 14, 0, tzinfo=timezone.utc)) is not None
+    assert plan.next_wake(MONDAY_10_UTC) == datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
+    assert plan.next_due(datetime(2026, 12, 7, 14, 0, tzinfo=UTC)) is not None
 
 
 def test_do_not_call_numbers_are_never_called(tmp_path):
