@@ -6,8 +6,8 @@ through the real worker against the emulator."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import csv
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
