@@ -58,6 +58,7 @@ class CallRecord:
     prompts: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    taken_over: dict[str, Any] | None = None  # set when another worker's call was taken over (docs/ha.md)
 
     def __post_init__(self) -> None:
         # Elapsed time and durations run on a monotonic clock, the call's event loop once the
@@ -65,6 +66,12 @@ class CallRecord:
         self._clock: Callable[[], float] = time.monotonic
         self._t0 = self._clock() - (time.time() - self.started_at)
         self._t_end: float | None = None
+
+    def backdate(self, started_at: float) -> None:
+        """The call began at ``started_at`` (wall clock), before this record was made: a call
+        taken over from another worker. Durations and step times count from then."""
+        self._t0 -= self.started_at - started_at
+        self.started_at = started_at
 
     def use_clock(self, clock: Callable[[], float]) -> None:
         """Measure elapsed time and durations on ``clock`` from now on (e.g. ``loop.time``)."""
