@@ -86,6 +86,7 @@ class Worker:
         self._abandoned: str | None = None  # why this process gave its calls up (lease lost, handed over)
         # Each call's flow position after every step, for whoever owns the calls next (docs/ha.md).
         self.checkpoints: CheckpointStore = checkpoints if checkpoints is not None else MemoryCheckpoints()
+        self.metrics.checkpoints = self.checkpoints
         self.owner = owner_label()
         self._inherited: dict[str, Checkpoint] = {}  # checkpoints of calls a previous owner left
 
