@@ -194,8 +194,9 @@ def _outcomes(step: StepBase) -> list[tuple[str, list[StepBase]]]:
     if kind == "gather":
         return [("match", a.on_match), ("no input", a.on_no_input), ("no match", a.on_no_match)]
     if kind == "transfer":
+        registered = [] if a.on_not_registered is None else [("not registered", a.on_not_registered)]
         return [("answered", a.on_answered), ("busy", a.on_busy),
-                ("no answer", a.on_no_answer), ("failed", a.on_failed)]
+                ("no answer", a.on_no_answer), *registered, ("failed", a.on_failed)]
     if kind == "hours":
         return [("open", a.open), ("closed", a.closed)]
     if kind == "agent":  # the branches written, where a transfer leaves, and "done" for the rest

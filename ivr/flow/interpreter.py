@@ -307,10 +307,13 @@ class _Runner:
         to = self.text(a.to).strip()
         if not to:
             raise FlowError(f"{self.where(step)}: transfer destination {str(a.to)!r} rendered empty")
-        result = await self.call.transfer(to, mode=a.mode, timeout=a.timeout)
+        ringback = a.ringback if a.ringback is not None else self.flow.ringback
+        result = await self.call.transfer(to, mode=a.mode, timeout=a.timeout,
+                                          ringback=ringback if isinstance(ringback, str) else self.prompt(ringback))
         self.last = step_result(result)
         self.store(a.into, self.last)
-        branches = {"answered": a.on_answered, "busy": a.on_busy, "no_answer": a.on_no_answer, "failed": a.on_failed}
+        branches = {"answered": a.on_answered, "busy": a.on_busy, "no_answer": a.on_no_answer, "failed": a.on_failed,
+                    "not_registered": a.on_failed if a.on_not_registered is None else a.on_not_registered}
         chosen = branches.get(result.status, [])
         if result.status == "answered" and not chosen:
             return _Stop("transferred")  # the call has left the IVR

@@ -617,6 +617,10 @@ class GatherStep(StepBase):
     gather: GatherArgs
 
 
+Ringback = Union[Literal["tone", "none"], Prompt]
+"""While a transfer rings: a ringback tone, nothing, or a prompt (hold music) played in a loop."""
+
+
 class TransferArgs(Node):
     """Transfer the caller; branches run on the outcome."""
 
@@ -625,11 +629,15 @@ class TransferArgs(Node):
     to: Text = Field(description="Destination number (a template).")
     mode: Literal["routeto", "transferto", "divert"] = "routeto"
     timeout: Seconds = 20.0
+    ringback: Ringback | None = Field(None, description="What the caller hears while it rings (routeto): "
+                                      "tone, none, or a prompt played in a loop; default: the flow's `ringback`.")
     into: VarName | None = None
     on_answered: Steps = Field(default_factory=list)
     on_busy: Steps = Field(default_factory=list)
     on_no_answer: Steps = Field(default_factory=list)
-    on_failed: Steps = Field(default_factory=list)
+    on_not_registered: Steps | None = Field(None, description="The destination has no registered phone; "
+                                            "default: on_failed runs.")
+    on_failed: Steps = Field(default_factory=list, description="Any other failure, the PBX's own included.")
 
     @classmethod
     def normalize(cls, data: Any) -> Any:
@@ -1018,6 +1026,8 @@ class Flow(Node):
     steps: Steps = Field(min_length=1, description="The steps, run in order.")
     on_error: Steps = Field(default_factory=list, description="Runs when a step fails.")
     on_hangup: Steps = Field(default_factory=list, description="Runs after the caller hangs up (no audio).")
+    ringback: Ringback = Field("tone", description="What callers hear while a transfer rings (a step's own "
+                               "`ringback` wins): tone, none, or a prompt played in a loop.")
 
     _path: Path | None = PrivateAttr(None)
     _index: dict[str, StepAddress] | None = PrivateAttr(None)
