@@ -137,8 +137,11 @@ class FlowHarness:
         no_answer_timeout: float = 20.0,
         params: dict[str, Any] | None = None,
         tracing: TracingSettings | None = None,
+        emulator_options: dict[str, Any] | None = None,
     ) -> None:
         self.flow = Path(flow)
+        # more EmulatorConfig fields (e.g. transfer_answer="dialing"), validated like the config
+        self.emulator_options = dict(emulator_options or {})
         self.tracing = tracing  # the worker's tracing settings (default: off)
         self.params = dict(params or {})
         self.extensions = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
@@ -176,6 +179,7 @@ class FlowHarness:
                 extensions=self.extensions,
                 ring_seconds=self.ring_seconds,
                 no_answer_timeout=self.no_answer_timeout,
+                **self.emulator_options,
             )
         )
         await self.emulator.start(host="127.0.0.1", port=0)

@@ -87,7 +87,11 @@ async def test_the_caller_hanging_up_while_it_rings_answers_the_waiting_request(
         await asyncio.sleep(0.2)
         assert not routing.done()
         await emu.hangup(callid)
+        _, ringing = await w.get("/callcontrol/102/participants")
+        assert [leg["callid"] for leg in ringing] == [callid]  # the phone is cancelled a moment later
         status, res = await asyncio.wait_for(routing, 2)
+        await asyncio.sleep(0.15)
+        assert (await w.get("/callcontrol/102/participants"))[1] == []
         assert status == 400 and (res["finalstatus"], res["reason"]) == ("Failed", "NotSpecified")
         assert emu.call_info(callid)["state"] == "ended"
 

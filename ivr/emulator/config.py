@@ -59,6 +59,10 @@ class EmulatorConfig(BaseModel):
     (``error``), or with HTTP 200 and ``finalstatus: Failed`` (``failed``)."""
     transfer_error_status: int = Field(default=400, ge=400, le=599)
     """The HTTP status of a failed delivery when ``transfer_failure`` is ``error``."""
+    cancel_delay: float = Field(default=0.1, ge=0, le=10)
+    """When the caller hangs up while an offer rings, the destination's ringing leg is removed
+    this much later (the PBX cancels the ringing phone after the caller's hang-up), so a client
+    sees its own leg go first while the destination still rings."""
     host_address: str = "127.0.0.1:5483"
     """The ``host:port`` written into SIP device ids."""
 

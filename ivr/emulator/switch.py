@@ -213,8 +213,16 @@ class Pbx:
         if offer and offer.task:
             offer.task.cancel()
         info = offer.origin.info() if offer else None
+        ringing = offer.target if offer and offer.target and by == "caller" else None
         for leg in list(call.legs.values()):
-            self._remove_leg(leg)
+            if leg is not ringing:
+                self._remove_leg(leg)
+        if ringing is not None:  # the phone that rang is cancelled a moment after the caller left
+            delay = self.config.cancel_delay
+            if delay > 0:
+                asyncio.get_running_loop().call_later(delay, self._remove_leg, ringing)
+            else:
+                self._remove_leg(ringing)
         call.state, call.holder, call.held = "ended", None, False
         call.ended_at = self.now()
         self.log(call, "dropped", by=by)
