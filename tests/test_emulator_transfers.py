@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import numpy as np
 import websockets
+from test_emulator import Events, ev, make_wire, open_events, tone
 
 from ivr.emulator.cli import build_parser, config_from_args
-from test_emulator import Events, ev, make_wire, open_events, tone
 
 
 async def test_routeto_blocks_until_answered_and_a_later_drop_keeps_the_call(emulator_factory: Any) -> None:

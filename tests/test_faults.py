@@ -37,7 +37,8 @@ from helpers import write_tone
 SECRET = "fault-secret"
 N_CALLS = 100
 OUTCOMES = {
-    Outcome.TRANSFERRED, Outcome.CALLER_HANGUP, Outcome.IVR_HANGUP, Outcome.OVERFLOW, Outcome.ERROR, Outcome.DRAINED,
+    Outcome.TRANSFERRED, Outcome.CALLER_HANGUP, Outcome.IVR_HANGUP, Outcome.PBX_ERROR, Outcome.OVERFLOW, Outcome.ERROR,
+    Outcome.DRAINED,
 }
 EXTENSIONS = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import write_tone
 
 from ivr.call.record import CallRecord, Outcome
 from ivr.simulate import FlowHarness, until_listening
 from ivr.testing.clock import run
-from helpers import write_tone
 
 SHAPES: dict[str, dict[str, Any]] = {
     "blocking": {},

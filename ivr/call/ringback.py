@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -48,12 +48,12 @@ class Ringback:
         self._cut = cut
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Ringback:
+    async def __aenter__(self) -> Self:
         if self._play_once is not None:
             self._task = asyncio.ensure_future(self._loop())
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         task, self._task = self._task, None
         if task is None:
             return
@@ -74,5 +74,5 @@ class Ringback:
             raise
         except CallHangup:
             return
-        except Exception as exc:  # the hold audio failed (TTS down): the transfer goes on in silence
+        except Exception as exc:  # noqa: BLE001 - the hold audio failed (TTS down): the transfer goes on in silence
             log.warning("ringback stopped: %s", exc)

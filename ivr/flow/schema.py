@@ -617,7 +617,7 @@ class GatherStep(StepBase):
     gather: GatherArgs
 
 
-Ringback = Union[Literal["tone", "none"], Prompt]
+Ringback = Literal["tone", "none"] | Prompt
 """While a transfer rings: a ringback tone, nothing, or a prompt (hold music) played in a loop."""
 
 

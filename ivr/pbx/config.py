@@ -24,12 +24,12 @@ class PbxConfig(BaseModel):
     verify_tls: bool | str = True
     request_timeout: float = Field(10.0, gt=0, description="seconds for one REST request")
     transfer_margin: float = Field(
-        15.0, gt=0,
+        default=15.0, gt=0,
         description="routeto/divert/transferto may answer only when the destination answered or failed: their "
         "time limit is the route's own timeout plus this margin (and never below request_timeout)",
     )
     transfer_default_ring: float = Field(
-        60.0, gt=0, description="the ring time assumed for a routeto/divert/transferto sent without a timeout (s)"
+        default=60.0, gt=0, description="the ring time assumed for a routeto/divert/transferto sent without a timeout (s)"
     )
     # 80 ms in batches of 40 ms: each send leaves 40 ms of slack at the PBX, as 60 ms in frames of
     # 20 ms did, with half the sends (the worker's CPU: -20%); barge-in takes up to 20 ms longer.
