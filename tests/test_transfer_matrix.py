@@ -68,8 +68,10 @@ async def _one_call(flow: Path, shape: str, result: str) -> tuple[CallRecord, di
         assert h.emulator is not None
         callid, call = await h.place_call("+4930111")
         assert await until_listening(call, 10)
-        while len({e.get("direction") for e in h.emulator.call_info(callid)["log"] if e["event"] == "stream_opened"}) < 2:
-            await asyncio.sleep(0.05)  # both audio streams are up: the next request is the routeto
+        for _ in range(200):  # both audio streams are up: the next request is the routeto
+            if len({e.get("direction") for e in h.emulator.call_info(callid)["log"] if e["event"] == "stream_opened"}) == 2:
+                break
+            await asyncio.sleep(0.05)
         if result == "pbx_503":  # a burst longer than the client's retries (4 after the first)
             await h.emulator.inject_fault({"fail_next": {"count": 5, "status": 503}})
         elif result == "pbx_422":  # refused outright: not retried
@@ -211,3 +213,38 @@ def test_the_caller_hears_ringback_while_it_rings(tmp_path: Path, flow_ringback:
         assert (ringback, _tone_level(ring, 700) > 50) == (expect == "tone", expect == "hold")
     after = heard[int((answered + 0.3) * 8000):]
     assert len(after) == 0 or np.abs(after).max() < 100  # nothing of ours once 101 answered
+
+
+def test_a_pbx_failure_outside_a_transfer_is_pbx_error_too(tmp_path: Path) -> None:
+    """attach_data refused with a 500 (a POST: not retried): the flow's on_error runs and hangs
+    up; the record and the metrics say pbx_error, not ivr_hangup."""
+    write_tone(tmp_path / "hello.wav", 0.3)
+    path = tmp_path / "attach.yaml"
+    path.write_text(textwrap.dedent("""
+        on_error: [hangup]
+        steps:
+          - answer
+          - play: hello.wav
+          - pause: 2
+          - attach_data: {case: "42"}
+          - hangup
+    """))
+
+    async def body() -> tuple[CallRecord, dict[str, Any], str]:
+        async with FlowHarness(path) as h:
+            assert h.emulator is not None
+            callid, call = await h.place_call("+4930111")
+            for _ in range(200):
+                if len({e.get("direction") for e in h.emulator.call_info(callid)["log"]
+                        if e["event"] == "stream_opened"}) == 2:
+                    break
+                await asyncio.sleep(0.005)  # answered, both streams up: the next request is attach_data
+            await h.emulator.inject_fault({"fail_next": {"count": 1, "status": 500}})
+            record = await asyncio.wait_for(h.record_of(call), 30)
+            return record, h.emulator.call_info(callid), h.worker.metrics.render().decode()
+
+    record, info, metrics = run(body())
+    assert record.outcome == Outcome.PBX_ERROR and "HTTP 500" not in record.outcome_detail
+    assert record.outcome_detail.startswith("attach_data: 500"), record.outcome_detail
+    assert info["attached_data"] == {} and [e["by"] for e in info["log"] if e["event"] == "dropped"] == ["api:800"]
+    assert 'ivr_calls_total{outcome="pbx_error"} 1.0' in metrics

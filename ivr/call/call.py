@@ -95,7 +95,7 @@ class Call:
         self.log = logging.LoggerAdapter(log, {"call_id": self.call_id})
         self._ended = asyncio.Event()
         self._transfer_pending = False
-        # Why the last transfer failed, when the PBX caused it (5xx, refused): the call's
+        # Why the last PBX action failed, when the PBX caused it (5xx, refused): the call's
         # outcome is then pbx_error, not ivr_hangup, if the flow hangs up after it.
         self.pbx_failure: str | None = None
         # Set while a gather or menu waits for the caller's keys (the simulator presses then).
@@ -221,7 +221,13 @@ class Call:
         """Store key/value data on the leg (3CX shows it to the agent who takes the call)."""
         self._check()
         clean = {str(k): str(v) for k, v in data.items()}
-        await self.pbx.rest.attach_participant_data(self.route_point, self.participant_id, clean)
+        try:
+            await self.pbx.rest.attach_participant_data(self.route_point, self.participant_id, clean)
+        except NotFoundError:
+            raise
+        except PbxError as exc:
+            self.pbx_failure = f"attach_data: {exc.status or 'no answer'}: {exc.message}"
+            raise
 
     @flow_action
     async def sleep(self, seconds: float) -> None:
