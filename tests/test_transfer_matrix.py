@@ -248,3 +248,48 @@ def test_a_pbx_failure_outside_a_transfer_is_pbx_error_too(tmp_path: Path) -> No
     assert record.outcome_detail.startswith("attach_data: 500"), record.outcome_detail
     assert info["attached_data"] == {} and [e["by"] for e in info["log"] if e["event"] == "dropped"] == ["api:800"]
     assert 'ivr_calls_total{outcome="pbx_error"} 1.0' in metrics
+
+
+MODE_FLOW = """
+    steps:
+      - {answer_first}
+      - transfer:
+          to: "{dest}"
+          mode: {mode}
+          timeout: 5
+          on_no_answer: [answer, {{play: sorry.wav}}, hangup]
+"""
+
+
+@pytest.mark.parametrize("shape", ["blocking", "dialing"])
+@pytest.mark.parametrize("mode, result", [("transferto", "answered"), ("transferto", "no_answer"),
+                                          ("divert", "answered"), ("divert", "no_answer")])
+def test_transferto_and_divert_through_the_worker(tmp_path: Path, shape: str, mode: str, result: str) -> None:
+    write_tone(tmp_path / "sorry.wav", 0.2, freq=300)
+    write_tone(tmp_path / "hello.wav", 0.2)
+    dest = "101" if result == "answered" else "103"
+    path = tmp_path / "mode.yaml"  # divert works on a ringing call: the flow does not answer first
+    path.write_text(textwrap.dedent(MODE_FLOW.format(
+        mode=mode, dest=dest, answer_first="answer" if mode == "transferto" else "{log: ringing}")))
+    options = {**SHAPES[shape], "inbound_status": "Ringing" if mode == "divert" else "Connected"}
+
+    async def body() -> tuple[CallRecord, dict[str, Any]]:
+        async with FlowHarness(path, extensions=EXTENSIONS, ring_seconds=1, emulator_options=options) as h:
+            assert h.emulator is not None
+            callid, call = await h.place_call("+4930111")
+            record = await asyncio.wait_for(h.record_of(call), 30)
+            await asyncio.sleep(0.2)
+            return record, h.emulator.call_info(callid)
+
+    record, info = run(body())
+    past = {"transferto": "transferred", "divert": "diverted"}[mode]
+    logged = [(e["destination"], e["result"]) for e in info["log"] if e["event"] == past]
+    step = _transfer_step(record)
+    assert logged == [(dest, result)], (info["log"], record.to_dict())
+    assert step is not None and step["status"] == result
+    if result == "answered":
+        assert record.outcome == Outcome.TRANSFERRED and info["location"] == "101" and info["state"] == "connected"
+    else:  # back with the IVR: answered (divert) or resumed (transferto), the flow goes on
+        assert record.outcome == Outcome.IVR_HANGUP and record.prompts[-1].endswith("sorry.wav")
+        assert [e["by"] for e in info["log"] if e["event"] == "dropped"] == ["api:800"]
+        assert info["held"] is False
