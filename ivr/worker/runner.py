@@ -93,6 +93,7 @@ class Worker:
             outbound_lead_ms=p.outbound_lead_ms,
             outbound_batch_frames=p.outbound_batch_frames,
             inbound_block_ms=p.inbound_block_ms,
+            transfer_margin=p.transfer_margin,
             outbound_tick_ms=p.outbound_tick_ms,
         )
 
