@@ -293,3 +293,37 @@ def test_transferto_and_divert_through_the_worker(tmp_path: Path, shape: str, mo
         assert record.outcome == Outcome.IVR_HANGUP and record.prompts[-1].endswith("sorry.wav")
         assert [e["by"] for e in info["log"] if e["event"] == "dropped"] == ["api:800"]
         assert info["held"] is False
+
+
+def test_a_ring_longer_than_the_request_timeout_is_still_answered(flow: Path) -> None:
+    """The PBX answers routeto when the destination answers: after 15 s here, past the client's
+    10 s request timeout. The routeto's own limit is the transfer's timeout plus the margin."""
+    long_ring = flow.parent / "long_ring.yaml"
+    long_ring.write_text(textwrap.dedent("""
+        steps:
+          - answer
+          - transfer: {to: "101", timeout: 20}
+    """))
+
+    async def body() -> tuple[CallRecord, dict[str, Any], float]:
+        async with FlowHarness(long_ring, ring_seconds=15) as h:
+            assert h.emulator is not None
+            assert h.worker.pbx_config().request_timeout == 10
+            assert h.worker.pbx.rest.offer_time_limit(20) == 35 and h.worker.pbx.rest.offer_time_limit(None) == 75
+            callid, call = await h.place_call("+4930111")
+            record = await asyncio.wait_for(h.record_of(call), 60)
+            return record, h.emulator.call_info(callid), record.duration
+
+    record, info, duration = run(body())
+    assert record.outcome == Outcome.TRANSFERRED and _routed(info) == [("101", "answered")], record.to_dict()
+    assert duration > 15
+
+
+def test_the_transfer_margin_is_a_worker_setting(tmp_path: Path) -> None:
+    from ivr.config import PbxSettings, Route, WorkerConfig
+    from ivr.worker.runner import Worker
+
+    config = WorkerConfig(pbx=PbxSettings(url="http://127.0.0.1:1", client_id="900", client_secret="s",
+                                          transfer_margin=5),
+                          routes=[Route(route_point="800", flow=str(tmp_path / "f.yaml"))], records=None)
+    assert Worker(config).pbx_config().transfer_margin == 5
