@@ -316,7 +316,7 @@ def test_a_ring_longer_than_the_request_timeout_is_still_answered(flow: Path) ->
 
     record, info, duration = run(body())
     assert record.outcome == Outcome.TRANSFERRED and _routed(info) == [("101", "answered")], record.to_dict()
-    assert duration > 15
+    assert duration >= 15  # it rang 15 s (rounded to ms)
 
 
 def test_the_transfer_margin_is_a_worker_setting(tmp_path: Path) -> None:
