@@ -457,6 +457,6 @@ class OfferFailed(ApiError):
         super().__init__(status, str(response.reasontext or response.reason))
         self.response = response
 
-    def body(self) -> dict[str, Any]:  # type: ignore[override]
+    def body(self) -> dict[str, Any]:
         return self.response.model_dump(mode="json")
 
