@@ -327,3 +327,25 @@ def test_the_transfer_margin_is_a_worker_setting(tmp_path: Path) -> None:
                                           transfer_margin=5),
                           routes=[Route(route_point="800", flow=str(tmp_path / "f.yaml"))], records=None)
     assert Worker(config).pbx_config().transfer_margin == 5
+
+
+def test_not_registered_without_its_own_branch_runs_on_failed(tmp_path: Path) -> None:
+    write_tone(tmp_path / "sorry.wav", 0.2, freq=300)
+    write_tone(tmp_path / "after.wav", 0.2, freq=500)
+    path = tmp_path / "nr.yaml"
+    path.write_text(textwrap.dedent("""
+        steps:
+          - answer
+          - transfer: {to: "104", on_failed: [{play: sorry.wav}, hangup]}
+          - play: after.wav
+    """))
+
+    async def body() -> CallRecord:
+        async with FlowHarness(path, extensions=EXTENSIONS) as h:
+            _, call = await h.place_call("+4930111")
+            return await asyncio.wait_for(h.record_of(call), 30)
+
+    record = run(body())
+    assert _transfer_step(record) == {"status": "not_registered", "reason": "PhoneNotRegistered",
+                                      "destination": "104", "pbx_error": False}
+    assert [Path(p).name for p in record.prompts] == ["sorry.wav"] and record.outcome == Outcome.IVR_HANGUP
