@@ -20,6 +20,7 @@ class Outcome:
     TRANSFERRED = "transferred"  # handed to another destination by transfer/routeto/divert
     CALLER_HANGUP = "caller_hangup"  # the caller left
     IVR_HANGUP = "ivr_hangup"  # the flow hung up (or ran to its end)
+    PBX_ERROR = "pbx_error"  # the PBX failed or refused an action (a transfer), and the IVR ended the call
     OVERFLOW = "overflow"  # the worker could not take the call and sent it to the overflow
     ERROR = "error"  # the flow failed and no handler could place the call
     FALLBACK = "fallback"  # the flow failed; the worker sent the caller to the overflow destination
