@@ -217,7 +217,7 @@ async def main() -> int:
         print("bench_takeover: redis-server is missing (apt-get install redis-server)", file=sys.stderr)
         return 2
     print(machine_info())
-    for mode in args.modes.split(","):
+    for mode in [m for m in args.modes.split(",") if m in ("kill", "handover")]:
         with tempfile.TemporaryDirectory() as tmp:
             gaps = await takeover_gaps(Path(tmp), args.calls, mode)
         print(f"takeover ({mode}, {args.calls} calls, lease_ttl 1 s): silence heard "
