@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from .app import Emulator
 from .config import EmulatorConfig, parse_extensions
+from .xapi import PbxDescription, PbxDescriptionError, load_description
 
 
 def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
@@ -23,9 +24,12 @@ def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
     p.add_argument("--client-secret", default=None,
                    help="default: $IVR_EMULATOR_SECRET, else 'secret'")
     p.add_argument("--route-point", default="800")
-    p.add_argument("--extensions", default="100-105", help="ranges and lists, e.g. 100-105,200")
+    p.add_argument("--extensions", default=None, help="ranges and lists, e.g. 100-105,200 (default 100-105)")
+    p.add_argument("--pbx-config", metavar="YAML",
+                   help="the PBX description: users (the extensions), departments, hours, queues (docs/pbx-config.md)")
     p.add_argument("--busy", default="", help="extensions that answer busy, e.g. 104")
     p.add_argument("--no-answer", default="", help="extensions that never answer, e.g. 105")
+    p.add_argument("--not-registered", default="", help="extensions with no registered device, e.g. 103")
     p.add_argument("--ring-seconds", type=float, default=0.5)
     p.add_argument("--no-answer-timeout", type=float, default=20)
     p.add_argument("--token-lifetime", type=float, default=3600)
@@ -33,16 +37,39 @@ def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
                    help="a new token does not revoke the previous one")
     p.add_argument("--inbound-status", choices=("Connected", "Ringing"), default="Connected")
     p.add_argument("--repeat-upserts", action="store_true", help="repeat Upserts every 750 ms")
+    p.add_argument("--transfer-answer", choices=("blocking", "dialing"), default="blocking",
+                   help="routeto/divert/transferto answer once delivered or failed (blocking, as 3CX "
+                   "documents it) or at once with 200 Dialing (dialing)")
+    p.add_argument("--transfer-failure", choices=("error", "failed"), default="error",
+                   help="a failed delivery is an HTTP error status (error) or 200 finalstatus Failed (failed)")
+    p.add_argument("--transfer-error-status", type=int, default=400, metavar="STATUS",
+                   help="the HTTP status of a failed delivery with --transfer-failure error (400-599)")
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS/WSS with this certificate (chain) file")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (if not in --tls-cert)")
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+def description_from_args(args: argparse.Namespace) -> PbxDescription | None:
+    """The ``--pbx-config`` file, read and checked; ValueError with one line if unusable."""
+    if getattr(args, "pbx_config", None) is None:
+        return None
+    if args.extensions is not None:
+        raise ValueError("--extensions and --pbx-config: the description's users are the extensions; give one")
+    try:
+        return load_description(args.pbx_config)
+    except PbxDescriptionError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def config_from_args(args: argparse.Namespace, pbx: PbxDescription | None = None) -> EmulatorConfig:
     """Build the config; raises ValueError with a one-line message on bad input."""
     secret = args.client_secret or os.environ.get("IVR_EMULATOR_SECRET") or "secret"
-    extensions = {dn: "answer" for dn in parse_extensions(args.extensions)}
-    for flag, behaviour in ((args.busy, "busy"), (args.no_answer, "no_answer")):
+    if pbx is not None:
+        extensions = dict(pbx.extensions())
+    else:
+        extensions = {dn: "answer" for dn in parse_extensions(args.extensions or "100-105")}
+    for flag, behaviour in ((args.busy, "busy"), (args.no_answer, "no_answer"),
+                            (args.not_registered, "not_registered")):
         if flag:
             for dn in parse_extensions(flag):
                 if dn not in extensions:
@@ -60,6 +87,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             revoke_previous_tokens=not args.keep_previous_tokens,
             inbound_status=args.inbound_status,
             repeat_upserts=args.repeat_upserts,
+            transfer_answer=args.transfer_answer,
+            transfer_failure=args.transfer_failure,
+            transfer_error_status=args.transfer_error_status,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -81,8 +111,9 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     return ctx
 
 
-async def _serve(cfg: EmulatorConfig, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
-    emu = Emulator(cfg)
+async def _serve(cfg: EmulatorConfig, host: str, port: int, tls: ssl.SSLContext | None = None,
+                 pbx: PbxDescription | None = None) -> None:
+    emu = Emulator(cfg, pbx=pbx)
     await emu.start(host, port, ssl_context=tls)
     exts = ",".join(cfg.extensions)
     print(f"3CX emulator listening on {emu.url} (client_id {cfg.client_id}, route point {cfg.route_point}, "
@@ -104,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: parse ``argv`` (without the program name), serve until Ctrl-C; exit code."""
     args = build_parser().parse_args(argv)
     try:
-        cfg = config_from_args(args)
+        pbx = description_from_args(args)
+        cfg = config_from_args(args, pbx)
         tls = tls_context(args.tls_cert, args.tls_key)
     except ValueError as exc:
         print(f"ivr emulator: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(cfg, args.host, args.port, tls))
+        asyncio.run(_serve(cfg, args.host, args.port, tls, pbx))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -11,18 +11,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# One prompt lookup for every flow (YAML, Python) and for validate: ivr.audio.prompts.
+from ivr.audio.prompts import find_prompt
+from ivr.audio.prompts import prompt_search_path as audio_search_path
+
 from .diagnostics import Diagnostic, Severity
 from .schema import (
     RESERVED_NAMES,
+    STEP_TYPES,
     AgentHttpTool,
     AgentToolsArgs,
     Flow,
     GotoStep,
-    HangupStep,
     Node,
     PlayArgs,
     Prompt,
-    ReturnStep,
     SetStep,
     StepBase,
     SubflowStep,
@@ -33,35 +36,15 @@ from .templates import Condition, Template
 
 __all__ = ["AUDIO_STEPS", "audio_search_path", "check_flow", "resolve_audio", "walk_nodes"]
 
-#: Steps that need the caller's audio; skipped in ``on_hangup``.
-AUDIO_STEPS = frozenset({"answer", "play", "say", "menu", "gather", "record", "voicemail",
-                         "transfer", "pause", "hangup", "attach_data", "agent"})
+#: Steps that need the caller's audio (each step model says so: ``StepBase.audio``).
+AUDIO_STEPS = frozenset(kind for kind, cls in STEP_TYPES.items() if cls.audio)
 _JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace",
                             "true", "false", "none", "True", "False", "None"})
-_TERMINAL = (GotoStep, HangupStep, ReturnStep)
-
-
-def audio_search_path(folder: Path) -> list[Path]:
-    """Folders a relative audio path is looked up in: the flow's folder, then the nearest
-    ``audio/`` folders walking up from it, then ``./audio``."""
-    folder = folder.resolve()
-    dirs = [folder, *(p / "audio" for p in (folder, *folder.parents))]
-    cwd_audio = Path.cwd() / "audio"
-    if cwd_audio not in dirs:
-        dirs.append(cwd_audio)
-    return dirs
 
 
 def resolve_audio(name: str | Path, folder: Path) -> Path | None:
     """The audio file ``name`` refers to (absolute paths as they are), or None."""
-    path = Path(name)
-    if path.is_absolute():
-        return path if path.is_file() else None
-    for base in audio_search_path(folder):
-        candidate = base / path
-        if candidate.is_file():
-            return candidate
-    return None
+    return find_prompt(name, audio_search_path(folder))
 
 
 def walk_nodes(obj: Any, src: Any, parent: Any = None, key: Any = None) -> Iterator[tuple[Any, Any, Any, Any]]:
@@ -114,7 +97,7 @@ class _Checker:
             if self.check_files:
                 self._files(node, src)
         for step in self.flow.on_hangup:
-            if step.kind in AUDIO_STEPS:
+            if step.audio:
                 self.add(root.at("on_hangup", self.flow.on_hangup.index(step)), "warning",
                          f"{step.kind!r} is skipped in on_hangup: the caller is gone")
         return self.out
@@ -143,7 +126,7 @@ class _Checker:
                 self.add(step_src, "warning",
                          f"unreachable step: it follows the {dead_after[0]} on line {dead_after[1]} and has no id")
                 warned = True  # one warning per dead run
-            if dead_after is None and isinstance(step, _TERMINAL) and step.when is None:
+            if dead_after is None and step.ends_list and step.when is None:
                 dead_after = (step.kind, step_src.line)
 
     def _known_names(self, nodes: list[tuple[Any, Any, Any, Any]]) -> set[str]:

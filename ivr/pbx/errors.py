@@ -22,6 +22,9 @@ class PbxError(Exception):
         self.message = message
         self.method = method
         self.url = url
+        # The decoded JSON body of an error answer (None if none): a failed routeto carries
+        # the usual CallControlResultResponse here, with the PBX's reason (PhoneBusy, ...).
+        self.body: Any = None
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -107,6 +110,8 @@ def message_from_body(body: bytes | str, reason: str = "") -> str:
         data: Any = json.loads(text)
     except ValueError:
         data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        data = data["error"]  # OData (the Configuration API): {"error": {"code", "message"}}
     if isinstance(data, dict):
         for key in ("error_description", "message", "detail", "title", "reasontext", "error"):
             value = data.get(key)
