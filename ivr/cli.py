@@ -107,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     _logging_args(p)
     p.set_defaults(func=_cmd_dial)
 
-    from ivr.campaign.cli import add_parser as add_campaign_parser
-    from ivr.campaign.cli import main as campaign_main
+    from ivr.worker.campaign_cli import add_parser as add_campaign_parser
+    from ivr.worker.campaign_cli import main as campaign_main
 
     add_campaign_parser(sub)
     sub.choices["campaign"].set_defaults(func=campaign_main)

@@ -23,11 +23,11 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
-from .contacts import ContactListError
-from .manager import CampaignSpec, build_runner
-from .results import CampaignFileError
-from .runner import CampaignRunner
-from .window import WindowError
+from ivr.campaign.contacts import ContactListError
+from ivr.campaign.manager import CampaignSpec, build_runner
+from ivr.campaign.results import CampaignFileError
+from ivr.campaign.runner import CampaignRunner
+from ivr.campaign.window import WindowError
 
 
 class CampaignCliError(Exception):
@@ -157,7 +157,8 @@ async def through_owner(endpoint: Any, spec: CampaignSpec) -> dict[str, int]:
         return dict(status["counts"])
 
 
-async def _call(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+async def _call(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> Any:
+    """The JSON answer of one control API request; a one-line CampaignCliError otherwise."""
     try:
         async with session.request(method, url, **kwargs) as resp:
             text = await resp.text()
@@ -169,8 +170,9 @@ async def _call(session: aiohttp.ClientSession, method: str, url: str, **kwargs:
     except ValueError:
         data = {"error": text[:200]}
     if status >= 400:
-        raise CampaignCliError(f"the worker said (HTTP {status}): {data.get('error', text[:200])}")
-    return data  # type: ignore[no-any-return]
+        error = data.get("error", text[:200]) if isinstance(data, dict) else text[:200]
+        raise CampaignCliError(f"the worker said (HTTP {status}): {error}")
+    return data
 
 
 async def command(args: argparse.Namespace) -> int:
@@ -205,7 +207,7 @@ async def _manage(endpoint: Any, action: str, cid: str | None) -> int:
     async with aiohttp.ClientSession(headers=headers) as session:
         if cid is None:
             statuses = await _call(session, "GET", f"{endpoint.url}/v1/campaigns")
-            ids = [s["id"] for s in statuses]  # type: ignore[attr-defined,index]
+            ids = [s["id"] for s in statuses]
         else:
             ids = [cid]
         for one in ids:
