@@ -85,8 +85,8 @@ async def callee(emu: Emulator, stop: asyncio.Event, pressed: list[str]) -> None
         await asyncio.sleep(0.1)
 
 
-async def scenario(tmp_path: Path) -> tuple[dict[str, int], Worker, Emulator, list[str], list[dict]]:
-    (tmp_path / "reminder.yaml").write_text(REMINDER)
+async def scenario(tmp_path: Path, flow: str = REMINDER) -> tuple[dict[str, int], Worker, Emulator, list[str], list[dict]]:
+    (tmp_path / "reminder.yaml").write_text(flow)
     (tmp_path / "inbound.yaml").write_text(INBOUND)
     (tmp_path / "list.csv").write_text(
         "number,name,appointment\n101,Anna,Tuesday 10:00\n102,Bob,Wednesday\n103,Carla,Thursday\n"
@@ -149,3 +149,12 @@ def test_a_reminder_campaign_against_the_emulator(tmp_path):
     assert amd["result"] == "machine" and amd["greeting_end"] == "beep", amd
     # The inbound caller in the middle was served by its own flow.
     assert len(inbound) == 1 and inbound[0]["outcome"] == "transferred"
+
+
+def test_the_shipped_reminder_example_confirms_and_leaves_messages(tmp_path):
+    example = Path(__file__).resolve().parents[1] / "examples" / "reminder" / "reminder.yaml"
+    counts, _worker, _emu, pressed, _inbound = run_virtual(scenario(tmp_path, example.read_text()))
+    rows = {r["number"]: r for r in csv.DictReader((tmp_path / "out.csv").open())}
+    assert counts["done"] == 5 and pressed
+    assert rows["101"]["result"] == "answered" and rows["101"]["confirmed"] == "yes"
+    assert rows["105"]["result"] == "machine" and '"confirmed":"message left"' in rows["105"]["flow_variables"]
