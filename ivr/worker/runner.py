@@ -12,27 +12,33 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 from threadpoolctl import threadpool_limits
 
 from ivr.call import Call, CallError, CallHangup
+from ivr.call.media import CallMedia, MediaSettings
+from ivr.call.record import CallRecord, CallRecordWriter, Outcome
 from ivr.call.results import failure_status
 from ivr.cluster.checkpoints import Checkpoint, CheckpointStore, MemoryCheckpoints
 from ivr.cluster.lease import LeaseStoreError, owner_label
+from ivr.config import WorkerConfig
 from ivr.flow import FlowLoadError
 from ivr.flow.interpreter import PositionObserver, YamlFlow
 from ivr.flow.position import FlowPosition, plain
-from ivr.call.media import CallMedia, MediaSettings
-from ivr.call.record import CallRecord, CallRecordWriter, Outcome
-from ivr.config import WorkerConfig
 from ivr.pbx import PbxClient, PbxConfig
-from ivr.speech.services import SpeechServices
 from ivr.pbx.errors import PbxError
-from ivr.pbx.events import DtmfReceived, ParticipantRemoved, ParticipantUpdated, Resynced
+from ivr.pbx.events import (
+    DtmfReceived,
+    ParticipantRemoved,
+    ParticipantUpdated,
+    Resynced,
+)
 from ivr.pbx.models import ParticipantInfo, ParticipantStatus
 from ivr.pbx.outbound import slack_ms
 from ivr.pbx.xapi import XapiCache, XapiClient
+from ivr.speech.services import SpeechServices
 from ivr.worker.gcpacing import PacedCollector
 from ivr.worker.library import FlowLibrary
 from ivr.worker.logs import current_call_id
@@ -315,7 +321,10 @@ class Worker:
         else:
             task = asyncio.create_task(self._run_call(participant), name=f"call-{participant.callid}")
         self._tasks[key] = task
-        task.add_done_callback(lambda _t, key=key: self._tasks.pop(key, None))
+        task.add_done_callback(partial(self._task_done, key))
+
+    def _task_done(self, key: tuple[str, int], _task: asyncio.Task[None]) -> None:
+        self._tasks.pop(key, None)
 
     # --- outbound ---------------------------------------------------------------------------
 
