@@ -363,42 +363,34 @@ class _Runner:
         self.store(a.into, returned)
 
     async def do_http(self, step: StepBase, a: Any) -> _Branch | None:
-        import aiohttp
+        from .httpclient import HttpFailure, fetch
+        from .urls import host_of, render_url
 
-        url = self.text(a.url)
+        url = render_url(a.url, self.context())  # values percent-encoded unless | raw_url
         headers = {k: self.text(v) for k, v in a.headers.items()}
         query = {k: str(v) for k, v in self.value(a.query).items()}
-        kwargs: dict[str, Any] = {"headers": headers, "params": query or None}
-        if a.json_ is not None:
-            kwargs["json"] = self.value(a.json_)
-        elif a.body is not None:
-            kwargs["data"] = self.text(a.body).encode()
+        json_body = self.value(a.json_) if a.json_ is not None else None
+        data = self.text(a.body).encode() if a.json_ is None and a.body is not None else None
         result: dict[str, Any]
         try:
-            timeout = aiohttp.ClientTimeout(total=a.timeout)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.request(a.method, url, **kwargs) as resp:
-                    raw = await resp.content.read(MAX_HTTP_BODY)
-                    text = raw.decode(resp.charset or "utf-8", errors="replace")
-                    result = {"status": resp.status, "ok": resp.status < 400, "text": text,
-                              "json": None, "body": text, "error": None}
-                    if "json" in (resp.content_type or ""):
-                        try:
-                            result["json"] = result["body"] = json.loads(text)
-                        except ValueError:
-                            pass
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            # the URL may carry secrets in its query: name only the host
-            host = _host(url)
-            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
-            result = {"status": 0, "ok": False, "text": "", "json": None, "body": None, "error": f"{host}: {reason}"}
+            answer = await fetch(a.method, url, headers=headers, params=query or None, json=json_body, data=data,
+                                 timeout=a.timeout, max_body=MAX_HTTP_BODY)
+            result = {"status": answer.status, "ok": answer.status < 400, "text": answer.text,
+                      "json": None, "body": answer.text, "error": None}
+            if "json" in answer.content_type:
+                try:
+                    result["json"] = result["body"] = json.loads(answer.text)
+                except ValueError:
+                    pass
+        except HttpFailure as exc:  # names only the host: the URL's query may hold secrets
+            result = {"status": 0, "ok": False, "text": "", "json": None, "body": None, "error": str(exc)}
         self.last = result
         self.store(a.into, result)
         if result["ok"]:
             return None
         if a.on_failure:
             return _Branch(a.on_failure)
-        problem = result["error"] or f"HTTP {result['status']} from {_host(url)}"
+        problem = result["error"] or f"HTTP {result['status']} from {host_of(url)}"
         raise FlowError(f"{self.where(step)}: http {a.method} failed: {problem}")
 
     async def do_pause(self, step: StepBase, seconds: float) -> None:
@@ -463,15 +455,6 @@ class _Runner:
         returned = self.value(values) if values else {}
         self.last = returned
         return _Stop("returned", returned)
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).hostname or "?"
-    except ValueError:
-        return "?"
 
 
 def _plain(value: Any) -> Any:
