@@ -24,8 +24,9 @@ from typing import Any
 
 from ivr.call.results import CallHangup, step_result
 
-from .checks import AUDIO_STEPS, resolve_audio, walk_nodes
+from .checks import AUDIO_STEPS, audio_search_path, resolve_audio, walk_nodes
 from .hours import is_open
+from .paths import UnsafePathError, within_any, within_root
 from .schema import Flow, Prompt, StepBase
 from .templates import Template, evaluate, render_value
 
@@ -94,6 +95,7 @@ class _Runner:
         self.error: str | None = None
         self.hung_up_mode = False
         self._lines: dict[int, int] | None = None
+        self._node_lines: dict[int, int] | None = None
 
     # --- context ------------------------------------------------------------------------
 
@@ -144,6 +146,11 @@ class _Runner:
 
     def audio(self, name: Template) -> str:
         text = self.text(name)
+        if isinstance(name, Template) and not name.is_static:  # caller data may be in it
+            try:
+                text = within_any(text, self._audio_roots(), "prompt file")
+            except UnsafePathError as exc:
+                raise FlowError(f"{self._where_node(name)}: {exc}") from None
         found = resolve_audio(text, self.flow.folder)
         return str(found) if found is not None else text
 
@@ -316,9 +323,35 @@ class _Runner:
             return _Stop("transferred")  # the call has left the IVR
         return _Branch(chosen)
 
+    def _audio_roots(self) -> list[Path]:
+        """Where a prompt rendered from a template may come from: the audio folders and the
+        recordings (a flow may play back what it recorded)."""
+        roots = [*audio_search_path(self.flow.folder), *getattr(self.call, "audio_dirs", [])]
+        return [*roots, Path(getattr(self.call, "recordings_dir", "var/recordings"))]
+
+    def _where_node(self, node: Any) -> str:
+        """file:line of a template inside the flow (for errors about its value)."""
+        if self._node_lines is None:
+            self._node_lines = {}
+            if self.flow._src is not None:
+                for item, src, _, _ in walk_nodes(self.flow, self.flow._src):
+                    if isinstance(item, Template):
+                        self._node_lines.setdefault(id(item), src.line)
+        name = self.flow.path.name if self.flow.path else self.flow.name
+        line = self._node_lines.get(id(node), 0)
+        return f"{name}:{line}" if line else name
+
+    def _recording_path(self, step: StepBase, rendered: str) -> str:
+        """A record/voicemail file inside the call's recordings_dir, or a FlowError."""
+        root = getattr(self.call, "recordings_dir", None) or Path("var/recordings")
+        try:
+            return within_root(rendered, root, f"{step.kind} file")
+        except UnsafePathError as exc:
+            raise FlowError(f"{self.where(step)}: {exc}") from None
+
     async def do_record(self, step: StepBase, a: Any) -> None:
         result = await self.call.record(
-            self.text(a.file), max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys,
+            self._recording_path(step, self.text(a.file)), max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys,
             beep=a.beep, mode=a.mode, metadata={k: str(v) for k, v in self.value(a.metadata).items()} or None,
         )
         self.last = step_result(result)
@@ -326,9 +359,9 @@ class _Runner:
 
     async def do_voicemail(self, step: StepBase, a: Any) -> None:
         mailbox = self.text(a.mailbox)
+        path = self._recording_path(step, self.text(a.file, mailbox=mailbox))  # refused before the greeting
         if a.greeting is not None:
             await self.call.play_prompt(self.prompt(a.greeting), barge_in=True)
-        path = self.text(a.file, mailbox=mailbox)
         result = await self.call.record(
             path, max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys, beep=a.beep,
             metadata={"mailbox": mailbox, "kind": "voicemail"},
