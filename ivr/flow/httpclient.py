@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +86,7 @@ async def fetch(method: str, url: str, *, headers: Mapping[str, str] | None = No
             raise HttpFailure(f"{host}: more than {MAX_REDIRECTS} redirects")
     except HttpFailure:
         raise
-    except asyncio.TimeoutError:
+    except TimeoutError:  # asyncio's timeouts are this class
         raise HttpFailure(f"{host}: timed out") from None
     except aiohttp.ClientConnectorError as exc:
         why = exc.os_error.strerror if exc.os_error is not None and exc.os_error.strerror else "refused"

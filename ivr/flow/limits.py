@@ -283,7 +283,7 @@ def slice_filter(value: Any, slices: int, fill_with: Any = None) -> Any:
     return sync_do_slice(value, slices, fill_with)
 
 
-def lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # noqa: A002 - Jinja's names
+def lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # Jinja's names
     from jinja2.utils import generate_lorem_ipsum
 
     check_width(n * max, "lipsum words")

@@ -93,13 +93,13 @@ class _FlowSandbox(ImmutableSandboxedEnvironment):
             return obj[attribute]
         return super().getattr(obj, attribute)
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's signature
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         limits.tick()
-        if isinstance(getattr(__obj, "__self__", None), str) and not isinstance(__obj, type):
-            result = limits.checked_str_call(__obj, args, kwargs)
+        if isinstance(getattr(obj, "__self__", None), str) and not isinstance(obj, type):
+            result = limits.checked_str_call(obj, args, kwargs)
             if result is not NotImplemented:
                 return result
-        return super().call(__context, __obj, *args, **kwargs)
+        return super().call(context, obj, *args, **kwargs)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         # str.format / format_map through a formatter that caps widths and the result's size
@@ -110,11 +110,12 @@ class _FlowSandbox(ImmutableSandboxedEnvironment):
         is_map = value.__name__ == "format_map"
 
         def checked_format(*args: Any, **kwargs: Any) -> str:
-            if is_map:
-                if kwargs or len(args) != 1:
-                    raise TypeError("format_map() takes exactly one argument")
-                args, kwargs = (), args[0]
-            return limits.CheckedFormatter(self.getattr, self.getitem).vformat(fmt, args, kwargs)
+            formatter = limits.CheckedFormatter(self.getattr, self.getitem)
+            if not is_map:
+                return formatter.vformat(fmt, args, kwargs)
+            if kwargs or len(args) != 1:
+                raise TypeError("format_map() takes exactly one argument")
+            return formatter.vformat(fmt, (), args[0])
 
         return checked_format
 

@@ -48,7 +48,7 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: "[REDACTED]" if isinstance(k, str) and _SECRET_NAME.match(k) and value[k] not in (None, "")
+        return {k: "[REDACTED]" if isinstance(k, str) and _SECRET_NAME.match(k) and v not in (None, "")
                 else redact_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact_value(v) for v in value]
