@@ -141,3 +141,17 @@ async def test_a_crlf_in_an_agent_http_tool_header_is_an_error_result(services: 
     assert seen == []  # nothing was sent
     ok = await box.run(ToolCall(id="2", name="lookup", arguments={"id": "a/b"}))
     assert ok.result["status"] == 200 and seen[0][1] == "/orders/a%2Fb"
+
+
+async def test_an_agent_argument_over_the_template_limits_is_an_error_result(services: Any) -> None:
+    from ivr.agent import AgentTools, HttpTool
+    from ivr.agent.tools import ToolBox
+    from ivr.speech.base import ToolCall
+
+    urls, seen = services
+    tools = AgentTools(http=(HttpTool(name="lookup", url=urls["a"] + "/orders/{{ args.id * 3 }}",
+                                      parameters={"id": "string"}),))
+    outcome = await ToolBox(tools, call=None, variables={}).run(
+        ToolCall(id="1", name="lookup", arguments={"id": "x" * 50_000}))
+    assert outcome.result["error"].startswith("lookup: url template") and "repetition" in outcome.result["error"]
+    assert seen == []

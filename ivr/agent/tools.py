@@ -353,11 +353,16 @@ class ToolBox:
         from ivr.flow.httpclient import HttpFailure, fetch
         from ivr.flow.urls import render_url
 
+        from ivr.flow.templates import TemplateError
+
         args = validate_arguments(tool.parameters, raw)
         ctx = {**self.context(), "args": args}
-        url = render_url(tool.url, ctx)  # every value percent-encoded (the flow's http step does the same)
-        headers = {k: self.render(v, ctx) for k, v in tool.headers.items()}
-        json_body = _render_value(tool.json, ctx, self.render) if tool.json is not None else None
+        try:
+            url = render_url(tool.url, ctx)  # every value percent-encoded (the flow's http step does the same)
+            headers = {k: self.render(v, ctx) for k, v in tool.headers.items()}
+            json_body = _render_value(tool.json, ctx, self.render) if tool.json is not None else None
+        except TemplateError as exc:  # e.g. an argument over the template limits: the model hears why
+            return ToolOutcome({"error": f"{tool.name}: {exc}"})
         try:
             answer = await fetch(tool.method, url, headers=headers, json=json_body, timeout=tool.timeout,
                                  max_body=MAX_HTTP_BODY)
