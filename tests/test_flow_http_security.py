@@ -71,13 +71,15 @@ async def test_values_in_an_http_url_are_percent_encoded(tmp_path: Path, service
     steps:
       - http: {{url: "{{{{ params.base | raw_url }}}}/lookup/{{{{ caller.number }}}}?q={{{{ caller.number }}}}"}}
       - http: {{url: "{{{{ params.base | raw_url }}}}/{{{{ params.sub | raw_url }}}}"}}
+      - http: {{url: "{{{{ params.base | raw_url }}}}/grüße?n={{{{ 'ä b&c' }}}}", query: {{k: "x&y"}}}}
       - hangup
     """)
     report = await run(path, caller="../../admin/delete?all=1#")
     assert not report.record.errors
     paths = [p for _, p, _ in seen]
     evil = "..%2F..%2Fadmin%2Fdelete%3Fall%3D1%23"
-    assert paths == [f"/lookup/{evil}?q={evil}", "/v1/items"]  # `| raw_url` keeps a trusted path as it is
+    assert paths[:2] == [f"/lookup/{evil}?q={evil}", "/v1/items"]  # `| raw_url` keeps a trusted path as it is
+    assert paths[2] == "/gr%C3%BC%C3%9Fe?n=%C3%A4%20b%26c&k=x%26y"  # the author's own text and query: encoded
 
 
 async def test_http_errors_name_only_the_host(tmp_path: Path, services: Any,

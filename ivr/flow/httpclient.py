@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from .urls import UrlError, host_of, http_host
 
@@ -24,6 +26,7 @@ MAX_REDIRECTS = 10
 #: Headers that still go along when a redirect leads to another origin.
 SAFE_HEADERS = frozenset({"accept", "accept-language", "content-type", "user-agent"})
 _REDIRECTS = (301, 302, 303, 307, 308)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 class HttpFailure(Exception):
@@ -64,7 +67,9 @@ async def fetch(method: str, url: str, *, headers: Mapping[str, str] | None = No
     body: dict[str, Any] = {"json": json} if json is not None else {"data": data} if data is not None else {}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-            target: Any = URL(url, encoded=True)
+            # as rendered (values are encoded already; decoding %3D etc. again would undo that),
+            # with only non-ASCII text the author wrote percent-encoded as UTF-8
+            target: Any = URL(_NON_ASCII.sub(lambda m: quote(m.group()), url), encoded=True)
             for _ in range(MAX_REDIRECTS + 1):
                 async with session.request(method, target, headers=sent, params=params, allow_redirects=False,
                                            **body) as resp:
