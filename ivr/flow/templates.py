@@ -222,7 +222,8 @@ class Template(str):
             with limits.budget():
                 chunks: list[str] = []
                 size = 0
-                for chunk in self._tmpl.generate(context):
+                tmpl = self._tmpl  # what Template.render does, with the output's size checked as it grows
+                for chunk in tmpl.root_render_func(tmpl.new_context(dict(context))):
                     size += len(chunk)
                     limits.check_text(size, "output")
                     chunks.append(chunk)
