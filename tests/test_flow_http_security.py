@@ -157,3 +157,15 @@ async def test_an_agent_argument_over_the_template_limits_is_an_error_result(ser
         ToolCall(id="1", name="lookup", arguments={"id": "x" * 50_000}))
     assert outcome.result["error"].startswith("lookup: url template") and "repetition" in outcome.result["error"]
     assert seen == []
+
+
+async def test_a_failing_url_template_names_the_step_not_the_url(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, f"""
+    steps:
+      - http: {{url: "https://api.example/x?key={SECRET}&n={{{{ nosuch }}}}"}}
+    """)
+    report = await run(path)
+    assert report.record.errors[0] == ("flow.yaml:2: http GET: url template for api.example failed: "
+                                       "'nosuch' is undefined")
+    assert SECRET not in repr(report.record.errors) + caplog.text

@@ -28,7 +28,7 @@ from .checks import AUDIO_STEPS, audio_search_path, resolve_audio, walk_nodes
 from .hours import is_open
 from .paths import UnsafePathError, within_any, within_root
 from .schema import Flow, Prompt, StepBase
-from .templates import Template, evaluate, render_value
+from .templates import Template, TemplateError, evaluate, render_value
 
 __all__ = ["MAX_STEPS", "FlowError", "FlowOutcome", "run_flow"]
 
@@ -399,7 +399,10 @@ class _Runner:
         from .httpclient import HttpFailure, fetch
         from .urls import host_of, render_url
 
-        url = render_url(a.url, self.context())  # values percent-encoded unless | raw_url
+        try:
+            url = render_url(a.url, self.context())  # values percent-encoded unless | raw_url
+        except TemplateError as exc:
+            raise FlowError(f"{self.where(step)}: http {a.method}: {exc}") from None
         headers = {k: self.text(v) for k, v in a.headers.items()}
         query = {k: str(v) for k, v in self.value(a.query).items()}
         json_body = self.value(a.json_) if a.json_ is not None else None

@@ -53,16 +53,17 @@ def _compiled(source: str) -> jinja2.Template:
 
 def render_url(template: str, context: Mapping[str, Any]) -> str:
     """Render a URL template with its values percent-encoded (see the module doc)."""
+    # Messages name the url's host, not its text: a literal key in the query stays out of logs.
     try:
         compiled = _compiled(str(template))
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"url template {str(template)!r}: syntax error: {exc.message}") from None
+        raise TemplateError(f"url template for {host_of(template)}: syntax error: {exc.message}") from None
     try:
         with limits.budget():
             return compiled.render(context)
     except Exception as exc:  # noqa: BLE001 - the author's expression, as Template.render
         reason = str(exc) if isinstance(exc, jinja2.TemplateError) else f"{type(exc).__name__}: {exc}"
-        raise TemplateError(f"url template {str(template)!r} failed: {reason}") from None
+        raise TemplateError(f"url template for {host_of(template)} failed: {reason}") from None
 
 
 def host_of(url: str) -> str:
