@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="another name the page may be opened by (besides localhost, 127.0.0.1, ::1 and --host); "
                         "requests naming any other host, and pages from any other origin, are refused")
+    p.add_argument("--at", metavar="TIME",
+                   help="pin the flows' clock (office hours) to this moment at the start of each call, "
+                   "ISO 8601 with offset, e.g. 2026-11-23T10:00+01:00")
     return p
 
 
@@ -49,9 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.reload_interval <= 0:
         print(f"ivr dev: --reload-interval {args.reload_interval}: must be > 0", file=sys.stderr)
         return 2
+    at = None
+    if args.at:
+        from ivr.simulate import parse_at
+
+        try:
+            at = parse_at(args.at)
+        except ValueError as exc:
+            print(f"ivr dev: {exc}", file=sys.stderr)
+            return 2
     try:
         target = load_target(args.target)
-        server = DevServer(target, host=args.host, port=args.port, reload_interval=args.reload_interval,
+        server = DevServer(target, host=args.host, port=args.port, reload_interval=args.reload_interval, at=at,
                            allowed_hosts=args.allow_host)
         asyncio.run(serve(server))
     except (TargetError, FlowLoadError) as exc:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,10 +24,11 @@ from ivr.call import Call
 from ivr.call.record import CallRecord
 from ivr.emulator import Emulator, EmulatorConfig
 from ivr.flow import validate_paths
+from ivr.simulate import pin_call_clock
 from ivr.worker.library import FlowLibrary
 from ivr.worker.runner import Worker
 
-from .live import json_safe
+from .live import follow_steps, json_safe
 from .target import DevTarget, check_flows
 
 log = logging.getLogger("ivr.dev")
@@ -54,8 +56,10 @@ class DevServer:
         reload_interval: float = 1.0,
         emulator: dict[str, Any] | None = None,
         allowed_hosts: Iterable[str] = (),
+        at: datetime | None = None,
     ) -> None:
         self.target = target
+        self.at = at  # pin each call's clock (office hours) to this moment when it starts
         self.host, self.port = host, port
         # Names the page may be reached by (the Host header); anything else is refused, so a
         # hostile page cannot reach the server through a DNS name rebound to 127.0.0.1.
@@ -190,6 +194,9 @@ class DevServer:
     # --- callbacks --------------------------------------------------------------------------
 
     def _call_started(self, call: Call) -> None:
+        if self.at is not None:
+            pin_call_clock(call, self.at)
+        follow_steps(call)  # the live view's trail: every step as it starts
         try:
             self.calls[int(call.call_id)] = call
         except ValueError:
