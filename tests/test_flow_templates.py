@@ -108,7 +108,8 @@ def test_compile_cache_and_render_cost() -> None:
 @pytest.mark.parametrize(("source", "reason"), [
     ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
      "more than 100000 loop items and calls"),
-    ("{% for x in [1] recursive %}{{ loop([1, 1]) }}{% endfor %}", ""),
+    ("{% for x in [1] recursive %}{{ loop([1, 1]) }}{% endfor %}", "nested deeper than 50"),
+    ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "nested deeper than 50"),
     ("{{ '{:0900000000d}'.format(1) }}", "format width 900000000 too large"),
     ("{{ '{:{}d}'.format(1, 900000000) }}", "format width 900000000 too large"),
     ("{{ '{0}{0}{0}{0}{0}{0}{0}{0}{0}{0}{0}'.format('x' * 100000) }}", "formatted text too long"),

@@ -49,12 +49,16 @@ MAX_SECONDS = 0.5
 MAX_TEXT = 1_000_000
 #: Format widths and precisions, padding widths, indents, slice counts.
 MAX_WIDTH = 1_000
+#: Calls inside calls (a macro calling itself, a recursive loop): refused before Python's
+#: own recursion limit, whose RecursionError is slow and can upset the interpreter.
+MAX_DEPTH = 50
 
 
 @dataclass
 class _Budget:
     steps: int
     deadline: float
+    depth: int = 0
 
 
 _current: ContextVar[_Budget | None] = ContextVar("ivr_template_budget", default=None)
@@ -84,6 +88,24 @@ def tick() -> None:
         raise SecurityError(f"template ran more than {MAX_STEPS} loop items and calls")
     if time.perf_counter() > spent.deadline:
         raise SecurityError(f"template ran longer than {MAX_SECONDS:g} s")
+
+
+class nested_call:  # lower case: used as `with limits.nested_call():`
+    """One step, and one level of call depth while the call runs."""
+
+    __slots__ = ("_budget",)
+
+    def __enter__(self) -> None:
+        tick()
+        self._budget = _current.get()
+        if self._budget is not None:
+            if self._budget.depth >= MAX_DEPTH:
+                raise SecurityError(f"template calls nested deeper than {MAX_DEPTH}")
+            self._budget.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if self._budget is not None:
+            self._budget.depth -= 1
 
 
 def guarded_loop(iterable: Iterable[Any]) -> Iterator[Any]:

@@ -94,12 +94,12 @@ class _FlowSandbox(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-        limits.tick()
-        if isinstance(getattr(obj, "__self__", None), str) and not isinstance(obj, type):
-            result = limits.checked_str_call(obj, args, kwargs)
-            if result is not NotImplemented:
-                return result
-        return super().call(context, obj, *args, **kwargs)
+        with limits.nested_call():
+            if isinstance(getattr(obj, "__self__", None), str) and not isinstance(obj, type):
+                result = limits.checked_str_call(obj, args, kwargs)
+                if result is not NotImplemented:
+                    return result
+            return super().call(context, obj, *args, **kwargs)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         # str.format / format_map through a formatter that caps widths and the result's size
