@@ -100,7 +100,7 @@ class _Checker:
             if self.check_files:
                 self._files(node, src)
         for step in self.flow.on_hangup:
-            if step.audio:
+            if isinstance(step, StepBase) and step.audio:
                 self.add(root.at("on_hangup", self.flow.on_hangup.index(step)), "warning",
                          f"{step.kind!r} is skipped in on_hangup: the caller is gone")
         return self.out
@@ -138,7 +138,7 @@ class _Checker:
             if isinstance(node, SetStep):
                 known.update(node.set)
             elif isinstance(node, Node) and getattr(node, "into", None):
-                known.add(node.into)
+                known.add(str(getattr(node, "into")))
             if isinstance(node, AgentToolsArgs):
                 known.update(node.set)  # the agent may set these
         return known
