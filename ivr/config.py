@@ -57,6 +57,8 @@ class PbxSettings(_Strict):
     rest_max_connections: int = Field(default=100, ge=2, le=10000, description="REST connections open at once at most")
     participant_fetches: int = Field(default=16, ge=1, le=1000,
                                      description="participant GETs after Upsert events in flight at once")
+    transfer_margin: float = Field(default=15.0, gt=0, le=600, description="a routeto/divert/transferto request "
+                                   "may take the transfer's timeout plus this long (3CX answers once delivered or failed)")
 
     @field_validator("client_id", mode="before")
     @classmethod
@@ -168,6 +170,8 @@ class ClusterSettings(_Strict):
     lease_ttl: float = Field(default=3.0, ge=0.5, le=60, description="Seconds before a dead owner's Redis lease expires")
     lease_dir: str | None = Field(default=None, description="Folder of the local lease file ($XDG_RUNTIME_DIR or the temp folder)")
     key_prefix: str = Field(default="ivr3cx", min_length=1, description="Prefix of the Redis keys")
+    handover: bool = Field(default=True, description="On SIGTERM with a standby waiting (Redis), hand the calls "
+                           "in progress over instead of draining them")
 
     @model_validator(mode="after")
     def _one_url(self) -> "ClusterSettings":

@@ -51,10 +51,11 @@ class GatherResult:
 
 @dataclass
 class TransferResult:
-    status: str  # "answered" | "busy" | "no_answer" | "failed"
+    status: str  # "answered" | "busy" | "no_answer" | "not_registered" | "failed"
     destination: str = ""
     mode: str = "routeto"
     reason: str = ""
+    pbx_error: bool = False  # failed because the PBX failed or refused the action (5xx, 422, no answer)
 
     @property
     def answered(self) -> bool:
@@ -79,7 +80,7 @@ _STEP_FIELDS: dict[type, tuple[str, ...]] = {
     PlayResult: ("completed", "interrupted_by"),
     GatherResult: ("status", "digits", "terminator", "attempts", "source", "transcript", "confidence", "choice",
                    "reason", "speech_error"),  # gather and menu keep them all
-    TransferResult: ("status", "reason", "destination"),
+    TransferResult: ("status", "reason", "destination", "pbx_error"),
     RecordResult: ("path", "duration", "reason", "empty"),
 }
 
@@ -94,3 +95,14 @@ def step_result(result: Any) -> dict[str, Any] | None:
     if isinstance(out.get("path"), Path):
         out["path"] = str(out["path"])
     return out
+
+
+# A failed delivery's reason (3CX DivertReason names, case and "_" ignored) -> the result status.
+_FAILURE_STATUS = {"phonebusy": "busy", "busy": "busy", "noanswer": "no_answer",
+                   "phonenotregistered": "not_registered", "notregistered": "not_registered"}
+
+
+def failure_status(reason: str) -> str:
+    """``PhoneBusy`` -> ``busy``, ``NoAnswer`` -> ``no_answer``, ``PhoneNotRegistered`` ->
+    ``not_registered``; anything else ``failed``. Transfers and dialling read reasons alike."""
+    return _FAILURE_STATUS.get(str(reason).replace("_", "").lower(), "failed")

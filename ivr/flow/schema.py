@@ -743,6 +743,10 @@ class GatherStep(StepBase):
         return f"{arg} → {self.gather.into}" if self.gather.into else arg
 
 
+Ringback = Literal["tone", "none"] | Prompt
+"""While a transfer rings: a ringback tone, nothing, or a prompt (hold music) played in a loop."""
+
+
 class TransferArgs(Node):
     """Transfer the caller; branches run on the outcome."""
 
@@ -751,11 +755,15 @@ class TransferArgs(Node):
     to: Text = Field(description="Destination number (a template).")
     mode: Literal["routeto", "transferto", "divert"] = "routeto"
     timeout: Seconds = 20.0
+    ringback: Ringback | None = Field(None, description="What the caller hears while it rings (routeto): "
+                                      "tone, none, or a prompt played in a loop; default: the flow's `ringback`.")
     into: VarName | None = None
     on_answered: Steps = Field(default_factory=list)
     on_busy: Steps = Field(default_factory=list)
     on_no_answer: Steps = Field(default_factory=list)
-    on_failed: Steps = Field(default_factory=list)
+    on_not_registered: Steps | None = Field(None, description="The destination has no registered phone; "
+                                            "default: on_failed runs.")
+    on_failed: Steps = Field(default_factory=list, description="Any other failure, the PBX's own included.")
 
     @classmethod
     def normalize(cls, data: Any) -> Any:
@@ -773,9 +781,16 @@ class TransferStep(StepBase):
 
     def outcomes(self) -> list[Outcome]:
         """The transfer's status picks one; answered with no ``on_answered``: the call has left."""
+        registered = ([] if self.transfer.on_not_registered is None
+                      else [_branch(self, "on_not_registered", "not_registered")])
         return [_branch(self, "on_answered", "answered", unwritten="transferred"),
                 _branch(self, "on_busy", "busy"), _branch(self, "on_no_answer", "no_answer"),
-                _branch(self, "on_failed", "failed")]
+                *registered, _branch(self, "on_failed", "failed")]
+
+    def outcome(self, key: str) -> Outcome | None:
+        if key == "not_registered" and self.transfer.on_not_registered is None:
+            key = "failed"  # no branch of its own: a failure like any other
+        return super().outcome(key)
 
     def argument(self) -> str:
         return str(self.transfer.to)
@@ -942,11 +957,11 @@ class HttpArgs(Node):
 
     what: ClassVar[str] = "http"
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
-    url: Text
+    url: Text = Field(description="Template; every value is percent-encoded (`| raw_url` for a trusted base URL).")
     headers: dict[str, Text] = Field(default_factory=dict)
     query: dict[str, Value] = Field(default_factory=dict)
     json_: Value = Field(None, alias="json", description="JSON body (templates inside).")
-    body: Text | None = Field(None, description="Raw text body.")
+    body: Text | None = Field(None, description="Raw text body (for JSON use `json:`: its values are encoded).")
     timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     into: VarName | None = None
     on_failure: Steps = Field(default_factory=list, description="On error, timeout or status >= 400; "
@@ -1051,7 +1066,7 @@ class AgentHttpTool(Node):
     name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")] = Field(description="Tool name the model sees.")
     description: str = ""
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    url: Text = Field(description="Template; `args.<name>` are percent-encoded here.")
+    url: Text = Field(description="Template; every value is percent-encoded (`| raw_url` for a trusted base URL).")
     headers: dict[str, Text] = Field(default_factory=dict)
     json_: Value = Field(None, alias="json", description="JSON body (templates, `args` defined).")
     parameters: dict[VarName, AgentParam] = Field(default_factory=dict)
@@ -1185,12 +1200,44 @@ class ReturnStep(StepBase):
         return _pairs(self.return_)
 
 
+class AmdArgs(Node):
+    """Answering-machine detection on an answered outbound call (ivr/audio/amd.py)."""
+
+    what: ClassVar[str] = "amd"
+    human: Steps = Field(default_factory=list, description="Steps when a person answered.")
+    machine: Steps = Field(default_factory=list, description="Steps when a machine or call screener answered.")
+    unknown: Steps = Field(default_factory=list, description="Steps when nothing was clear (silence).")
+    wait_for_beep: bool = Field(True, description="After a machine, wait for its beep (or the greeting's end) "
+                                "before the machine steps, so a message lands on the recording.")
+    max_greeting: Seconds = Field(30.0, description="Longest wait for the greeting to end.")
+    initial_silence: Seconds = Field(2.5, description="Nobody spoke within this: unknown.")
+    greeting_max: Seconds = Field(1.5, description="One utterance longer than this: machine.")
+    after_greeting_silence: Seconds = Field(0.8, description="A short greeting and this much silence: human.")
+    total_max: Seconds = Field(4.0, description="Undecided after this: machine if still talking, else unknown.")
+    into: VarName | None = Field(None, description="Variable that receives human, machine or unknown.")
+
+
+class AmdStep(StepBase):
+    kind: ClassVar[str] = "amd"
+    what: ClassVar[str] = "amd step"
+    audio: ClassVar[bool] = True
+    waits_for: ClassVar[str | None] = "input"
+    amd: AmdArgs
+
+    def outcomes(self) -> list[Outcome]:
+        return [_branch(self, "human", "human"), _branch(self, "machine", "machine"),
+                _branch(self, "unknown", "unknown")]
+
+    def argument(self) -> str:
+        return "answering machine?"
+
+
 STEP_TYPES: dict[str, type[StepBase]] = {
     cls.kind: cls
     for cls in (
         AnswerStep, PlayStep, SayStep, HoursStep, MenuStep, GatherStep, TransferStep,
         RecordStep, VoicemailStep, SetStep, IfStep, SwitchStep, GotoStep, SubflowStep,
-        HttpStep, PauseStep, LogStep, AttachDataStep, HangupStep, ReturnStep, AgentStep,
+        HttpStep, PauseStep, LogStep, AttachDataStep, HangupStep, ReturnStep, AgentStep, AmdStep,
     )
 }
 _FIELD_OF = {"if": "if_", "return": "return_"}
@@ -1269,6 +1316,8 @@ class Flow(Node):
     steps: Steps = Field(min_length=1, description="The steps, run in order.")
     on_error: Steps = Field(default_factory=list, description="Runs when a step fails.")
     on_hangup: Steps = Field(default_factory=list, description="Runs after the caller hangs up (no audio).")
+    ringback: Ringback = Field("tone", description="What callers hear while a transfer rings (a step's own "
+                               "`ringback` wins): tone, none, or a prompt played in a loop.")
 
     _path: Path | None = PrivateAttr(None)
     _index: dict[str, StepAddress] | None = PrivateAttr(None)
