@@ -247,6 +247,17 @@ class _BodyTap(asyncio.Protocol):
         self.inner.resume_writing()
 
 
+def _untap(transport: asyncio.Transport, tap: _BodyTap) -> None:
+    """Give the connection back to aiohttp's protocol, if it is still open.
+
+    A closed connection needs nothing back: it receives nothing more, and a closed SSL
+    transport has let go of its protocol (``get_protocol()`` raises there)."""
+    if transport.is_closing():
+        return
+    if transport.get_protocol() is tap:
+        transport.set_protocol(tap.inner)  # type: ignore[arg-type]
+
+
 async def serve_post(request: web.Request, ctl: Controller, leg: Leg) -> web.StreamResponse:
     """Record what the IVR plays to the far party, with arrival timing, until EOF or leg end."""
     _require_media(leg, "POST")
@@ -300,12 +311,12 @@ async def serve_post(request: web.Request, ctl: Controller, leg: Leg) -> web.Str
             take()  # body bytes that came with the headers
             await done
     finally:
-        if tap is not None and transport is not None and transport.get_protocol() is tap:
-            transport.set_protocol(tap.inner)  # type: ignore[arg-type]
         handle.on_end = None
         _close(handle, token)
         pbx.log(call, "stream_closed", direction="post", dn=leg.dn.dn, participant=leg.id,
                 bytes=received, how=handle.end_mode or "eof")
+        if tap is not None and transport is not None:
+            _untap(transport, tap)
     resp = web.Response(status=200)
     if handle.end_mode == "abort":
         return resp  # the transport is closed: aiohttp cannot send it, and says nothing
