@@ -176,9 +176,13 @@ class Emulator:
             await self.stop()
 
     async def _repeat_upserts(self) -> None:
+        pbx = self.controller.pbx
         while True:
+            # No timer while no participant exists: an idle emulator sleeps (on a virtual
+            # clock, a test waiting for a call does not spin through repeat rounds).
+            await pbx.has_legs.wait()
             await asyncio.sleep(self.config.repeat_interval)
-            self.controller.pbx.repeat_upserts()
+            pbx.repeat_upserts()
 
     # --- caller API (mirrors /_emulator/) -----------------------------------------------------
 
