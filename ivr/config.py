@@ -151,6 +151,54 @@ class TracingSettings(_Strict):
     hash_key_env: str | None = Field(default=None, description="Environment variable with the key for caller_number: hash")
 
 
+class ClusterSettings(_Strict):
+    """One owner per API client id (docs/ha.md): where the lease lives.
+
+    Without ``redis_url`` the lease is a lock file on this machine: a second worker with the
+    same PBX and client id waits as a standby. With it, standbys on any machine wait.
+    """
+
+    redis_url: str | None = Field(default=None, description="redis://host:port/db: keep the lease in Redis")
+    redis_url_env: str | None = Field(default=None, description="Environment variable holding the Redis URL (when it has a password)")
+    lease_ttl: float = Field(default=3.0, ge=0.5, le=60, description="Seconds before a dead owner's Redis lease expires")
+    lease_dir: str | None = Field(default=None, description="Folder of the local lease file ($XDG_RUNTIME_DIR or the temp folder)")
+    key_prefix: str = Field(default="ivr3cx", min_length=1, description="Prefix of the Redis keys")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> "ClusterSettings":
+        if self.redis_url and self.redis_url_env:
+            raise ValueError("give redis_url or redis_url_env, not both")
+        for url in (self.redis_url,):
+            if url is not None and not re.match(r"^(redis|rediss|unix)://", url):
+                raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, got {url.split('@')[-1]!r}")
+        return self
+
+    def resolve_redis_url(self) -> str | None:
+        """The Redis URL from the file or the environment; None for a local lease."""
+        if self.redis_url_env:
+            value = os.environ.get(self.redis_url_env)
+            if not value:
+                raise ConfigError(f"cluster.redis_url_env: environment variable {self.redis_url_env} is not set")
+            return value
+        return self.redis_url
+
+
+class ControlSettings(_Strict):
+    """The owner's control API (ivr/worker/control.py): ``ivr dial`` goes through it."""
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", description="Bind address; keep it on loopback unless you need it remote")
+    port: int = Field(default=0, ge=0, le=65535, description="0: any free port, published for local tools")
+    token_env: str | None = Field(default=None, description="Environment variable with the bearer token (default: a random one)")
+    token_file: str | None = Field(default=None, description="File with the bearer token")
+
+    @model_validator(mode="after")
+    def _one_token(self) -> "ControlSettings":
+        if self.token_env and self.token_file:
+            raise ValueError("give token_env or token_file, not both")
+        return self
+
+
 class WorkerConfig(_Strict):
     pbx: PbxSettings
     routes: list[Route] = Field(min_length=1)
@@ -163,6 +211,8 @@ class WorkerConfig(_Strict):
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")

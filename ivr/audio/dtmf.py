@@ -443,7 +443,7 @@ def classify_many(detectors: list[DtmfDetector], staged: list[StagedBlock]) -> l
             out[i] = detectors[i].classify_staged(staged[i])
         return out
     first = detectors[live[0]]
-    stacked = np.concatenate([staged[i].frames for i in live])  # type: ignore[misc]
+    stacked = np.concatenate([staged[i].frames for i in live])
     power, total = first._probe_power(stacked)
     gate = first._gate(power, total)
     if not gate.any():

@@ -7,6 +7,7 @@ the VAD sees them, because webrtcvad calls DTMF tones speech.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -79,7 +80,7 @@ class InboundProcessor:
         return events
 
     @staticmethod
-    def process_many(items: list[tuple[InboundProcessor, bytes | bytearray | memoryview]]) -> list[list[InboundEvent]]:
+    def process_many(items: Sequence[tuple[InboundProcessor, bytes | bytearray | memoryview]]) -> list[list[InboundEvent]]:
         """:meth:`process` for many streams at once (same events per stream): the frames of
         all of them are one array, their energies one numpy pass, and the DTMF windows of all
         of them are classified in one matrix product (:func:`classify_many`).

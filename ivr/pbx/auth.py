@@ -15,17 +15,25 @@ import base64
 import json
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
 from .config import PbxConfig
-from .errors import AuthenticationError, PbxUnreachableError, error_for_status, message_from_body
+from .errors import AuthenticationError, FencedError, PbxUnreachableError, error_for_status, message_from_body
 from .models import TokenResponse
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LIFETIME = 3600.0
+
+# A token the server rejects long before it expires was revoked, most likely because another
+# process fetched one with the same client id. This many revocations within the window mean
+# another process really is using our client id (one could be an admin's action).
+CONFLICT_REVOCATIONS = 3
+CONFLICT_WINDOW_S = 120.0
 
 
 def jwt_lifetime(token: str) -> float | None:
@@ -52,7 +60,9 @@ def jwt_lifetime(token: str) -> float | None:
 class TokenManager:
     """Fetches and caches the Bearer token of one API client.
 
-    ``refreshes`` counts tokens fetched (a metric).
+    ``refreshes`` counts tokens fetched and ``revocations`` tokens the server rejected before
+    they expired (metrics). ``conflict`` is true while revocations come so often that another
+    process must be using the same client id; ``on_conflict`` is called when it starts.
     """
 
     def __init__(self, session: aiohttp.ClientSession, cfg: PbxConfig) -> None:
@@ -61,7 +71,23 @@ class TokenManager:
         self._token: str | None = None
         self._refresh_at = 0.0  # loop time after which the token is renewed
         self._inflight: asyncio.Task[str] | None = None
+        self._fenced: str | None = None  # why this process may fetch no more tokens
+        self._revoked_at: deque[float] = deque(maxlen=CONFLICT_REVOCATIONS)
         self.refreshes = 0
+        self.revocations = 0
+        self.on_conflict: Callable[[], None] | None = None
+
+    @property
+    def conflict(self) -> bool:
+        """Another process seems to use our client id: recent tokens were revoked again and again."""
+        if len(self._revoked_at) < CONFLICT_REVOCATIONS:
+            return False
+        return asyncio.get_running_loop().time() - self._revoked_at[0] <= CONFLICT_WINDOW_S
+
+    def fence(self, why: str) -> None:
+        """Fetch no token any more (this process lost its lease): requests fail with FencedError."""
+        self._fenced = why
+        self._token = None
 
     @property
     def current(self) -> str | None:
@@ -77,6 +103,8 @@ class TokenManager:
         loop = asyncio.get_running_loop()
         if self._token is not None and loop.time() < self._refresh_at:
             return self._token
+        if self._fenced is not None:
+            raise FencedError(None, f"no new token for client id {self._cfg.client_id}: {self._fenced}")
         if self._inflight is None:
             self._inflight = loop.create_task(self._fetch())
             self._inflight.add_done_callback(self._fetch_done)
@@ -96,9 +124,26 @@ class TokenManager:
 
     def invalidate(self, token: str) -> None:
         """A request with ``token`` got 401: drop it, unless it was already replaced."""
-        if token == self._token:
+        if token != self._token:
+            return
+        self._token = None
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._refresh_at:
             log.info("3CX token rejected by the server; will fetch a new one")
-            self._token = None
+            return
+        # Rejected before it expired: revoked, most likely by a newer token for our client id.
+        self.revocations += 1
+        was_conflict = self.conflict
+        self._revoked_at.append(loop.time())
+        if self.conflict and not was_conflict:
+            log.error("another process is using client id %s: its tokens were revoked %d times within %.0f s. "
+                      "3CX allows one active token per client id; run one worker per client id, "
+                      "with standbys (docs/ha.md)", self._cfg.client_id, CONFLICT_REVOCATIONS, CONFLICT_WINDOW_S)
+            if self.on_conflict is not None:
+                self.on_conflict()
+        else:
+            log.warning("3CX token for client id %s revoked before it expired; will fetch a new one",
+                        self._cfg.client_id)
 
     async def _fetch(self) -> str:
         cfg = self._cfg

@@ -51,6 +51,11 @@ class AuthenticationError(PbxError):
         return f"3CX at {self.pbx_url} rejected client id {self.client_id}: {self.message}"
 
 
+class FencedError(PbxError):
+    """This process no longer owns the API client id (its lease went to another process), so
+    it must not fetch a token: that would revoke the new owner's (docs/ha.md)."""
+
+
 class ForbiddenError(PbxError):
     """403: the API client does not control this DN or participant."""
 

@@ -22,12 +22,14 @@ batches of ``batch_ms`` so the event loop never runs the decoder.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import logging
 import math
 import os
 import threading
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,7 +71,7 @@ class Grammar:
 class _Decoder:
     """A pocketsphinx Decoder plus the searches (grammars / LM) already added to it."""
 
-    decoder: object
+    decoder: Any  # pocketsphinx.Decoder: the library ships no types
     searches: set[str] = field(default_factory=set)
 
 
@@ -105,7 +107,7 @@ class PocketSphinxSTT:
         self.fwdflat = bool(fwdflat)
         self._idle: list[_Decoder] = []
         self._lock = threading.Lock()  # guards _idle and _grammars (used from worker threads)
-        self._grammars: dict[tuple, Grammar] = {}
+        self._grammars: builtins.dict[tuple[str, tuple[str, ...] | str], Grammar] = {}  # `dict` is a parameter here
         self._lm_path: str | None = None
 
     # -- decoders --------------------------------------------------------------------------
@@ -239,7 +241,7 @@ class PocketSphinxStream(BaseRecognitionStream):
         self._phrases, self._jsgf = phrases, jsgf
         self._dec: _Decoder | None = None
         self._grammar: Grammar | None = None
-        self._resampler = None
+        self._resampler: Any = None  # soxr.ResampleStream, made in the worker thread
         self._pending: list[np.ndarray] = []
         self._pending_n = 0
         self._job: asyncio.Future | None = None  # the worker-thread call in flight
@@ -252,10 +254,10 @@ class PocketSphinxStream(BaseRecognitionStream):
 
     # Everything below named _work_* runs in a worker thread.
 
-    def _work_begin(self) -> None:
+    def _work_begin(self) -> _Decoder:
         import soxr
 
-        self._dec = self._stt.acquire()
+        dec = self._dec = self._stt.acquire()
         if self._jsgf:
             self._grammar = self._stt.grammar_from_jsgf(self._jsgf)
         elif self._phrases:
@@ -266,27 +268,28 @@ class PocketSphinxStream(BaseRecognitionStream):
         self._resampler = soxr.ResampleStream(8000, 16000, 1, dtype="float32")
         # A fresh front end (cepstral mean, 0.06 ms) per utterance: a pooled decoder carries
         # nothing over from another call and the same audio always gives the same result.
-        self._dec.decoder.reinit_feat()
-        self._dec.decoder.start_utt()
+        dec.decoder.reinit_feat()
+        dec.decoder.start_utt()
         self._in_utt = True
+        return dec
 
     def _work_process(self, pcm: np.ndarray, last: bool) -> str | None:
-        if self._dec is None:
-            self._work_begin()
+        dec = self._dec if self._dec is not None else self._work_begin()
         up = self._resampler.resample_chunk(pcm.astype(np.float32), last=last)
         up = np.clip(np.round(up), -32768, 32767).astype(np.int16)
         if len(up):
-            self._dec.decoder.process_raw(up.tobytes(), False, False)
+            dec.decoder.process_raw(up.tobytes(), False, False)
             if self._grammar is not None and self._stt.phone_loop:
                 self._audio16k.append(up)
         if self._stt.want_partials and not last:
-            hyp = self._dec.decoder.hyp()
+            hyp = dec.decoder.hyp()
             return hyp.hypstr if hyp is not None else ""
         return None
 
     def _work_finish(self, pcm: np.ndarray) -> Transcript:
         self._work_process(pcm, True)
-        d = self._dec.decoder
+        dec = self._dec if self._dec is not None else self._work_begin()  # set by _work_process
+        d = dec.decoder
         d.end_utt()
         self._in_utt = False
         hyp = d.hyp()
@@ -304,7 +307,7 @@ class PocketSphinxStream(BaseRecognitionStream):
         if raw and self._grammar is not None and self._stt.phone_loop and self._audio16k:
             # (after nbest: the phone-loop pass replaces the decoder's search results)
             chunks, self._audio16k = self._audio16k, []
-            ratio = self._stt.phone_loop_ratio(self._dec, chunks, hyp.score)
+            ratio = self._stt.phone_loop_ratio(dec, chunks, hyp.score)
             if ratio is not None:
                 conf *= 1.0 / (1.0 + math.exp(-2.0 * (ratio - self._stt.phone_loop_center)))
         alts: list[Alternative] = []

@@ -8,6 +8,7 @@ resampled to 8 kHz as it streams in; with ``"wav"`` the file is decoded when com
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class OpenAITTS:
         return f"OpenAITTS(model={self.model!r}, endpoint={self.endpoint!r})"
 
     async def _synth(self, sentence: str, voice: str, speed: float | None) -> np.ndarray:
-        body = {"model": self.model, "input": sentence, "voice": voice, "response_format": self.response_format}
+        body: dict[str, Any] = {"model": self.model, "input": sentence, "voice": voice, "response_format": self.response_format}
         if speed is not None:
             body["speed"] = speed
         async with self.endpoint.request("/audio/speech", "speech", json=body) as resp:

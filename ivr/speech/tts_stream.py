@@ -22,14 +22,16 @@ async def stream_sentences(text: str, synth: Callable[[str], Awaitable[np.ndarra
     sentences = split_sentences(text)
     if not sentences:
         return
-    nxt: asyncio.Task | None = asyncio.ensure_future(synth(sentences[0]))
+    cur: asyncio.Task = asyncio.ensure_future(synth(sentences[0]))
+    nxt: asyncio.Task | None = cur
     try:
-        for i in range(len(sentences)):
-            cur = nxt
-            nxt = asyncio.ensure_future(synth(sentences[i + 1])) if i + 1 < len(sentences) else None
+        for following in [*sentences[1:], None]:
+            nxt = asyncio.ensure_future(synth(following)) if following is not None else None
             chunk = await cur
             if len(chunk):
                 yield chunk
+            if nxt is not None:
+                cur = nxt
     finally:
         if nxt is not None and not nxt.done():
             nxt.cancel()

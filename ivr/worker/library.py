@@ -51,8 +51,11 @@ class FlowLibrary:
         return self._flows[Path(path).resolve()]
 
     def _load(self, path: Path) -> LoadedFlow:
-        stat = path.stat()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        try:
+            stat = path.stat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        except OSError as exc:
+            raise FlowLoadError.from_text(f"{path}: error: cannot read the flow file: {exc.strerror}") from None
         runnable = load_any(path)
         return LoadedFlow(path, runnable, digest, (stat.st_mtime, stat.st_size))
 

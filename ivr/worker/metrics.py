@@ -63,7 +63,7 @@ class WorkerMetrics:
 
 
 class _ClientCollector:
-    """ivr_event_socket_reconnects_total, ivr_token_refreshes_total and
+    """ivr_event_socket_reconnects_total, ivr_token_refreshes_total, ivr_token_revocations_total and
     ivr_pacer_lateness_seconds from the PBX client's own counters, read at scrape time (a
     client started again, after a worker restart, counts from zero). The pacers' lateness is
     summed from every stream's own histogram: nothing is done per frame for it, and two
@@ -74,17 +74,21 @@ class _ClientCollector:
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         client = self.metrics.client
-        reconnects = refreshes = 0
+        reconnects = refreshes = revocations = 0
         late, late_sum = [0] * (len(LATENESS_BUCKETS_MS) + 1), 0.0
         if client is not None:
             late, late_sum = client.pacer_lateness()
             try:
                 reconnects = max(0, client.event_stream.connects - 1)
                 refreshes = client.tokens.refreshes
+                revocations = client.tokens.revocations
             except RuntimeError:  # not started (or already closed)
                 pass
         yield CounterMetricFamily("ivr_event_socket_reconnects", "Event socket reconnects", value=reconnects)
         yield CounterMetricFamily("ivr_token_refreshes", "Access tokens fetched", value=refreshes)
+        yield CounterMetricFamily("ivr_token_revocations",
+                                  "Tokens the PBX rejected before they expired (another process with our client id?)",
+                                  value=revocations)
         buckets, seen = [], 0
         for bound, n in zip([*LATENESS_BUCKETS_MS, float("inf")], late):
             seen += n

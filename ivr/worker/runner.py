@@ -76,6 +76,7 @@ class Worker:
         self._early_digits: dict[tuple[str, int], list[str]] = {}  # keys pressed before the call started
         self._dial_watch: dict[tuple[str, int], asyncio.Future[bool]] = {}  # dialled legs not yet answered
         self.keep_records = 1000
+        self._abandoned: str | None = None  # why this process gave the PBX up (lease lost)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -149,8 +150,17 @@ class Worker:
             for participant in pbx.state.participants(rp):
                 self._maybe_start(rp, participant)
 
+    def abandon(self, why: str) -> None:
+        """This process may no longer talk to the PBX (its lease is lost): fetch no more tokens
+        and drain at once. Calls in progress stay on the PBX, for the new owner."""
+        self._abandoned = why
+        if self.pbx is not None:
+            self.pbx.tokens.fence(why)
+
     async def drain(self, timeout: float) -> None:
         """Stop taking calls; let calls in progress finish for up to ``timeout`` seconds."""
+        if self._abandoned is not None:
+            timeout = 0.0
         self.draining = True
         pending = [t for t in self._tasks.values() if not t.done()]
         if pending:

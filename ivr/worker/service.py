@@ -1,29 +1,57 @@
 """``ivr run``: the worker as a long-running service, with health and metrics endpoints.
 
-``/healthz`` answers 200 while the process runs; ``/readyz`` 200 only while the worker is
-connected and taking calls (503 while starting or draining); ``/metrics`` is Prometheus text.
+Before it talks to the PBX the process takes the lease on its (PBX, client id): a second
+process with the same client id waits as a standby until the lease is free (docs/ha.md).
+
+``/healthz`` answers 200 while the process runs; ``/readyz`` 200 only while the worker owns
+the client id, is connected and takes calls (503 while a standby, starting, draining, or while
+another process keeps revoking its tokens); ``/metrics`` is Prometheus text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from aiohttp import web
 
+from ivr.cluster import Lease, LocalLease, Ownership, RedisLease
 from ivr.config import WorkerConfig
+from ivr.worker.control import ControlServer, endpoint_file
 from ivr.worker.runner import Worker, install_signal_handlers
 
 log = logging.getLogger("ivr.worker")
 
 
-def status_app(worker: Worker) -> web.Application:
+def make_lease(config: WorkerConfig) -> Lease:
+    """The lease for this worker's (PBX, client id): in Redis when the cluster names one, else local."""
+    cluster = config.cluster
+    redis_url = cluster.resolve_redis_url()
+    if redis_url:
+        return RedisLease(redis_url, config.pbx.url, config.pbx.client_id, ttl=cluster.lease_ttl,
+                          prefix=cluster.key_prefix)
+    return LocalLease(config.pbx.url, config.pbx.client_id, lease_dir=cluster.lease_dir)
+
+
+def control_endpoint_path(config: WorkerConfig) -> Path:
+    """Where the owner on this machine publishes its control API (beside the local lease file)."""
+    return endpoint_file(LocalLease(config.pbx.url, config.pbx.client_id, lease_dir=config.cluster.lease_dir).path)
+
+
+def status_app(worker: Worker, ownership: Ownership | None = None) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:
-        ready = worker.ready.is_set() and not worker.draining
-        body = {"ready": ready, "draining": worker.draining, "active_calls": len(worker.calls)}
+        pbx = worker.pbx
+        conflict = bool(pbx is not None and pbx.tokens.conflict)
+        ready = worker.ready.is_set() and not worker.draining and not conflict
+        body: dict[str, object] = {"ready": ready, "draining": worker.draining, "active_calls": len(worker.calls)}
+        if ownership is not None:
+            body["lease"] = ownership.state
+        if conflict:
+            body["conflict"] = "another process is using this client id (its tokens keep being revoked)"
         return web.json_response(body, status=200 if ready else 503)
 
     async def metrics(_request: web.Request) -> web.Response:
@@ -36,8 +64,8 @@ def status_app(worker: Worker) -> web.Application:
     return app
 
 
-async def start_status_server(worker: Worker, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(status_app(worker), access_log=None)
+async def start_status_server(worker: Worker, host: str, port: int, ownership: Ownership | None = None) -> web.AppRunner:
+    runner = web.AppRunner(status_app(worker, ownership), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -45,18 +73,40 @@ async def start_status_server(worker: Worker, host: str, port: int) -> web.AppRu
     return runner
 
 
-async def serve(config: WorkerConfig, stop: asyncio.Event | None = None, *, speech=None, paced_gc: bool = False) -> int:
-    """Run until SIGTERM/SIGINT (or ``stop``), then drain. Returns the process exit status.
+async def serve(config: WorkerConfig, stop: asyncio.Event | None = None, *, speech=None, paced_gc: bool = False,
+                ownership: Ownership | None = None) -> int:
+    """Take the lease (waiting as a standby), then run until SIGTERM/SIGINT (or ``stop``) and
+    drain. Returns the process exit status: 1 when the lease was lost to another process.
     ``paced_gc``: this process is the worker (see :class:`Worker`)."""
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
+    ownership = ownership or Ownership(make_lease(config))
     worker = Worker(config, speech=speech, paced_gc=paced_gc)
     status = None
     if config.metrics.port is not None:
-        status = await start_status_server(worker, config.metrics.host, config.metrics.port)
+        status = await start_status_server(worker, config.metrics.host, config.metrics.port, ownership)
+    lost = False
+
+    def on_lost() -> None:
+        # Another process owns the client id now: fetch no token (it would revoke theirs),
+        # and leave the calls on the PBX instead of draining them.
+        nonlocal lost
+        lost = True
+        worker.abandon("the lease went to another process")
+        stop.set()
+
+    control = ControlServer(worker, config, control_endpoint_path(config)) if config.control.enabled else None
     try:
+        if not await ownership.acquire(stop):
+            return 0
+        ownership.keep(on_lost)
+        if control is not None:
+            await control.start()
         await worker.run(stop)
     finally:
+        if control is not None:
+            await control.stop()
+        await ownership.release()
         if status is not None:
             await status.cleanup()
-    return 0
+    return 1 if lost else 0

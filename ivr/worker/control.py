@@ -1,0 +1,171 @@
+"""The owner's control API: how other processes get things done at the PBX without a token.
+
+3CX allows one active token per client id, so a one-off tool (``ivr dial``, later campaigns)
+must not fetch its own while a worker owns the client id (docs/ha.md). Instead it asks the
+owner over this small HTTP API:
+
+- ``GET /v1/status``: the worker's state (ready, draining, active calls).
+- ``POST /v1/calls`` ``{"number", "flow", "route_point"?, "timeout"?}``: place an outbound call
+  from the route point and run ``flow`` once it answers; answers the call record when the
+  call has ended.
+
+Every request carries ``Authorization: Bearer <token>``. The server binds to 127.0.0.1 unless
+``control.host`` says otherwise. Local tools find it through a file next to the lease file
+(mode 0600: URL and token), written when the worker owns the lease and removed when it stops.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ivr.config import ConfigError, ControlSettings, WorkerConfig
+from ivr.flow import FlowLoadError
+from ivr.pbx.errors import PbxError
+
+if TYPE_CHECKING:
+    from ivr.worker.runner import Worker
+
+log = logging.getLogger("ivr.worker.control")
+
+
+@dataclass(frozen=True)
+class ControlEndpoint:
+    """Where a running owner's control API listens, and the token it wants."""
+
+    url: str
+    token: str
+
+    def __repr__(self) -> str:  # the token never reaches a log line
+        return f"ControlEndpoint(url={self.url!r})"
+
+
+def resolve_token(settings: ControlSettings) -> str | None:
+    """The configured token (environment variable or file), or None to make one up."""
+    if settings.token_env:
+        value = os.environ.get(settings.token_env, "").strip()
+        if not value:
+            raise ConfigError(f"control.token_env: environment variable {settings.token_env} is not set")
+        return value
+    if settings.token_file:
+        try:
+            value = Path(settings.token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"control.token_file: cannot read {settings.token_file}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"control.token_file: {settings.token_file} is empty")
+        return value
+    return None
+
+
+def endpoint_file(lease_path: Path) -> Path:
+    """The file beside the lease file where the owner publishes its control endpoint."""
+    return lease_path.with_name(lease_path.name.removesuffix(".lock") + ".control.json")
+
+
+def publish(path: Path, endpoint: ControlEndpoint) -> None:
+    """Write the endpoint (URL and token) readable by this user only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(asdict(endpoint), out)
+    os.replace(tmp, path)
+
+
+def read_published(path: Path) -> ControlEndpoint | None:
+    """The endpoint a running owner published, or None."""
+    try:
+        data = json.loads(path.read_text())
+        return ControlEndpoint(url=str(data["url"]), token=str(data["token"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class DialRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    number: str = Field(min_length=1, max_length=64)
+    flow: str = Field(min_length=1)
+    route_point: str | None = None
+    timeout: float = Field(default=60.0, gt=0, le=600)
+
+
+def control_app(worker: Worker, token: str) -> web.Application:
+    """The aiohttp application; every route wants the bearer ``token``."""
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        return await handler(request)
+
+    async def status(_request: web.Request) -> web.Response:
+        return web.json_response({"ready": worker.ready.is_set(), "draining": worker.draining,
+                                  "active_calls": len(worker.calls)})
+
+    async def place_call(request: web.Request) -> web.Response:
+        try:
+            body = DialRequest.model_validate(json.loads(await request.read() or b"null"))
+        except (ValueError, ValidationError) as exc:
+            message = " ".join(str(exc).split())[:300]
+            return web.json_response({"error": f"POST /v1/calls: {message}"}, status=400)
+        if not worker.ready.is_set() or worker.draining:
+            return web.json_response({"error": "the worker is not taking calls now"}, status=503)
+        try:
+            record = await worker.dial(body.number, body.flow, route_point=body.route_point, timeout=body.timeout)
+        except (FlowLoadError, ConfigError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        except PbxError as exc:
+            return web.json_response({"error": str(exc)}, status=502)
+        return web.Response(text=record.to_json(), content_type="application/json")
+
+    app = web.Application(middlewares=[authenticate], client_max_size=64 * 1024)
+    app.router.add_get("/v1/status", status)
+    app.router.add_post("/v1/calls", place_call)
+    return app
+
+
+class ControlServer:
+    """Serves the control API while the worker owns the client id, and publishes where."""
+
+    def __init__(self, worker: Worker, config: WorkerConfig, publish_at: Path | None) -> None:
+        self.settings = config.control
+        self.token = resolve_token(self.settings) or secrets.token_urlsafe(32)
+        self.worker = worker
+        self.publish_at = publish_at
+        self.endpoint: ControlEndpoint | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> ControlEndpoint:
+        runner = web.AppRunner(control_app(self.worker, self.token), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.host, self.settings.port)
+        await site.start()
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        shown = f"[{host}]" if ":" in str(host) else host
+        self.endpoint = ControlEndpoint(url=f"http://{shown}:{port}", token=self.token)
+        if self.publish_at is not None:
+            publish(self.publish_at, self.endpoint)
+        log.info("control API on %s", self.endpoint.url)
+        return self.endpoint
+
+    async def stop(self) -> None:
+        if self.publish_at is not None and self.endpoint is not None:
+            current = read_published(self.publish_at)
+            if current is not None and current.url == self.endpoint.url:
+                self.publish_at.unlink(missing_ok=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
