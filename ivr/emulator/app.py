@@ -187,7 +187,8 @@ class Emulator:
     # --- caller API (mirrors /_emulator/) -----------------------------------------------------
 
     async def place_call(self, from_: str, to: str | None = None, name: str = "", did: str | None = None) -> int:
-        """An external call to the route point; returns its callid."""
+        """An external call to ``to`` (default: the route point; or an extension, which rings,
+        a queue or an IVR); returns its callid."""
         return self.controller.place_call(from_, to, name, did).callid
 
     async def send_dtmf(self, callid: int, digits: str, interval_ms: float = 0) -> None:
