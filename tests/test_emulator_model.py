@@ -344,3 +344,5 @@ def test_cli_devices_queues_ivrs_and_habit_switches() -> None:
     assert cfg.repeat_upserts and cfg.inbound_did == "dialled" and cfg.accept_empty_action_body
     with pytest.raises(ValueError, match="'200' is not in --extensions"):
         config_from_args(build_parser().parse_args(["--devices", "200=web"]))
+    with pytest.raises(ValueError, match=r"^queues: DN '100' is also listed in extensions$"):
+        config_from_args(build_parser().parse_args(["--queues", "100"]))

@@ -96,8 +96,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"]) or "config"
-        raise ValueError(f"{loc}: {first['msg']}") from None
+        loc = ".".join(str(x) for x in first["loc"])
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise ValueError(f"{loc}: {msg}" if loc else msg) from None
 
 
 def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
