@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--heard", metavar="WAV", help="save what the caller heard to this WAV file")
         p.add_argument("--extension", action="append", default=[], metavar="DN=BEHAVIOUR",
                        help="emulator extension behaviour, e.g. 102=busy (repeatable)")
+        p.add_argument("--pbx-config", metavar="YAML",
+                       help="the emulated PBX's description: users (the extensions), departments, hours, queues "
+                            "(docs/pbx-config.md)")
         p.add_argument("--at", metavar="TIME", default=DEMO_TIME if name == "demo" else None,
                        help="pin the flow's clock, ISO 8601 with offset, e.g. 2026-11-23T10:00+01:00"
                        + (f" (default {DEMO_TIME}: office hours)" if name == "demo" else ""))
@@ -182,6 +185,14 @@ def _cmd_call(args: argparse.Namespace) -> int:
         if not dn or behaviour not in ("answer", "busy", "no_answer"):
             return _fail(f"--extension {item!r}: expected DN=answer|busy|no_answer", 2)
         behaviours[dn] = behaviour
+    pbx = None
+    if getattr(args, "pbx_config", None):
+        from ivr.emulator.xapi import PbxDescriptionError, load_description
+
+        try:
+            pbx = load_description(args.pbx_config)
+        except PbxDescriptionError as exc:
+            return _fail(str(exc), 2)
     sim = SimulatedCall(
         args.flow,
         digits=args.digits,  # the script, when the command line has none (the demo's "1")
@@ -191,6 +202,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
         extensions=behaviours,
         timeout=args.timeout,
         at=at,
+        pbx=pbx,
     )
     try:
         report = run_blocking(sim.run(), realtime=args.realtime)

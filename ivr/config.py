@@ -183,6 +183,15 @@ class ClusterSettings(_Strict):
         return self.redis_url
 
 
+class XapiSettings(_Strict):
+    """The PBX's Configuration API (docs/xapi.md): read in the background on the Call Control
+    token (the API client needs "XAPI access" too, and an Enterprise licence)."""
+
+    enabled: bool = False
+    refresh_seconds: float = Field(default=30.0, ge=1, description="how often the configuration is read again")
+    retry_seconds: float = Field(default=5.0, gt=0, description="how soon after a failed read to try again")
+
+
 class ControlSettings(_Strict):
     """The owner's control API (ivr/worker/control.py): ``ivr dial`` goes through it."""
 
@@ -213,6 +222,7 @@ class WorkerConfig(_Strict):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
+    xapi: XapiSettings = Field(default_factory=XapiSettings)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")

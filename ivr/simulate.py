@@ -33,6 +33,7 @@ from ivr.call import Call
 from ivr.call.record import CallRecord
 from ivr.config import PbxSettings, Route, TracingSettings, WorkerConfig
 from ivr.emulator import Emulator, EmulatorConfig
+from ivr.emulator.xapi import PbxDescription
 from ivr.flow import Diagnostic, FlowLoadError, load_any
 from ivr.speech.pcm import wav_bytes
 
@@ -137,11 +138,16 @@ class FlowHarness:
         no_answer_timeout: float = 20.0,
         params: dict[str, Any] | None = None,
         tracing: TracingSettings | None = None,
+        pbx: PbxDescription | None = None,
     ) -> None:
         self.flow = Path(flow)
         self.tracing = tracing  # the worker's tracing settings (default: off)
         self.params = dict(params or {})
-        self.extensions = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
+        self.pbx = pbx  # the PBX description (docs/pbx-config.md): its users are the extensions
+        if pbx is not None:
+            self.extensions = dict(pbx.extensions())
+        else:
+            self.extensions = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
         self.extensions.update(extensions or {})
         self.recordings_dir = Path(recordings_dir) if recordings_dir else Path(tempfile.mkdtemp(prefix="ivr-recordings-"))
         self.speech = speech
@@ -176,7 +182,8 @@ class FlowHarness:
                 extensions=self.extensions,
                 ring_seconds=self.ring_seconds,
                 no_answer_timeout=self.no_answer_timeout,
-            )
+            ),
+            pbx=self.pbx,
         )
         await self.emulator.start(host="127.0.0.1", port=0)
         config = WorkerConfig(
@@ -275,8 +282,10 @@ class SimulatedCall:
         recordings_dir: str | Path | None = None,
         speech: Any = None,
         at: datetime | None = None,
+        pbx: PbxDescription | None = None,
     ) -> None:
-        self.harness = FlowHarness(flow, extensions=extensions, recordings_dir=recordings_dir, speech=speech, at=at)
+        self.harness = FlowHarness(flow, extensions=extensions, recordings_dir=recordings_dir, speech=speech, at=at,
+                                   pbx=pbx)
         if actions is None:
             actions = [("press", g) for g in digits.split(",")] if digits else []
             actions += [("say", text) for text in say]

@@ -31,7 +31,7 @@ async def test_top_up_sends_ahead_by_the_extra_and_pacing_goes_on() -> None:
         assert len(writes) == 1  # the whole top-up in one send
         assert out.stats.max_lateness_ms < 20 and out.stats.late_sends == 0  # ahead of time, not late
         # The pacer's next wake-up is the usual one: when the PBX is down to lead - batch again.
-        due = out._next_t - 0.060 + out.batch * 0.020  # type: ignore[operator]
+        due = out._pacer.next_t - 0.060 + out.batch * 0.020  # type: ignore[operator]
         assert max(tick._first_slots) * tick.period <= due + tick.period  # (the earlier one: stale, ignored)
         await out.drain()
         await asyncio.sleep(0.05)

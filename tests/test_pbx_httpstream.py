@@ -193,6 +193,31 @@ async def test_get_hands_chunks_to_on_body_and_ends_cleanly_on_the_zero_chunk() 
         conn.close()
 
 
+async def test_a_consumer_error_from_on_body_ends_the_body_as_itself_not_as_a_bad_response() -> None:
+    # The consumer's ValueError is its own bug: taken for a malformed response (a cut stream),
+    # the inbound reader would reopen the stream instead of failing.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"2\r\nab\r\n")
+        await writer.drain()
+        await reader.read()
+
+    def broken(data: bytes) -> None:
+        raise ValueError("consumer bug")
+
+    server, url = await serve(handler)
+    async with server:
+        conn = await HttpStream.get(url, {}, ssl=True, timeout=2)
+        await asyncio.wait_for(conn.head(), 2)
+        conn.on_body = broken
+        error = await asyncio.wait_for(conn.body_done, 2)
+        assert isinstance(error, ValueError) and str(error) == "consumer bug"
+        conn.close()
+
+
 async def test_get_error_answers_are_read_whole_and_a_reader_that_stops_pauses_tcp() -> None:
     async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_head(reader)

@@ -25,6 +25,13 @@ from .controller import CTL, TOKEN_KEY, Controller
 from .rest import callcontrol_handler
 from .state import ApiError
 from .ws import ws_handler
+from .xapi import (
+    PbxDescription,
+    XapiStore,
+    add_xapi_routes,
+    default_description,
+    with_extensions,
+)
 
 log = logging.getLogger("ivr.emulator")
 
@@ -98,8 +105,9 @@ async def token_handler(request: web.Request) -> web.Response:
     return web.json_response(body.model_dump(mode="json"))
 
 
-def build_app(ctl: Controller) -> web.Application:
-    """The aiohttp application serving every route of the emulator."""
+def build_app(ctl: Controller, xapi: XapiStore | None = None) -> web.Application:
+    """The aiohttp application serving every route of the emulator (``/xapi/v1`` from
+    ``xapi``, else from the configured extensions alone)."""
     app = web.Application(middlewares=[errors_middleware, callcontrol_middleware], client_max_size=64 * 2**20)
     app[CTL] = ctl
     app.router.add_post("/connect/token", token_handler)
@@ -107,6 +115,9 @@ def build_app(ctl: Controller) -> web.Application:
     app.router.add_route("*", "/callcontrol", callcontrol_handler)
     app.router.add_route("*", "/callcontrol/{tail:.*}", callcontrol_handler)
     control.add_routes(app)
+    if xapi is None:
+        xapi = XapiStore(default_description(ctl.config), reserved=lambda: [ctl.config.route_point])
+    add_xapi_routes(app, xapi)
     return app
 
 
@@ -117,12 +128,19 @@ class Emulator:
     ...     callid = await emu.place_call("+4930123456")
     """
 
-    def __init__(self, config: EmulatorConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, config: EmulatorConfig | None = None, *, pbx: PbxDescription | None = None,
+                 **overrides: Any) -> None:
         base = config or EmulatorConfig()
+        if pbx is not None and "extensions" not in base.model_fields_set and "extensions" not in overrides:
+            # one PBX model: the description's users are the Call Control extensions
+            overrides = {"extensions": pbx.extensions(), **overrides}
         # overrides are validated like the config itself (a typo raises, not ignored)
         self.config = EmulatorConfig.model_validate({**base.model_dump(), **overrides}) if overrides else base
         self.controller = Controller(self.config)
-        self.app = build_app(self.controller)
+        # ... and every extension is a user (a bare one when the description does not name it)
+        self.pbx_description = with_extensions(pbx, self.config) if pbx is not None else default_description(self.config)
+        self.xapi = XapiStore(self.pbx_description, reserved=lambda: [self.config.route_point])
+        self.app = build_app(self.controller, self.xapi)
         self._runner: web.AppRunner | None = None
         self._repeat: asyncio.Task[None] | None = None
         self.host = ""

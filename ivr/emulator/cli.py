@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from .app import Emulator
 from .config import DeviceConfig, EmulatorConfig, parse_devices, parse_extensions
+from .xapi import PbxDescription, PbxDescriptionError, load_description
 
 
 def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
@@ -23,7 +24,9 @@ def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
     p.add_argument("--client-secret", default=None,
                    help="default: $IVR_EMULATOR_SECRET, else 'secret'")
     p.add_argument("--route-point", default="800")
-    p.add_argument("--extensions", default="100-105", help="ranges and lists, e.g. 100-105,200")
+    p.add_argument("--extensions", default=None, help="ranges and lists, e.g. 100-105,200 (default 100-105)")
+    p.add_argument("--pbx-config", metavar="YAML",
+                   help="the PBX description: users (the extensions), departments, hours, queues (docs/pbx-config.md)")
     p.add_argument("--busy", default="", help="extensions that answer busy, e.g. 104")
     p.add_argument("--no-answer", default="", help="extensions that never answer, e.g. 105")
     p.add_argument("--ring-seconds", type=float, default=0.5)
@@ -52,10 +55,25 @@ def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+def description_from_args(args: argparse.Namespace) -> PbxDescription | None:
+    """The ``--pbx-config`` file, read and checked; ValueError with one line if unusable."""
+    if getattr(args, "pbx_config", None) is None:
+        return None
+    if args.extensions is not None:
+        raise ValueError("--extensions and --pbx-config: the description's users are the extensions; give one")
+    try:
+        return load_description(args.pbx_config)
+    except PbxDescriptionError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def config_from_args(args: argparse.Namespace, pbx: PbxDescription | None = None) -> EmulatorConfig:
     """Build the config; raises ValueError with a one-line message on bad input."""
     secret = args.client_secret or os.environ.get("IVR_EMULATOR_SECRET") or "secret"
-    extensions = {dn: "answer" for dn in parse_extensions(args.extensions)}
+    if pbx is not None:
+        extensions = dict(pbx.extensions())
+    else:
+        extensions = {dn: "answer" for dn in parse_extensions(args.extensions or "100-105")}
     for flag, behaviour in ((args.busy, "busy"), (args.no_answer, "no_answer")):
         if flag:
             for dn in parse_extensions(flag):
@@ -115,8 +133,9 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     return ctx
 
 
-async def _serve(cfg: EmulatorConfig, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
-    emu = Emulator(cfg)
+async def _serve(cfg: EmulatorConfig, host: str, port: int, tls: ssl.SSLContext | None = None,
+                 pbx: PbxDescription | None = None) -> None:
+    emu = Emulator(cfg, pbx=pbx)
     await emu.start(host, port, ssl_context=tls)
     exts = ",".join(cfg.extensions)
     others = "".join(f", {kind} {','.join(dns)}" for kind, dns in (("queues", cfg.queues), ("IVRs", cfg.ivrs)) if dns)
@@ -139,13 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: parse ``argv`` (without the program name), serve until Ctrl-C; exit code."""
     args = build_parser().parse_args(argv)
     try:
-        cfg = config_from_args(args)
+        pbx = description_from_args(args)
+        cfg = config_from_args(args, pbx)
         tls = tls_context(args.tls_cert, args.tls_key)
     except ValueError as exc:
         print(f"ivr emulator: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(cfg, args.host, args.port, tls))
+        asyncio.run(_serve(cfg, args.host, args.port, tls, pbx))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -14,15 +14,14 @@ from typing import Any
 from .diagnostics import Diagnostic, Severity
 from .schema import (
     RESERVED_NAMES,
+    STEP_TYPES,
     AgentHttpTool,
     AgentToolsArgs,
     Flow,
     GotoStep,
-    HangupStep,
     Node,
     PlayArgs,
     Prompt,
-    ReturnStep,
     SetStep,
     StepBase,
     SubflowStep,
@@ -33,12 +32,10 @@ from .templates import Condition, Template
 
 __all__ = ["AUDIO_STEPS", "audio_search_path", "check_flow", "resolve_audio", "walk_nodes"]
 
-#: Steps that need the caller's audio; skipped in ``on_hangup``.
-AUDIO_STEPS = frozenset({"answer", "play", "say", "menu", "gather", "record", "voicemail",
-                         "transfer", "pause", "hangup", "attach_data", "agent"})
+#: Steps that need the caller's audio (each step model says so: ``StepBase.audio``).
+AUDIO_STEPS = frozenset(kind for kind, cls in STEP_TYPES.items() if cls.audio)
 _JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace",
                             "true", "false", "none", "True", "False", "None"})
-_TERMINAL = (GotoStep, HangupStep, ReturnStep)
 
 
 def audio_search_path(folder: Path) -> list[Path]:
@@ -114,7 +111,7 @@ class _Checker:
             if self.check_files:
                 self._files(node, src)
         for step in self.flow.on_hangup:
-            if step.kind in AUDIO_STEPS:
+            if step.audio:
                 self.add(root.at("on_hangup", self.flow.on_hangup.index(step)), "warning",
                          f"{step.kind!r} is skipped in on_hangup: the caller is gone")
         return self.out
@@ -143,7 +140,7 @@ class _Checker:
                 self.add(step_src, "warning",
                          f"unreachable step: it follows the {dead_after[0]} on line {dead_after[1]} and has no id")
                 warned = True  # one warning per dead run
-            if dead_after is None and isinstance(step, _TERMINAL) and step.when is None:
+            if dead_after is None and step.ends_list and step.when is None:
                 dead_after = (step.kind, step_src.line)
 
     def _known_names(self, nodes: list[tuple[Any, Any, Any, Any]]) -> set[str]:

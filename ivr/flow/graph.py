@@ -5,7 +5,9 @@ that mirrors how the interpreter runs it: a branch list ends by falling through 
 after the branching step; an outcome with no steps of its own (a missing ``on_no_input``, an
 ``hours`` step with no ``open``) goes straight there; ``goto`` is a dashed edge to its target;
 ``hangup``, ``return``, end of a section and an answered transfer with no ``on_answered`` are
-terminals. ``on_error`` and ``on_hangup`` are entry points of their own.
+terminals. ``on_error`` and ``on_hangup`` are entry points of their own. What each branching
+step's outcomes are, and what one without a written branch does, is the step model's own
+declaration (:meth:`~ivr.flow.schema.StepBase.outcomes`), the one the interpreter follows.
 
 :func:`to_mermaid` and :func:`to_dot` are pure text; :func:`render_dot` pipes DOT through
 Graphviz's ``dot`` binary for SVG or PNG (:class:`GraphvizMissing` when it is not installed).
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .schema import Flow, Prompt, StepBase
+from .schema import Flow, Outcome, StepBase
 
 __all__ = [
     "Cluster",
@@ -46,7 +48,6 @@ MAX_LABEL = 42
 MAX_EXPAND_DEPTH = 8
 #: Seconds Graphviz may take for one diagram (a flow diagram takes milliseconds).
 DOT_TIMEOUT = 30.0
-DECISIONS = frozenset({"menu", "gather", "if", "switch", "hours", "transfer", "http", "agent"})
 
 
 class GraphError(Exception):
@@ -120,93 +121,14 @@ def _short(value: Any, limit: int = MAX_LABEL) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _prompt(prompt: Prompt | None) -> str:
-    if prompt is None:
-        return ""
-    parts = [str(p) if isinstance(p, str) else f'"{p.say}"' for p in prompt.parts]
-    return ", ".join(parts)
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    return "…" if isinstance(value, (dict, list)) else str(value)
-
-
-def _pairs(mapping: dict[str, Any] | None) -> str:
-    """``a = 1, b = {{ x }}`` for set / return / attach_data."""
-    return ", ".join(f"{k} = {_scalar(v)}" for k, v in (mapping or {}).items())
-
-
-def _argument(step: StepBase) -> str:
-    """The key argument of a step, as shown after its type (``play welcome.wav``)."""
-    a = step.action
-    kind = step.kind
-    if kind == "play":
-        files = ", ".join(str(f) for f in a.files)
-        return files + (f" ×{a.loop}" if a.loop > 1 else "")
-    if kind == "say":
-        return f'"{a.text}"'
-    if kind in ("menu", "gather"):
-        arg = _prompt(a.prompt)
-        return f"{arg} → {a.into}" if a.into else arg
-    if kind == "hours":
-        return a.timezone
-    if kind == "transfer":
-        return str(a.to)
-    if kind in ("record", "subflow"):
-        return str(a.file)
-    if kind == "voicemail":
-        return str(a.mailbox)
-    if kind in ("set", "attach_data", "return"):
-        return _pairs(a)
-    if kind == "if":
-        return _scalar(a.source)
-    if kind in ("switch", "goto"):
-        return str(a)
-    if kind == "http":
-        return f"{a.method} {a.url}"
-    if kind == "pause":
-        return f"{a:g}s"
-    if kind == "log":
-        return str(a.message)
-    return ""  # answer, hangup
-
-
 def step_lines(step: StepBase) -> list[str]:
     """Label lines of a step: ``type argument``, then ``id: x`` and ``when: cond`` if set."""
-    arg = _argument(step)
-    lines = [_short(f"{step.kind} {arg}" if arg else step.kind)]
+    lines = [_short(step.label())]
     if step.id:
         lines.append(f"id: {step.id}")
     if step.when is not None:
         lines.append(_short(f"when: {step.when.source}"))
     return lines
-
-
-def _outcomes(step: StepBase) -> list[tuple[str, list[StepBase]]]:
-    """Every way a branching step can go on, with its steps ([] = the next step)."""
-    a = step.action
-    kind = step.kind
-    if kind == "menu":
-        return [*((key, steps) for key, steps in a.choices.items()),
-                ("no input", a.on_no_input), ("no match", a.on_no_match)]
-    if kind == "gather":
-        return [("match", a.on_match), ("no input", a.on_no_input), ("no match", a.on_no_match)]
-    if kind == "transfer":
-        return [("answered", a.on_answered), ("busy", a.on_busy),
-                ("no answer", a.on_no_answer), ("failed", a.on_failed)]
-    if kind == "hours":
-        return [("open", a.open), ("closed", a.closed)]
-    if kind == "agent":  # the branches written, where a transfer leaves, and "done" for the rest
-        statuses = ("returned", "transferred", "hangup", "max_turns", "timeout", "no_input", "error")
-        branches = [(s.replace("_", " "), getattr(a, f"on_{s}")) for s in statuses]
-        return [(label, steps) for label, steps in branches if steps or label == "transferred"] + [("done", [])]
-    if kind == "if":
-        return [("then", step.then), ("else", step.else_)]
-    if kind == "switch":
-        return [*((str(k), steps) for k, steps in step.cases.items()), ("default", step.default)]
-    return []
 
 
 # --- model -> graph ---------------------------------------------------------------------------
@@ -288,9 +210,8 @@ class _FlowBuilder:
     def _nodes(self, steps: list[StepBase]) -> None:
         before = None
         for step in steps:
-            kind: NodeKind = ("terminal" if step.kind in ("hangup", "return") else
-                              "decision" if step.kind in DECISIONS else
-                              step.kind if step.kind in ("subflow", "goto") else "step")
+            kind: NodeKind = ("goto" if step.kind == "goto" else "terminal" if step.ends_list else
+                              "decision" if step.outcomes() else "subflow" if step.kind == "subflow" else "step")
             nid = self.ids[id(step)] = self.b.node(step_lines(step), kind, self.cluster)
             if before is not None:
                 self.prev[nid] = before
@@ -317,30 +238,34 @@ class _FlowBuilder:
         if kind == "goto":
             self.b.edge(nid, self._goto_target(step.action), style="dashed")
             return
-        if kind in DECISIONS and kind != "http":
-            for label, branch in _outcomes(step):
-                if branch:
-                    self.b.edge(nid, self.ids[id(branch[0])], label)
-                    self._edges(section, branch, nxt)
-                elif (kind, label) in (("transfer", "answered"), ("agent", "transferred")):
-                    self.b.edge(nid, self.terminal(section, "transferred"), label)  # call left the IVR
-                else:
-                    self.b.edge(nid, nxt(), label)
-            return
-        if kind == "http":
-            self.b.edge(nid, nxt(), "ok")
-            failure = step.action.on_failure
-            if failure:
-                self.b.edge(nid, self.ids[id(failure[0])], "failure")
-                self._edges(section, failure, nxt)
-            elif self.flow.on_error and section != "on_error":
-                self.b.edge(nid, self.entries["on_error"], "failure", "dashed")
-            else:
-                self.b.edge(nid, self.terminal(section, "error"), "failure")
+        outcomes = step.outcomes()
+        if outcomes:
+            self._outcome_edges(section, step, outcomes, nid, nxt)
             return
         self.b.edge(nid, nxt())
         if kind == "subflow" and self.b.expand:
             self._expand(step, nid, nxt)
+
+    def _outcome_edges(self, section: str, step: StepBase, outcomes: list[Outcome], nid: str, nxt: Target) -> None:
+        # What each outcome does is the model's declaration (Outcome), as the interpreter reads it.
+        collapsed = False
+        for o in outcomes:
+            if o.steps:
+                self.b.edge(nid, self.ids[id(o.steps[0])], o.label)
+                self._edges(section, o.steps, nxt)
+            elif o.carries_on:  # no steps: on with the next step
+                if step.unwritten_label is not None and not o.written:
+                    collapsed = True
+                else:
+                    self.b.edge(nid, nxt(), o.label)
+            elif o.unwritten in ("transferred", "hangup"):  # the call has left the IVR
+                self.b.edge(nid, self.terminal(section, o.unwritten), o.label)
+            elif self.flow.on_error and section != "on_error":  # the step fails: on_error runs
+                self.b.edge(nid, self.entries["on_error"], o.label, "dashed")
+            else:
+                self.b.edge(nid, self.terminal(section, "error"), o.label)
+        if collapsed and step.unwritten_label is not None:
+            self.b.edge(nid, nxt(), step.unwritten_label)
 
     def _goto_target(self, target: str) -> str:
         found = self.flow.find(target)

@@ -10,6 +10,16 @@ Error handling:
   with ``error`` (the message) in the template context; the outcome is ``"error"``;
 * :class:`CallHangup` runs ``on_hangup`` with audio steps skipped; the outcome is
   ``"caller_hangup"``.
+
+Each step kind is one model in :mod:`~ivr.flow.schema` (its outcomes, whether it needs audio,
+what it waits for) and one ``do_<kind>`` method here, paired with its model class in
+:data:`HANDLERS`. A handler that branches returns :class:`_Take` with the result's key; the
+model's :class:`~ivr.flow.schema.Outcome` says what that means (run a branch, carry on, end
+the flow, fail the step), the same for every step and as ``graph`` draws it.
+
+The run's position (:class:`~ivr.flow.position.FlowPosition`) goes to ``on_position`` after
+every step and as a step that waits starts; ``run_flow(..., resume=position)`` continues a
+run from one, in this process or another that loaded the same flow file.
 """
 
 from __future__ import annotations
@@ -17,19 +27,60 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from ivr.call.results import CallHangup, step_result
 
-from .checks import AUDIO_STEPS, resolve_audio, walk_nodes
+from .checks import resolve_audio, walk_nodes
 from .hours import is_open
-from .schema import Flow, Prompt, StepBase
+from .position import FlowPosition, PositionError, frames_of, stack_of
+from .schema import (
+    STEP_TYPES,
+    AgentArgs,
+    AgentStep,
+    AnswerStep,
+    AttachDataStep,
+    Flow,
+    GatherArgs,
+    GatherStep,
+    GotoStep,
+    HangupStep,
+    HoursArgs,
+    HoursStep,
+    HttpArgs,
+    HttpStep,
+    IfStep,
+    LogArgs,
+    LogStep,
+    MenuArgs,
+    MenuStep,
+    PauseStep,
+    PlayArgs,
+    PlayStep,
+    Prompt,
+    RecordArgs,
+    RecordStep,
+    ReturnStep,
+    SayArgs,
+    SayStep,
+    SetStep,
+    StepBase,
+    SubflowArgs,
+    SubflowStep,
+    SwitchStep,
+    TransferArgs,
+    TransferStep,
+    VoicemailArgs,
+    VoicemailStep,
+)
 from .templates import Template, evaluate, render_value
 
-__all__ = ["MAX_STEPS", "FlowError", "FlowOutcome", "run_flow"]
+__all__ = ["HANDLERS", "MAX_STEPS", "FlowError", "FlowOutcome", "PositionObserver", "StepHandlers", "run_flow"]
 
 log = logging.getLogger("ivr.flow")
 
@@ -43,6 +94,15 @@ MAX_HTTP_BODY = 1024 * 1024
 
 class FlowError(Exception):
     """A flow failed at run time in a way the flow itself caused (step limit, bad value)."""
+
+
+class PositionObserver(Protocol):
+    """Told the run's position after every step, and as a step that waits starts (then
+    ``waiting_for`` says for what); the worker checkpoints it. It must not block: it runs
+    between steps, and what it raises is logged and ignored (a checkpoint store that is
+    down never stops a call)."""
+
+    def __call__(self, position: FlowPosition) -> None: ...
 
 
 @dataclass
@@ -84,8 +144,21 @@ class _Branch:
     steps: list[StepBase] = field(default_factory=list)
 
 
+@dataclass
+class _Take:
+    """The step's result picks its outcome ``key`` (the model's Outcome says what follows);
+    ``error`` is the message when that outcome fails the step (no branch written for it)."""
+
+    key: str
+    error: str | None = None
+
+
+_Signal = _Stop | _Goto | _Branch | _Take | None
+
+
 class _Runner:
-    def __init__(self, flow: Flow, call: Any, params: dict[str, Any], vars_: dict[str, Any], budget: _Budget) -> None:
+    def __init__(self, flow: Flow, call: Any, params: dict[str, Any], vars_: dict[str, Any], budget: _Budget,
+                 *, parent: _Runner | None = None, observer: PositionObserver | None = None) -> None:
         self.flow, self.call, self.budget = flow, call, budget
         self.params = params
         self.vars = vars_
@@ -94,6 +167,13 @@ class _Runner:
         self.error: str | None = None
         self.hung_up_mode = False
         self._lines: dict[int, int] | None = None
+        # Where the run is, for positions: the running stack, the runner of the subflow the
+        # running step runs (if any), and the subflow position a resume continues in.
+        self.parent, self.observer = parent, observer
+        self.stack: list[list[Any]] = []
+        self.child: _Runner | None = None
+        self.resume_subflow: FlowPosition | None = None
+        self._nested = 0
 
     # --- context ------------------------------------------------------------------------
 
@@ -178,8 +258,19 @@ class _Runner:
         steps, i = address[-1]
         return [*frames, [steps, i]]
 
-    async def run_steps(self, steps: list[StepBase]) -> _Stop | None:
-        stack: list[list[Any]] = [[steps, 0]]
+    async def run_steps(self, steps: list[StepBase], *, start: list[list[Any]] | None = None) -> _Stop | None:
+        """Run ``steps`` (or continue the stack ``start``, a resumed position) to the end of
+        the enclosing lists, a stop, or an exception."""
+        stack: list[list[Any]] = start if start is not None else [[steps, 0]]
+        outer, self.stack = self.stack, stack
+        self._nested += outer != []  # a run inside a step (the agent's hung-up branch) checkpoints nothing
+        try:
+            return await self._loop(stack)
+        finally:
+            self.stack = outer
+            self._nested -= outer != []
+
+    async def _loop(self, stack: list[list[Any]]) -> _Stop | None:
         while stack:
             frame = stack[-1]
             items, i = frame
@@ -194,7 +285,7 @@ class _Runner:
                                 "(an endless goto loop?)")
             if step.when is not None and not evaluate(step.when, self.context()):
                 continue
-            if self.hung_up_mode and step.kind in AUDIO_STEPS:
+            if self.hung_up_mode and step.audio:
                 self.record(step, {"skipped": "caller hung up"}, 0.0)
                 continue
             clock = asyncio.get_running_loop().time
@@ -205,6 +296,8 @@ class _Runner:
             if observe is not None:
                 observe("start", step, {"where": self.where(step), "file": str(self.flow.path or self.flow.name),
                                         "line": self.line_of(step)})
+            if step.waits_for is not None:
+                self.checkpoint(step.waits_for)
             try:
                 signal = await self.execute(step)
             except BaseException as exc:
@@ -219,10 +312,66 @@ class _Runner:
                 if signal.steps:
                     stack.append([signal.steps, 0])
             elif isinstance(signal, _Goto):
-                stack = self.stack_for(signal.target)
+                stack = self.stack = self.stack_for(signal.target)
             elif isinstance(signal, _Stop):
                 return signal
+            self.checkpoint()
         return None
+
+    # --- positions ----------------------------------------------------------------------
+
+    def position(self, waiting_for: str | None = None) -> FlowPosition:
+        """Where this run (and the subflow it is in, if any) is; ``waiting_for``: the innermost
+        run is inside a step that waits for it (the position points at that step)."""
+        # A resume runs each step the position is inside again (subflow steps, a waiting
+        # step): those do not count as run yet. The budget is the call's, one for all levels.
+        again, runner = int(waiting_for is not None), self
+        while runner.child is not None:
+            again, runner = again + 1, runner.child
+        since = time.time() if waiting_for is not None else None  # taken as the step starts
+        return self._position(waiting_for, since, max(self.budget.used - again, 0))
+
+    def _position(self, waiting_for: str | None, since: float | None, steps_run: int) -> FlowPosition:
+        inner = self.child._position(waiting_for, since, steps_run) if self.child is not None else None
+        return FlowPosition(
+            flow=str(self.flow.path) if self.flow.path else (self.flow.name or "flow"), version=self.flow.version,
+            frames=frames_of(self.flow, self.stack, in_step=inner is not None or waiting_for is not None),
+            waiting_for=waiting_for if inner is None else None, waiting_since=since if inner is None else None,
+            params=self.params, vars=self.vars, digits=self.digits, last=self.last, error=self.error,
+            hung_up=self.hung_up_mode, steps_run=steps_run, step_limit=self.budget.limit, subflow=inner)
+
+    def checkpoint(self, waiting_for: str | None = None) -> None:
+        """Hand the whole run's position (from the top flow down) to the observer, if any."""
+        root: _Runner = self
+        runner: _Runner | None = self
+        while runner is not None:
+            if runner._nested or runner.hung_up_mode:
+                return  # inside a step's own run, or the caller has gone: nothing to take over
+            root, runner = runner, runner.parent
+        if root.observer is None:
+            return
+        try:
+            position = root.position(waiting_for)
+        except PositionError as exc:  # pragma: no cover - every pushed list is a declared branch
+            log.warning("flow %s: no position: %s", self.flow.name, exc)
+            return
+        try:
+            root.observer(position)
+        except Exception as exc:  # noqa: BLE001 - a checkpoint store that fails never stops a call
+            log.warning("flow %s: position observer failed: %s", self.flow.name, exc)
+
+    def restore(self, position: FlowPosition) -> tuple[str, list[list[Any]]]:
+        """Take the run's state from ``position``; its section and stack to continue."""
+        if position.version != self.flow.version:
+            raise PositionError(f"position is for version {position.version or '-'} of {position.flow}, "
+                                f"not {self.flow.version or '-'} ({self.flow.path or self.flow.name})")
+        section, stack = stack_of(self.flow, position.frames)
+        self.params = dict(position.params)
+        self.vars.update(position.vars)
+        self.digits, self.last, self.error = position.digits, position.last, position.error
+        self.hung_up_mode = self.hung_up_mode or position.hung_up
+        self.resume_subflow = position.subflow
+        return section, stack
 
     def record(self, step: StepBase, result: Any, duration: float) -> None:
         rec = getattr(self.call, "call_record", None)
@@ -233,9 +382,18 @@ class _Runner:
         if isinstance(steps, list):
             steps.append({"name": step.kind, "id": step.id, "result": _plain(result)})
 
-    async def execute(self, step: StepBase) -> Any:
-        handler = getattr(self, f"do_{step.kind}")
-        return await handler(step, step.action)
+    async def execute(self, step: StepBase) -> _Branch | _Goto | _Stop | None:
+        signal = await HANDLERS.handler(step)(self, step, step.action)
+        return self.follow(step, signal) if isinstance(signal, _Take) else signal
+
+    def follow(self, step: StepBase, take: _Take) -> _Branch | _Stop:
+        """What the outcome a result picked means, as the step's model declares it."""
+        outcome = step.outcome(take.key)
+        if outcome is None or outcome.carries_on:  # a branch written (maybe []), or none needed
+            return _Branch(outcome.steps if outcome is not None else [])
+        if outcome.unwritten == "error":
+            raise FlowError(take.error or f"{self.where(step)}: {step.kind} {outcome.label}")
+        return _Stop(outcome.unwritten)  # transferred / hangup: the call has left the IVR
 
     def store(self, into: str | None, value: Any) -> None:
         if into:
@@ -243,29 +401,29 @@ class _Runner:
 
     # --- steps --------------------------------------------------------------------------
 
-    async def do_answer(self, step: StepBase, _: Any) -> None:
+    async def do_answer(self, step: AnswerStep, _: None) -> None:
         await self.call.answer()
         self.last = None
 
-    async def do_hangup(self, step: StepBase, _: Any) -> _Stop:
+    async def do_hangup(self, step: HangupStep, _: None) -> _Stop:
         await self.call.hangup()
         self.last = None
         return _Stop("hangup")
 
-    async def do_play(self, step: StepBase, a: Any) -> None:
+    async def do_play(self, step: PlayStep, a: PlayArgs) -> None:
         files = [self.audio(f) for f in a.files]
         result = await self.call.play(*files, loop=a.loop, barge_in=a.barge_in)
         self.last = step_result(result)
 
-    async def do_say(self, step: StepBase, a: Any) -> None:
+    async def do_say(self, step: SayStep, a: SayArgs) -> None:
         result = await self.call.say(self.text(a.text), voice=a.voice, tts=a.tts, barge_in=a.barge_in)
         self.last = step_result(result)
 
-    async def do_hours(self, step: StepBase, a: Any) -> _Branch:
+    async def do_hours(self, step: HoursStep, a: HoursArgs) -> _Take:
         open_now = is_open(a.schedule, _now(self.call))
         self.last = {"open": open_now}
         self.store(a.into, open_now)
-        return _Branch(a.open if open_now else a.closed)
+        return _Take("open" if open_now else "closed")
 
     def _gather_result(self, step: StepBase, result: Any, into: str | None, key: str) -> dict[str, Any]:
         out = step_result(result)
@@ -280,7 +438,7 @@ class _Runner:
         self.store(into, out[key] if out["status"] == "match" else None)
         return out
 
-    async def do_menu(self, step: StepBase, a: Any) -> _Branch:
+    async def do_menu(self, step: MenuStep, a: MenuArgs) -> _Take:
         result = await self.call.menu(
             prompt=self.prompt(a.prompt), choices=list(a.choices), retries=a.retries,
             reprompt=self.prompt(a.reprompt), no_input_prompt=self.prompts(a.no_input_prompt),
@@ -289,10 +447,10 @@ class _Runner:
         )
         out = self._gather_result(step, result, a.into, "choice")
         if out["status"] == "match":
-            return _Branch(a.choices.get(out["choice"] or out["digits"], []))
-        return _Branch(a.on_no_input if out["status"] == "no_input" else a.on_no_match)
+            return _Take(out["choice"] or out["digits"])
+        return _Take("no_input" if out["status"] == "no_input" else "no_match")
 
-    async def do_gather(self, step: StepBase, a: Any) -> _Branch:
+    async def do_gather(self, step: GatherStep, a: GatherArgs) -> _Take:
         result = await self.call.gather(
             prompt=self.prompt(a.prompt), rules=a.rules, retries=a.retries,
             reprompt=self.prompt(a.reprompt), no_input_prompt=self.prompts(a.no_input_prompt),
@@ -300,23 +458,18 @@ class _Runner:
             speech=a.speech.options if a.speech is not None else None,
         )
         out = self._gather_result(step, result, a.into, "digits")
-        branch = {"match": a.on_match, "no_input": a.on_no_input, "no_match": a.on_no_match}
-        return _Branch(branch.get(out["status"], []))
+        return _Take(out["status"])
 
-    async def do_transfer(self, step: StepBase, a: Any) -> Any:
+    async def do_transfer(self, step: TransferStep, a: TransferArgs) -> _Take:
         to = self.text(a.to).strip()
         if not to:
             raise FlowError(f"{self.where(step)}: transfer destination {str(a.to)!r} rendered empty")
         result = await self.call.transfer(to, mode=a.mode, timeout=a.timeout)
         self.last = step_result(result)
         self.store(a.into, self.last)
-        branches = {"answered": a.on_answered, "busy": a.on_busy, "no_answer": a.on_no_answer, "failed": a.on_failed}
-        chosen = branches.get(result.status, [])
-        if result.status == "answered" and not chosen:
-            return _Stop("transferred")  # the call has left the IVR
-        return _Branch(chosen)
+        return _Take(result.status)  # answered with no on_answered: the call has left the IVR
 
-    async def do_record(self, step: StepBase, a: Any) -> None:
+    async def do_record(self, step: RecordStep, a: RecordArgs) -> None:
         result = await self.call.record(
             self.text(a.file), max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys,
             beep=a.beep, mode=a.mode, metadata={k: str(v) for k, v in self.value(a.metadata).items()} or None,
@@ -324,7 +477,7 @@ class _Runner:
         self.last = step_result(result)
         self.store(a.into, self.last)
 
-    async def do_voicemail(self, step: StepBase, a: Any) -> None:
+    async def do_voicemail(self, step: VoicemailStep, a: VoicemailArgs) -> None:
         mailbox = self.text(a.mailbox)
         if a.greeting is not None:
             await self.call.play_prompt(self.prompt(a.greeting), barge_in=True)
@@ -336,33 +489,33 @@ class _Runner:
         self.last = {**(step_result(result) or {}), "mailbox": mailbox}
         self.store(a.into, self.last)
 
-    async def do_set(self, step: StepBase, values: dict[str, Any]) -> None:
+    async def do_set(self, step: SetStep, values: dict[str, Any]) -> None:
         for name, value in values.items():  # in order: later values see earlier ones
             self.vars[name] = render_value(value, self.context())
         self.last = {k: self.vars[k] for k in values}
 
-    async def do_if(self, step: StepBase, cond: Any) -> _Branch:
+    async def do_if(self, step: IfStep, cond: Any) -> _Take:
         result = evaluate(cond, self.context())
         self.last = {"result": result}
-        return _Branch(step.then if result else step.else_)
+        return _Take("then" if result else "else")
 
-    async def do_switch(self, step: StepBase, value: Template) -> _Branch:
+    async def do_switch(self, step: SwitchStep, value: Template) -> _Take:
         text = self.text(value).strip()
         self.last = {"value": text}
-        return _Branch(step.cases.get(text, step.default))
+        return _Take(text)
 
-    async def do_goto(self, step: StepBase, target: str) -> _Goto:
+    async def do_goto(self, step: GotoStep, target: str) -> _Goto:
         self.last = {"target": target}
         return _Goto(target)
 
-    async def do_subflow(self, step: StepBase, a: Any) -> None:
+    async def do_subflow(self, step: SubflowStep, a: SubflowArgs) -> None:
         path = self.flow.folder / a.file
         params = self.value(a.params)
-        returned = await _run_path(self.call, path, params, self.budget, hung_up=self.hung_up_mode)
+        returned = await _run_path(self.call, path, params, self.budget, hung_up=self.hung_up_mode, parent=self)
         self.last = returned
         self.store(a.into, returned)
 
-    async def do_http(self, step: StepBase, a: Any) -> _Branch | None:
+    async def do_http(self, step: HttpStep, a: HttpArgs) -> _Take:
         import aiohttp
 
         url = self.text(a.url)
@@ -395,17 +548,15 @@ class _Runner:
         self.last = result
         self.store(a.into, result)
         if result["ok"]:
-            return None
-        if a.on_failure:
-            return _Branch(a.on_failure)
+            return _Take("ok")
         problem = result["error"] or f"HTTP {result['status']} from {_host(url)}"
-        raise FlowError(f"{self.where(step)}: http {a.method} failed: {problem}")
+        return _Take("failure", error=f"{self.where(step)}: http {a.method} failed: {problem}")
 
-    async def do_pause(self, step: StepBase, seconds: float) -> None:
+    async def do_pause(self, step: PauseStep, seconds: float) -> None:
         await self.call.sleep(seconds)
         self.last = None
 
-    async def do_log(self, step: StepBase, a: Any) -> None:
+    async def do_log(self, step: LogStep, a: LogArgs) -> None:
         message = self.text(a.message)
         emit = getattr(self.call, "log_event", None)
         if a.level == "info" and callable(emit):
@@ -414,12 +565,12 @@ class _Runner:
             logging.getLogger("ivr.flow.log").log(logging.getLevelName(a.level.upper()), "%s", message)
         self.last = {"message": message}
 
-    async def do_attach_data(self, step: StepBase, data: dict[str, Template]) -> None:
+    async def do_attach_data(self, step: AttachDataStep, data: dict[str, Template]) -> None:
         values = {k: self.text(v) for k, v in data.items()}
         await self.call.attach_data(values)
         self.last = values
 
-    async def do_agent(self, step: StepBase, a: Any) -> Any:
+    async def do_agent(self, step: AgentStep, a: AgentArgs) -> _Stop | _Take:
         result = await self.call.agent(
             system=self.text(a.system), greeting=None if a.greeting is None else self.text(a.greeting),
             llm=a.llm, stt=a.stt, tts=a.tts, voice=a.voice, tools=self._agent_tools(a.tools),
@@ -430,16 +581,11 @@ class _Runner:
         )
         self.last = result.to_dict()
         self.store(a.into, self.last)
-        branch = getattr(a, f"on_{result.status}", [])
-        if result.status == "transferred" and not branch:
-            return _Stop("transferred")  # the call has left the IVR
         if result.status == "hangup":  # the agent hung up: the branch runs without audio
             self.hung_up_mode = True
-            await self.run_steps(branch)
+            await self.run_steps(a.on_hangup)
             return _Stop("hangup")
-        if result.status == "error" and not branch:
-            raise FlowError(f"{self.where(step)}: agent failed: {result.error}")
-        return _Branch(branch)
+        return _Take(result.status, error=f"{self.where(step)}: agent failed: {result.error}")
 
     def _agent_tools(self, t: Any) -> Any:
         """The step's tool declarations as ivr.agent.AgentTools (transfer numbers rendered now)."""
@@ -459,10 +605,60 @@ class _Runner:
             set=dict(t.set) if isinstance(t.set, dict) else {n: "" for n in t.set}, return_=ret,
         )
 
-    async def do_return(self, step: StepBase, values: dict[str, Any] | None) -> _Stop:
+    async def do_return(self, step: ReturnStep, values: dict[str, Any] | None) -> _Stop:
         returned = self.value(values) if values else {}
         self.last = returned
         return _Stop("returned", returned)
+
+
+S = TypeVar("S", bound=StepBase)
+#: A step's handler: ``(runner, step, step.action) -> signal`` (None: on with the next step).
+Handler = Callable[[_Runner, S, Any], Awaitable[_Signal]]
+
+
+class StepHandlers:
+    """The one table from a step model class to the ``_Runner`` method that runs it; ``add``
+    pairs them so a type checker sees each handler take its own step class."""
+
+    def __init__(self) -> None:
+        self._by_class: dict[type[StepBase], Handler[Any]] = {}
+
+    def add(self, cls: type[S], handler: Handler[S]) -> None:
+        self._by_class[cls] = handler
+
+    def handler(self, step: StepBase) -> Handler[Any]:
+        try:
+            return self._by_class[type(step)]
+        except KeyError:
+            raise FlowError(f"no handler for {step.kind!r} steps") from None
+
+    def missing(self) -> list[str]:
+        """Step kinds of the flow format without a handler (a test keeps this empty)."""
+        return [kind for kind, cls in STEP_TYPES.items() if cls not in self._by_class]
+
+
+HANDLERS = StepHandlers()
+HANDLERS.add(AnswerStep, _Runner.do_answer)
+HANDLERS.add(HangupStep, _Runner.do_hangup)
+HANDLERS.add(PlayStep, _Runner.do_play)
+HANDLERS.add(SayStep, _Runner.do_say)
+HANDLERS.add(HoursStep, _Runner.do_hours)
+HANDLERS.add(MenuStep, _Runner.do_menu)
+HANDLERS.add(GatherStep, _Runner.do_gather)
+HANDLERS.add(TransferStep, _Runner.do_transfer)
+HANDLERS.add(RecordStep, _Runner.do_record)
+HANDLERS.add(VoicemailStep, _Runner.do_voicemail)
+HANDLERS.add(SetStep, _Runner.do_set)
+HANDLERS.add(IfStep, _Runner.do_if)
+HANDLERS.add(SwitchStep, _Runner.do_switch)
+HANDLERS.add(GotoStep, _Runner.do_goto)
+HANDLERS.add(SubflowStep, _Runner.do_subflow)
+HANDLERS.add(HttpStep, _Runner.do_http)
+HANDLERS.add(PauseStep, _Runner.do_pause)
+HANDLERS.add(LogStep, _Runner.do_log)
+HANDLERS.add(AttachDataStep, _Runner.do_attach_data)
+HANDLERS.add(AgentStep, _Runner.do_agent)
+HANDLERS.add(ReturnStep, _Runner.do_return)
 
 
 def _host(url: str) -> str:
@@ -485,7 +681,8 @@ def _plain(value: Any) -> Any:
 
 
 async def _run(flow: Flow, call: Any, params: dict[str, Any] | None, budget: _Budget,
-               vars_: dict[str, Any] | None, *, hung_up: bool = False) -> FlowOutcome:
+               vars_: dict[str, Any] | None, *, hung_up: bool = False, resume: FlowPosition | None = None,
+               parent: _Runner | None = None, observer: PositionObserver | None = None) -> FlowOutcome:
     unknown = sorted(set(params or {}) - set(flow.params))
     if unknown:
         raise FlowError(f"flow {flow.name!r} has no parameter {unknown[0]!r} (it takes: {', '.join(flow.params) or 'none'})")
@@ -494,12 +691,33 @@ async def _run(flow: Flow, call: Any, params: dict[str, Any] | None, budget: _Bu
         vars_ = {}
     for name, value in flow.vars.items():
         vars_.setdefault(name, value)
-    runner = _Runner(flow, call, merged, vars_, budget)
+    runner = _Runner(flow, call, merged, vars_, budget, parent=parent, observer=observer)
     runner.hung_up_mode = hung_up
+    section, stack = "steps", None
+    if resume is not None:
+        section, stack = runner.restore(resume)  # PositionError when it does not fit this flow
+    if parent is not None:
+        parent.child = runner
+    try:
+        return await _run_sections(runner, section, stack, hung_up=hung_up)
+    finally:
+        if parent is not None:
+            parent.child = None
+
+
+async def _run_sections(runner: _Runner, section: str, stack: list[list[Any]] | None, *, hung_up: bool) -> FlowOutcome:
+    """``steps``, then ``on_error`` on a failure or ``on_hangup`` when the caller leaves;
+    ``section`` and ``stack``: a resumed run continues there."""
+    flow, call, budget = runner.flow, runner.call, runner.budget
     start = budget.used
     try:
         try:
-            stop = await runner.run_steps(flow.steps)
+            if section == "on_error":
+                return await _recover(runner, runner.error or "", start, stack)
+            if section == "on_hangup":
+                await _after_hangup(runner, stack)
+                return FlowOutcome("caller_hangup", steps=budget.used - start)
+            stop = await runner.run_steps(flow.steps, start=stack)
         except CallHangup:
             raise
         except (asyncio.CancelledError, KeyboardInterrupt):
@@ -513,25 +731,36 @@ async def _run(flow: Flow, call: Any, params: dict[str, Any] | None, budget: _Bu
                 return FlowOutcome("error", error=message, steps=budget.used - start)
             runner.error = message
             budget.limit = max(budget.limit, budget.used + ERROR_ALLOWANCE)
-            try:
-                await runner.run_steps(flow.on_error)
-            except CallHangup:
-                raise
-            except Exception as again:  # noqa: BLE001
-                return FlowOutcome("error", error=f"{message}; then on_error failed: {again}", steps=budget.used - start)
-            return FlowOutcome("error", error=message, handled=True, steps=budget.used - start)
+            return await _recover(runner, message, start)
     except CallHangup:
         if not hung_up and flow.on_hangup:
-            runner.hung_up_mode = True
-            budget.limit = max(budget.limit, budget.used + ERROR_ALLOWANCE)
-            try:
-                await runner.run_steps(flow.on_hangup)
-            except Exception as exc:  # noqa: BLE001 - nobody is left to tell; log it
-                log.warning("flow %s: on_hangup failed: %s", flow.name, exc)
+            await _after_hangup(runner)
         return FlowOutcome("caller_hangup", steps=budget.used - start)
     if stop is None:
         return FlowOutcome("completed", steps=budget.used - start)
     return FlowOutcome(stop.status, returned=stop.returned, steps=budget.used - start)
+
+
+async def _recover(runner: _Runner, message: str, start: int, stack: list[list[Any]] | None = None) -> FlowOutcome:
+    """Run on_error (``error`` set); CallHangup propagates."""
+    budget = runner.budget
+    try:
+        await runner.run_steps(runner.flow.on_error, start=stack)
+    except CallHangup:
+        raise
+    except Exception as again:  # noqa: BLE001
+        return FlowOutcome("error", error=f"{message}; then on_error failed: {again}", steps=budget.used - start)
+    return FlowOutcome("error", error=message, handled=True, steps=budget.used - start)
+
+
+async def _after_hangup(runner: _Runner, stack: list[list[Any]] | None = None) -> None:
+    """Run on_hangup with audio steps skipped; its failures are logged (nobody is left to tell)."""
+    runner.hung_up_mode = True
+    runner.budget.limit = max(runner.budget.limit, runner.budget.used + ERROR_ALLOWANCE)
+    try:
+        await runner.run_steps(runner.flow.on_hangup, start=stack)
+    except Exception as exc:  # noqa: BLE001 - nobody is left to tell; log it
+        log.warning("flow %s: on_hangup failed: %s", runner.flow.name, exc)
 
 
 def _budget_of(call: Any, max_steps: int) -> _Budget:
@@ -546,11 +775,17 @@ def _budget_of(call: Any, max_steps: int) -> _Budget:
     return budget
 
 
-async def _run_path(call: Any, path: Path, params: dict[str, Any], budget: _Budget, *, hung_up: bool = False) -> dict[str, Any]:
-    """Run a subflow file; its ``return`` values (or {}) come back. Errors propagate."""
+async def _run_path(call: Any, path: Path, params: dict[str, Any], budget: _Budget, *, hung_up: bool = False,
+                    parent: _Runner | None = None) -> dict[str, Any]:
+    """Run a subflow file; its ``return`` values (or {}) come back. Errors propagate.
+    ``parent``: the runner of the subflow step (its position includes the subflow's, and a
+    resumed parent hands the subflow the position to continue from)."""
     runnable = _load_cached(path)
+    resume = None
+    if parent is not None:
+        resume, parent.resume_subflow = parent.resume_subflow, None
     if isinstance(runnable, YamlFlow):
-        outcome = await _run(runnable.flow, call, params, budget, {}, hung_up=hung_up)
+        outcome = await _run(runnable.flow, call, params, budget, {}, hung_up=hung_up, resume=resume, parent=parent)
         if outcome.status == "error" and not outcome.handled:
             raise FlowError(f"subflow {path.name}: {outcome.error}")
         if outcome.status == "caller_hangup":
@@ -588,13 +823,22 @@ def runnable_hangup() -> BaseException:
 
 
 async def run_flow(flow: Flow, call: Any, *, params: dict[str, Any] | None = None,
-                   max_steps: int = MAX_STEPS) -> FlowOutcome:
+                   max_steps: int = MAX_STEPS, resume: FlowPosition | None = None,
+                   on_position: PositionObserver | None = None) -> FlowOutcome:
     """Run ``flow`` on ``call`` to its end; step failures become ``FlowOutcome("error")``
     (after ``on_error``), a caller hang-up ``"caller_hangup"`` (after ``on_hangup``).
-    Raises :class:`FlowError` only for ``params`` the flow does not declare.
+    Raises :class:`FlowError` only for ``params`` the flow does not declare, and
+    :class:`~ivr.flow.position.PositionError` for a ``resume`` position that does not fit the
+    flow (another version of the file, a frame that is not there).
 
     The flow's variables live in ``call.vars`` (initial ``vars:`` fill in names not set
-    yet). ``max_steps`` bounds the steps of this call, subflows included."""
+    yet). ``max_steps`` bounds the steps of this call, subflows included.
+
+    ``resume``: continue from a position ``on_position`` was given (in this process or
+    another): its variables, parameters and step count come back, and the step it points at
+    runs (again, if it was running: a prompt replays, a gather starts afresh; inside a YAML
+    subflow, the subflow step resumes the subflow there). ``on_position`` is told the
+    position after every step and as a step that waits starts."""
     if getattr(call, "subflow_runner", "absent") is None:
         from . import run_subflow
 
@@ -602,7 +846,11 @@ async def run_flow(flow: Flow, call: Any, *, params: dict[str, Any] | None = Non
     vars_ = getattr(call, "vars", None)
     if not isinstance(vars_, dict):
         vars_ = {}
-    return await _run(flow, call, params, _budget_of(call, max_steps), vars_)
+    budget = _budget_of(call, max_steps)
+    if resume is not None:  # the call's step count goes on where the position left it
+        budget.used = resume.steps_run
+        budget.limit = max(budget.limit, resume.step_limit)
+    return await _run(flow, call, params, budget, vars_, resume=resume, observer=on_position)
 
 
 class YamlFlow:
@@ -613,9 +861,11 @@ class YamlFlow:
         self.path = flow.path
         self.name = flow.name
 
-    async def run(self, call: Any, params: dict[str, Any] | None = None) -> FlowOutcome:
-        """Run the flow; re-raises CallHangup, raises FlowError for an unhandled error."""
-        outcome = await run_flow(self.flow, call, params=params)
+    async def run(self, call: Any, params: dict[str, Any] | None = None, *, resume: FlowPosition | None = None,
+                  on_position: PositionObserver | None = None) -> FlowOutcome:
+        """Run the flow (from ``resume``, telling ``on_position``: see :func:`run_flow`);
+        re-raises CallHangup, raises FlowError for an unhandled error."""
+        outcome = await run_flow(self.flow, call, params=params, resume=resume, on_position=on_position)
         if outcome.status == "caller_hangup":
             raise runnable_hangup()
         if outcome.status == "error" and not outcome.handled:

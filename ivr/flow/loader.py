@@ -10,6 +10,7 @@ carries them all.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -380,6 +381,7 @@ def load_flow_text(text: str, path: str | Path = "<flow>", *, check_files: bool 
     if flow.name is None:
         flow.name = Path(path).stem if file != "<flow>" else "flow"
     flow._src = src
+    flow._version = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     diagnostics = check_flow(flow, src, file, check_files=check_files)
     flow._diagnostics = diagnostics
     if any(d.is_error for d in diagnostics):

@@ -16,6 +16,7 @@ import difflib
 import keyword
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -43,6 +44,7 @@ __all__ = [
     "RESERVED_NAMES",
     "STEP_TYPES",
     "Flow",
+    "Outcome",
     "Prompt",
     "SayPrompt",
     "Step",
@@ -206,6 +208,17 @@ def _one_or_many(value: Any) -> Any:
     return value if isinstance(value, list) else [value]
 
 
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return "…" if isinstance(value, (dict, list)) else str(value)
+
+
+def _pairs(mapping: dict[str, Any] | None) -> str:
+    """``a = 1, b = {{ x }}`` for set / return / attach_data."""
+    return ", ".join(f"{k} = {_scalar(v)}" for k, v in (mapping or {}).items())
+
+
 # --- prompts ------------------------------------------------------------------------------
 
 
@@ -250,6 +263,10 @@ class Prompt(Node):
     def files(self) -> list[Template]:
         """The audio-file parts."""
         return [p for p in self.parts if isinstance(p, Template)]
+
+    def label(self) -> str:
+        """The parts as one line: ``a.wav, "spoken text"``."""
+        return ", ".join(str(p) if isinstance(p, str) else f'"{p.say}"' for p in self.parts)
 
     def to_call(self) -> Any:
         """The shape ``Call`` takes: a str, ``{"say":..}`` or a list of those (unrendered)."""
@@ -333,12 +350,80 @@ class SpeechArgs(Node):
 # --- steps --------------------------------------------------------------------------------
 
 
+#: What an outcome whose branch the author did not write does: carry on after the step
+#: (``next``), end the flow because the call has left (``transferred``) or the caller is gone
+#: (``hangup``), or fail the step so the flow's ``on_error`` runs (``error``).
+Unwritten = Literal["next", "transferred", "hangup", "error"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One way a step goes on after it ran: the result ``key`` that picks it (a status, a menu
+    key, ``then``), the ``label`` diagrams show, its branch ``steps`` and where they sit in the
+    YAML mapping (``path``, e.g. ``("menu", "choices", "1")``; ``()`` for an outcome that has no
+    branch of its own, like an http step's ``ok``).
+
+    A branch the author wrote always runs, and once it ends the flow carries on after the step;
+    written empty (``on_failure: []``) it means "carry on after the step" at once. A branch not
+    written does what ``unwritten`` says."""
+
+    key: str
+    label: str
+    steps: list[StepBase]
+    path: tuple[str, ...]
+    written: bool
+    unwritten: Unwritten = "next"
+
+    @property
+    def carries_on(self) -> bool:
+        """The flow goes on (into ``steps``, or after the step) rather than ending or failing."""
+        return self.written or self.unwritten == "next"
+
+
+def _branch(step: StepBase, field: str, key: str, *, unwritten: Unwritten = "next") -> Outcome:
+    """The outcome ``key`` whose branch is the step list in ``field``: a field of the step
+    itself (``then``) or of its arguments (``on_busy`` under ``transfer``)."""
+    owner: Node = step if field in type(step).model_fields else step.action
+    at = () if owner is step else (step.kind,)
+    name = type(owner).model_fields[field].alias or field
+    return Outcome(key, key.replace("_", " "), getattr(owner, field), (*at, name),
+                   field in owner.model_fields_set, unwritten)
+
+
 class StepBase(Node):
-    """Fields every step may carry besides its action."""
+    """Fields every step may carry besides its action, and what each step kind declares
+    about itself (the interpreter, ``graph``, ``validate`` and the checks read these)."""
 
     kind: ClassVar[str] = ""
+    #: The step needs the caller's audio: it is skipped in ``on_hangup`` and after the caller left.
+    audio: ClassVar[bool] = False
+    #: What the call waits for while the step runs (a checkpoint taken then says so).
+    waits_for: ClassVar[str | None] = None
+    #: Nothing written after this step in its list runs (unless a ``goto`` targets it).
+    ends_list: ClassVar[bool] = False
+    #: Diagrams draw outcomes that carry on without a branch written as one edge with this
+    #: label instead of one edge each (None: one edge each).
+    unwritten_label: ClassVar[str | None] = None
     id: StepId | None = Field(None, description="Name of this step, a `goto` target.")
     when: Cond | None = Field(None, description="Run the step only if this condition holds.")
+
+    def outcomes(self) -> list[Outcome]:
+        """Every way the step can go on, in the order diagrams draw them; [] for a step that
+        simply continues with the next one."""
+        return []
+
+    def outcome(self, key: str) -> Outcome | None:
+        """The outcome a result picks; None: there is none for it (the flow carries on)."""
+        return next((o for o in self.outcomes() if o.key == key), None)
+
+    def argument(self) -> str:
+        """The key argument of the step as diagrams and live views show it after its kind."""
+        return ""
+
+    def label(self) -> str:
+        """``kind argument``, e.g. ``play welcome.wav``."""
+        arg = self.argument()
+        return f"{self.kind} {arg}" if arg else self.kind
 
     def branches(self) -> list[tuple[tuple[str, ...], list[StepBase]]]:
         """Every nested step list of this step with its key path in the YAML mapping,
@@ -381,6 +466,7 @@ class AnswerStep(_NoArgStep):
     """``- answer``: pick up the call."""
 
     kind: ClassVar[str] = "answer"
+    audio: ClassVar[bool] = True
     what: ClassVar[str] = "answer step"
     json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"const": "answer"},)
     answer: None = Field(description="Answer the call.")
@@ -390,6 +476,8 @@ class HangupStep(_NoArgStep):
     """``- hangup``: end the call."""
 
     kind: ClassVar[str] = "hangup"
+    audio: ClassVar[bool] = True
+    ends_list: ClassVar[bool] = True
     what: ClassVar[str] = "hangup step"
     json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"const": "hangup"},)
     hangup: None = Field(description="Hang up.")
@@ -418,7 +506,13 @@ class PlayArgs(Node):
 class PlayStep(StepBase):
     kind: ClassVar[str] = "play"
     what: ClassVar[str] = "play step"
+    audio: ClassVar[bool] = True
+    waits_for: ClassVar[str | None] = "prompt"
     play: PlayArgs
+
+    def argument(self) -> str:
+        files = ", ".join(str(f) for f in self.play.files)
+        return files + (f" ×{self.play.loop}" if self.play.loop > 1 else "")
 
 
 class SayArgs(Node):
@@ -441,7 +535,12 @@ class SayArgs(Node):
 class SayStep(StepBase):
     kind: ClassVar[str] = "say"
     what: ClassVar[str] = "say step"
+    audio: ClassVar[bool] = True
+    waits_for: ClassVar[str | None] = "prompt"
     say: SayArgs
+
+    def argument(self) -> str:
+        return f'"{self.say.text}"'
 
 
 def _weekly_key(key: Any) -> None:
@@ -510,6 +609,12 @@ class HoursStep(StepBase):
     what: ClassVar[str] = "hours step"
     hours: HoursArgs
 
+    def outcomes(self) -> list[Outcome]:
+        return [_branch(self, "open", "open"), _branch(self, "closed", "closed")]
+
+    def argument(self) -> str:
+        return self.hours.timezone
+
 
 class MenuArgs(_Escalating):
     """A DTMF menu: one key per choice, each choice a list of steps."""
@@ -552,7 +657,18 @@ class MenuArgs(_Escalating):
 class MenuStep(StepBase):
     kind: ClassVar[str] = "menu"
     what: ClassVar[str] = "menu step"
+    audio: ClassVar[bool] = True
+    waits_for: ClassVar[str | None] = "input"
     menu: MenuArgs
+
+    def outcomes(self) -> list[Outcome]:
+        """A key per choice (the chosen key picks it), then ``no_input`` and ``no_match``."""
+        choices = [Outcome(key, key, steps, ("menu", "choices", key), True) for key, steps in self.menu.choices.items()]
+        return [*choices, _branch(self, "on_no_input", "no_input"), _branch(self, "on_no_match", "no_match")]
+
+    def argument(self) -> str:
+        arg = self.menu.prompt.label()
+        return f"{arg} → {self.menu.into}" if self.menu.into else arg
 
 
 class GatherArgs(_Escalating):
@@ -614,7 +730,17 @@ class GatherArgs(_Escalating):
 class GatherStep(StepBase):
     kind: ClassVar[str] = "gather"
     what: ClassVar[str] = "gather step"
+    audio: ClassVar[bool] = True
+    waits_for: ClassVar[str | None] = "input"
     gather: GatherArgs
+
+    def outcomes(self) -> list[Outcome]:
+        return [_branch(self, "on_match", "match"), _branch(self, "on_no_input", "no_input"),
+                _branch(self, "on_no_match", "no_match")]
+
+    def argument(self) -> str:
+        arg = self.gather.prompt.label() if self.gather.prompt is not None else ""
+        return f"{arg} → {self.gather.into}" if self.gather.into else arg
 
 
 class TransferArgs(Node):
@@ -641,7 +767,18 @@ class TransferArgs(Node):
 class TransferStep(StepBase):
     kind: ClassVar[str] = "transfer"
     what: ClassVar[str] = "transfer step"
+    audio: ClassVar[bool] = True
+    waits_for: ClassVar[str | None] = "transfer"
     transfer: TransferArgs
+
+    def outcomes(self) -> list[Outcome]:
+        """The transfer's status picks one; answered with no ``on_answered``: the call has left."""
+        return [_branch(self, "on_answered", "answered", unwritten="transferred"),
+                _branch(self, "on_busy", "busy"), _branch(self, "on_no_answer", "no_answer"),
+                _branch(self, "on_failed", "failed")]
+
+    def argument(self) -> str:
+        return str(self.transfer.to)
 
 
 class RecordArgs(Node):
@@ -666,7 +803,12 @@ class RecordArgs(Node):
 class RecordStep(StepBase):
     kind: ClassVar[str] = "record"
     what: ClassVar[str] = "record step"
+    audio: ClassVar[bool] = True
+    waits_for: ClassVar[str | None] = "recording"
     record: RecordArgs
+
+    def argument(self) -> str:
+        return str(self.record.file)
 
 
 class VoicemailArgs(Node):
@@ -687,7 +829,12 @@ class VoicemailArgs(Node):
 class VoicemailStep(StepBase):
     kind: ClassVar[str] = "voicemail"
     what: ClassVar[str] = "voicemail step"
+    audio: ClassVar[bool] = True
+    waits_for: ClassVar[str | None] = "recording"
     voicemail: VoicemailArgs
+
+    def argument(self) -> str:
+        return str(self.voicemail.mailbox)
 
 
 class SetStep(StepBase):
@@ -697,6 +844,9 @@ class SetStep(StepBase):
     what: ClassVar[str] = "set step"
     set: Annotated[dict[VarName, Value], Field(min_length=1)]
 
+    def argument(self) -> str:
+        return _pairs(self.set)
+
 
 class IfStep(StepBase):
     kind: ClassVar[str] = "if"
@@ -704,6 +854,12 @@ class IfStep(StepBase):
     if_: Cond = Field(alias="if", description="Condition: expression, template or boolean.")
     then: Steps = Field(default_factory=list)
     else_: Steps = Field(default_factory=list, alias="else")
+
+    def outcomes(self) -> list[Outcome]:
+        return [_branch(self, "then", "then"), _branch(self, "else_", "else")]
+
+    def argument(self) -> str:
+        return _scalar(self.if_.source)
 
 
 class SwitchStep(StepBase):
@@ -713,11 +869,28 @@ class SwitchStep(StepBase):
     cases: dict[str, Steps] = Field(min_length=1)
     default: Steps = Field(default_factory=list)
 
+    def outcomes(self) -> list[Outcome]:
+        cases = [Outcome(key, key, steps, ("cases", key), True) for key, steps in self.cases.items()]
+        return [*cases, _branch(self, "default", "default")]
+
+    def outcome(self, key: str) -> Outcome | None:
+        """The case whose key is the rendered value, else ``default`` (a case may be named
+        "default" too: cases come first)."""
+        outcomes = self.outcomes()
+        return next((o for o in outcomes[:-1] if o.key == key), outcomes[-1])
+
+    def argument(self) -> str:
+        return str(self.switch)
+
 
 class GotoStep(StepBase):
     kind: ClassVar[str] = "goto"
     what: ClassVar[str] = "goto step"
+    ends_list: ClassVar[bool] = True
     goto: StepId = Field(description="Id of the step to continue at.")
+
+    def argument(self) -> str:
+        return str(self.goto)
 
 
 class SubflowArgs(Node):
@@ -739,6 +912,9 @@ class SubflowStep(StepBase):
     what: ClassVar[str] = "subflow step"
     subflow: SubflowArgs
 
+    def argument(self) -> str:
+        return str(self.subflow.file)
+
 
 class HttpArgs(Node):
     """An HTTP request; the response (status, ok, json, text) lands in ``into``."""
@@ -752,7 +928,8 @@ class HttpArgs(Node):
     body: Text | None = Field(None, description="Raw text body.")
     timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     into: VarName | None = None
-    on_failure: Steps = Field(default_factory=list, description="On error, timeout or status >= 400.")
+    on_failure: Steps = Field(default_factory=list, description="On error, timeout or status >= 400; "
+                              "without it the step fails (on_error runs), [] carries on.")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -776,13 +953,26 @@ class HttpArgs(Node):
 class HttpStep(StepBase):
     kind: ClassVar[str] = "http"
     what: ClassVar[str] = "http step"
+    waits_for: ClassVar[str | None] = "http"
     http: HttpArgs
+
+    def outcomes(self) -> list[Outcome]:
+        """``ok`` carries on; ``failure`` runs ``on_failure``, or without it fails the step."""
+        return [Outcome("ok", "ok", [], (), False),
+                _branch(self, "on_failure", "failure", unwritten="error")]
+
+    def argument(self) -> str:
+        return f"{self.http.method} {self.http.url}"
 
 
 class PauseStep(StepBase):
     kind: ClassVar[str] = "pause"
     what: ClassVar[str] = "pause step"
+    audio: ClassVar[bool] = True
     pause: Annotated[float, Field(ge=0, le=3600, description="Seconds of silence.")]
+
+    def argument(self) -> str:
+        return f"{self.pause:g}s"
 
 
 class LogArgs(Node):
@@ -803,11 +993,18 @@ class LogStep(StepBase):
     what: ClassVar[str] = "log step"
     log: LogArgs
 
+    def argument(self) -> str:
+        return str(self.log.message)
+
 
 class AttachDataStep(StepBase):
     kind: ClassVar[str] = "attach_data"
     what: ClassVar[str] = "attach_data step"
+    audio: ClassVar[bool] = True
     attach_data: Annotated[dict[str, Text], Field(min_length=1, description="Key -> value (templates).")]
+
+    def argument(self) -> str:
+        return _pairs(self.attach_data)
 
 
 class AgentParam(Node):
@@ -908,7 +1105,8 @@ class AgentArgs(Node):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     into: VarName | None = Field(None, description="Receives {status, data, turns, transcript, error}.")
     on_returned: Steps = Field(default_factory=list)
-    on_transferred: Steps = Field(default_factory=list, description="Default: the flow ends (the call left).")
+    on_transferred: Steps = Field(default_factory=list, description="Default: the flow ends (the call left); "
+                                  "[] carries on.")
     on_hangup: Steps = Field(default_factory=list, description="Runs without audio: the agent hung up.")
     on_max_turns: Steps = Field(default_factory=list)
     on_timeout: Steps = Field(default_factory=list)
@@ -920,18 +1118,36 @@ class AgentArgs(Node):
 class AgentStep(StepBase):
     kind: ClassVar[str] = "agent"
     what: ClassVar[str] = "agent step"
+    audio: ClassVar[bool] = True
+    waits_for: ClassVar[str | None] = "conversation"
+    #: Diagrams draw the branches written and one edge with this label for the statuses that
+    #: carry on without a branch (an agent has seven statuses; most flows write two).
+    unwritten_label: ClassVar[str | None] = "done"
     agent: AgentArgs
+
+    def outcomes(self) -> list[Outcome]:
+        """The conversation's status picks one. Unwritten: a transfer leaves the flow, the
+        agent hanging up ends it, an adapter failure fails the step; the rest carry on."""
+        return [_branch(self, "on_returned", "returned"),
+                _branch(self, "on_transferred", "transferred", unwritten="transferred"),
+                _branch(self, "on_hangup", "hangup", unwritten="hangup"),
+                _branch(self, "on_max_turns", "max_turns"), _branch(self, "on_timeout", "timeout"),
+                _branch(self, "on_no_input", "no_input"), _branch(self, "on_error", "error", unwritten="error")]
 
 
 class ReturnStep(StepBase):
     kind: ClassVar[str] = "return"
     what: ClassVar[str] = "return step"
+    ends_list: ClassVar[bool] = True
     json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"const": "return"},)
     return_: dict[str, Value] | None = Field(alias="return", description="Values given back to the caller flow.")
 
     @classmethod
     def normalize(cls, data: Any) -> Any:
         return {"return": None} if data == "return" else data
+
+    def argument(self) -> str:
+        return _pairs(self.return_)
 
 
 STEP_TYPES: dict[str, type[StepBase]] = {
@@ -1023,6 +1239,12 @@ class Flow(Node):
     _index: dict[str, StepAddress] | None = PrivateAttr(None)
     _src: Any = PrivateAttr(None)
     _diagnostics: list[Any] = PrivateAttr(default_factory=list)
+    _version: str = PrivateAttr("")
+
+    @property
+    def version(self) -> str:
+        """Short hash of the file's text (the worker's flow version); "" for a flow built in code."""
+        return self._version
 
     @property
     def diagnostics(self) -> list[Any]:

@@ -136,6 +136,13 @@ class PbxClient:
         return self._rest
 
     @property
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP session (the Configuration API client shares it, with the token manager)."""
+        if self._session is None:
+            raise RuntimeError("PbxClient not started: use 'async with PbxClient(cfg)'")
+        return self._session
+
+    @property
     def tokens(self) -> TokenManager:
         """The token manager (``tokens.refreshes`` is a metric)."""
         if self._tokens is None:

@@ -107,6 +107,8 @@ def message_from_body(body: bytes | str, reason: str = "") -> str:
         data: Any = json.loads(text)
     except ValueError:
         data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        data = data["error"]  # OData (the Configuration API): {"error": {"code", "message"}}
     if isinstance(data, dict):
         for key in ("error_description", "message", "detail", "title", "reasontext", "error"):
             value = data.get(key)

@@ -12,8 +12,10 @@ that was a third of the worker's CPU. Here, over a :class:`~ivr.pbx.mediasocket.
   taken in blocks (:meth:`HttpStream.take`, polled from the shared timer: the socket is read
   right then, with no selector wake-up per chunk), or handed to ``on_body`` chunk by chunk.
 
-Responses are parsed by Content-Length, chunked encoding or connection close. Any other
-response (an error: 401, 424, ...) is kept whole, capped, for :meth:`HttpStream.response`.
+Responses are parsed by the sans-I/O :class:`~ivr.pbx.http11.ResponseParser` (Content-Length,
+chunked encoding or connection close); this module does the socket work around it and decides
+where a body goes. Any response but a streamed 200 (an error: 401, 424, ...) is kept whole,
+capped, for :meth:`HttpStream.response`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from .config import client_tls_context
+from .http11 import ProtocolError, ResponseParser
 from .mediasocket import MediaSocket
 
 MAX_RESPONSE_BYTES = 64 * 1024  # an error message, never audio: cap what is kept
@@ -41,11 +44,7 @@ class HttpStream:
         self._head_now = head_now  # send it on connect (GET) or with the first chunk (POST)
         self._stream_ok = stream_ok  # a 200 body is audio: buffered uncapped, taken in blocks
         self._sock: MediaSocket | None = None
-        self._inbox = bytearray()  # bytes received, not parsed yet
-        self._status: int | None = None
-        self._reason = ""
-        self._length: int | None = None  # Content-Length of the response body
-        self._chunked = False
+        self._parser = ResponseParser(self._on_head, self._body_bytes)
         self._streaming = False  # this response's body is audio
         self._body = bytearray()  # an error response's body (capped)
         self._audio = bytearray()  # audio received, not taken yet
@@ -173,8 +172,8 @@ class HttpStream:
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
-        if self._status is not None and self._length is None and not self._chunked:
-            self._end_body(None)  # a body delimited by the connection's end
+        if self._parser.eof():
+            self._end_body(None)  # e.g. a body delimited by the connection's end
             return
         error = ConnectionError(str(exc) if exc else "connection closed by the server")
         for fut in (self._head_in, self._response):
@@ -188,94 +187,21 @@ class HttpStream:
         """``data``: a fresh buffer from :meth:`MediaSocket.read`, taken over as it is."""
         if not data or self.body_done.done():
             return  # anything after the response is ignored
-        if self._inbox:
-            self._inbox += data
-        else:  # the usual case (reads end on whole chunks): no copy
-            self._inbox = data
         try:
-            self._parse()
-        except ValueError as exc:
+            if self._parser.feed(data):
+                self._end_body(None)
+        except ProtocolError as exc:
             self._fail(ConnectionError(f"bad HTTP response: {exc}"))
         except Exception as exc:  # on_body raised: the consumer's problem ends this body
             self._fail(exc)
 
-    # --- parsing --------------------------------------------------------------------------------
+    # --- where the response goes ----------------------------------------------------------------
 
-    def _parse(self) -> None:
-        if self._status is None and not self._parse_head():
-            return
-        if self._chunked:
-            self._parse_chunks()
-        else:
-            self._body_bytes(self._inbox)
-            self._inbox = bytearray()
-            if self._length is not None and self._length <= 0:
-                self._end_body(None)
-
-    def _parse_head(self) -> bool:
-        while True:
-            end = self._inbox.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._inbox) > MAX_RESPONSE_BYTES:
-                    raise ValueError("response head too large")
-                return False
-            head = bytes(self._inbox[:end]).decode("latin-1").split("\r\n")
-            del self._inbox[: end + 4]
-            parts = head[0].split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-                raise ValueError(f"status line {head[0][:80]!r}")
-            status = int(parts[1])
-            if not 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
-                break
-        self._status, self._reason = status, parts[2] if len(parts) > 2 else ""
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            name, value = name.strip().lower(), value.strip()
-            if name == "content-length":
-                if not value.isdigit():
-                    raise ValueError(f"Content-Length {value[:20]!r}")
-                self._length = int(value)
-            elif name == "transfer-encoding" and "chunked" in value.lower():
-                self._chunked = True
-        if self._chunked:
-            self._length = None
+    def _on_head(self, status: int, reason: str) -> None:
         self._streaming = self._stream_ok and status == 200
-        self._head_in.set_result((status, self._reason))
-        return True
+        self._head_in.set_result((status, reason))
 
-    def _parse_chunks(self) -> None:
-        inbox = self._inbox
-        pos = 0
-        ended = False
-        with memoryview(inbox) as view:  # each chunk handed on without a copy of its own
-            while True:
-                line_end = inbox.find(b"\r\n", pos)
-                if line_end < 0:
-                    break
-                size_text = bytes(view[pos:line_end]).split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise ValueError(f"chunk size {size_text[:20]!r}") from None
-                if size == 0:
-                    ended = True  # trailers, if any, are not needed
-                    break
-                start = line_end + 2
-                if len(inbox) < start + size + 2:
-                    break
-                self._body_bytes(view[start : start + size])
-                pos = start + size + 2
-        if ended:
-            del inbox[:]
-            self._end_body(None)
-        elif pos:
-            del inbox[:pos]
-
-    def _body_bytes(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
-            return
-        if self._length is not None:
-            self._length -= len(data)
+    def _body_bytes(self, data: memoryview) -> None:
         if not self._streaming:
             room = MAX_RESPONSE_BYTES - len(self._body)
             if room > 0:
@@ -289,8 +215,9 @@ class HttpStream:
                 self._sock.watch(None)
 
     def _end_body(self, error: BaseException | None) -> None:
-        if not self._response.done() and self._status is not None:
-            self._response.set_result((self._status, self._reason, bytes(self._body)))
+        parser = self._parser
+        if not self._response.done() and parser.status is not None:
+            self._response.set_result((parser.status, parser.reason, bytes(self._body)))
         if not self.body_done.done():
             self.body_done.set_result(error)
 

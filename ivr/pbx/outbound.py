@@ -7,9 +7,11 @@ it does not drift), and ``clear()`` (barge-in) therefore takes effect within ``l
 Nothing is sent while the queue is empty (no padding). If the POST is cut while the call
 goes on (token revoked), it is reopened with a fresh token and the queue continues.
 
-The pacer is a plain callback on the process's shared timer (:class:`~ivr.pbx.tick.SharedTick`)
-writing straight to the connection (:class:`~ivr.pbx.httpstream.HttpStream`): a frame costs no
-task wake-up. A task per stream only opens, watches and reopens the connection.
+When audio is due, and the stream's measurements, are the sans-I/O :class:`~ivr.pbx.pacer.Pacer`;
+this module does the I/O around it. The pacer runs as a plain callback on the process's shared
+timer (:class:`~ivr.pbx.tick.SharedTick`) writing straight to the connection
+(:class:`~ivr.pbx.httpstream.HttpStream`): a frame costs no task wake-up. A task per stream
+only opens, watches and reopens the connection.
 """
 
 from __future__ import annotations
@@ -18,98 +20,32 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from .auth import TokenManager
 from .config import PbxConfig
 from .httpstream import HttpStream
+from .pacer import (  # noqa: F401  (re-exported: the stats and pacing figures, where callers import them)
+    BYTES_PER_SECOND,
+    FRAME_BYTES,
+    FRAME_S,
+    LATENESS_BUCKETS_MS,
+    OutboundStats,
+    Pacer,
+    frames_per_send,
+    hist_quantile,
+    slack_ms,
+)
 from .rest import participant_url_path
 from .streamretry import StreamRetry
 from .tick import SharedTick
 
 log = logging.getLogger(__name__)
 
-FRAME_MS = 20
-FRAME_BYTES = 320  # 20 ms at 8 kHz s16le mono
-BYTES_PER_SECOND = 16_000
 # Frames of one POST attempt kept until the PBX has clearly accepted it, so that audio
 # sent into a rejected POST (401/424 arrive right after the first chunk) is sent again.
 REQUEUE_FRAMES = 25
 # The PBX stopped reading: hold frames back (they stay queued) rather than pile up in the socket.
 MAX_BACKLOG_BYTES = BYTES_PER_SECOND
-
-
-LATENESS_BUCKETS_MS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 40, 60, 100, 200, 500)
-"""Upper bounds (ms) of the per-frame lateness histogram; one more bucket holds the rest."""
-
-
-@dataclass
-class OutboundStats:
-    """Pacer measurements (times are loop times in seconds)."""
-
-    bytes_sent: int = 0
-    frames_sent: int = 0
-    # Sends after the PBX had played everything before them: the caller heard a gap.
-    underruns: int = 0
-    # The pacer woke more than a frame late while a prompt kept playing: not heard as long as
-    # the PBX still held audio (the lead), a sign of a loaded worker.
-    late_sends: int = 0
-    max_lateness_ms: float = 0.0
-    first_write_at: float | None = None
-    first_byte_at: float | None = None
-    reopens: int = 0
-    # Frames sent while a prompt kept playing, by how late each left against its due time
-    # (bucket i counts lateness <= LATENESS_BUCKETS_MS[i]; the last bucket the rest).
-    lateness_hist: list[int] = field(default_factory=lambda: [0] * (len(LATENESS_BUCKETS_MS) + 1))
-    lateness_sum_s: float = 0.0  # of the frames in lateness_hist (lateness <= 0 counts as 0)
-
-    def observe_lateness(self, late_s: float) -> None:
-        """Count one frame that left ``late_s`` seconds after it was due (<= 0: on time)."""
-        ms = late_s * 1000
-        if late_s > 0:
-            self.lateness_sum_s += late_s
-        if ms > self.max_lateness_ms:
-            self.max_lateness_ms = ms
-        i = 0
-        for bound in LATENESS_BUCKETS_MS:  # short list, most frames stop at the first bucket
-            if ms <= bound:
-                break
-            i += 1
-        self.lateness_hist[i] += 1
-
-    def add_lateness(self, other: OutboundStats) -> None:
-        """Count ``other``'s sends in this one's lateness histogram and sum (totals of streams)."""
-        self.lateness_hist = [a + b for a, b in zip(self.lateness_hist, other.lateness_hist)]
-        self.lateness_sum_s += other.lateness_sum_s
-
-    def lateness_quantile_ms(self, q: float) -> float | None:
-        """Upper bound of the bucket holding quantile ``q`` of frame lateness (inf: above all)."""
-        return hist_quantile(self.lateness_hist, q)
-
-
-def frames_per_send(lead_ms: int, batch_frames: int) -> int:
-    """Frames a pacer sends per wake-up: a batch leaves when the PBX holds lead - batch, so the
-    lead bound holds; batching trades slack against wake-ups (CPU), never the bound."""
-    return max(1, min(batch_frames, lead_ms // FRAME_MS))
-
-
-def slack_ms(lead_ms: int, batch_frames: int) -> int:
-    """Audio the PBX holds at least while a prompt plays: the lead minus one batch."""
-    return lead_ms - FRAME_MS * frames_per_send(lead_ms, batch_frames)
-
-
-def hist_quantile(hist: list[int], q: float) -> float | None:
-    """Quantile ``q`` (0..1) of a LATENESS_BUCKETS_MS histogram, as a bucket's upper bound."""
-    total = sum(hist)
-    if not total:
-        return None
-    rank = q * total
-    seen = 0
-    for i, count in enumerate(hist):
-        seen += count
-        if seen >= rank and count:
-            return float(LATENESS_BUCKETS_MS[i]) if i < len(LATENESS_BUCKETS_MS) else float("inf")
-    return float("inf")
 
 
 class OutboundAudio:
@@ -142,9 +78,9 @@ class OutboundAudio:
         self._source = source
         self.participant_id = participant_id
         self.lead_ms = lead_ms if lead_ms is not None else cfg.outbound_lead_ms
-        if self.lead_ms < 20:
-            raise ValueError(f"outbound audio: lead_ms must be >= 20 (one frame), got {self.lead_ms}")
-        self.batch = frames_per_send(self.lead_ms, cfg.outbound_batch_frames)
+        self._pacer = Pacer(self.lead_ms, cfg.outbound_batch_frames)
+        self.batch = self._pacer.batch
+        self.stats = self._pacer.stats
         self._tokens = tokens
         self._cfg = cfg
         self._exists = exists
@@ -153,10 +89,7 @@ class OutboundAudio:
         self._buf = bytearray()
         self._drained = asyncio.Event()
         self._drained.set()
-        self._next_t: float | None = None  # loop time at which audio sent so far ends playing
-        self._paced_from = 0.0  # loop time the pacing clock last restarted
         self._closing = False
-        self._playing = False  # frames are going out back to back (a prompt is playing)
         self._conn: HttpStream | None = None  # the POST currently open
         self._timer_token = 0  # the pacer's pending wake-up; older ones are ignored
         self._task: asyncio.Task[None] | None = None
@@ -165,7 +98,6 @@ class OutboundAudio:
         self.ended = False  # the participant is gone: the POST will not be reopened
         # Told when the stream gives up for good (pull mode has no write() to raise from).
         self.on_error: Callable[[BaseException], None] | None = None
-        self.stats = OutboundStats()
 
     # --- public API --------------------------------------------------------------------------
 
@@ -210,9 +142,7 @@ class OutboundAudio:
     @property
     def ahead_ms(self) -> float:
         """How far the audio already written runs ahead of real time now."""
-        if self._next_t is None:
-            return 0.0
-        return max(0.0, (self._next_t - asyncio.get_running_loop().time()) * 1000)
+        return self._pacer.ahead(asyncio.get_running_loop().time()) * 1000
 
     async def drain(self) -> None:
         """Wait until everything queued has been written to the connection."""
@@ -230,8 +160,8 @@ class OutboundAudio:
     async def wait_played(self) -> None:
         """Wait until everything queued has been written AND played out in real time."""
         await self.drain()
-        if self._next_t is not None:
-            delay = self._next_t - asyncio.get_running_loop().time()
+        if self._pacer.next_t is not None:
+            delay = self._pacer.next_t - asyncio.get_running_loop().time()
             if delay > 0:
                 await asyncio.sleep(delay)
 
@@ -279,7 +209,8 @@ class OutboundAudio:
         return True
 
     def _pump(self, extra_s: float = 0.0) -> None:
-        """Send every frame that is due now, then arrange to be called when the next one is.
+        """Send every frame that is due now (the :class:`Pacer` says how much), then arrange to
+        be called when the next one is.
 
         All that is due goes out as one send: a pacer that woke late (or restarts, or tops up
         by ``extra_s``) sends what the PBX can take while holding no more than the lead, not
@@ -288,77 +219,47 @@ class OutboundAudio:
         conn = self._conn
         if conn is None or conn.closed or self._closing:
             return  # the connection loop calls wake() once a POST is open again
-        loop = asyncio.get_running_loop()
-        usual_lead = self.lead_ms / 1000
-        lead = usual_lead + extra_s
-        stats = self.stats
-        frame_s = FRAME_BYTES / BYTES_PER_SECOND
-        now = loop.time()
-        batch = self.batch
+        now = asyncio.get_running_loop().time()
+        pacer = self._pacer
+        buf = self._buf
+        source = self._source
         while True:
-            # What the PBX can take now and still hold no more than the lead (a whole lead
-            # when nothing is playing there: the pacing clock restarts now).
-            next_t = self._next_t
-            restart = next_t is None or next_t < now
-            ahead = 0.0 if next_t is None or restart else next_t - now  # audio the PBX holds now
-            room_bytes = (lead - ahead) * BYTES_PER_SECOND + 1e-6
-            room = int(room_bytes) // FRAME_BYTES  # whole frames
-            n = len(self._buf) - len(self._buf) % 2
-            if n == 0 and self._source is not None:
-                if room < batch:  # not due yet (a restart has room for a whole lead >= batch)
-                    self._wake_at(now + ahead + batch * frame_s - lead)
+            short = True  # the queue may hold less than is due (not all of it pulled just now)
+            if source is not None and len(buf) < 2:
+                frames, wake_at = pacer.pull(now, extra_s)
+                if not frames:  # not due yet
+                    self._wake_at(wake_at)
                     return
-                pulled = self._source()
-                if pulled:
-                    self._buf += pulled
-                    for _ in range(room - 1):  # the rest of what is due, if the source has it
-                        more = self._source()
-                        if not more:
-                            break
-                        self._buf += more
+                short = False
+                for _ in range(frames):  # what is due, as far as the source has it
+                    pulled = source()
+                    if not pulled:
+                        short = True
+                        break
+                    buf += pulled
+            n = len(buf) - len(buf) % 2
+            if n and conn.backlog > MAX_BACKLOG_BYTES:
+                self._wake_at(now + FRAME_S)  # the PBX is not reading: keep the audio queued
+                return
+            size, wake = pacer.due(now, n, extra_s)
+            if size:
+                frame = bytes(buf[:size])
+                del buf[:size]
+                if self._attempt is not None:
+                    self._attempt.append(frame)
+                    if len(self._attempt) > REQUEUE_FRAMES:
+                        self._attempt = None
+                conn.write(frame)
+                extra_s = 0.0  # the top-up is out: pace as usual from here on
+                if wake is not None and (wake <= now or (short and len(buf) < 2)):
+                    # more is due at once, or the queue ran out: idle (push mode) or ask the
+                    # source again (it had less than was due)
                     continue
-            if n == 0:
+            if wake is None:
                 self._drained.set()
-                self._playing = False
                 return  # idle until write() or wake()
-            if conn.backlog > MAX_BACKLOG_BYTES:
-                self._wake_at(now + frame_s)  # the PBX is not reading: keep the audio queued
-                return
-            first = min(batch * FRAME_BYTES, n)  # the batch an on-time wake-up would send
-            # While a prompt keeps playing each frame has a due time; measure against it.
-            late = None
-            if self._playing and self._next_t is not None:
-                # Due when lead - batch is left at the PBX (the usual lead: a top-up sends
-                # ahead of that); frames of the opening burst of a restart (a whole lead at
-                # once) are due at the restart, not before it.
-                late = now - max(self._next_t + first / BYTES_PER_SECOND - usual_lead, self._paced_from)
-                if restart:
-                    stats.underruns += 1  # the PBX had nothing left to play: the caller hears a gap
-            if restart:
-                self._next_t = self._paced_from = now
-            if room_bytes < first:  # not due yet: the PBX holds more than lead - batch
-                self._wake_at(self._next_t + first / BYTES_PER_SECOND - lead)
-                return
-            size = min(max(first, room * FRAME_BYTES), n)
-            frame = bytes(self._buf[:size])
-            del self._buf[:size]
-            self._next_t += size / BYTES_PER_SECOND
-            if stats.first_byte_at is None:
-                stats.first_byte_at = now
-            stats.bytes_sent += size
-            stats.frames_sent += -(-size // FRAME_BYTES)
-            if late is not None:
-                stats.observe_lateness(late)
-                if late > frame_s:
-                    stats.late_sends += 1  # more than a frame late while the prompt played
-            self._playing = True
-            if self._attempt is not None:
-                self._attempt.append(frame)
-                if len(self._attempt) > REQUEUE_FRAMES:
-                    self._attempt = None
-            conn.write(frame)
-            if extra_s:  # the top-up is out: pace as usual from here on
-                extra_s, lead = 0.0, usual_lead
+            self._wake_at(wake)
+            return
 
     def _requeue_attempt(self) -> None:
         """The PBX rejected the POST: its frames were not played, queue them again."""
@@ -369,10 +270,7 @@ class OutboundAudio:
         data = b"".join(frames)
         self._buf[:0] = data
         self._drained.clear()
-        self.stats.bytes_sent -= len(data)
-        self.stats.frames_sent -= sum(-(-len(f) // FRAME_BYTES) for f in frames)
-        if self._next_t is not None:
-            self._next_t -= len(data) / BYTES_PER_SECOND
+        self._pacer.unsend(len(data), sum(-(-len(f) // FRAME_BYTES) for f in frames))
 
     # --- the connection ----------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from ivr.call import Call
 from ivr.call.record import CallRecord
+from ivr.emulator.xapi import PbxDescription, load_description
 from ivr.simulate import FlowHarness, spoken_wav, until_listening
 from ivr.testing.clock import VirtualTimeLoop
 
@@ -159,17 +160,25 @@ class SimCaller:
         ) or "nothing"
 
 
+def _description(pbx: str | Path | PbxDescription | None) -> PbxDescription | None:
+    if pbx is None or isinstance(pbx, PbxDescription):
+        return pbx
+    return load_description(pbx)
+
+
 class IvrSim:
     """Starts one emulator + worker per flow file on first use; stops them all at the end."""
 
     def __init__(self, *, extensions: dict[str, str] | None = None, at: datetime | None = None,
-                 ring_seconds: float = 0.1, no_answer_timeout: float = 1.0, speech: Any = None) -> None:
+                 ring_seconds: float = 0.1, no_answer_timeout: float = 1.0, speech: Any = None,
+                 pbx: str | Path | PbxDescription | None = None) -> None:
         self.extensions = extensions or {}
+        self.pbx = _description(pbx)
         self.at = at
         self.ring_seconds = ring_seconds
         self.no_answer_timeout = no_answer_timeout
         self.speech = speech
-        self._harnesses: dict[tuple[Path, tuple], FlowHarness] = {}
+        self._harnesses: dict[tuple[Any, ...], FlowHarness] = {}
 
     async def call(
         self,
@@ -181,20 +190,24 @@ class IvrSim:
         extensions: dict[str, str] | None = None,
         at: datetime | None = None,
         params: dict[str, Any] | None = None,
+        pbx: str | Path | PbxDescription | None = None,
     ) -> SimCaller:
         """Place a call into ``flow``; returns the caller once the worker has taken the call.
 
-        ``params`` are the flow's parameters (as a route's ``params:`` in ivr.yaml would pass).
+        ``params`` are the flow's parameters (as a route's ``params:`` in ivr.yaml would pass);
+        ``pbx`` a PBX description (a file or a loaded one, docs/pbx-config.md) for this call's
+        emulator instead of the fixture's.
         """
         exts = {**self.extensions, **(extensions or {})}
         when = at or self.at
         params = dict(params or {})
-        key = (Path(flow).resolve(), tuple(sorted(exts.items())), when, repr(sorted(params.items())))
+        desc = _description(pbx) if pbx is not None else self.pbx
+        key = (Path(flow).resolve(), tuple(sorted(exts.items())), when, repr(sorted(params.items())), id(desc))
         harness = self._harnesses.get(key)
         if harness is None:
             harness = FlowHarness(
                 flow, extensions=exts, at=when, ring_seconds=self.ring_seconds,
-                no_answer_timeout=self.no_answer_timeout, speech=self.speech, params=params,
+                no_answer_timeout=self.no_answer_timeout, speech=self.speech, params=params, pbx=desc,
             )
             await harness.start()
             self._harnesses[key] = harness

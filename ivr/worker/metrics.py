@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from ivr.pbx.outbound import LATENESS_BUCKETS_MS
+from ivr.pbx.xapi import XapiCacheCollector
 
 if TYPE_CHECKING:
     from ivr.call.record import CallRecord
@@ -36,6 +37,8 @@ class WorkerMetrics:
         # Reconnects and token refreshes are counted by the PBX client; read at scrape time.
         self.client: Any = None  # the worker's PbxClient while connected
         r.register(_ClientCollector(self))
+        self.xapi_cache: Any = None  # the worker's XapiCache while it has one (xapi.enabled)
+        r.register(_XapiCollector(self))
         self.adapter_seconds = Histogram(
             "ivr_adapter_latency_seconds", "Speech adapter latency", ["kind", "name"],
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=r,
@@ -96,3 +99,19 @@ class _ClientCollector:
         yield HistogramMetricFamily("ivr_pacer_lateness_seconds",
                                     "Outbound audio sends, by how late after they were due",
                                     buckets=buckets, sum_value=late_sum)
+
+
+class _XapiCollector:
+    """The Configuration API cache's metrics (ivr.pbx.xapi.XapiCacheCollector) once the worker
+    has a cache; nothing before."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        cache = self.metrics.xapi_cache
+        if cache is not None:
+            yield from XapiCacheCollector(cache).collect()
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())

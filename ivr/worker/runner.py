@@ -26,6 +26,7 @@ from ivr.pbx.errors import PbxError
 from ivr.pbx.events import DtmfReceived, ParticipantRemoved, ParticipantUpdated, Resynced
 from ivr.pbx.models import ParticipantInfo, ParticipantStatus
 from ivr.pbx.outbound import slack_ms
+from ivr.pbx.xapi import XapiCache, XapiClient
 from ivr.worker.gcpacing import PacedCollector
 from ivr.worker.library import FlowLibrary
 from ivr.worker.logs import current_call_id
@@ -70,6 +71,7 @@ class Worker:
         self.draining = False
         self.ready = asyncio.Event()
         self.pbx: PbxClient | None = None
+        self.xapi: XapiCache | None = None  # the PBX's configuration, when xapi.enabled
         self.completed: list[CallRecord] = []  # most recent records, for `ivr call` and tests
         self._outbound: dict[tuple[str, int], Any] = {}  # dialled legs -> the flow to run on answer
         self._waiters: dict[str, asyncio.Future[CallRecord]] = {}  # call id -> its record, when it ends
@@ -109,6 +111,11 @@ class Worker:
             watcher = asyncio.create_task(self.library.watch(self.reload_interval), name="flow-reload")
             dispatcher = asyncio.create_task(self._dispatch(events), name="event-dispatch")
             collector = None
+            if self.config.xapi.enabled:  # the PBX's configuration, on the same token
+                xs = self.config.xapi
+                self.xapi = XapiCache(XapiClient.sharing(pbx), interval=xs.refresh_seconds, retry=xs.retry_seconds)
+                self.metrics.xapi_cache = self.xapi
+                await self.xapi.start()
             try:  # from here on, whatever fails: the tasks end and the collector gives GC back
                 if self.paced_gc:  # full collections when the audio is topped up (ivr/worker/gcpacing.py)
                     p = pbx.cfg
@@ -130,6 +137,8 @@ class Worker:
                 watcher.cancel()
                 dispatcher.cancel()
                 events.close()
+                if self.xapi is not None:
+                    await self.xapi.stop()
                 for task in (watcher, dispatcher):
                     try:
                         await task
