@@ -178,7 +178,7 @@ def parse_devices(spec: str) -> tuple[str | None, list[DeviceConfig]]:
             raise ValueError(f"device {item!r}: kind must be one of {', '.join(DEVICE_KINDS)}")
         if flag not in ("", "direct"):
             raise ValueError(f"device {item!r}: only ':direct' may follow the kind")
-        devices.append(DeviceConfig(kind=kind, direct_control=flag == "direct"))  # type: ignore[arg-type]
+        devices.append(DeviceConfig(kind=kind, direct_control=flag == "direct"))
     if not devices:
         raise ValueError(f"devices {spec!r}: no device given")
     return ext or None, devices

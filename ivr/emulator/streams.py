@@ -263,7 +263,7 @@ def _untap(transport: asyncio.Transport, tap: _BodyTap) -> None:
     if transport.is_closing():
         return
     if transport.get_protocol() is tap:
-        transport.set_protocol(tap.inner)  # type: ignore[arg-type]
+        transport.set_protocol(tap.inner)
 
 
 async def serve_post(request: web.Request, ctl: Controller, leg: Leg) -> web.StreamResponse:
