@@ -20,6 +20,7 @@ class Outcome:
     TRANSFERRED = "transferred"  # handed to another destination by transfer/routeto/divert
     CALLER_HANGUP = "caller_hangup"  # the caller left
     IVR_HANGUP = "ivr_hangup"  # the flow hung up (or ran to its end)
+    PBX_ERROR = "pbx_error"  # the PBX failed or refused an action (a transfer), and the IVR ended the call
     OVERFLOW = "overflow"  # the worker could not take the call and sent it to the overflow
     ERROR = "error"  # the flow failed and no handler could place the call
     FALLBACK = "fallback"  # the flow failed; the worker sent the caller to the overflow destination
@@ -43,6 +44,9 @@ class CallRecord:
     caller_number: str = ""
     caller_name: str = ""
     did: str = ""
+    # "inbound" (a call to a route point) or "outbound" (dialled by the worker: caller_number
+    # is then the number called, the other party of the call).
+    direction: str = "inbound"
     flow: str = ""
     flow_version: str = ""
     started_at: float = field(default_factory=time.time)

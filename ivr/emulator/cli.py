@@ -29,6 +29,7 @@ def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
                    help="the PBX description: users (the extensions), departments, hours, queues (docs/pbx-config.md)")
     p.add_argument("--busy", default="", help="extensions that answer busy, e.g. 104")
     p.add_argument("--no-answer", default="", help="extensions that never answer, e.g. 105")
+    p.add_argument("--not-registered", default="", help="extensions with no registered device, e.g. 103")
     p.add_argument("--ring-seconds", type=float, default=0.5)
     p.add_argument("--no-answer-timeout", type=float, default=20)
     p.add_argument("--token-lifetime", type=float, default=3600)
@@ -50,6 +51,13 @@ def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
                    help="audio streams on every leg, not only the route point's (real PBXs answer 424)")
     p.add_argument("--reject-empty-action-body", action="store_true",
                    help="answer 400 to an action POST without a body (real PBXs take it as {})")
+    p.add_argument("--transfer-answer", choices=("blocking", "dialing"), default="blocking",
+                   help="routeto/divert/transferto answer once delivered or failed (blocking, as 3CX "
+                   "documents it) or at once with 200 Dialing (dialing)")
+    p.add_argument("--transfer-failure", choices=("error", "failed"), default="error",
+                   help="a failed delivery is an HTTP error status (error) or 200 finalstatus Failed (failed)")
+    p.add_argument("--transfer-error-status", type=int, default=400, metavar="STATUS",
+                   help="the HTTP status of a failed delivery with --transfer-failure error (400-599)")
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS/WSS with this certificate (chain) file")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (if not in --tls-cert)")
     return p
@@ -74,7 +82,8 @@ def config_from_args(args: argparse.Namespace, pbx: PbxDescription | None = None
         extensions = dict(pbx.extensions())
     else:
         extensions = {dn: "answer" for dn in parse_extensions(args.extensions or "100-105")}
-    for flag, behaviour in ((args.busy, "busy"), (args.no_answer, "no_answer")):
+    for flag, behaviour in ((args.busy, "busy"), (args.no_answer, "no_answer"),
+                            (args.not_registered, "not_registered")):
         if flag:
             for dn in parse_extensions(flag):
                 if dn not in extensions:
@@ -111,6 +120,9 @@ def config_from_args(args: argparse.Namespace, pbx: PbxDescription | None = None
             ivrs=ivrs,
             devices=every or [DeviceConfig()],
             extension_devices=per_extension,
+            transfer_answer=args.transfer_answer,
+            transfer_failure=args.transfer_failure,
+            transfer_error_status=args.transfer_error_status,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

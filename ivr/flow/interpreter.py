@@ -464,7 +464,9 @@ class _Runner:
         to = self.text(a.to).strip()
         if not to:
             raise FlowError(f"{self.where(step)}: transfer destination {str(a.to)!r} rendered empty")
-        result = await self.call.transfer(to, mode=a.mode, timeout=a.timeout)
+        ringback = a.ringback if a.ringback is not None else self.flow.ringback
+        result = await self.call.transfer(to, mode=a.mode, timeout=a.timeout,
+                                          ringback=ringback if isinstance(ringback, str) else self.prompt(ringback))
         self.last = step_result(result)
         self.store(a.into, self.last)
         return _Take(result.status)  # answered with no on_answered: the call has left the IVR

@@ -35,6 +35,9 @@ from ivr.worker.tracing import CallTracing
 
 log = logging.getLogger("ivr.worker")
 
+# How long the overflow destination rings for a call the worker or its flow could not place.
+OVERFLOW_RING_S = 20
+
 # Statuses in which a participant on a route point is a call for us to take.
 _TAKE = (ParticipantStatus.CONNECTED, ParticipantStatus.RINGING)
 
@@ -92,6 +95,7 @@ class Worker:
             outbound_lead_ms=p.outbound_lead_ms,
             outbound_batch_frames=p.outbound_batch_frames,
             inbound_block_ms=p.inbound_block_ms,
+            transfer_margin=p.transfer_margin,
             outbound_tick_ms=p.outbound_tick_ms,
         )
 
@@ -314,9 +318,14 @@ class Worker:
         target = self.config.overflow
         try:
             if target:
-                await self.pbx.rest.routeto(participant.dn, participant.id, target)
-                record.transferred_to = target
-                record.finish(Outcome.OVERFLOW, f"{why}: routed to {target}")
+                # A PBX that answers routeto once delivered or failed says which it was.
+                res = await self.pbx.rest.routeto(participant.dn, participant.id, target, timeout=OVERFLOW_RING_S)
+                if res.ok:
+                    record.transferred_to = target
+                    record.finish(Outcome.OVERFLOW, f"{why}: routed to {target}")
+                else:
+                    await self.pbx.rest.drop(participant.dn, participant.id)
+                    record.finish(Outcome.OVERFLOW, f"{why}: overflow {target} failed ({res.reason or res.reasontext}), dropped")
             else:
                 await self.pbx.rest.drop(participant.dn, participant.id)
                 record.finish(Outcome.OVERFLOW, f"{why}: no overflow destination, dropped")
@@ -336,6 +345,8 @@ class Worker:
         record = self._new_record(participant)
         current_call_id.set(record.call_id)
         outbound_flow = self._outbound.pop(key, None)
+        if outbound_flow is not None:
+            record.direction = "outbound"
         route = None if outbound_flow else self.config.route_for(rp, record.did, record.caller_number)
         media = CallMedia(pbx, rp, participant.id, settings=MediaSettings(), metrics=self.metrics)
         call = Call(
@@ -365,10 +376,14 @@ class Worker:
                 return
             else:
                 flow = self.library.get(self.config.path(route.flow))
-            call.audio_dirs.insert(0, flow.path.parent)  # a flow's prompts live next to it first
             record.flow = str(flow.path)
             record.flow_version = flow.version
-            log.info("call from %s to %s: flow %s (version %s)", record.caller_number, rp, flow.path.name, flow.version)
+            if outbound_flow is not None:  # the party is the number dialled, the route point dialled it
+                log.info("outbound call from %s to %s: flow %s (version %s)", rp, record.caller_number,
+                         flow.path.name, flow.version)
+            else:
+                log.info("call from %s to %s: flow %s (version %s)", record.caller_number, rp, flow.path.name,
+                         flow.version)
             if self.on_call_started:
                 self.on_call_started(call)
             await flow.runnable.run(call, params=dict(route.params) if route is not None and route.params else None)
@@ -389,7 +404,8 @@ class Worker:
             record.errors.append(f"{type(exc).__name__}: {exc}")
             if trace is not None:
                 trace.record_exception(exc)
-            await self._fallback(call, f"{type(exc).__name__}: {exc}")
+            failed = Outcome.PBX_ERROR if isinstance(exc, PbxError) else Outcome.ERROR  # the PBX's doing
+            await self._fallback(call, f"{type(exc).__name__}: {exc}", failed)
         finally:
             await media.close()
             self.calls.pop(key, None)
@@ -413,9 +429,10 @@ class Worker:
         target = self.config.overflow
         try:
             if target:
-                result = await asyncio.wait_for(call.transfer(target, timeout=20), timeout=30)
+                result = await asyncio.wait_for(call.transfer(target, timeout=OVERFLOW_RING_S),
+                                                timeout=call.pbx.rest.offer_time_limit(OVERFLOW_RING_S) + 5)
                 if result.answered:
-                    record.outcome = Outcome.FALLBACK if outcome == Outcome.ERROR else outcome
+                    record.outcome = Outcome.FALLBACK if outcome in (Outcome.ERROR, Outcome.PBX_ERROR) else outcome
                     record.outcome_detail = f"{why}; sent to {target}"
                     return
             await call.hangup()
