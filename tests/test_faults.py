@@ -87,12 +87,7 @@ class Rig:
 
     async def __aenter__(self) -> "Rig":
         if self.url is None:
-            # Upserts do not repeat here (the emulator's default since issue 12): with 100 calls
-            # they cost the worker ~270 GETs a second in this one process, and until transfers
-            # are decided by routeto's own answer the delivery check that waits 0.5 s for the
-            # destination's Upsert misread some as caller hang-ups on a loaded machine.
-            self.emulator = Emulator(EmulatorConfig(client_secret=SECRET, ring_seconds=0.1, extensions=dict(EXTENSIONS),
-                                                    repeat_upserts=False))
+            self.emulator = Emulator(EmulatorConfig(client_secret=SECRET, ring_seconds=0.1, extensions=dict(EXTENSIONS)))
             await self.emulator.start(host="127.0.0.1", port=0)
             self.url = self.emulator.url
         config = WorkerConfig(
@@ -355,8 +350,7 @@ def free_port() -> int:
 
 def start_emulator_process(port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "ivr.cli", "emulator", "--port", str(port), "--client-id", "900",
-           "--client-secret", SECRET, "--ring-seconds", "0.1", "--extensions", "100-105",
-           "--no-repeat-upserts"]  # as in Rig: the load these tests were sized for
+           "--client-secret", SECRET, "--ring-seconds", "0.1", "--extensions", "100-105"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
