@@ -62,6 +62,9 @@ class CallRecord:
     prompts: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    dial_status: str | None = None  # a call the worker dialled: answered, busy, no_answer, not_registered, failed
+    variables: dict[str, Any] | None = None  # what the flow set, when the dialler asked for it (campaigns)
+    taken_over: dict[str, Any] | None = None  # set when another worker's call was taken over (docs/ha.md)
 
     def __post_init__(self) -> None:
         # Elapsed time and durations run on a monotonic clock, the call's event loop once the
@@ -69,6 +72,12 @@ class CallRecord:
         self._clock: Callable[[], float] = time.monotonic
         self._t0 = self._clock() - (time.time() - self.started_at)
         self._t_end: float | None = None
+
+    def backdate(self, started_at: float) -> None:
+        """The call began at ``started_at`` (wall clock), before this record was made: a call
+        taken over from another worker. Durations and step times count from then."""
+        self._t0 -= self.started_at - started_at
+        self.started_at = started_at
 
     def use_clock(self, clock: Callable[[], float]) -> None:
         """Measure elapsed time and durations on ``clock`` from now on (e.g. ``loop.time``)."""

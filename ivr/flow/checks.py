@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 # One prompt lookup for every flow (YAML, Python) and for validate: ivr.audio.prompts.
 from ivr.audio.prompts import find_prompt
@@ -96,9 +96,9 @@ class _Checker:
                 self._names(node, src, known | extra)
             if self.check_files:
                 self._files(node, src)
-        for step in self.flow.on_hangup:
+        for index, step in enumerate(cast("list[StepBase]", self.flow.on_hangup)):
             if step.audio:
-                self.add(root.at("on_hangup", self.flow.on_hangup.index(step)), "warning",
+                self.add(root.at("on_hangup", index), "warning",
                          f"{step.kind!r} is skipped in on_hangup: the caller is gone")
         return self.out
 
@@ -135,7 +135,7 @@ class _Checker:
             if isinstance(node, SetStep):
                 known.update(node.set)
             elif isinstance(node, Node) and getattr(node, "into", None):
-                known.add(node.into)
+                known.add(str(getattr(node, "into")))
             if isinstance(node, AgentToolsArgs):
                 known.update(node.set)  # the agent may set these
         return known

@@ -43,6 +43,8 @@ from .schema import (
     STEP_TYPES,
     AgentArgs,
     AgentStep,
+    AmdArgs,
+    AmdStep,
     AnswerStep,
     AttachDataStep,
     Flow,
@@ -425,6 +427,15 @@ class _Runner:
         self.store(a.into, open_now)
         return _Take("open" if open_now else "closed")
 
+    async def do_amd(self, step: AmdStep, a: AmdArgs) -> _Take:
+        result = await self.call.detect_machine(
+            wait_for_beep=a.wait_for_beep, max_greeting=a.max_greeting, initial_silence=a.initial_silence,
+            greeting_max=a.greeting_max, after_greeting_silence=a.after_greeting_silence, total_max=a.total_max)
+        self.last = {"result": result.result, "reason": result.reason, "decided_after": result.decided_after,
+                     "greeting_end": result.greeting_end}
+        self.store(a.into, result.result)
+        return _Take(result.result)
+
     def _gather_result(self, step: StepBase, result: Any, into: str | None, key: str) -> dict[str, Any]:
         out = step_result(result)
         if out is None or "digits" not in out:
@@ -645,6 +656,7 @@ HANDLERS.add(HangupStep, _Runner.do_hangup)
 HANDLERS.add(PlayStep, _Runner.do_play)
 HANDLERS.add(SayStep, _Runner.do_say)
 HANDLERS.add(HoursStep, _Runner.do_hours)
+HANDLERS.add(AmdStep, _Runner.do_amd)
 HANDLERS.add(MenuStep, _Runner.do_menu)
 HANDLERS.add(GatherStep, _Runner.do_gather)
 HANDLERS.add(TransferStep, _Runner.do_transfer)

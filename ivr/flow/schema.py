@@ -1165,12 +1165,44 @@ class ReturnStep(StepBase):
         return _pairs(self.return_)
 
 
+class AmdArgs(Node):
+    """Answering-machine detection on an answered outbound call (ivr/audio/amd.py)."""
+
+    what: ClassVar[str] = "amd"
+    human: Steps = Field(default_factory=list, description="Steps when a person answered.")
+    machine: Steps = Field(default_factory=list, description="Steps when a machine or call screener answered.")
+    unknown: Steps = Field(default_factory=list, description="Steps when nothing was clear (silence).")
+    wait_for_beep: bool = Field(True, description="After a machine, wait for its beep (or the greeting's end) "
+                                "before the machine steps, so a message lands on the recording.")
+    max_greeting: Seconds = Field(30.0, description="Longest wait for the greeting to end.")
+    initial_silence: Seconds = Field(2.5, description="Nobody spoke within this: unknown.")
+    greeting_max: Seconds = Field(1.5, description="One utterance longer than this: machine.")
+    after_greeting_silence: Seconds = Field(0.8, description="A short greeting and this much silence: human.")
+    total_max: Seconds = Field(4.0, description="Undecided after this: machine if still talking, else unknown.")
+    into: VarName | None = Field(None, description="Variable that receives human, machine or unknown.")
+
+
+class AmdStep(StepBase):
+    kind: ClassVar[str] = "amd"
+    what: ClassVar[str] = "amd step"
+    audio: ClassVar[bool] = True
+    waits_for: ClassVar[str | None] = "input"
+    amd: AmdArgs
+
+    def outcomes(self) -> list[Outcome]:
+        return [_branch(self, "human", "human"), _branch(self, "machine", "machine"),
+                _branch(self, "unknown", "unknown")]
+
+    def argument(self) -> str:
+        return "answering machine?"
+
+
 STEP_TYPES: dict[str, type[StepBase]] = {
     cls.kind: cls
     for cls in (
         AnswerStep, PlayStep, SayStep, HoursStep, MenuStep, GatherStep, TransferStep,
         RecordStep, VoicemailStep, SetStep, IfStep, SwitchStep, GotoStep, SubflowStep,
-        HttpStep, PauseStep, LogStep, AttachDataStep, HangupStep, ReturnStep, AgentStep,
+        HttpStep, PauseStep, LogStep, AttachDataStep, HangupStep, ReturnStep, AgentStep, AmdStep,
     )
 }
 _FIELD_OF = {"if": "if_", "return": "return_"}
