@@ -23,6 +23,7 @@ from .schema import (
     AgentToolsArgs,
     Flow,
     GotoStep,
+    HttpArgs,
     Node,
     PlayArgs,
     Prompt,
@@ -94,6 +95,8 @@ class _Checker:
                 if id(node) in tool_templates:
                     extra = {"args"}  # an agent http tool: the model's checked arguments
                 self._names(node, src, known | extra)
+            elif isinstance(node, (HttpArgs, AgentHttpTool)):
+                self._http(node, src)
             if self.check_files:
                 self._files(node, src)
         for index, step in enumerate(cast("list[StepBase]", self.flow.on_hangup)):
@@ -144,6 +147,16 @@ class _Checker:
         for name in sorted(tmpl.names - known):
             self.add(src, "warning", f"template uses unknown name {name!r}{suggest(name, known)}"
                      " (set it with 'set:' or 'vars:' first)")
+
+    def _http(self, node: HttpArgs | AgentHttpTool, src: Any) -> None:
+        from .urls import body_warning, url_warning
+
+        problem = url_warning(node.url)
+        if problem:
+            self.add(src.at("url"), "warning", problem)
+        body = getattr(node, "body", None)
+        if body is not None and (problem := body_warning(body)):
+            self.add(src.at("body"), "warning", problem)
 
     def _files(self, node: Any, src: Any) -> None:
         folder = self.flow.folder

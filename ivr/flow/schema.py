@@ -936,11 +936,11 @@ class HttpArgs(Node):
 
     what: ClassVar[str] = "http"
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
-    url: Text
+    url: Text = Field(description="Template; every value is percent-encoded (`| raw_url` for a trusted base URL).")
     headers: dict[str, Text] = Field(default_factory=dict)
     query: dict[str, Value] = Field(default_factory=dict)
     json_: Value = Field(None, alias="json", description="JSON body (templates inside).")
-    body: Text | None = Field(None, description="Raw text body.")
+    body: Text | None = Field(None, description="Raw text body (for JSON use `json:`: its values are encoded).")
     timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     into: VarName | None = None
     on_failure: Steps = Field(default_factory=list, description="On error, timeout or status >= 400; "
@@ -1045,7 +1045,7 @@ class AgentHttpTool(Node):
     name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")] = Field(description="Tool name the model sees.")
     description: str = ""
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    url: Text = Field(description="Template; `args.<name>` are percent-encoded here.")
+    url: Text = Field(description="Template; every value is percent-encoded (`| raw_url` for a trusted base URL).")
     headers: dict[str, Text] = Field(default_factory=dict)
     json_: Value = Field(None, alias="json", description="JSON body (templates, `args` defined).")
     parameters: dict[VarName, AgentParam] = Field(default_factory=dict)
