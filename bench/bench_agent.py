@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ivr.simulate import FlowHarness  # noqa: E402
-from ivr.speech import register, synthesize_all  # noqa: E402
-from ivr.speech.services import SpeechServices  # noqa: E402
-from ivr.speech.testing import ScriptedLLM  # noqa: E402
+from ivr.simulate import FlowHarness
+from ivr.speech import register, synthesize_all
+from ivr.speech.services import SpeechServices
+from ivr.speech.testing import ScriptedLLM
 
 UTTERANCES = ["What are your opening hours?", "Can I talk to somebody in sales?", "Thank you, goodbye."]
 FLOW = """
@@ -59,8 +59,8 @@ def start_llama() -> tuple[object, str] | None:
 
 
 async def main(turns: int, scripted: bool, end_of_turn_ms: int = 700, fwdflat: bool = False) -> None:
-    from ivr.speech.tts_hibari import HibariTTS
     from ivr.speech.stt_pocketsphinx import PocketSphinxSTT
+    from ivr.speech.tts_hibari import HibariTTS
 
     llama = None if scripted else start_llama()
     options: dict = {"pocketsphinx": {"fwdflat": fwdflat}}

@@ -17,9 +17,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ivr.audio import (  # noqa: E402
-    DtmfDetector, InboundProcessor, PlaybackQueue, StreamResampler, VoiceActivityDetector,
-    array_to_pcm, generate_dtmf, resample,
+from ivr.audio import (
+    DtmfDetector,
+    InboundProcessor,
+    PlaybackQueue,
+    StreamResampler,
+    VoiceActivityDetector,
+    array_to_pcm,
+    generate_dtmf,
+    resample,
 )
 
 FRAMES = 1500  # 30 s of audio

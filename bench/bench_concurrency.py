@@ -35,12 +35,19 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-
 from _harness import (
-    Stack, dtmf_wav, ear_stats, machine_info, pct, proc_sample, sleep_until, voice_like, wav_bytes,
+    Stack,
+    dtmf_wav,
+    ear_stats,
+    machine_info,
+    pct,
+    proc_sample,
+    sleep_until,
+    voice_like,
+    wav_bytes,
 )
 
-from ivr.pbx.outbound import LATENESS_BUCKETS_MS, hist_quantile  # noqa: E402
+from ivr.pbx.outbound import LATENESS_BUCKETS_MS, hist_quantile
 
 FLOW = """\
 name: bench

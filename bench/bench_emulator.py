@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-
 from _harness import ROOT, SECRET, _wait_http, free_port, machine_info, proc_sample
 
 FRAME = bytes(range(160)) * 2  # 320 bytes, 20 ms of s16le 8 kHz mono (content is irrelevant)

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-
 from _harness import ROOT, Stack, machine_info, sleep_until, voice_like, wav_bytes
 
 FLOW = """\

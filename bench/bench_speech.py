@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ivr.speech import ChatMessage, synthesize_all  # noqa: E402
+from ivr.speech import ChatMessage, synthesize_all
 
 PROMPT = "Thank you for calling Acme. For sales, say sales. For support, say support."
 PHRASES = ["sales", "support", "operator", "billing"]

@@ -37,7 +37,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _harness import RATE, SECRET, free_port, machine_info, proc_sample  # noqa: E402
+from _harness import RATE, SECRET, free_port, machine_info, proc_sample
 
 TONE_FLOW = "steps:\n  - answer\n  - play: tone.wav\n"
 STEPPING_FLOW = """\

@@ -174,7 +174,7 @@ class ClusterSettings(_Strict):
                            "in progress over instead of draining them")
 
     @model_validator(mode="after")
-    def _one_url(self) -> "ClusterSettings":
+    def _one_url(self) -> ClusterSettings:
         if self.redis_url and self.redis_url_env:
             raise ValueError("give redis_url or redis_url_env, not both")
         for url in (self.redis_url,):
@@ -211,7 +211,7 @@ class ControlSettings(_Strict):
     token_file: str | None = Field(default=None, description="File with the bearer token")
 
     @model_validator(mode="after")
-    def _one_token(self) -> "ControlSettings":
+    def _one_token(self) -> ControlSettings:
         if self.token_env and self.token_file:
             raise ValueError("give token_env or token_file, not both")
         return self
@@ -235,7 +235,7 @@ class WorkerConfig(_Strict):
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")
-    def _routes_unique(self) -> "WorkerConfig":
+    def _routes_unique(self) -> WorkerConfig:
         seen = set()
         for route in self.routes:
             key = (route.route_point, route.did, route.caller)

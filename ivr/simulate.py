@@ -170,7 +170,7 @@ class FlowHarness:
         self._worker_task: asyncio.Task | None = None
         self._calls: dict[str, asyncio.Future[Call]] = {}
 
-    async def __aenter__(self) -> "FlowHarness":
+    async def __aenter__(self) -> FlowHarness:
         await self.start()
         return self
 
@@ -240,7 +240,7 @@ class FlowHarness:
             pin_call_clock(call, self.at)
         self._future(call.call_id).set_result(call) if not self._future(call.call_id).done() else None
 
-    def _future(self, call_id: str) -> "asyncio.Future[Call]":
+    def _future(self, call_id: str) -> asyncio.Future[Call]:
         if call_id not in self._calls:
             self._calls[call_id] = asyncio.get_running_loop().create_future()
         return self._calls[call_id]
@@ -369,7 +369,7 @@ class SimulatedCall:
             try:
                 callid, call = await h.place_call(self.caller, did=self.did)
                 record = await asyncio.wait_for(self._drive(h, callid, call, script), self.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise TimeoutError(f"the simulated call did not finish within {self.timeout:.0f} s") from None
             seconds, wall = loop.time() - started, time.monotonic() - wall_started
             await asyncio.sleep(0.2)  # let the emulator log the last events (hang-up, transfer)

@@ -10,12 +10,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import write_tone
 
 from ivr.call import RecordResult
 from ivr.call.action_steps import action_result
 from ivr.call.record import Outcome
 from ivr.simulate import FlowHarness
-from helpers import write_tone
 
 
 @pytest.fixture

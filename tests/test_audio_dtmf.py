@@ -8,9 +8,9 @@ import subprocess
 import numpy as np
 import pytest
 import soundfile as sf
+from test_audio_support import PARAGRAPH, TALKOFF_VOICES, add_noise, speech
 
 from ivr.audio.dtmf import DtmfDetector, generate_dtmf
-from test_audio_support import PARAGRAPH, TALKOFF_VOICES, add_noise, speech
 
 ALL = "123A456B789C*0#D"
 AMP = 0.2

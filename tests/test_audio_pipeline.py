@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_audio_support import SENTENCES, speech, speech_bounds
 
 from ivr.audio.dtmf import DtmfDetector, generate_dtmf
 from ivr.audio.frames import array_to_pcm
 from ivr.audio.pipeline import DigitDetected, DigitMerger, InboundProcessor
 from ivr.audio.vad import SpeechEnded, SpeechStarted, VoiceActivityDetector
-from test_audio_support import SENTENCES, speech, speech_bounds
 
 
 def feed_random_chunks(proc: InboundProcessor, pcm: bytes, seed: int = 0) -> list:

@@ -6,9 +6,9 @@ import importlib.util
 
 import numpy as np
 import pytest
+from test_audio_support import SENTENCES, add_noise, speech, speech_bounds
 
 from ivr.audio.vad import SpeechCancelled, SpeechEnded, SpeechStarted, VoiceActivityDetector
-from test_audio_support import SENTENCES, add_noise, speech, speech_bounds
 
 FRAME = 160
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,7 @@ steps:
           - hangup
 """
 INBOUND = "steps:\n  - answer\n  - say: Welcome\n  - transfer: {to: '101', timeout: 5}\n"
-START = datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
+START = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 
 
 def speech(name: str) -> np.ndarray:

@@ -91,7 +91,7 @@ class Page:
         """Take in whatever arrives during ``seconds``."""
         try:
             await self.until(lambda m: False, timeout=seconds)
-        except (AssertionError, asyncio.TimeoutError):
+        except (TimeoutError, AssertionError):
             pass
 
     async def send(self, **msg: Any) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import write_tone
 
 from ivr.call import Call
 from ivr.call.record import CallRecord, Outcome
@@ -39,7 +40,6 @@ from ivr.speech import register
 from ivr.speech.services import SpeechServices
 from ivr.testing import clock as virtual_clock
 from ivr.worker.runner import Worker
-from helpers import write_tone
 
 SECRET = "fault-secret"
 N_CALLS = 100
@@ -127,7 +127,7 @@ class Rig:
         self._calls: dict[str, asyncio.Future[Call]] = {}
         self._by_caller: dict[str, asyncio.Future[Call]] = {}
 
-    async def __aenter__(self) -> "Rig":
+    async def __aenter__(self) -> Rig:
         if self.url is None:
             self.emulator = Emulator(EmulatorConfig(client_secret=SECRET, ring_seconds=0.1, extensions=dict(EXTENSIONS)))
             await self.emulator.start(host="127.0.0.1", port=0)
@@ -162,7 +162,7 @@ class Rig:
             if not fut.done():
                 fut.set_result(call)
 
-    def _caller_future(self, number: str) -> "asyncio.Future[Call]":
+    def _caller_future(self, number: str) -> asyncio.Future[Call]:
         if number not in self._by_caller:
             self._by_caller[number] = asyncio.get_running_loop().create_future()
         return self._by_caller[number]
@@ -171,7 +171,7 @@ class Rig:
         """The worker's Call for this caller number (unique per test call)."""
         return await asyncio.wait_for(self._caller_future(number), timeout)
 
-    def _future(self, call_id: str) -> "asyncio.Future[Call]":
+    def _future(self, call_id: str) -> asyncio.Future[Call]:
         if call_id not in self._calls:
             self._calls[call_id] = asyncio.get_running_loop().create_future()
         return self._calls[call_id]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import textwrap
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -173,9 +173,9 @@ async def test_on_hangup_runs_without_audio(folder: Path) -> None:
 
 
 @pytest.mark.parametrize("when, expected", [
-    (datetime(2026, 3, 27, 7, 30, tzinfo=timezone.utc), "open 08:30"),  # Friday, CET
-    (datetime(2026, 3, 28, 12, 0, tzinfo=timezone.utc), "closed 13:00"),  # Saturday afternoon
-    (datetime(2026, 12, 25, 10, 0, tzinfo=timezone.utc), "closed 11:00"),  # holiday
+    (datetime(2026, 3, 27, 7, 30, tzinfo=UTC), "open 08:30"),  # Friday, CET
+    (datetime(2026, 3, 28, 12, 0, tzinfo=UTC), "closed 13:00"),  # Saturday afternoon
+    (datetime(2026, 12, 25, 10, 0, tzinfo=UTC), "closed 11:00"),  # holiday
 ])
 async def test_hours_follow_the_call_clock(folder: Path, when: datetime, expected: str) -> None:
     path = flow(folder, """

@@ -8,10 +8,10 @@ import weakref
 
 import aiohttp
 from prometheus_client import CollectorRegistry
+from test_pbx_audio import Sink, open_sink_stream, ramp
 
 from ivr.pbx.tick import SharedTick
 from ivr.worker.gcpacing import NEVER, PacedCollector
-from test_pbx_audio import Sink, open_sink_stream, ramp
 
 
 async def test_top_up_sends_ahead_by_the_extra_and_pacing_goes_on() -> None:

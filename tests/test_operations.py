@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
+from helpers import write_tone
 
 from ivr.call.record import Outcome
 from ivr.config import PbxSettings, Route, WorkerConfig
@@ -29,7 +30,6 @@ from ivr.speech.services import SpeechServices
 from ivr.worker.logs import setup_logging
 from ivr.worker.runner import Worker
 from ivr.worker.service import start_status_server
-from helpers import write_tone
 
 SECRET = "s3cr3t-client-Secret-value-42"
 
@@ -71,7 +71,7 @@ class Stack:
         self.drain_timeout = drain_timeout
         self.stop = asyncio.Event()
 
-    async def __aenter__(self) -> "Stack":
+    async def __aenter__(self) -> Stack:
         self.emu = Emulator(EmulatorConfig(client_secret=SECRET, ring_seconds=0.1))
         await self.emu.start(host="127.0.0.1", port=0)
         config = WorkerConfig(

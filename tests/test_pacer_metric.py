@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 from prometheus_client import generate_latest
+from test_pbx_audio import emu_cfg, incoming_call, ramp
 
 from ivr.pbx import PbxClient
 from ivr.worker.metrics import WorkerMetrics
-from test_pbx_audio import emu_cfg, incoming_call, ramp
 
 
 def scraped(metrics: WorkerMetrics) -> dict[str, float]:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import soundfile
-
 import pytest
+import soundfile
 
 from ivr.pbx import DtmfReceived, ParticipantRemoved, ParticipantUpdated, PbxClient, PbxConfig
 from ivr.pbx.models import DNType

@@ -240,7 +240,7 @@ async def test_get_error_answers_are_read_whole_and_a_reader_that_stops_pauses_t
             for _ in range(64):  # 4 MB: more than the reader keeps unread
                 writer.write(block)
                 await asyncio.wait_for(writer.drain(), 0.5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass  # the client stopped reading: TCP pushes back
         writer.transport.abort()
 

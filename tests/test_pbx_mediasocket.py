@@ -12,11 +12,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from test_pbx_httpstream import loopback_ca
 
 from ivr.pbx.httpstream import HttpStream
 from ivr.pbx.mediasocket import RECV_BYTES, MediaSocket
-
-from test_pbx_httpstream import loopback_ca
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

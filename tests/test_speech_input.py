@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_tone
 
 from ivr.call.speech_input import SpeechOptions
 from ivr.simulate import FlowHarness, until_listening
 from ivr.speech.services import SpeechServices
-from helpers import write_tone
 
 PAD = np.zeros(4000, np.int16)  # 0.5 s
 

@@ -318,7 +318,7 @@ class _SlowServer:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/balance"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "_SlowServer":
+    def __enter__(self) -> _SlowServer:
         self.thread.start()
         return self
 

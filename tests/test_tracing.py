@@ -20,16 +20,16 @@ import soundfile
 
 pytest.importorskip("opentelemetry.sdk")
 
-from opentelemetry import trace  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
-from opentelemetry.trace import StatusCode  # noqa: E402
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
-from ivr.call.record import Outcome  # noqa: E402
-from ivr.config import ConfigError, TracingSettings  # noqa: E402
-from ivr.simulate import FlowHarness  # noqa: E402
-from ivr.worker.tracing import CallTracing, build_provider  # noqa: E402
+from ivr.call.record import Outcome
+from ivr.config import ConfigError, TracingSettings
+from ivr.simulate import FlowHarness
+from ivr.worker.tracing import CallTracing, build_provider
 
 ON = TracingSettings(enabled=True)
 

@@ -12,15 +12,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import write_tone
 
 from ivr.call.record import Outcome
-from ivr.config import PbxSettings, Route, WorkerConfig
+from ivr.config import ConfigError, PbxSettings, Route, WorkerConfig
 from ivr.config_loader import parse_config
-from ivr.config import ConfigError
 from ivr.emulator import Emulator, EmulatorConfig
 from ivr.simulate import FlowHarness
 from ivr.worker.runner import Worker
-from helpers import write_tone
 
 SECRET = "test-secret"
 

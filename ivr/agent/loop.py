@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import aclosing
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 

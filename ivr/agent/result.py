@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["AgentResult", "AgentStatus", "STATUSES"]
+__all__ = ["STATUSES", "AgentResult", "AgentStatus"]
 
 AgentStatus = Literal["returned", "transferred", "hangup", "max_turns", "timeout", "no_input", "error", "key"]
 #: Every way a conversation ends; a YAML ``agent`` step has an ``on_<status>`` branch for each

@@ -25,7 +25,7 @@ SAMPLES_PER_MS = 8
 class _Chunk:
     sentence: int
     samples: int
-    played: "asyncio.Future[PlayResult]"
+    played: asyncio.Future[PlayResult]
 
 
 class Reply:

@@ -69,7 +69,7 @@ class ParamSpec:
             raise ValueError(f"parameter type must be one of {', '.join(PARAM_TYPES)}, got {self.type!r}")
 
     @classmethod
-    def of(cls, value: "ParamSpec | Mapping[str, Any] | str") -> "ParamSpec":
+    def of(cls, value: ParamSpec | Mapping[str, Any] | str) -> ParamSpec:
         """From ``"string"`` or ``{type:, description:, enum:, required:}``."""
         if isinstance(value, ParamSpec):
             return value
@@ -154,7 +154,7 @@ class AgentTools:
             raise ValueError(f"two http tools are named {dup!r}")
 
     @classmethod
-    def of(cls, value: "AgentTools | Mapping[str, Any] | None") -> "AgentTools":
+    def of(cls, value: AgentTools | Mapping[str, Any] | None) -> AgentTools:
         """From the YAML shape ``{transfer: {...}, hangup: true, http: [...], set: [...], return: {...}}``."""
         if value is None:
             return cls()
@@ -351,9 +351,8 @@ class ToolBox:
     async def _http_call(self, tool: HttpTool, raw: Mapping[str, Any]) -> ToolOutcome:
         # imported late: the flow layer sits above this one
         from ivr.flow.httpclient import HttpFailure, fetch
-        from ivr.flow.urls import render_url
-
         from ivr.flow.templates import TemplateError
+        from ivr.flow.urls import render_url
 
         args = validate_arguments(tool.parameters, raw)
         ctx = {**self.context(), "args": args}

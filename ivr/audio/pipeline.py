@@ -7,9 +7,8 @@ the VAD sees them, because webrtcvad calls DTMF tones speech.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

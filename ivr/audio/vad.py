@@ -22,8 +22,8 @@ deterministic stream times (seconds counted from samples fed, never the wall clo
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -8,9 +8,9 @@
 
 from ivr.call.call import Call
 from ivr.call.results import (
+    Caller,
     CallError,
     CallHangup,
-    Caller,
     GatherResult,
     PlayResult,
     Prompt,

@@ -39,7 +39,7 @@ _ABSENT = object()
 class ActionRecorder:
     """A Call's ``step_observer``: records Python-flow actions, passes every event on."""
 
-    __slots__ = ("record", "forward")
+    __slots__ = ("forward", "record")
 
     def __init__(self, record: Any, forward: Observer | None = None) -> None:
         self.record = record  # the CallRecord (anything with add_step)

@@ -17,7 +17,6 @@ frame, no frame inspection.
 from __future__ import annotations
 
 import asyncio
-
 import functools
 import inspect
 import os
@@ -37,7 +36,7 @@ class FlowAction:
     """The ``step`` a Python-flow action is reported as: ``kind`` is the Call method's name,
     ``where`` the awaiting line (``pin.py:12``); ``id`` is None (only YAML steps have ids)."""
 
-    __slots__ = ("kind", "id", "where")
+    __slots__ = ("id", "kind", "where")
 
     def __init__(self, kind: str, where: str) -> None:
         self.kind = kind

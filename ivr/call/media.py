@@ -15,9 +15,10 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class MediaSettings:
 class CallMedia:
     """Audio for one participant. ``start()`` once the leg is Connected; ``close()`` at the end."""
 
-    def __init__(self, pbx: "PbxClient", dn: str, participant_id: int, *, settings: MediaSettings | None = None, metrics: Any = None) -> None:
+    def __init__(self, pbx: PbxClient, dn: str, participant_id: int, *, settings: MediaSettings | None = None, metrics: Any = None) -> None:
         self.pbx = pbx
         self.dn = dn
         self.participant_id = participant_id
@@ -257,7 +258,7 @@ class CallMedia:
             if pending:
                 await asyncio.wait_for(asyncio.gather(*pending), timeout)
             await asyncio.wait_for(self._outbound.wait_played(), timeout)
-        except (asyncio.TimeoutError, Exception):
+        except (TimeoutError, Exception):
             pass
 
     # --- inbound ----------------------------------------------------------------------------

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
+from typing import Any
 
 MAX_RECORDED_STEPS = 2000
 """Steps kept in one call record (a YAML flow stops after 1000 and then runs its on_error);

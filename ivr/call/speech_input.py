@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ivr.call.speech")
 
-__all__ = ["SpeechOptions", "SpeechMatch", "SpeechAttempt", "normalize"]
+__all__ = ["SpeechAttempt", "SpeechMatch", "SpeechOptions", "normalize"]
 
 _NOT_WORD = re.compile(r"[^\w' ]+")
 
@@ -90,7 +91,7 @@ class SpeechOptions(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "SpeechOptions":
+    def _check(self) -> SpeechOptions:
         if self.phrases is not None and not self.phrases:
             raise ValueError("speech phrases is empty: list what the caller may say")
         groups = self.phrases.items() if isinstance(self.phrases, dict) else [(None, self.phrases or [])]
@@ -166,9 +167,9 @@ class SpeechAttempt:
 
     def __init__(
         self,
-        media: "CallMedia",
+        media: CallMedia,
         options: SpeechOptions,
-        stt: "SpeechToText",
+        stt: SpeechToText,
         *,
         barge_in: bool,
         on_failure: Callable[[str], None],
@@ -270,7 +271,7 @@ class SpeechAttempt:
         if self._recognizer is not None:
             self._recognizer.drop(start)
 
-    async def _recognise(self, event: SpeechEnded) -> "Transcript":
+    async def _recognise(self, event: SpeechEnded) -> Transcript:
         from ivr.speech.base import with_timeout
 
         assert self._recognizer is not None

@@ -67,7 +67,7 @@ class _Utterance:
                 self.queued += len(rest)
             self.wake.set()
 
-    async def run(self, stt: "SpeechToText", options: dict[str, Any]) -> "Transcript":
+    async def run(self, stt: SpeechToText, options: dict[str, Any]) -> Transcript:
         stream = stt.start(**options)
         try:
             while True:
@@ -96,7 +96,7 @@ class UtteranceRecognizer:
     ``feed`` does the decoding (pocketsphinx batches it to a worker thread).
     """
 
-    def __init__(self, media: "CallMedia", stt: "SpeechToText", *, phrases: Sequence[str] | None = None,
+    def __init__(self, media: CallMedia, stt: SpeechToText, *, phrases: Sequence[str] | None = None,
                  grammar: str | None = None, language: str | None = None) -> None:
         self.media = media
         self.vad = media.vad
@@ -131,7 +131,7 @@ class UtteranceRecognizer:
 
     # --- consumers ------------------------------------------------------------------------
 
-    async def result(self, ended: "SpeechEnded") -> "Transcript":
+    async def result(self, ended: SpeechEnded) -> Transcript:
         """The final transcript of the utterance ``ended`` closes. Wrap in a timeout: being
         cancelled (or timing out) abandons the recognition and closes its stream."""
         if self._closed:

@@ -190,7 +190,7 @@ class RedisCheckpoints:
                 pass
         try:
             await asyncio.wait_for(self.flush(), 2.0)
-        except (LeaseStoreError, asyncio.TimeoutError):
+        except (TimeoutError, LeaseStoreError):
             pass
         try:
             await self._redis.aclose()

@@ -132,7 +132,7 @@ class DevServer:
         if self._worker_task is not None:
             try:
                 await asyncio.wait_for(self._worker_task, 10)
-            except (asyncio.TimeoutError, Exception) as exc:  # the worker failing must not block shutdown
+            except (TimeoutError, Exception) as exc:  # the worker failing must not block shutdown
                 log.warning("worker stopped with %s", type(exc).__name__)
             self._worker_task = None
         await self.emu.stop()

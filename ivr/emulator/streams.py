@@ -40,7 +40,7 @@ SILENT_CHUNK = CHUNK_HEAD + bytes(FRAME_BYTES) + b"\r\n"
 class GetStream:
     """One open GET stream as the pacer sees it: where it is on the call timeline."""
 
-    __slots__ = ("handle", "call", "transport", "pos", "due_at", "sent")
+    __slots__ = ("call", "due_at", "handle", "pos", "sent", "transport")
 
     def __init__(self, handle: StreamHandle, call: Call, transport: asyncio.Transport, pos: int) -> None:
         self.handle = handle

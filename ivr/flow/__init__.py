@@ -69,7 +69,6 @@ async def run_subflow(call: Any, path: str | Path, params: dict[str, Any] | None
     ``return`` step gave back ({} if none). Errors raise :class:`FlowError`; the caller
     hanging up raises ``CallHangup``. Wire as ``call.subflow_runner = run_subflow``."""
     from .interpreter import MAX_STEPS, _budget_of, _run_path
-
     from .python_flow import current_flow_dir
 
     p = Path(path)

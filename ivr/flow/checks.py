@@ -138,7 +138,7 @@ class _Checker:
             if isinstance(node, SetStep):
                 known.update(node.set)
             elif isinstance(node, Node) and getattr(node, "into", None):
-                known.add(str(getattr(node, "into")))
+                known.add(str(node.into))
             if isinstance(node, AgentToolsArgs):
                 known.update(node.set)  # the agent may set these
         return known

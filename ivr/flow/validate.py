@@ -18,7 +18,7 @@ from .diagnostics import Diagnostic, FlowLoadError
 from .loader import load_flow
 from .schema import Flow, SubflowStep
 
-__all__ = ["Diagnostic", "FLOW_SUFFIXES", "expand_paths", "validate_paths"]
+__all__ = ["FLOW_SUFFIXES", "Diagnostic", "expand_paths", "validate_paths"]
 
 FLOW_SUFFIXES = (".yaml", ".yml", ".py")
 

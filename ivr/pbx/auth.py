@@ -161,7 +161,7 @@ class TokenManager:
                 body = await resp.read()
                 status = resp.status
                 reason = resp.reason or ""
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise PbxUnreachableError(None, _describe(exc), "POST", url) from exc
         if status in (400, 401):
             # Some servers answer 400 to bad credentials.

@@ -7,10 +7,10 @@ for the first resync. An unreachable PBX is retried with backoff and logged (can
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import asyncio
 import logging
+from collections.abc import Callable
+
 import aiohttp
 
 from .auth import TokenManager

@@ -82,7 +82,7 @@ class EventStream:
                 self._fresh_401 = False
             except PbxError as exc:
                 reason = str(exc)
-            except (OSError, asyncio.TimeoutError, WebSocketException) as exc:
+            except (TimeoutError, OSError, WebSocketException) as exc:
                 reason = f"{cfg.ws_url}: {' '.join((str(exc) or type(exc).__name__).split())}"
             if self.is_connected:
                 self.is_connected = False

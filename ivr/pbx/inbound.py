@@ -188,7 +188,7 @@ class InboundAudio:
                     conn.close()
                     return
                 status, reason = await conn.head()
-            except (asyncio.TimeoutError, OSError) as exc:  # ConnectionError is an OSError
+            except (TimeoutError, OSError) as exc:  # ConnectionError is an OSError
                 self._conn = None
                 if self.closed:
                     return
@@ -227,5 +227,5 @@ class InboundAudio:
         """Sleep, but wake up at once on close()."""
         try:
             await asyncio.wait_for(self._closed.wait(), delay)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass

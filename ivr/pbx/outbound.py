@@ -181,7 +181,7 @@ class OutboundAudio:
         if task is not None and not task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(task), self._cfg.request_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
@@ -323,7 +323,7 @@ class OutboundAudio:
             status: int | None = None
             try:
                 status, reason, body = await self._post(token)
-            except (asyncio.TimeoutError, OSError) as exc:  # ConnectionError is an OSError
+            except (TimeoutError, OSError) as exc:  # ConnectionError is an OSError
                 if self._closing:
                     return
                 log.info("outbound stream %s interrupted: %s", self._url, exc or type(exc).__name__)

@@ -271,7 +271,7 @@ class RestClient:
                     raw = await resp.read()
                     retry_after = resp.headers.get("Retry-After")
                     reason = resp.reason or ""
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 refused = isinstance(exc, aiohttp.ClientConnectorError)
                 err: PbxError = PbxUnreachableError(None, _describe(exc), method, url)
                 if attempt < cfg.retry_attempts and (is_get or refused):

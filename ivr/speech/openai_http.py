@@ -85,7 +85,7 @@ class OpenAIEndpoint:
                 if resp.status >= 400:
                     raise await http_error(self.adapter, what, resp)
                 yield resp
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             raise AdapterTimeout(f"{what}: no answer from {self.base_url} within {self.timeout:g} s",
                                  adapter=self.adapter) from None
         except aiohttp.ClientConnectionError as e:

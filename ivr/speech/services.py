@@ -14,8 +14,8 @@ to the final transcript, an LLM from the request to its first delta (text or too
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class SpeechServices:
         self._observe = observe  # (kind, name, seconds): adapter latency, for metrics
 
     @classmethod
-    def from_settings(cls, settings: Any, **kwargs: Any) -> "SpeechServices":
+    def from_settings(cls, settings: Any, **kwargs: Any) -> SpeechServices:
         """From the worker config's ``speech:`` section (ivr.config.SpeechSettings)."""
         return cls(stt=settings.stt, tts=settings.tts, llm=settings.llm, options=settings.options, **kwargs)
 
@@ -188,4 +188,4 @@ class _MeasuredLLM:
         return getattr(self._inner, attr)
 
 
-__all__ = ["SpeechServices", "AdapterTimeout"]
+__all__ = ["AdapterTimeout", "SpeechServices"]

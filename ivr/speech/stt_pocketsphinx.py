@@ -29,8 +29,8 @@ import math
 import os
 import threading
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 

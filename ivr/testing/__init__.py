@@ -30,7 +30,7 @@ from ivr.emulator.xapi import PbxDescription, load_description
 from ivr.simulate import FlowHarness, spoken_wav, until_listening
 from ivr.testing.clock import VirtualTimeLoop
 
-__all__ = ["IvrSim", "SimCaller", "FlowAssertionError"]
+__all__ = ["FlowAssertionError", "IvrSim", "SimCaller"]
 
 DEFAULT_TIMEOUT = 15.0
 
@@ -132,7 +132,7 @@ class SimCaller:
         """Wait until the call ends (either side); returns the call record."""
         try:
             return await asyncio.wait_for(self.harness.record_of(self.call), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise FlowAssertionError(f"the call was still up after {timeout:.0f} s") from None
 
     async def record(self, timeout: float = 60.0) -> CallRecord:

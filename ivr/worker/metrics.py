@@ -51,7 +51,7 @@ class WorkerMetrics:
     def call_started(self) -> None:
         self.active_calls.inc()
 
-    def call_ended(self, record: "CallRecord", *, was_active: bool = True) -> None:
+    def call_ended(self, record: CallRecord, *, was_active: bool = True) -> None:
         if was_active:
             self.active_calls.dec()
         self.calls_total.labels(record.outcome or "unknown").inc()

@@ -11,9 +11,10 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from threadpoolctl import threadpool_limits
 
@@ -268,7 +269,7 @@ class Worker:
         if flush is not None:
             try:
                 await asyncio.wait_for(flush(), 2.0)
-            except (LeaseStoreError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, LeaseStoreError) as exc:
                 log.warning("hand-over: checkpoints not all saved (%s); those calls start their flows again", exc)
         log.info("hand-over: %d call(s) left to the standby", len(self.calls))
 
@@ -395,7 +396,7 @@ class Worker:
             self._maybe_start(rp, current)
         try:
             ok = await asyncio.wait_for(asyncio.shield(answered), timeout + 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             ok = None
         finally:
             self._dial_watch.pop(key, None)
@@ -609,7 +610,7 @@ class Worker:
                     record.outcome_detail = f"{why}; sent to {target}"
                     return
             await call.hangup()
-        except (CallHangup, asyncio.TimeoutError):
+        except (TimeoutError, CallHangup):
             pass
         except PbxError as exc:
             record.errors.append(f"fallback failed: {exc}")

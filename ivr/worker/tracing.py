@@ -53,7 +53,7 @@ class CallTracing:
         self._hash_key = hash_key
 
     @classmethod
-    def from_settings(cls, settings: TracingSettings, *, tracer_provider: Any = None) -> "CallTracing | None":
+    def from_settings(cls, settings: TracingSettings, *, tracer_provider: Any = None) -> CallTracing | None:
         """Tracing as configured, or None when it is off or ``opentelemetry-api`` is missing.
 
         Raises :class:`ConfigError` for a ``hash`` policy without its key, or an
@@ -85,7 +85,7 @@ class CallTracing:
         assert self._hash_key is not None
         return hmac.new(self._hash_key, number.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def start(self, record: CallRecord) -> "CallSpan":
+    def start(self, record: CallRecord) -> CallSpan:
         """Open the call's span; call this in the call's own task (it becomes the current span)."""
         from opentelemetry.trace import SpanKind
 
