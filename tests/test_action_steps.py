@@ -74,7 +74,7 @@ async def test_python_flow_actions_are_steps_with_durations_and_metrics(flow_dir
     # menu runs gather, play_prompt and play inside: one step, like the YAML menu.
     assert steps(record) == [("answer", "flow.py:2"), ("play", "flow.py:3"), ("menu", "flow.py:4"),
                              ("transfer", "flow.py:6")]
-    answer, play, menu, transfer = record.steps
+    _answer, play, menu, transfer = record.steps
     assert play.result == {"completed": True, "interrupted_by": None}
     assert 0.1 < play.duration < 1.5  # 0.3 s of tone, on the loop clock
     assert menu.result["status"] == "match" and menu.result["choice"] == "2" and menu.result["source"] == "dtmf"

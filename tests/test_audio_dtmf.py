@@ -115,7 +115,7 @@ def test_bad_input_errors():
 @pytest.mark.skipif(shutil.which("sox") is None, reason="sox not installed (apt-get install -y sox)")
 def test_tones_made_by_sox(tmp_path):
     wavs = []
-    for key, (fl, fh) in {"1": (697, 1209), "5": (770, 1336), "#": (941, 1477), "D": (941, 1633)}.items():
+    for _key, (fl, fh) in {"1": (697, 1209), "5": (770, 1336), "#": (941, 1477), "D": (941, 1633)}.items():
         out = tmp_path / f"d{len(wavs)}.wav"
         subprocess.run(["sox", "-n", "-r", "8000", "-b", "16", "-c", "1", str(out),
                         "synth", "0.1", "sine", str(fl), "sine", str(fh), "vol", "0.4"], check=True, timeout=30)

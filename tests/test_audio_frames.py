@@ -123,7 +123,7 @@ def test_load_audio_any_format(tmp_path, fmt, subtype, rate, channels):
 
 
 def test_load_audio_errors_name_the_file(tmp_path):
-    with pytest.raises(PromptError, match="not found: .*missing.wav"):
+    with pytest.raises(PromptError, match=r"not found: .*missing.wav"):
         load_audio(tmp_path / "missing.wav")
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....not audio at all")

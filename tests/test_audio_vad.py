@@ -62,7 +62,7 @@ def test_boundaries_with_white_noise(snr):
 
 
 def test_results_are_deterministic_and_audio_has_pre_roll():
-    x, truth = utterances()
+    x, _truth = utterances()
     a = run(VoiceActivityDetector(pre_roll_ms=200), x)
     b = run(VoiceActivityDetector(pre_roll_ms=200), x)
     assert [(type(e), e.t) for e in a] == [(type(e), e.t) for e in b]

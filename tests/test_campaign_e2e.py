@@ -63,6 +63,7 @@ def beep() -> np.ndarray:
 async def callee(emu: Emulator, stop: asyncio.Event, pressed: list[str]) -> None:
     """What the people (and the voicemail) at the dialled numbers do once they answer."""
     acted: set[int] = set()
+    confirming: set[asyncio.Future[None]] = set()  # kept so the loop does not drop them
     hello = speech("welcome.wav")[2000:6800]  # 0.6 s: "Hello?"
     greeting = np.concatenate([speech("vm_greeting.wav"), np.zeros(2400, np.int16), beep()])
     while not stop.is_set():
@@ -81,7 +82,7 @@ async def callee(emu: Emulator, stop: asyncio.Event, pressed: list[str]) -> None
                     await emu.send_dtmf(callid, "1")
                     pressed.append(str(callid))
 
-                asyncio.ensure_future(confirm())
+                confirming.add(asyncio.ensure_future(confirm()))
         await asyncio.sleep(0.1)
 
 

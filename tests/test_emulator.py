@@ -148,7 +148,7 @@ async def test_token_form_urlencoded_and_multipart(emulator: Emulator) -> None:
             assert r.status == 200
             body = await r.json()
         assert body["token_type"] == "Bearer" and body["expires_in"] == 60 and body["refresh_token"] is None
-        header, payload, sig = body["access_token"].split(".")
+        header, _payload, sig = body["access_token"].split(".")
         assert header and sig
         claims = jwt_payload(body["access_token"])
         assert claims["client_id"] == "900" and claims["exp"] - claims["iat"] == 3600
@@ -266,7 +266,8 @@ async def test_action_body_must_be_json(wire: Wire) -> None:
 
 
 async def test_answer_rules(emulator_factory: Any) -> None:
-    emu = await emulator_factory(inbound_status="Ringing", extensions={"101": "no_answer"}, transfer_answer="dialing", transfer_failure="failed")
+    emu = await emulator_factory(inbound_status="Ringing", extensions={"101": "no_answer"},
+                                 transfer_answer="dialing", transfer_failure="failed")
     async with aiohttp.ClientSession() as s:
         w = await make_wire(emu, s)
         events = Events(await open_events(w))
@@ -293,7 +294,8 @@ async def test_answer_rules(emulator_factory: Any) -> None:
 
 
 async def test_routeto_answering_extension(wire: Wire) -> None:
-    wire.emu.set_transfer_shape(transfer_answer="dialing", transfer_failure="failed")  # the shape that answers at once: the events tell the rest
+    # the shape that answers at once: the events tell the rest
+    wire.emu.set_transfer_shape(transfer_answer="dialing", transfer_failure="failed")
     events = Events(await open_events(wire))
     callid = await wire.emu.place_call("+4930123456")
     p = await wire.rp_participant()
@@ -735,7 +737,7 @@ async def test_fault_stall_and_truncate_stream(wire: Wire) -> None:
     pid = (await wire.rp_participant())["id"]
     async with wire.s.get(f"{wire.url}/callcontrol/800/participants/{pid}/stream", headers=wire.auth) as r:
         await r.content.readexactly(320)
-        status, body = await wire.ctl("POST", "/faults", {"stall_stream": {"callid": callid, "seconds": 0.4}})
+        _status, body = await wire.ctl("POST", "/faults", {"stall_stream": {"callid": callid, "seconds": 0.4}})
         assert body == {"fault": "stall_stream", "affected": 1}
         loop = asyncio.get_running_loop()
         arrivals: list[float] = []
@@ -885,7 +887,7 @@ async def test_streams_log_client_that_goes_away(wire: Wire) -> None:
     w_get.write(f"GET {path} HTTP/1.1\r\n{head}\r\n".encode())
     await r_get.readuntil(b"\r\n\r\n")
     await r_get.readexactly(327)  # one chunk: size line, 320 bytes, CRLF
-    r_post, w_post = await asyncio.open_connection("127.0.0.1", port)
+    _r_post, w_post = await asyncio.open_connection("127.0.0.1", port)
     w_post.write(f"POST {path} HTTP/1.1\r\n{head}Transfer-Encoding: chunked\r\n\r\n".encode())
     for _ in range(3):
         w_post.write(b"140\r\n" + bytes(320) + b"\r\n")

@@ -263,7 +263,8 @@ async def test_action_with_empty_body_and_attach_party_data(emulator_factory: An
         status, res = await w.post(f"/callcontrol/800/participants/{pid}/attach_party_data",
                                    {"attacheddata": {"ticket": "42"}})
         assert status == 200 and res["finalstatus"] == "Success" and "attacheddata" not in res["result"]
-        assert {"event": "party_attached", "dn": "800", "data": {"ticket": "42"}}.items() <= emu.call_info(callid)["log"][-1].items()
+        attached = {"event": "party_attached", "dn": "800", "data": {"ticket": "42"}}
+        assert attached.items() <= emu.call_info(callid)["log"][-1].items()
         status, err = await w.post(f"/callcontrol/800/participants/{pid}/attach_party_data")
         assert status == 400 and "attach_party_data" in err["error_description"]
     emu = await emulator_factory(accept_empty_action_body=False)

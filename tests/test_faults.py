@@ -192,7 +192,8 @@ class Rig:
         raise AssertionError(f"call {callid} left no call record within {timeout:.0f} s (hanging?)")
 
 
-async def press_one_when_listening(send: Callable[[str], Awaitable[Any]], call: Call, *, give_up: float = CALLER_GIVES_UP_S) -> None:
+async def press_one_when_listening(send: Callable[[str], Awaitable[Any]], call: Call, *,
+                                   give_up: float = CALLER_GIVES_UP_S) -> None:
     """The caller: press 1 each time the IVR listens, until the call leaves the IVR.
 
     A key press lost in a fault (event socket down) times the menu out; the caller then
@@ -250,7 +251,8 @@ def assert_nothing_lost(rig: Rig, callids: list[Any], records: list[CallRecord])
     return Counter(r.outcome for r in records)
 
 
-async def run_load(rig: Rig, fault: Callable[[], Awaitable[None]], *, n: int = N_CALLS, timeout: float = LOAD_TIMEOUT_S) -> tuple[list[Any], list[CallRecord]]:
+async def run_load(rig: Rig, fault: Callable[[], Awaitable[None]], *,
+                   n: int = N_CALLS, timeout: float = LOAD_TIMEOUT_S) -> tuple[list[Any], list[CallRecord]]:
     """n concurrent callers plus the fault running alongside; every call's record."""
     fault_task = asyncio.create_task(fault())
     try:
@@ -365,7 +367,8 @@ async def test_bursts_of_500_and_503_under_100_calls(tmp_path):
             failed_branch = r.outcome == Outcome.PBX_ERROR and any(
                 s.step == "transfer" and "HTTP 500" in str((s.result or {}).get("reason", "")) for s in r.steps
             )
-            assert placed or no_input or failed_branch, (r.outcome, r.outcome_detail, r.transferred_to, r.errors, [(s.step, s.result) for s in r.steps])
+            assert placed or no_input or failed_branch, (r.outcome, r.outcome_detail, r.transferred_to, r.errors,
+                                                         [(s.step, s.result) for s in r.steps])
 
 
 @on_virtual_time
@@ -395,7 +398,8 @@ async def test_stalled_and_truncated_audio_streams_under_100_calls(tmp_path):
             for r in records if r.outcome != Outcome.TRANSFERRED
         ]
         truncated = [f for f in faults if f["fault"] == "truncate_stream" and f["affected"]]
-        reopened = [c for c in callids if sum(1 for e in emu.call_info(c)["log"] if e["event"] == "stream_opened" and e["direction"] == "get") > 1]
+        reopened = [c for c in callids
+                    if sum(1 for e in emu.call_info(c)["log"] if e["event"] == "stream_opened" and e["direction"] == "get") > 1]
         assert len(reopened) >= len(truncated) // 2, (len(reopened), len(truncated))
 
 

@@ -7,7 +7,7 @@ import shutil
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -266,7 +266,7 @@ async def test_python_flow_runs_a_yaml_subflow(folder: Path) -> None:
 
 def test_load_any_kinds(folder: Path) -> None:
     assert repr(load_any(flow(folder, "steps: [answer]\n"))).startswith("YamlFlow(")
-    with pytest.raises(FlowLoadError, match="unknown flow type '.txt'"):
+    with pytest.raises(FlowLoadError, match=r"unknown flow type '.txt'"):
         load_any(flow(folder, "steps: [answer]\n", "x.txt"))
     assert issubclass(FlowError, Exception)
 
@@ -284,7 +284,7 @@ async def test_a_gather_that_gets_no_gather_result_says_where(folder: Path) -> N
     """)
 
     class WrongCall:
-        vars: dict[str, Any] = {}
+        vars: ClassVar[dict[str, Any]] = {}
         call_record = None
 
         async def gather(self, **kwargs: Any) -> PlayResult:

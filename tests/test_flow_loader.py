@@ -94,7 +94,7 @@ def test_full_example_loads_with_short_forms_normalised(tmp_path: Path) -> None:
     assert isinstance(t, TransferStep) and t.transfer.to == "101"
     assert flow.steps[-2].action.mailbox == "100"
     assert flow.find("operator").http.method == "POST"
-    assert [s for s in flow.steps if s.kind == "transfer"][0].transfer.to == "100"
+    assert next(s for s in flow.steps if s.kind == "transfer").transfer.to == "100"
     assert flow.diagnostics == []  # no warnings either
 
 
@@ -249,7 +249,7 @@ def test_when_guard_keeps_steps_reachable_and_known_names(tmp_path: Path) -> Non
 def test_file_checks_can_be_skipped_and_text_loading(tmp_path: Path) -> None:
     flow = load_flow_text("steps: [{play: nowhere.wav}]\n", tmp_path / "x.yaml", check_files=False)
     assert flow.name == "x"
-    with pytest.raises(FlowLoadError, match="audio file 'nowhere.wav' not found"):
+    with pytest.raises(FlowLoadError, match=r"audio file 'nowhere.wav' not found"):
         load_flow_text("steps: [{play: nowhere.wav}]\n", tmp_path / "x.yaml")
     # templated file names cannot be checked before the call: not an error
     load_flow_text("steps: [{play: \"{{ lang }}/hello.wav\"}]\nvars: {lang: de}\n", tmp_path / "y.yaml")

@@ -249,7 +249,7 @@ def test_a_run_resumed_in_on_error_keeps_the_error(tmp_path: Path) -> None:
 def test_every_branch_list_of_every_shipped_flow_has_a_position() -> None:
     # Positions name lists by the outcomes the models declare: each nested step list must be
     # one, and every step's address must go through frames and back to the same lists.
-    paths = sorted((ROOT / "flows").glob("*.yaml")) + [ROOT / "examples" / "receptionist.yaml"]
+    paths = [*sorted((ROOT / "flows").glob("*.yaml")), ROOT / "examples" / "receptionist.yaml"]
     for path in paths:
         flow = load_flow(path, check_files=False)
         for step, address in flow.walk():

@@ -39,7 +39,8 @@ def test_errors_are_formatted_and_exit_1(tmp_path: Path, capsys: pytest.CaptureF
     # only warnings: exit 0, and -q hides them
     warn = tmp_path / "warn.yaml"
     warn.write_text("steps:\n  - hangup\n  - log: x\n")
-    assert run_validate(capsys, str(warn))[:2] == (0, [f"{warn}:3:5: warning: unreachable step: it follows the hangup on line 2 and has no id"])
+    assert run_validate(capsys, str(warn))[:2] == (
+        0, [f"{warn}:3:5: warning: unreachable step: it follows the hangup on line 2 and has no id"])
     assert run_validate(capsys, "-q", str(warn)) == (0, [], "")
 
 
@@ -129,7 +130,7 @@ def test_hostile_input_is_one_line_and_fast(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_missing_file_and_directory_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_validate(capsys, str(tmp_path / "nope.yaml"), str(tmp_path / "x.yml"))
+    code, out, _err = run_validate(capsys, str(tmp_path / "nope.yaml"), str(tmp_path / "x.yml"))
     assert code == 1
     assert out == [f"{tmp_path / 'nope.yaml'}:1:1: error: file not found",
                    f"{tmp_path / 'x.yml'}:1:1: error: file not found"]

@@ -206,7 +206,7 @@ STEP_NAMES = [
 ]
 steps = st.one_of(
     st.sampled_from(STEP_NAMES),
-    st.dictionaries(st.sampled_from(STEP_NAMES + ["id", "when", "then", "else"]), json_values, min_size=1, max_size=3),
+    st.dictionaries(st.sampled_from([*STEP_NAMES, "id", "when", "then", "else"]), json_values, min_size=1, max_size=3),
     json_values,
 )
 flow_docs = st.fixed_dictionaries(
@@ -235,7 +235,8 @@ yaml_texts = st.one_of(
     flow_docs.map(_yaml),
     json_values.map(_yaml),
     flow_docs.map(json.dumps),  # JSON is YAML too
-    st.integers(1, 3000).map(lambda n: "steps:\n" + "".join("  " * i + "- if: x\n" + "  " * i + "  then:\n" for i in range(min(n, 300)))),
+    st.integers(1, 3000).map(
+        lambda n: "steps:\n" + "".join("  " * i + "- if: x\n" + "  " * i + "  then:\n" for i in range(min(n, 300)))),
     st.integers(1, 20000).map(lambda n: "steps: " + "[" * n + "]" * n),
     st.integers(1, 3000).map(lambda n: "steps:\n" + "  - answer\n" * n),  # long
     st.just("a: &x [*x]\n"),  # a self-referencing alias
@@ -280,7 +281,8 @@ config_docs = st.fixed_dictionaries(
             json_values,
         ),
         "routes": st.one_of(
-            st.lists(st.fixed_dictionaries({}, optional={"route_point": json_values, "flow": st.one_of(st.just("f.yaml"), json_values)}), max_size=3),
+            st.lists(st.fixed_dictionaries({}, optional={"route_point": json_values,
+                                                         "flow": st.one_of(st.just("f.yaml"), json_values)}), max_size=3),
             json_values,
         ),
         "overflow": json_values,

@@ -327,7 +327,7 @@ async def test_a_failing_audio_consumer_stops_its_stream_and_its_task_says_why(e
 async def test_inbound_waits_through_424_until_answered(emulator_factory) -> None:
     emu = await emulator_factory(inbound_status="Ringing")
     async with PbxClient(emu_cfg(emu.url)) as pbx:
-        callid, pid = await incoming_call(emu, pbx, status="Ringing")
+        _callid, pid = await incoming_call(emu, pbx, status="Ringing")
         with pytest.raises(MediaNotReadyError) as info:
             async for _ in pbx.open_inbound("800", pid, media_timeout=0.2):
                 pass

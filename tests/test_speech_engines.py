@@ -82,9 +82,9 @@ async def test_hibari_is_8k_int16_deterministic_and_streams_by_sentence(hibari):
     assert spec[: len(spec) * 3 // 4].sum() > 50 * spec[len(spec) * 15 // 16:].sum()
     fast = await synthesize_all(hibari, text, rate=1.5)
     assert len(fast) < 0.8 * len(again)
-    with pytest.raises(ValueError, match="rate must be between 0.5 and 2.0"):
+    with pytest.raises(ValueError, match=r"rate must be between 0.5 and 2.0"):
         hibari.synthesize(text, rate=5)
-    with pytest.raises(AdapterFailed, match="hibari: unknown voice 'nobody'; known: .*heart"):
+    with pytest.raises(AdapterFailed, match=r"hibari: unknown voice 'nobody'; known: .*heart"):
         await synthesize_all(hibari, "Hi.", voice="nobody")
 
 
@@ -129,7 +129,7 @@ async def test_phrase_normalising_unknown_words_and_errors(sphinx, caplog, utter
         sphinx.start(phrases=[" "])
     with pytest.raises(AdapterUnavailable, match="only the bundled en-US model"):
         sphinx.start(language="de-DE")
-    with pytest.raises(TypeError, match="pocketsphinx.feed: expected a 1-D int16"):
+    with pytest.raises(TypeError, match=r"pocketsphinx.feed: expected a 1-D int16"):
         await sphinx.start(phrases=PHRASES).feed(np.zeros(160, np.float32))
 
 

@@ -133,14 +133,14 @@ async def run_call(flow: Path, actions, *, speech: SpeechServices | None = None,
 @pytest.mark.speech
 @pytest.mark.parametrize("word, key", [("sales", "1"), ("support", "2"), ("operator", "0")])
 async def test_menu_choice_by_speech(menu_flow, said, word, key):
-    vars_, record = await run_call(menu_flow(), [said(word)])
+    vars_, _record = await run_call(menu_flow(), [said(word)])
     assert vars_["key"] == key and vars_["dept"] == word
     assert vars_["how"] == "speech" and vars_["heard"] == word and vars_["attempts"] == 1
 
 
 @pytest.mark.speech
 async def test_digits_still_work_in_a_speech_menu(menu_flow):
-    vars_, record = await run_call(menu_flow(), ["2"])
+    vars_, _record = await run_call(menu_flow(), ["2"])
     assert vars_["key"] == "2" and vars_["dept"] == "support" and vars_["how"] == "dtmf"
 
 
@@ -164,7 +164,7 @@ async def test_stt_failure_falls_back_to_keys(menu_flow, said):
     speech goes unheard, the menu still takes keys, and the flow sees why."""
     flow = menu_flow(extra="stt: scripted")
     tone_speech = (0.3 * 32767 * np.sin(2 * np.pi * 300 * np.arange(6000) / 8000)).astype(np.int16)
-    vars_, record = await run_call(flow, [np.concatenate([PAD, tone_speech, PAD]), 1.5, "1"],
+    vars_, _record = await run_call(flow, [np.concatenate([PAD, tone_speech, PAD]), 1.5, "1"],
                                    speech=SpeechServices(stt="pocketsphinx", tts=None))
     assert vars_["key"] == "1" and vars_["dept"] == "sales" and vars_["how"] == "dtmf"
     assert vars_["attempts"] == 1  # the failed recognition cost no attempt

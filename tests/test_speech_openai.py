@@ -217,7 +217,7 @@ async def test_unreachable_server_is_unavailable():
 async def test_first_token_and_stall_timeouts(fake):
     fake.mode = "slow_first"
     llm = llm_for(fake, timeout=5, first_token_timeout=0.2)
-    with pytest.raises(AdapterTimeout, match="chat completion took longer than 0.2 s"):
+    with pytest.raises(AdapterTimeout, match=r"chat completion took longer than 0.2 s"):
         [d async for d in llm.stream(MSGS)]
     fake.mode = "stall"
     llm2 = llm_for(fake, timeout=0.2, first_token_timeout=5)
@@ -251,7 +251,7 @@ async def test_cancelling_the_consumer_closes_the_request(fake):
 
 async def test_azure_style_endpoint(fake):
     llm = OpenAILLM(base_url=fake.base_url, api_key=KEY, api_version="2024-06-01", auth="api-key")
-    assert [d async for d in llm.stream(MSGS)][0] == TextDelta("Hello")
+    assert [d async for d in llm.stream(MSGS)][0] == TextDelta("Hello")  # noqa: RUF015 - async: next() does not apply
     req = fake.requests[0]
     assert req["query"] == {"api-version": "2024-06-01"} and req["headers"]["api-key"] == KEY
     assert "Authorization" not in req["headers"]

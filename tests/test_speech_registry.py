@@ -65,7 +65,7 @@ def test_sentences_and_phrases():
 
 
 def test_transcript_and_message_validation():
-    with pytest.raises(ValueError, match="confidence must be in 0..1"):
+    with pytest.raises(ValueError, match=r"confidence must be in 0..1"):
         Transcript("x", confidence=1.5)
     with pytest.raises(ValueError, match="role must be"):
         ChatMessage("robot", "hi")
@@ -82,7 +82,7 @@ def test_error_hierarchy_lets_flows_branch():
 
 async def test_with_timeout_and_iter_with_timeout():
     assert await with_timeout(asyncio.sleep(0, "ok"), 1.0, adapter="x", what="w") == "ok"
-    with pytest.raises(AdapterTimeout, match="x: slow thing took longer than 0.02 s"):
+    with pytest.raises(AdapterTimeout, match=r"x: slow thing took longer than 0.02 s"):
         await with_timeout(asyncio.sleep(1), 0.02, adapter="x", what="slow thing")
 
     closed = []

@@ -271,7 +271,7 @@ async def test_python_and_yaml_subflows_nest_and_a_failing_action_is_an_error(fl
     # The worker's hang-up after the error is not a flow step: the flow never awaited it.
     assert [s.name for s in steps] == ["ivr.step answer", "ivr.step subflow", "ivr.step play",
                                        "ivr.step subflow", "ivr.step play", "ivr.step play"]
-    answer, py_sub, yaml_play, yaml_sub, inner_play, failed = steps
+    _answer, py_sub, yaml_play, yaml_sub, inner_play, failed = steps
     assert py_sub.attributes["ivr.step.where"] == "flow.py:3"
     assert py_sub.parent.span_id == call_span.context.span_id
     # The YAML subflow's steps nest under the Python action that ran it, once each.
@@ -311,7 +311,7 @@ def test_caller_number_hash_is_keyed_and_needs_its_key(monkeypatch):
     settings = TracingSettings(enabled=True, caller_number="hash", hash_key_env="IVR_TEST_HASH_KEY")
     with pytest.raises(ConfigError, match="IVR_TEST_HASH_KEY is not set"):
         CallTracing.from_settings(settings, tracer_provider=TracerProvider())
-    with pytest.raises(ConfigError, match="needs tracing.hash_key_env"):
+    with pytest.raises(ConfigError, match=r"needs tracing.hash_key_env"):
         CallTracing.from_settings(TracingSettings(enabled=True, caller_number="hash"), tracer_provider=TracerProvider())
     monkeypatch.setenv("IVR_TEST_HASH_KEY", "k1")
     tracing = CallTracing.from_settings(settings, tracer_provider=TracerProvider())

@@ -70,7 +70,8 @@ async def test_user_crud_and_memberships(api: tuple[Emulator, Api]) -> None:
     assert status == 400 and body["error"]["message"].startswith("FirstName:")
     status, groups = await a.call("GET", "/Groups?$select=Id,Name")
     sales = next(g["Id"] for g in groups["value"] if g["Name"] == "Sales")
-    assert (await a.call("PATCH", f"/Users({uid})", {"Groups": [{"GroupId": sales, "Rights": {"RoleName": "managers"}}]}))[0] == 204
+    patch = {"Groups": [{"GroupId": sales, "Rights": {"RoleName": "managers"}}]}
+    assert (await a.call("PATCH", f"/Users({uid})", patch))[0] == 204
     status, members = await a.call("GET", f"/Groups({sales})/Members")
     assert [(m["Number"], m["Rights"]["RoleName"]) for m in members["value"]] == [
         ("101", "users"), ("102", "users"), ("106", "managers")]

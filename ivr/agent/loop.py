@@ -100,7 +100,7 @@ class AgentSettings:
     context: Callable[[], Mapping[str, Any]] | None = None  # template context for http tools
 
     def __post_init__(self) -> None:
-        self.tools = AgentTools.of(self.tools)  # type: ignore[arg-type]
+        self.tools = AgentTools.of(self.tools)
         if self.max_turns < 1:
             raise ValueError(f"agent: max_turns must be >= 1, got {self.max_turns}")
         for name in ("max_seconds", "silence_timeout", "llm_timeout", "stt_timeout", "tts_timeout"):
@@ -422,7 +422,7 @@ class AgentLoop:
                 self.history.append(ChatMessage("tool", _json(outcome.result), tool_call_id=call.id, name=call.name))
                 self._note_tool(call, outcome.result)
                 if outcome.end is not None:
-                    return self._result(outcome.end, outcome.data)  # type: ignore[arg-type]
+                    return self._result(outcome.end, outcome.data)
         log.warning("agent: the model still called tools after %d rounds; waiting for the caller", MAX_TOOL_ROUNDS)
         return None
 

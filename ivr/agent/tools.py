@@ -381,8 +381,8 @@ class ToolBox:
 
 
 def _render_value(value: Any, ctx: Mapping[str, Any], render: Render) -> Any:
-    if isinstance(value, str) and callable(getattr(value, "value", None)):
-        return value.value(ctx)  # a flow Template: "{{ args.n }}" keeps its native type
+    if isinstance(value, str) and callable(native := getattr(value, "value", None)):
+        return native(ctx)  # a flow Template: "{{ args.n }}" keeps its native type
     if isinstance(value, str):
         return render(value, ctx)
     if isinstance(value, Mapping):

@@ -32,6 +32,8 @@ from ivr.call.results import CallError, PlayResult, RecordResult
 
 if TYPE_CHECKING:
     from ivr.pbx.client import PbxClient
+    from ivr.pbx.inbound import InboundAudio
+    from ivr.pbx.outbound import OutboundAudio
 
 log = logging.getLogger("ivr.call.media")
 
@@ -52,7 +54,8 @@ class MediaSettings:
 class CallMedia:
     """Audio for one participant. ``start()`` once the leg is Connected; ``close()`` at the end."""
 
-    def __init__(self, pbx: PbxClient, dn: str, participant_id: int, *, settings: MediaSettings | None = None, metrics: Any = None) -> None:
+    def __init__(self, pbx: PbxClient, dn: str, participant_id: int, *,
+                 settings: MediaSettings | None = None, metrics: Any = None) -> None:
         self.pbx = pbx
         self.dn = dn
         self.participant_id = participant_id
@@ -70,8 +73,8 @@ class CallMedia:
         self._listeners: list[FrameListener] = []
         self._out_listeners: list[Callable[[bytes], None]] = []  # frames as handed to the PBX
         self._waiters: dict[int, asyncio.Future[PlayResult]] = {}
-        self._inbound = None
-        self._outbound = None
+        self._inbound: InboundAudio | None = None
+        self._outbound: OutboundAudio | None = None
         self._out_error: CallError | None = None  # set when the stream to the caller gave up
         self._reader: asyncio.Task | None = None
         self._started = False
@@ -90,7 +93,8 @@ class CallMedia:
         loop = asyncio.get_running_loop()
         self._loop_t0 = loop.time()
         self._outbound = self.pbx.open_outbound(
-            self.dn, self.participant_id, self.settings.lead_ms, media_timeout=self.settings.media_timeout, source=self._next_frame
+            self.dn, self.participant_id, self.settings.lead_ms,
+            media_timeout=self.settings.media_timeout, source=self._next_frame,
         )
         self._outbound.on_error = self._outbound_failed
         self._inbound = self.pbx.open_inbound(self.dn, self.participant_id, media_timeout=self.settings.media_timeout)
@@ -205,7 +209,8 @@ class CallMedia:
         played or was cut, with ``played_ms``. The agent streams its replies this way."""
         return self._enqueue(np.asarray(pcm, dtype=np.int16), barge_in_speech, barge_in_dtmf, tag)
 
-    async def play(self, pcm: np.ndarray, *, barge_in_speech: bool = True, barge_in_dtmf: bool = True, tag: Any = None) -> PlayResult:
+    async def play(self, pcm: np.ndarray, *, barge_in_speech: bool = True, barge_in_dtmf: bool = True,
+                   tag: Any = None) -> PlayResult:
         """Queue one clip and wait until it has been handed to the pacer, or was cut."""
         if not self._started:
             await self.start()
@@ -234,7 +239,7 @@ class CallMedia:
             for fut in pending:
                 fut.add_done_callback(_outcome_seen)
             if hasattr(chunks, "aclose"):
-                await chunks.aclose()  # type: ignore[attr-defined]
+                await chunks.aclose()
         if last is None:
             return PlayResult(True)
         results = [await f for f in pending]
@@ -329,7 +334,7 @@ class CallMedia:
     def _on_speech_start(self) -> None:
         self._after_barge_in("speech", self.playback.on_speech())
 
-    def _after_barge_in(self, kind: str, cut: bool) -> None:
+    def _after_barge_in(self, kind: str, cut: list[int]) -> None:
         """Count a barge-in that cut a prompt, and resolve the plays it ended."""
         if cut:
             self.barge_ins[kind] += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 
 class CallHangup(Exception):
@@ -73,7 +73,7 @@ class RecordResult:
 
 
 # A prompt: an audio file, {"say": text, "voice": ...}, or a list of those played in order.
-Prompt = Union[str, Path, Mapping[str, Any], Sequence[str | Path | Mapping[str, Any]]]
+Prompt = str | Path | Mapping[str, Any] | Sequence[str | Path | Mapping[str, Any]]
 
 
 # The fields a flow step keeps of each Call result (a YAML step's ``last``, a call record's step).

@@ -27,7 +27,7 @@ DeviceKind = Literal["desk", "app", "web"]
 DEVICE_KINDS: tuple[str, ...] = ("desk", "app", "web")
 
 
-def _default_extensions() -> dict[str, str]:
+def _default_extensions() -> dict[str, Behaviour]:
     return {str(n): "answer" for n in range(100, 106)}
 
 

@@ -315,7 +315,7 @@ async def serve_post(request: web.Request, ctl: Controller, leg: Leg) -> web.Str
             handle.end_mode = "client"
         else:
             tap = _BodyTap(transport.get_protocol(), take)
-            transport.set_protocol(tap)  # type: ignore[arg-type]
+            transport.set_protocol(tap)
             take()  # body bytes that came with the headers
             await done
     finally:

@@ -77,7 +77,7 @@ class Pbx:
         self._participant_ids = itertools.count(1)
         self._leg_ids = itertools.count(10001)  # distinct ranges catch id mix-ups in clients
         self._call_ids = itertools.count(1001)
-        self._external = re.compile(r"^\+?\d{%d,}$" % config.external_min_digits)
+        self._external = re.compile(rf"^\+?\d{{{config.external_min_digits},}}$")
         self.has_legs = asyncio.Event()  # set while any participant exists (Upserts repeat then)
 
     # --- clock and log ----------------------------------------------------------------------

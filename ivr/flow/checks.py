@@ -134,11 +134,11 @@ class _Checker:
 
     def _known_names(self, nodes: list[tuple[Any, Any, Any, Any]]) -> set[str]:
         known = set(RESERVED_NAMES) | _JINJA_GLOBALS | set(self.flow.vars) | set(self.flow.params)
-        for node, _, _, key in nodes:
+        for node, _, _, _key in nodes:
             if isinstance(node, SetStep):
                 known.update(node.set)
-            elif isinstance(node, Node) and getattr(node, "into", None):
-                known.add(str(node.into))
+            elif isinstance(node, Node) and (into := getattr(node, "into", None)):  # only some steps have `into`
+                known.add(str(into))
             if isinstance(node, AgentToolsArgs):
                 known.update(node.set)  # the agent may set these
         return known

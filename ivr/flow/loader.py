@@ -368,7 +368,8 @@ def load_flow_text(text: str, path: str | Path = "<flow>", *, check_files: bool 
     file = str(path)
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_BYTES:  # the same limit as for files: parsing would take many seconds
-        raise FlowLoadError([Diagnostic(file, 0, 0, "error", f"flow too large ({size} bytes; a flow may be at most {MAX_BYTES})")])
+        raise FlowLoadError([Diagnostic(file, 0, 0, "error",
+                                        f"flow too large ({size} bytes; a flow may be at most {MAX_BYTES})")])
     data, src = parse_yaml(text, file)
     models: dict[int, type[Node]] = {}
     try:

@@ -113,7 +113,7 @@ class _Validator:
             resolved = target.resolve()
             where = src.at("subflow", "file")
             if resolved in stack:
-                chain = stack[stack.index(resolved):] + [resolved]
+                chain = [*stack[stack.index(resolved):], resolved]
                 names = " -> ".join(p.name for p in chain)
                 self.out.append(Diagnostic(name, where.line, where.col, "error", f"subflow cycle: {names}"))
                 continue
@@ -128,7 +128,8 @@ class _Validator:
                         line, col = at.key_pos(param)
                         takes = ", ".join(callee.params) or "none"
                         self.out.append(Diagnostic(name, line, col, "error",
-                                                   f"subflow {step.subflow.file!r} has no parameter {param!r} (it takes: {takes})"))
+                                                   f"subflow {step.subflow.file!r} has no parameter {param!r} "
+                                                   f"(it takes: {takes})"))
         stack.pop()
 
 

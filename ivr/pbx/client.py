@@ -112,8 +112,8 @@ class PbxClient:
         for streams in list(self._outbound.values()):
             for out in streams:
                 await out.close()
-        for streams in list(self._inbound.values()):
-            for inb in streams:
+        for in_streams in list(self._inbound.values()):
+            for inb in in_streams:
                 await inb.close()
         for streams in self._outbound.values():  # after the awaits: a call that ended meanwhile is counted already
             self._forget_outbound(streams)

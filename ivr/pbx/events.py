@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from .models import ParticipantInfo
 
@@ -61,7 +61,7 @@ class Disconnected:
     reason: str
 
 
-PbxEvent = Union[ParticipantUpdated, ParticipantRemoved, DtmfReceived, Resynced, Connected, Disconnected]
+PbxEvent = ParticipantUpdated | ParticipantRemoved | DtmfReceived | Resynced | Connected | Disconnected
 
 _CLOSED = object()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pydantic import ValidationError
 from websockets.asyncio.client import connect
@@ -106,6 +107,8 @@ class EventStream:
         cfg = self._cfg
         token = await self._tokens.token()
         secure = cfg.ws_url.startswith("wss://")
+        # ssl= only for wss://; websockets hands it on to create_connection, which takes True (the default) too
+        tls: dict[str, Any] = {"ssl": cfg.ssl_context()} if secure else {}
         try:
             ws_cm = connect(
                 cfg.ws_url,
@@ -116,7 +119,7 @@ class EventStream:
                 close_timeout=2,
                 proxy=None,  # like the aiohttp session: no proxy from the environment
                 max_size=cfg.event_max_bytes,  # a larger message closes the socket (1009) and we reconnect
-                **({"ssl": cfg.ssl_context()} if secure else {}),
+                **tls,
             )
             ws = await ws_cm
         except InvalidStatus as exc:

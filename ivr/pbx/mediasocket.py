@@ -91,7 +91,7 @@ class MediaSocket:
                     await loop.sock_sendall(sock, pending)
                 data = await loop.sock_recv(sock, 16384)
                 if not data:
-                    raise ConnectionResetError("TLS handshake: the server closed the connection")
+                    raise ConnectionResetError("TLS handshake: the server closed the connection") from None
                 tls_in.write(data)
         if pending := tls_out.read():
             await loop.sock_sendall(sock, pending)

@@ -9,7 +9,7 @@ enumerations seen on real servers are plain strings, and ``finalstatus`` may be 
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -138,7 +138,7 @@ class FinalStatus:
     REJECTED = "Rejected"
     SUCCESS = "Success"
 
-    _BY_INT = {-1: "Failed", 0: "Rejected", 1: "Success"}
+    _BY_INT: ClassVar[dict[int, str]] = {-1: "Failed", 0: "Rejected", 1: "Success"}
 
     @classmethod
     def normalise(cls, value: str | int | None) -> str:

@@ -9,7 +9,7 @@ not need to inherit from anything here, it only needs the same methods.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -257,7 +257,7 @@ async def iter_with_timeout(
     between: float | None,
     adapter: str,
     what: str,
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:  # a generator: callers may aclose() it
     """Re-yield ``it``, raising ``AdapterTimeout`` if the first item takes longer than ``first``
     seconds or any later one longer than ``between`` (time to first token / audio, stalls)."""
     limit = first

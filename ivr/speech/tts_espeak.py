@@ -47,7 +47,7 @@ class EspeakTTS:
                 *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             talk = proc.communicate(sentence.encode())
         except NotImplementedError:  # Windows' selector loop (the CLI's choice) has no subprocesses
-            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # noqa: ASYNC220 - started, not waited on
             talk = asyncio.to_thread(proc.communicate, sentence.encode())  # a thread waits for it
         try:
             out, err = await with_timeout(talk, self.timeout, adapter=NAME, what="espeak-ng")

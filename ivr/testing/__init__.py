@@ -79,11 +79,11 @@ class SimCaller:
         # The caller's words are ready at once in reality: on the virtual clock, synthesizing
         # them takes no simulated time (a slow TTS start must not run out the IVR's timeout).
         frozen = loop.frozen() if isinstance(loop, VirtualTimeLoop) else contextlib.nullcontext()
-        if isinstance(speech, str) and not speech.lower().endswith(".wav"):
+        if isinstance(speech, str) and not speech.lower().endswith(".wav"):  # noqa: ASYNC240 - str.endswith, no I/O
             with frozen:
                 audio: bytes | np.ndarray = await spoken_wav(speech)  # the same speech as `ivr call --say`
         elif isinstance(speech, (str, Path)):
-            audio = Path(speech).read_bytes()
+            audio = Path(speech).read_bytes()  # noqa: ASYNC240 - a small fixture WAV, on the frozen virtual clock
         else:
             audio = speech
         await self.emulator.speak(self.callid, audio)
@@ -202,7 +202,8 @@ class IvrSim:
         when = at or self.at
         params = dict(params or {})
         desc = _description(pbx) if pbx is not None else self.pbx
-        key = (Path(flow).resolve(), tuple(sorted(exts.items())), when, repr(sorted(params.items())), id(desc))
+        key = (Path(flow).resolve(),  # noqa: ASYNC240 - once per harness key, from a test
+               tuple(sorted(exts.items())), when, repr(sorted(params.items())), id(desc))
         harness = self._harnesses.get(key)
         if harness is None:
             harness = FlowHarness(

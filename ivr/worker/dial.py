@@ -23,7 +23,8 @@ from ivr.worker.runner import Worker
 from ivr.worker.service import control_endpoint_path, make_lease
 
 
-async def dial(config: WorkerConfig, number: str, flow: str, *, route_point: str | None = None, timeout: float = 60) -> CallRecord:
+async def dial(config: WorkerConfig, number: str, flow: str, *,
+               route_point: str | None = None, timeout: float = 60) -> CallRecord:
     ownership = Ownership(make_lease(config))
     try:
         taken = await ownership.lease.try_acquire()

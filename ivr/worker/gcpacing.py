@@ -104,9 +104,9 @@ class PacedCollector:
         gc.collect()
         ended = time.perf_counter()
         pause, stall = ended - collecting, ended - started  # the audio stood still for the stall
-        self.pauses = (self.pauses + [pause])[-20:]
+        self.pauses = [*self.pauses, pause][-20:]
         if streams >= MEASURED_FROM_STREAMS:
-            self._per_stream = (self._per_stream + [stall / streams])[-3:]
+            self._per_stream = [*self._per_stream, stall / streams][-3:]
         if self._histogram is not None:
             self._histogram.observe(pause)
         if stall > extra + self.slack_s:  # it outlasted the audio queued: callers heard it

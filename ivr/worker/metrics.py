@@ -33,7 +33,8 @@ class WorkerMetrics:
         )
         self.digits_total = Counter("ivr_gather_results_total", "Gather/menu results", ["status", "source"], registry=r)
         self.barge_ins = Counter("ivr_barge_ins_total", "Prompts cut by the caller", ["by"], registry=r)
-        self.underruns = Counter("ivr_stream_underruns_total", "Outbound audio underruns: the PBX ran out of audio (a gap heard)", registry=r)
+        self.underruns = Counter("ivr_stream_underruns_total",
+                                 "Outbound audio underruns: the PBX ran out of audio (a gap heard)", registry=r)
         # Reconnects and token refreshes are counted by the PBX client; read at scrape time.
         self.client: Any = None  # the worker's PbxClient while connected
         r.register(_ClientCollector(self))

@@ -209,7 +209,8 @@ class Worker:
         known = {dn.dn for dn in pbx.state.dns.values()}
         for rp in self.config.route_points:
             if rp not in known:
-                log.warning("route point %s is not among the DNs this API client controls (%s)", rp, ", ".join(sorted(known)) or "none")
+                log.warning("route point %s is not among the DNs this API client controls (%s)",
+                            rp, ", ".join(sorted(known)) or "none")
 
     async def _inherit(self, pbx: PbxClient) -> None:
         """Read the checkpoints a previous owner left. Calls still on our route points resume
@@ -281,7 +282,7 @@ class Worker:
         pending = [t for t in self._tasks.values() if not t.done()]
         if pending:
             log.info("draining: waiting up to %.0f s for %d call(s)", timeout, len(pending))
-            done, still = await asyncio.wait(pending, timeout=timeout)
+            _done, still = await asyncio.wait(pending, timeout=timeout)
             for task in still:
                 task.cancel()  # the call task records Outcome.DRAINED and drops the leg
             if still:
@@ -572,7 +573,7 @@ class Worker:
             log.warning("takeover: call %s: the flow changed (version %s, checkpoint %s); it starts again",
                         record.call_id, version, position.version)
         elif position is not None:
-            record.taken_over["step"] = [list(f.branch) + [f.at] for f in position.frames]
+            record.taken_over["step"] = [[*f.branch, f.at] for f in position.frames]
             log.info("takeover: call %s from %s resumes at %s", record.call_id, checkpoint.owner,
                      "/".join(f"{'.'.join(f.branch)}[{f.at}]" for f in position.frames))
         return position if resumable else None

@@ -76,7 +76,7 @@ async def test_answers_refuses_billing_then_transfers_to_support(ivr_sim):
     call = caller.call
     for n, words in enumerate(["Saturday hours?", "Billing please.", "Support then."], start=1):
         # speak once the previous reply has played out (speaking earlier would barge in)
-        await until(lambda: len(replies(call)) >= n and not call.media.playback.busy)
+        await until(lambda n=n: len(replies(call)) >= n and not call.media.playback.busy)
         await caller.says(words)
     await caller.expect_transfer("102")
     record = await caller.record()

@@ -411,7 +411,7 @@ class XapiStore:
             if number not in by_number:
                 raise XapiError(400, f"Members[{i}].Number: no user with number {number!r}")
             new[by_number[number]] = str((m.get("Rights") or {}).get("RoleName") or "users")
-        for uid, groups in self.memberships.items():
+        for groups in self.memberships.values():
             groups.pop(gid, None)
         for uid, role in new.items():
             self.memberships.setdefault(uid, {})[gid] = role
