@@ -64,16 +64,13 @@ async def callee(emu: Emulator, stop: asyncio.Event, pressed: list[str]) -> None
     """What the people (and the voicemail) at the dialled numbers do once they answer."""
     acted: set[int] = set()
     hello = speech("welcome.wav")[2000:6800]  # 0.6 s: "Hello?"
-    greeting = np.concatenate([speech("vm_greeting.wav"), np.zeros(2400, np.int16), beep()])
     while not stop.is_set():
         for call in emu.controller.list_calls():
             callid = call["callid"]
             if callid in acted or call["direction"] != "outbound" or call["state"] != "connected":
                 continue
             acted.add(callid)
-            if call["to"] == "105":  # a voicemail box
-                await emu.speak(callid, greeting)
-            elif call["to"] == "101":  # a person: says hello, then presses 1 during the menu
+            if call["to"] == "101":  # a person: says hello, then presses 1 during the menu
                 await emu.speak(callid, hello)
 
                 async def confirm(callid: int = callid) -> None:
@@ -91,7 +88,11 @@ async def scenario(tmp_path: Path, flow: str = REMINDER) -> tuple[dict[str, int]
     (tmp_path / "list.csv").write_text(
         "number,name,appointment\n101,Anna,Tuesday 10:00\n102,Bob,Wednesday\n103,Carla,Thursday\n"
         "104,Dan,Friday\n105,Eve,Monday\n")
+    # The voicemail box at 105 plays its greeting (ending in a beep) when it answers.
+    greeting = np.concatenate([speech("vm_greeting.wav"), np.zeros(2400, np.int16), beep()])
+    sf.write(tmp_path / "greeting.wav", greeting, 8000, subtype="PCM_16")
     emu = Emulator(EmulatorConfig(client_secret=SECRET, ring_seconds=0.5, no_answer_timeout=3.0,
+                                  answer_audio={"105": str(tmp_path / "greeting.wav")},
                                   extensions={"100": "answer", "101": "answer", "102": "busy", "103": "no_answer",
                                               "104": "not_registered", "105": "answer"}))
     inbound_records: list[dict] = []
