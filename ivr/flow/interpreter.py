@@ -45,6 +45,8 @@ from .schema import (
     AgentStep,
     AnswerStep,
     AttachDataStep,
+    DirectoryArgs,
+    DirectoryStep,
     Flow,
     GatherArgs,
     GatherStep,
@@ -186,7 +188,7 @@ class _Runner:
             call={"id": getattr(call, "call_id", ""), "did": getattr(call, "did", ""),
                   "route_point": getattr(call, "route_point", "")},
             vars=self.vars, params=self.params, digits=self.digits, last=self.last,
-            now=_now(self.call), error=self.error,
+            now=_now(self.call), error=self.error, pbx=_pbx_facts(self.call),
         )
         ctx.update(extra)
         return ctx
@@ -420,10 +422,20 @@ class _Runner:
         self.last = step_result(result)
 
     async def do_hours(self, step: HoursStep, a: HoursArgs) -> _Take:
-        open_now = is_open(a.schedule, _now(self.call))
-        self.last = {"open": open_now}
-        self.store(a.into, open_now)
-        return _Take("open" if open_now else "closed")
+        if a.pbx is None:
+            assert a.schedule is not None  # the model requires weekly without pbx
+            open_now = is_open(a.schedule, _now(self.call))
+            self.last = {"open": open_now}
+            self.store(a.into, open_now)
+            return _Take("open" if open_now else "closed")
+        pbx_hours = getattr(self.call, "pbx_hours", None)
+        if pbx_hours is None:
+            raise FlowError(f"{self.where(step)}: hours from the PBX need a call that reads the PBX")
+        answer = await pbx_hours(a.pbx.department, fallback=a.schedule)
+        self.last = answer.to_dict()
+        self.store(a.into, answer.open)
+        # break and holiday run `closed` unless the flow wrote a branch for them
+        return _Take(answer.state if step.outcome(answer.state) is not None else "closed")
 
     def _gather_result(self, step: StepBase, result: Any, into: str | None, key: str) -> dict[str, Any]:
         out = step_result(result)
@@ -464,10 +476,61 @@ class _Runner:
         to = self.text(a.to).strip()
         if not to:
             raise FlowError(f"{self.where(step)}: transfer destination {str(a.to)!r} rendered empty")
+        if a.check_presence and (away := await self._unavailable(to)) is not None:
+            self.last = away
+            self.store(a.into, away)
+            return _Take("unavailable")  # nobody was rung
         result = await self.call.transfer(to, mode=a.mode, timeout=a.timeout)
         self.last = step_result(result)
         self.store(a.into, self.last)
         return _Take(result.status)  # answered with no on_answered: the call has left the IVR
+
+    async def _unavailable(self, to: str) -> dict[str, Any] | None:
+        """A transfer's result when the PBX says ``to`` cannot take calls now (away, do not
+        disturb, out of office, no phone registered), else None. A number the PBX has no user
+        for (a queue, an outside number) or an unknown presence rings as usual."""
+        presence = await self.call.presence(to)
+        if presence is None or presence.available:
+            return None
+        return {"status": "unavailable", "reason": presence.reason, "destination": to,
+                "presence": presence.state, "name": presence.name}
+
+    async def do_directory(self, step: DirectoryStep, a: DirectoryArgs) -> _Take:
+        def announce(key: str, user: Any) -> Any:
+            names = {"key": key, "number": user.Number or "", "name": user.name,
+                     "first_name": user.FirstName or "", "last_name": user.LastName or ""}
+            recorded = None
+            if a.name_prompt is not None:
+                found = resolve_audio(self.text(a.name_prompt, **names), self.flow.folder)
+                recorded = str(found) if found is not None else None
+            if a.announce is not None:
+                text = self.text(a.announce, **names)
+                return [recorded, {"say": f"press {key}."}] if recorded else {"say": text}
+            if recorded:
+                return [{"say": "For"}, recorded, {"say": f"press {key}."}]
+            return {"say": f"For {user.name}, press {key}."}
+
+        found = await self.call.directory(
+            prompt=self.prompt(a.prompt), match=a.match, department=a.department, max_matches=a.max_matches,
+            retries=a.retries, max_letters=a.max_letters, first_digit_timeout=a.first_digit_timeout,
+            inter_digit_timeout=a.inter_digit_timeout, too_many_prompt=self.prompt(a.too_many_prompt),
+            no_match_prompt=self.prompt(a.no_match_prompt), no_input_prompt=self.prompt(a.no_input_prompt),
+            choose_prompt=self.prompt(a.choose_prompt), announce=announce, speech=a.speech_options,
+        )
+        self.last = step_result(found) or {}
+        self.store(a.into, self.last)
+        if not found.found:
+            return _Take(found.status)
+        if not a.transfer:
+            return _Take("found")
+        if a.check_presence and (away := await self._unavailable(found.number)) is not None:
+            self.last = {**self.last, "transfer": away}
+            self.store(a.into, self.last)
+            return _Take("unavailable")
+        result = await self.call.transfer(found.number, mode=a.mode, timeout=a.timeout)
+        self.last = {**self.last, "transfer": step_result(result)}
+        self.store(a.into, self.last)
+        return _Take(result.status)
 
     async def do_record(self, step: RecordStep, a: RecordArgs) -> None:
         result = await self.call.record(
@@ -646,6 +709,7 @@ HANDLERS.add(HoursStep, _Runner.do_hours)
 HANDLERS.add(MenuStep, _Runner.do_menu)
 HANDLERS.add(GatherStep, _Runner.do_gather)
 HANDLERS.add(TransferStep, _Runner.do_transfer)
+HANDLERS.add(DirectoryStep, _Runner.do_directory)
 HANDLERS.add(RecordStep, _Runner.do_record)
 HANDLERS.add(VoicemailStep, _Runner.do_voicemail)
 HANDLERS.add(SetStep, _Runner.do_set)
@@ -874,6 +938,16 @@ class YamlFlow:
 
     def __repr__(self) -> str:
         return f"YamlFlow({str(self.path or self.name)!r})"
+
+
+def _pbx_facts(call: Any) -> Any:
+    """``pbx`` in templates: the call's view of the PBX's configuration (never waits)."""
+    facts = getattr(call, "pbx_facts", None)
+    if callable(facts):
+        return facts()
+    from ivr.call.pbx_view import PbxFacts
+
+    return PbxFacts(None, _now(call))
 
 
 def _now(call: Any) -> datetime:
