@@ -96,9 +96,9 @@ async def hours_of(ivr_sim: Any, flow: Path, pbx: PbxDescription, at: datetime) 
 
 async def control(caller: Any, path: str, body: dict[str, Any]) -> None:
     """Change the emulated PBX over its control endpoint, then let the worker read it again."""
-    async with aiohttp.ClientSession() as http:
-        async with http.put(f"{caller.emulator.url}/_emulator/xapi/{path}", json=body) as resp:
-            assert resp.status == 200, await resp.text()
+    async with aiohttp.ClientSession() as http, \
+            http.put(f"{caller.emulator.url}/_emulator/xapi/{path}", json=body) as resp:
+        assert resp.status == 200, await resp.text()
     await caller.harness.refresh_pbx()
 
 
@@ -407,3 +407,41 @@ async def test_python_flow_same_behaviour(ivr_sim, tmp_path, pbx) -> None:
     assert next(s.result for s in record.steps if s.step == "pbx_hours")["state"] == "open"
     caller = await ivr_sim.call(flow, pbx=pbx, at=MONDAY_1230)
     await caller.hears("Sales is break")
+
+
+# --- ivr validate -------------------------------------------------------------------------------
+
+
+def test_validate_checks_pbx_hours_directory_and_presence(tmp_path: Path) -> None:
+    from ivr.flow import validate_paths
+
+    good = write(tmp_path, "good.yaml", """\
+steps:
+  - hours: {pbx: {department: Sales}, timezone: Europe/Berlin, weekly: {mon-fri: "08:00-18:00"},
+            break: [{say: "break"}], holiday: [{say: "holiday"}]}
+  - hours: {pbx: true, closed: [hangup]}
+  - directory: {match: first, speech: {min_confidence: 0.6}, check_presence: true, on_unavailable: []}
+  - directory: {transfer: false, into: who, on_found: [{transfer: {to: "{{ who.number }}", check_presence: true}}]}
+  - say: "{{ pbx.user('101').reason }}"
+""")
+    assert [d for d in validate_paths([good]) if d.severity == "error"] == []
+    bad = write(tmp_path, "bad.yaml", """\
+steps:
+  - hours: {weekly: {mon-fri: "08:00-18:00"}}
+  - hours: {timezone: Europe/Berlin, weekly: {mon: open}, break: []}
+  - hours: {pbx: true, timezone: Europe/Berlin}
+  - hours: {pbx: {departmnt: Sales}}
+  - transfer: {to: "101", on_unavailable: []}
+  - directory: {speech: {phrases: [anna]}}
+  - directory: {transfer: false, on_busy: []}
+  - directory: {max_matches: 12}
+vars: {pbx: 1}
+""")
+    errors = [f"{d.line}:{d.col}: {d.message}" for d in validate_paths([bad]) if d.severity == "error"]
+    expected = ["hours needs 'timezone'", "'break' needs 'pbx'", "needs 'weekly' too", "departmnt",
+                "on_unavailable needs check_presence", "directory speech takes no phrases",
+                "'on_busy' needs transfer: true", "max_matches", "'pbx' is reserved"]
+    for want in expected:
+        assert any(want in e for e in errors), (want, errors)
+    lines = sorted({int(e.split(":")[0]) for e in errors})
+    assert lines == [2, 3, 4, 5, 6, 7, 8, 9, 10], errors
