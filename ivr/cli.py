@@ -3,7 +3,7 @@
     ivr run --config ivr.yaml            run the worker next to a 3CX
     ivr call FLOW --digits 1 [--json]    one simulated call: emulator + worker in this process
     ivr call FLOW --say sales            ... the caller speaking (offline TTS) instead of pressing
-    ivr demo                             the README demo (ivr call flows/main_menu.yaml --digits 1)
+    ivr demo                             the README demo (ivr call flows/main_menu.yaml --digits 1, shipped in the package)
     ivr dial NUMBER --flow FILE          place an outbound call and run a flow when answered
     ivr emulator [...]                   a local 3CX (same wire) in the foreground
     ivr validate FILE...                 check flow files: file:line:col: message
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Sequence
 
 
@@ -67,10 +68,16 @@ def _parser() -> argparse.ArgumentParser:
         if name == "call":
             p.add_argument("flow", help="flow file (.yaml or .py)")
         p.add_argument("--digits", default="1" if name == "demo" else "", action=_CallerScript,
-                       help="keys the caller presses, e.g. 1 or 1234#; 1,2 presses 1, then 2 at the next listen")
+                       help="keys the caller presses, e.g. 1 or 1234#; 1,2 presses 1, then 2 at the next turn "
+                       "(a turn: the IVR listens, or a recording starts)")
         p.add_argument("--say", metavar="TEXT", action=_CallerScript,
-                       help="words the caller says the next time the IVR listens (offline hibari TTS; repeatable)")
+                       help="words the caller says at the next turn: when the IVR listens, or into a recording "
+                       "(offline hibari TTS; repeatable)")
         p.add_argument("--speak", metavar="WAV", action=_CallerScript, help="a WAV file the caller says the next time the IVR listens")
+        p.add_argument("--hangup-after", type=float, metavar="SECONDS",
+                       help="the caller hangs up this many seconds (of call time) after calling")
+        p.add_argument("--recordings", metavar="DIR",
+                       help="where the flow's recordings go (default: a temporary folder, removed when empty)")
         p.add_argument("--caller", default="+4930123456", help="caller number")
         p.add_argument("--did", default="", help="the number the caller dialled")
         p.add_argument("--json", action="store_true", help="print the call record and emulator log as JSON")
@@ -88,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="pin the flow's clock, ISO 8601 with offset, e.g. 2026-11-23T10:00+01:00"
                        + (f" (default {DEMO_TIME}: office hours)" if name == "demo" else ""))
         _logging_args(p, default_level="WARNING")
-        p.set_defaults(func=_cmd_call, flow="flows/main_menu.yaml") if name == "demo" else p.set_defaults(func=_cmd_call)
+        p.set_defaults(func=_cmd_call, flow=str(DEMO_FLOW)) if name == "demo" else p.set_defaults(func=_cmd_call)
 
     p = sub.add_parser("dial", help="place an outbound call from the route point and run a flow when answered")
     p.add_argument("number", help="destination number or extension")
@@ -124,6 +131,10 @@ class _CallerScript(argparse.Action):
         namespace.script = script
         setattr(namespace, self.dest, text)
 
+
+# The demo's flow and prompts ship inside the package (ivr/demo links to flows/ and audio/ in
+# a checkout; a wheel holds copies), so `ivr demo` runs from any folder.
+DEMO_FLOW = Path(__file__).resolve().parent / "demo" / "flows" / "main_menu.yaml"
 
 # The demo runs at any hour; it pins the flow clock to a Monday morning in Berlin so the
 # office-hours check takes the "open" branch and the menu is heard.
@@ -171,14 +182,14 @@ def _cmd_call(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_json)
     at = None
     if args.at:
-        from datetime import datetime
+        from ivr.simulate import parse_at
 
         try:
-            at = datetime.fromisoformat(args.at)
-        except ValueError:
-            return _fail(f"--at {args.at!r}: expected ISO 8601 like 2026-11-23T10:00+01:00", 2)
-        if at.tzinfo is None:
-            return _fail(f"--at {args.at!r}: give a UTC offset, e.g. +01:00", 2)
+            at = parse_at(args.at)
+        except ValueError as exc:
+            return _fail(str(exc), 2)
+    if args.hangup_after is not None and not args.hangup_after >= 0:
+        return _fail(f"--hangup-after {args.hangup_after}: expected seconds >= 0", 2)
     behaviours = {}
     for item in args.extension:
         dn, _, behaviour = item.partition("=")
@@ -202,6 +213,8 @@ def _cmd_call(args: argparse.Namespace) -> int:
         extensions=behaviours,
         timeout=args.timeout,
         at=at,
+        hangup_after=args.hangup_after,
+        recordings_dir=args.recordings,
         pbx=pbx,
     )
     try:

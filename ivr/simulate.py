@@ -4,10 +4,13 @@
 worker talks to the emulator through the same HTTP, WebSocket and audio streams it would
 use with a real 3CX; the emulator plays the caller.
 
-The caller acts once per listen (a gather or menu attempt starts), in order:
+The caller acts once per turn, in order: a turn is each time the IVR listens (a gather or
+menu attempt starts) and each recording (record, voicemail: once the beep has played).
 ``--digits "1,1234#"`` presses ``1`` the first time the IVR listens and ``1234#`` the second
 time; ``--say support`` speaks "support" (offline hibari TTS) the next time; ``--speak a.wav``
-plays a recording. Speech starts as the IVR listens, so it barges in on the prompt.
+plays a recording. Speech starts as the IVR listens, so it barges in on the prompt; said
+during a recording, it is what the recording keeps (``#`` there stops it). ``hangup_after``
+(``--hangup-after``) hangs up that many seconds after the call was placed.
 
 ``ivr call`` runs on a virtual clock (:mod:`ivr.testing.clock`, see :func:`run_blocking`):
 waits on timers are skipped, so a call with 30 s of prompts ends in about a second.
@@ -16,8 +19,10 @@ waits on timers are skipped, so a call with 30 s of prompts ends in about a seco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Sequence
@@ -37,7 +42,6 @@ from ivr.emulator.xapi import PbxDescription
 from ivr.flow import Diagnostic, FlowLoadError, load_any
 from ivr.speech.pcm import wav_bytes
 
-PROJECT_AUDIO = Path(__file__).resolve().parent.parent / "audio"
 ROUTE_POINT = "800"
 CLIENT_ID = "900"
 T = TypeVar("T")
@@ -149,6 +153,9 @@ class FlowHarness:
         else:
             self.extensions = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
         self.extensions.update(extensions or {})
+        # Without a folder of its own, recordings go to a temporary one, removed by stop() when
+        # nothing was recorded (discard_recordings() removes it in any case).
+        self._own_recordings = recordings_dir is None
         self.recordings_dir = Path(recordings_dir) if recordings_dir else Path(tempfile.mkdtemp(prefix="ivr-recordings-"))
         self.speech = speech
         self.at = at  # pin the flow's wall clock (office hours) to this moment
@@ -191,7 +198,7 @@ class FlowHarness:
             routes=[Route(route_point=ROUTE_POINT, flow=str(self.flow.resolve()), params=self.params)],
             records=None,
             recordings_dir=str(self.recordings_dir),
-            audio_dirs=[str(self.flow.resolve().parent), str(PROJECT_AUDIO)],
+            audio_dirs=[],  # prompts are found from the flow's folder, never in this package's files
             tracing=self.tracing or TracingSettings(),
             # With a PBX description the worker reads its configuration too (flows' PBX steps).
             xapi=XapiSettings(enabled=self.pbx is not None),
@@ -225,13 +232,18 @@ class FlowHarness:
                 self._worker_task = None
         if self.emulator is not None:
             await self.emulator.stop()
+        if self._own_recordings:
+            with contextlib.suppress(OSError):  # not empty: the recordings are kept (and reported)
+                self.recordings_dir.rmdir()
+
+    def discard_recordings(self) -> None:
+        """Remove the temporary recordings folder and what is in it (if this harness made it)."""
+        if self._own_recordings:
+            shutil.rmtree(self.recordings_dir, ignore_errors=True)
 
     def _on_call_started(self, call: Call) -> None:
         if self.at is not None:
-            # The pinned clock moves with the loop clock, so it follows virtual time too.
-            loop = asyncio.get_running_loop()
-            pinned, started = self.at, loop.time()
-            call.clock = lambda: pinned + timedelta(seconds=loop.time() - started)
+            pin_call_clock(call, self.at)
         self._future(call.call_id).set_result(call) if not self._future(call.call_id).done() else None
 
     def _future(self, call_id: str) -> "asyncio.Future[Call]":
@@ -253,6 +265,25 @@ class FlowHarness:
                 if record.call_id == call.call_id:
                     return record
             await asyncio.sleep(0.02)
+
+
+def parse_at(text: str) -> datetime:
+    """``--at``: an ISO 8601 time with a UTC offset; ValueError says what is wrong."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--at {text!r}: expected ISO 8601 like 2026-11-23T10:00+01:00") from None
+    if at.tzinfo is None:
+        raise ValueError(f"--at {text!r}: give a UTC offset, e.g. +01:00")
+    return at
+
+
+def pin_call_clock(call: Call, at: datetime) -> None:
+    """Make ``call.now()`` start at ``at`` (office hours in a simulation, ``--at``); the pinned
+    clock moves with the loop clock, so it follows virtual time too."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    call.clock = lambda: at + timedelta(seconds=loop.time() - started)
 
 
 class CallerScriptError(ValueError):
@@ -292,10 +323,14 @@ class SimulatedCall:
         recordings_dir: str | Path | None = None,
         speech: Any = None,
         at: datetime | None = None,
+        hangup_after: float | None = None,
         pbx: PbxDescription | None = None,
     ) -> None:
+        if hangup_after is not None and not hangup_after >= 0:
+            raise ValueError(f"hangup_after: expected seconds >= 0, got {hangup_after}")
         self.harness = FlowHarness(flow, extensions=extensions, recordings_dir=recordings_dir, speech=speech, at=at,
                                    pbx=pbx)
+        self.hangup_after = hangup_after
         if actions is None:
             actions = [("press", g) for g in digits.split(",")] if digits else []
             actions += [("say", text) for text in say]
@@ -349,19 +384,61 @@ class SimulatedCall:
         return SimReport(record, info, heard, seconds=seconds, wall_seconds=wall, virtual_time=is_virtual(loop))
 
     async def _drive(self, h: FlowHarness, callid: Any, call: Call, script: list[tuple[str, str | bytes]]) -> CallRecord:
-        """Play the caller: one action each time the IVR starts listening; then wait for the end."""
+        """Play the caller: one action per turn (a listen, a recording); then wait for the end."""
         assert h.emulator is not None
-        seen = 0  # listens already used: each action waits for a new one
-        for kind, value in script:
-            if not await until_next_listen(call, seen):
-                break
-            seen = call.listen_count
-            if kind == "press":
-                if value:  # an empty group ("1,,2") lets this listen pass
-                    await h.emulator.send_dtmf(callid, str(value))
-            else:
-                await h.emulator.speak(callid, value)
-        return await h.record_of(call)
+        hangup = None
+        if self.hangup_after is not None:
+            hangup = asyncio.ensure_future(self._hang_up_after(h, callid, self.hangup_after))
+        try:
+            turns = _Turns(call)
+            for kind, value in script:
+                if not await turns.next():
+                    break
+                if kind == "press":
+                    if value:  # an empty group ("1,,2") lets this turn pass
+                        await h.emulator.send_dtmf(callid, str(value))
+                else:
+                    await h.emulator.speak(callid, value)
+            return await h.record_of(call)
+        finally:
+            if hangup is not None:
+                hangup.cancel()
+                await asyncio.gather(hangup, return_exceptions=True)
+
+    @staticmethod
+    async def _hang_up_after(h: FlowHarness, callid: Any, seconds: float) -> None:
+        from ivr.emulator.state import ApiError
+
+        assert h.emulator is not None
+        await asyncio.sleep(seconds)
+        with contextlib.suppress(ApiError):  # the call ended already
+            await h.emulator.hangup(callid)
+
+
+class _Turns:
+    """The IVR's turns to hear the caller, one at a time: each listen (a gather or menu
+    attempt) and each recording (once its beep has played)."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.listens = 0  # listens already used (the first may have begun before the driver looks)
+        self.recording_used = False  # the running recording had its action
+
+    async def next(self) -> bool:
+        """Wait for the next turn; False if the call ended first."""
+        call = self.call
+        while not call.hung_up:
+            if call.listen_count > self.listens:
+                self.listens = call.listen_count
+                return True
+            recording = call.media.recording
+            if recording and not self.recording_used:
+                self.recording_used = True
+                return True
+            if not recording:
+                self.recording_used = False
+            await asyncio.sleep(0.02)
+        return False
 
 
 async def until_next_listen(call: Call, seen: int, timeout: float | None = None) -> bool:

@@ -8,9 +8,11 @@ live view. Skipped when chromium, chromedriver or selenium are not installed.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +127,8 @@ def test_call_hear_press_1_see_transfer(served: DevServer, browser: webdriver.Ch
     wait.until(lambda d: int(_data(d, "audioBytes") or 0) >= 8000 * 2 * 0.5)
     wait.until(lambda d: _data(d, "activity").endswith("listening for keys"))
     assert _data(browser, "audioRate") == "8000"
-    assert '"greeted": true' in browser.find_element(By.ID, "vars").text
+    assert '"greeted":true' in _data(browser, "vars")
+    assert "greeted" in browser.find_element(By.ID, "vars").text  # a row: name, value
 
     browser.find_element(By.CSS_SELECTOR, '#keypad button[data-digit="1"]').click()
     wait.until(lambda d: _data(d, "transferred") == "101")
@@ -144,3 +147,50 @@ def test_call_hear_press_1_see_transfer(served: DevServer, browser: webdriver.Ch
     wait.until(lambda d: _data(d, "callState") == "ended")
     severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_live_view_shows_the_flow_the_step_running_and_the_path(browser: webdriver.Chrome, tmp_path: Path) -> None:
+    """The shipped main menu in the page: its diagram with the menu lit while it listens, the
+    path there in green, steps and variables as rows; nothing loaded from elsewhere. Set
+    IVR_DEV_SCREENSHOT=path.png to keep the screenshot."""
+    monday = datetime.fromisoformat("2026-11-23T10:00+01:00")
+    server = DevServer(load_target(ROOT / "flows" / "main_menu.yaml"), port=0, emulator={"ring_seconds": 0.1}, at=monday)
+    with ServerThread(server) as served:
+        wait = WebDriverWait(browser, 20, poll_frequency=0.1)
+        browser.get(served.url)
+        wait.until(lambda d: _data(d, "ws") == "open")
+        browser.find_element(By.ID, "call").click()
+        wait.until(lambda d: _data(d, "diagram") == "shown")
+        wait.until(lambda d: _data(d, "currentLabel").startswith("menu main_menu.wav"))
+        current = browser.find_elements(By.CSS_SELECTOR, "#diagram svg g.node.current")
+        assert len(current) == 1 and current[0].get_attribute("data-node") == _data(browser, "current")
+        visited = [e.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+                   for e in browser.find_elements(By.CSS_SELECTOR, "#diagram svg g.node.visited")]
+        assert {"answer", "play welcome.wav", "hours Europe/Berlin"} <= set(visited)
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#diagram svg g.edge.taken")) >= 3
+        # the lit node is drawn highlighted (computed style, not just a class)
+        fill = browser.execute_script(
+            "return getComputedStyle(document.querySelector('#diagram g.node.current rect')).fill")
+        assert fill == "rgb(255, 224, 138)"
+        rows = browser.find_elements(By.CSS_SELECTOR, "#steps tbody tr")
+        assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in rows][:3] == ["answer", "play", "hours"]
+        assert "open" in rows[2].text  # the hours step's result, as a readable pair
+        shot = Path(os.environ.get("IVR_DEV_SCREENSHOT") or tmp_path / "ivr-dev-live.png")
+        browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+
+        browser.find_element(By.CSS_SELECTOR, '#keypad button[data-digit="1"]').click()
+        wait.until(lambda d: _data(d, "transferred") == "101")
+        wait.until(lambda d: _data(d, "current") == "" and _data(d, "path").count(",") >= 5)
+        visited = [e.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+                   for e in browser.find_elements(By.CSS_SELECTOR, "#diagram svg g.node.visited")]
+        assert {"play transferring.wav", "transfer 101"} <= set(visited)
+        # everything the page loaded came from the dev server
+        urls = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert urls and all(u.startswith(served.url) for u in urls), urls
+        browser.find_element(By.ID, "hangup").click()
+        severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert severe == []

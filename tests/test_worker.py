@@ -66,6 +66,7 @@ async def test_flow_runs_and_transfers(flow_dir):
     assert record.transferred_to == "102"
     assert record.digits == ["2"]
     assert record.caller_number == "+4930111"
+    assert record.direction == "inbound"
     assert [s.step for s in record.steps][:3] == ["answer", "play", "menu"]
 
 
@@ -261,7 +262,8 @@ async def test_drain_deadline_cuts_calls_with_an_outcome(flow_dir, tmp_path):
     assert info["state"] in ("ended", "Ended", "disconnected") or any(e["event"] == "dropped" for e in info["log"])
 
 
-async def test_dial_runs_the_flow_when_answered(flow_dir):
+async def test_dial_runs_the_flow_when_answered(flow_dir, caplog):
+    caplog.set_level("INFO", logger="ivr")
     flow = write_flow(flow_dir, "outbound.yaml", """
         steps:
           - play: hello.wav
@@ -285,6 +287,10 @@ async def test_dial_runs_the_flow_when_answered(flow_dir):
         await asyncio.wait_for(task, 10)
     assert record.outcome == Outcome.IVR_HANGUP, record.to_dict()
     assert [s.step for s in record.steps] == ["play", "set", "hangup"]
+    # logged and recorded as what it is: the route point called the number
+    assert record.direction == "outbound" and record.to_dict()["direction"] == "outbound"
+    assert "outbound call from 800 to +4930999888: flow outbound.yaml" in caplog.text
+    assert "call from +4930999888 to 800" not in caplog.text
 
 
 def test_config_errors_name_file_line_and_column(tmp_path):

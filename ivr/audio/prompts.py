@@ -1,10 +1,13 @@
-"""Prompt files: decode once to 8 kHz mono int16, share among calls, generate beeps."""
+"""Prompt files: where a name is looked up, decode once to 8 kHz mono int16, share among
+calls, generate beeps."""
 
 from __future__ import annotations
 
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,38 @@ from .resample import float_to_int16, resample, to_mono
 
 class PromptError(Exception):
     """A prompt file is missing or cannot be decoded; the message names the file."""
+
+
+#: The folder of the flow running in this task: YAML and Python flows look prompts up from
+#: it (a Python flow sets it around ``main``, so ``call.play("x.wav")`` finds its own files).
+flow_folder: ContextVar[Path | None] = ContextVar("ivr_flow_folder", default=None)
+
+
+def prompt_search_path(folder: Path) -> list[Path]:
+    """Folders a relative prompt name is looked up in, for a flow in ``folder``: the flow's
+    folder, then the nearest ``audio/`` folders walking up from it, then ``./audio``.
+
+    The one rule for YAML and Python flows (and ``ivr validate``); nothing falls back to the
+    files shipped with this package."""
+    folder = folder.resolve()
+    dirs = [folder, *(p / "audio" for p in (folder, *folder.parents))]
+    cwd_audio = Path.cwd() / "audio"
+    if cwd_audio not in dirs:
+        dirs.append(cwd_audio)
+    return dirs
+
+
+def find_prompt(name: str | os.PathLike, dirs: Iterable[Path]) -> Path | None:
+    """The file a prompt name refers to: an absolute path as it is, a relative one in the
+    first of ``dirs`` that has it; None when there is no such file."""
+    path = Path(name)
+    if path.is_absolute():
+        return path if path.is_file() else None
+    for base in dirs:
+        candidate = base / path
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

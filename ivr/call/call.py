@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, T
 
 import numpy as np
 
-from ivr.audio.prompts import PromptError, prompt_cache
+from ivr.audio.prompts import PromptError, find_prompt, flow_folder, prompt_search_path, prompt_cache
 from ivr.call.actions import flow_action
 from ivr.call.collector import DigitCollector, DigitRules, GatherSession, PromptPlan
 from ivr.call.collector import Outcome as AttemptOutcome
@@ -228,15 +228,14 @@ class Call:
     # --- prompts ----------------------------------------------------------------------------
 
     def resolve_audio(self, name: str | Path) -> Path:
-        """Find a prompt file: as given, then in each audio dir (the flow's folder comes first)."""
-        path = Path(name)
-        if path.is_absolute() or path.exists():
-            return path
-        for folder in self.audio_dirs:
-            candidate = folder / path
-            if candidate.exists():
-                return candidate
-        searched = ", ".join(str(d) for d in self.audio_dirs) or "(no audio dirs)"
+        """Find a prompt file as every flow does (:func:`~ivr.audio.prompts.prompt_search_path`
+        from the running flow's folder), then in the worker's ``audio_dirs``."""
+        folder = flow_folder.get()
+        dirs = [*(prompt_search_path(folder) if folder is not None else []), *self.audio_dirs]
+        found = find_prompt(name, dirs)
+        if found is not None:
+            return found
+        searched = ", ".join(dict.fromkeys(str(d) for d in dirs)) or "(no audio dirs)"
         raise CallError(f"audio file {name} not found (looked in {searched})")
 
     def _load(self, name: str | Path) -> np.ndarray:

@@ -125,6 +125,11 @@ class CallMedia:
                 except Exception:  # closing a stream of a call that is gone may fail: nothing to do
                     log.debug("closing a stream failed", exc_info=True)
 
+    @property
+    def recording(self) -> bool:
+        """Whether a recording is taking the caller's audio now (after its beep)."""
+        return self._recorder is not None
+
     def stats(self) -> dict[str, Any]:
         out = self._outbound.stats if self._outbound is not None else None
         inbound_bytes = self._inbound.bytes_received if self._inbound is not None else 0

@@ -43,6 +43,9 @@ class CallRecord:
     caller_number: str = ""
     caller_name: str = ""
     did: str = ""
+    # "inbound" (a call to a route point) or "outbound" (dialled by the worker: caller_number
+    # is then the number called, the other party of the call).
+    direction: str = "inbound"
     flow: str = ""
     flow_version: str = ""
     started_at: float = field(default_factory=time.time)

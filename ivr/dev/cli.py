@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="page port (default 8080; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="page address (default 127.0.0.1: this machine only)")
     p.add_argument("--reload-interval", type=float, default=1.0, help="seconds between flow file checks")
+    p.add_argument("--at", metavar="TIME",
+                   help="pin the flows' clock (office hours) to this moment at the start of each call, "
+                   "ISO 8601 with offset, e.g. 2026-11-23T10:00+01:00")
     return p
 
 
@@ -46,9 +49,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.reload_interval <= 0:
         print(f"ivr dev: --reload-interval {args.reload_interval}: must be > 0", file=sys.stderr)
         return 2
+    at = None
+    if args.at:
+        from ivr.simulate import parse_at
+
+        try:
+            at = parse_at(args.at)
+        except ValueError as exc:
+            print(f"ivr dev: {exc}", file=sys.stderr)
+            return 2
     try:
         target = load_target(args.target)
-        server = DevServer(target, host=args.host, port=args.port, reload_interval=args.reload_interval)
+        server = DevServer(target, host=args.host, port=args.port, reload_interval=args.reload_interval, at=at)
         asyncio.run(serve(server))
     except (TargetError, FlowLoadError) as exc:
         print(f"ivr dev: {exc}", file=sys.stderr)

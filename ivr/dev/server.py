@@ -13,6 +13,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ from ivr.call import Call
 from ivr.call.record import CallRecord
 from ivr.emulator import Emulator, EmulatorConfig
 from ivr.flow import validate_paths
+from ivr.simulate import pin_call_clock
 from ivr.worker.library import FlowLibrary
 from ivr.worker.runner import Worker
 
-from .live import json_safe
+from .live import follow_steps, json_safe
 from .target import DevTarget, check_flows
 
 log = logging.getLogger("ivr.dev")
@@ -52,8 +54,10 @@ class DevServer:
         speech: Any = None,
         reload_interval: float = 1.0,
         emulator: dict[str, Any] | None = None,
+        at: datetime | None = None,
     ) -> None:
         self.target = target
+        self.at = at  # pin each call's clock (office hours) to this moment when it starts
         self.host, self.port = host, port
         self.speech = speech
         self.reload_interval = reload_interval
@@ -162,6 +166,9 @@ class DevServer:
     # --- callbacks --------------------------------------------------------------------------
 
     def _call_started(self, call: Call) -> None:
+        if self.at is not None:
+            pin_call_clock(call, self.at)
+        follow_steps(call)  # the live view's trail: every step as it starts
         try:
             self.calls[int(call.call_id)] = call
         except ValueError:

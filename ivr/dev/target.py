@@ -18,7 +18,6 @@ from ivr.config import ConfigError, PbxSettings, Route, WorkerConfig
 from ivr.flow import FlowLoadError, validate_paths
 from ivr.flow.diagnostics import Diagnostic
 
-PROJECT_AUDIO = Path(__file__).resolve().parent.parent.parent / "audio"
 DEFAULT_ROUTE_POINT = "800"
 FLOW_SUFFIXES = (".yaml", ".yml", ".py")
 # Sections of ivr.yaml that describe the real deployment, not the flows: dev replaces them.
@@ -93,7 +92,7 @@ def load_target(path: str | Path) -> DevTarget:
 def _flow_target(p: Path) -> DevTarget:
     flow = p.resolve()
     settings = {
-        "audio_dirs": [str(flow.parent), str(PROJECT_AUDIO)],
+        "audio_dirs": [],  # prompts are found from the flow's folder, never in this package's files
         "recordings_dir": tempfile.mkdtemp(prefix="ivr-dev-recordings-"),
     }
     route = Route(route_point=DEFAULT_ROUTE_POINT, flow=str(flow))

@@ -11,6 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# One prompt lookup for every flow (YAML, Python) and for validate: ivr.audio.prompts.
+from ivr.audio.prompts import find_prompt
+from ivr.audio.prompts import prompt_search_path as audio_search_path
+
 from .diagnostics import Diagnostic, Severity
 from .schema import (
     RESERVED_NAMES,
@@ -38,27 +42,9 @@ _JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "name
                             "true", "false", "none", "True", "False", "None"})
 
 
-def audio_search_path(folder: Path) -> list[Path]:
-    """Folders a relative audio path is looked up in: the flow's folder, then the nearest
-    ``audio/`` folders walking up from it, then ``./audio``."""
-    folder = folder.resolve()
-    dirs = [folder, *(p / "audio" for p in (folder, *folder.parents))]
-    cwd_audio = Path.cwd() / "audio"
-    if cwd_audio not in dirs:
-        dirs.append(cwd_audio)
-    return dirs
-
-
 def resolve_audio(name: str | Path, folder: Path) -> Path | None:
     """The audio file ``name`` refers to (absolute paths as they are), or None."""
-    path = Path(name)
-    if path.is_absolute():
-        return path if path.is_file() else None
-    for base in audio_search_path(folder):
-        candidate = base / path
-        if candidate.is_file():
-            return candidate
-    return None
+    return find_prompt(name, audio_search_path(folder))
 
 
 def walk_nodes(obj: Any, src: Any, parent: Any = None, key: Any = None) -> Iterator[tuple[Any, Any, Any, Any]]:

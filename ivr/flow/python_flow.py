@@ -22,17 +22,19 @@ import importlib.util
 import inspect
 import sys
 import traceback
-from contextvars import ContextVar
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from ivr.audio.prompts import flow_folder
 
 from .diagnostics import Diagnostic, FlowLoadError
 
 __all__ = ["PythonFlow", "current_flow_dir", "load_python_flow"]
 
-#: The folder of the Python flow running in this task (None outside one).
-current_flow_dir: ContextVar[Path | None] = ContextVar("ivr_current_flow_dir", default=None)
+#: The folder of the Python flow running in this task (None outside one): relative subflow
+#: paths and prompt names are looked up from it.
+current_flow_dir = flow_folder
 
 _counter = 0
 
@@ -99,7 +101,8 @@ class PythonFlow:
         from ivr.call.action_steps import record_actions  # on use: loading a flow needs no Call
 
         record_actions(call)  # the interpreter records YAML steps; a Python flow's are its actions
-        # Relative paths given to call.subflow() mean "next to this flow file".
+        # Relative paths given to call.subflow() mean "next to this flow file"; prompt names
+        # are looked up from here as a YAML flow's are (ivr.audio.prompts.prompt_search_path).
         token = current_flow_dir.set(self.path.resolve().parent)
         try:
             return await self.main(call, **(params or {}))

@@ -60,8 +60,11 @@ class _Validator:
                                            f"unknown flow type {path.suffix or '(no suffix)'!r}: use .yaml, .yml or .py"))
             elif path.suffix == ".py":
                 from .python_flow import load_python_flow
+                from .python_prompts import check_python_prompts
 
                 load_python_flow(path)
+                if self.check_files:
+                    self.out.extend(check_python_prompts(path))
             elif _is_worker_config(path):
                 self.load_config(path, name)
             else:

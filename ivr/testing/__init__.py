@@ -217,4 +217,5 @@ class IvrSim:
     async def close(self) -> None:
         for harness in self._harnesses.values():
             await harness.stop()
+            harness.discard_recordings()  # a test's temporary recordings end with it
         self._harnesses.clear()

@@ -6,18 +6,28 @@ would wait, its selector first polls the real sockets without waiting:
 - something is ready: it is handled, the clock does not move;
 - nothing is ready, a timer is pending and no thread or subprocess work is in flight: nobody
   can make progress but the timers, so the clock jumps to the next timer at once;
-- thread work (``run_in_executor``, ``asyncio.to_thread``: STT, TTS, recorder saves) or a
-  subprocess is in flight, or no timer is pending: the loop waits for real and the clock
-  advances by the real time waited - except inside :meth:`VirtualTimeLoop.frozen`, where the
-  test's own thread work (the caller's speech being synthesized) takes no virtual time.
+- thread work (``run_in_executor``, ``asyncio.to_thread``: STT, TTS, recorder saves), a
+  subprocess, or I/O with a peer outside this process (below) is in flight, or no timer is
+  pending: the loop waits for real and the clock advances by the real time waited - except
+  inside :meth:`VirtualTimeLoop.frozen`, where the test's own thread work (the caller's
+  speech being synthesized) takes no virtual time.
 
 Code running on the loop takes no virtual time, so a 6 s prompt paced on ``loop.time()``
 plays in the few milliseconds of CPU it costs. This is sound when every party lives in this
 process and talks over loopback: a loopback write is in the peer's receive buffer when
 ``send()`` returns (asyncio sets ``TCP_NODELAY``), so "nothing ready" means everyone waits on
-a timer. It is not sound for a peer in another process or machine (a local LLM server, a
-real PBX): its answer takes real time the loop does not wait for, and timeouts fire early.
-Run those on a normal loop (``@pytest.mark.ivr_realtime``, ``ivr call --realtime``).
+a timer.
+
+A peer in another process or machine (an http step's server, a local LLM server) answers in
+real time, so virtual time must not run ahead of it. The loop knows its own servers (the
+emulator's listening sockets); a connection it makes to any other address is *outside*, and
+while one is connecting, has data still to send, owes an answer (written to since it last
+received), or received data less than :attr:`VirtualTimeLoop.io_settle` real seconds ago (a
+reply still streaming in), the clock runs in real time. An idle keep-alive connection does
+not hold it, so a simulation is fast again once the exchange is over. Connections accepted
+by the loop's own servers count as in-process. A peer that goes quiet for longer than
+``io_settle`` in the middle of a reply is not waited for: run such cases on a normal loop
+(``@pytest.mark.ivr_realtime``, ``ivr call --realtime``).
 
 Wall-clock time (``time.time()``, ``datetime.now()``) stays real.
 """
@@ -26,8 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import selectors
+import socket
 import time
+from asyncio import selector_events, sslproto
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -85,11 +98,51 @@ class _SkippingSelector(selectors.BaseSelector):
         return events
 
 
+class _OutsideTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined]
+    """A socket transport to a peer outside this process: knows whether an answer is owed."""
+
+    _owed = False  # written to since the last data arrived: the peer has yet to answer
+    _last_data = float("-inf")  # time.monotonic() of the last data received
+
+    def write(self, data: Any) -> None:
+        super().write(data)
+        if data:
+            self._owed = True
+
+    def writelines(self, list_of_data: Any) -> None:
+        super().writelines(list_of_data)
+        self._owed = True
+
+    def _read_ready(self) -> None:
+        self._owed = False
+        self._last_data = time.monotonic()
+        super()._read_ready()
+
+    def in_flight(self, now: float, settle: float) -> bool:
+        return self._owed or self.get_write_buffer_size() > 0 or now - self._last_data < settle
+
+
+def _same_host(listening: str, peer: str) -> bool:
+    """Whether a peer address reaches a socket listening on ``listening`` on this machine."""
+    try:
+        lst, other = ipaddress.ip_address(listening), ipaddress.ip_address(peer)
+    except ValueError:
+        return listening == peer
+    mapped = getattr(other, "ipv4_mapped", None)
+    other = mapped or other
+    lst = getattr(lst, "ipv4_mapped", None) or lst
+    return lst.is_unspecified or lst == other
+
+
 class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
     """An event loop whose clock jumps over idle waits (see the module docstring).
 
     ``skipped`` is the virtual time jumped over, in seconds: how much waiting it saved.
     """
+
+    #: Real seconds after data arrived from an outside peer during which the clock still runs
+    #: in real time: a reply may still be streaming in (an LLM's tokens, a chunked body).
+    io_settle = 0.5
 
     def __init__(self) -> None:
         selector = _SkippingSelector(selectors.DefaultSelector())
@@ -99,6 +152,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-typ
         self._threads = 0  # executor jobs submitted and not finished
         self._processes: list[Any] = []  # subprocess transports, until they exit
         self._frozen = 0  # frozen() blocks open: thread work takes no virtual time
+        self._listening: set[Any] = set()  # addresses of this loop's servers: in-process peers
+        self._outside: set[_OutsideTransport] = set()  # connections to peers elsewhere
+        self._outside_raw = 0  # sock_connect/sock_recv to an outside peer, awaited now
         super().__init__(selector)
         selector._loop = self
 
@@ -136,10 +192,96 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-typ
             self._frozen -= 1
 
     def _outside_work(self) -> bool:
-        """True while a thread or a subprocess may still wake the loop."""
+        """True while a thread, a subprocess or a peer outside this process may still wake
+        the loop."""
         if self._processes:
             self._processes = [p for p in self._processes if p.get_returncode() is None]
-        return self._threads > 0 or bool(self._processes)
+        return self._threads > 0 or bool(self._processes) or self._outside_io()
+
+    def _outside_io(self) -> bool:
+        """True while I/O with a peer outside this process is in flight (module docstring)."""
+        if self._outside_raw:
+            return True
+        if not self._outside:
+            return False
+        now = time.monotonic()
+        busy = False
+        for transport in list(self._outside):
+            if transport.is_closing() and not transport.get_write_buffer_size():
+                self._outside.discard(transport)
+            elif transport.in_flight(now, self.io_settle):
+                busy = True
+        return busy
+
+    # --- which peers are in this process ---------------------------------------------------
+
+    def _start_serving(self, protocol_factory: Any, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        self._listening.add(sock.getsockname())
+        super()._start_serving(protocol_factory, sock, *args, **kwargs)  # type: ignore[misc]
+
+    def _is_inside(self, address: Any) -> bool:
+        """Whether ``address`` (a peer's) is one of this loop's own servers."""
+        if isinstance(address, tuple) and len(address) >= 2:
+            host, port = address[0], address[1]
+            return any(isinstance(lst, tuple) and lst[1] == port and _same_host(lst[0], host)
+                       for lst in self._listening)
+        if isinstance(address, (str, bytes)):
+            return address == "" or address == b"" or address in self._listening  # "": a socketpair
+        return False
+
+    def _peer_is_inside(self, sock: socket.socket) -> bool:
+        try:
+            return self._is_inside(sock.getpeername())
+        except OSError:
+            return False  # not connected (yet): it is not known to be ours
+
+    def _make_socket_transport(self, sock: socket.socket, protocol: Any, waiter: Any = None, *,
+                               extra: Any = None, server: Any = None) -> Any:
+        if server is not None or self._peer_is_inside(sock):
+            return super()._make_socket_transport(sock, protocol, waiter, extra=extra, server=server)  # type: ignore[misc]
+        transport = _OutsideTransport(self, sock, protocol, waiter, extra, server)
+        self._outside.add(transport)
+        return transport
+
+    def _make_ssl_transport(self, rawsock: socket.socket, protocol: Any, sslcontext: Any, waiter: Any = None, *,
+                            server_side: bool = False, server_hostname: Any = None, extra: Any = None,
+                            server: Any = None, **timeouts: Any) -> Any:
+        if server_side or server is not None or self._peer_is_inside(rawsock):
+            return super()._make_ssl_transport(  # type: ignore[misc]
+                rawsock, protocol, sslcontext, waiter, server_side=server_side, server_hostname=server_hostname,
+                extra=extra, server=server, **timeouts)
+        # As the base class does, with the socket under a transport that is watched.
+        ssl_protocol = sslproto.SSLProtocol(self, protocol, sslcontext, waiter, server_side, server_hostname,
+                                            **timeouts)
+        self._outside.add(_OutsideTransport(self, rawsock, ssl_protocol, extra=extra, server=server))
+        return ssl_protocol._app_transport
+
+    async def sock_connect(self, sock: socket.socket, address: Any) -> None:
+        if self._is_inside(address):
+            return await super().sock_connect(sock, address)
+        self._outside_raw += 1  # a name to resolve or a peer elsewhere: real time until connected
+        try:
+            return await super().sock_connect(sock, address)
+        finally:
+            self._outside_raw -= 1
+
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+        if self._peer_is_inside(sock):
+            return await super().sock_recv(sock, n)
+        self._outside_raw += 1
+        try:
+            return await super().sock_recv(sock, n)
+        finally:
+            self._outside_raw -= 1
+
+    async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
+        if self._peer_is_inside(sock):
+            return await super().sock_recv_into(sock, buf)
+        self._outside_raw += 1
+        try:
+            return await super().sock_recv_into(sock, buf)
+        finally:
+            self._outside_raw -= 1
 
     def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         fut = super().run_in_executor(executor, func, *args)

@@ -1,6 +1,8 @@
 """pytest plugin: the ``ivr_sim`` fixture (registered through the ``pytest11`` entry point).
 
-Needs pytest-asyncio (any mode): the fixture is async. Tests that use ``ivr_sim`` run on a
+Needs pytest-asyncio, in any mode and with no configuration: an ``async def`` test that uses
+``ivr_sim`` is marked ``@pytest.mark.asyncio`` by this plugin (pytest-asyncio's default
+``strict`` mode runs only marked tests). Tests that use ``ivr_sim`` run on a
 virtual clock (:mod:`ivr.testing.clock`) when pytest-asyncio offers the
 ``pytest_asyncio_loop_factories`` hook (1.4 or later); ``@pytest.mark.ivr_realtime`` or
 ``--ivr-realtime`` keeps a test on a normal loop (a peer in another process, such as a
@@ -10,6 +12,7 @@ local LLM server, needs real time). Other tests get the loop they would get with
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -45,6 +48,26 @@ def wants_virtual_time(item: Any) -> bool:
     return ("ivr_sim" in getattr(item, "fixturenames", ())
             and item.get_closest_marker(REALTIME_MARK) is None
             and not item.config.getoption("ivr_realtime", False))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> None:
+    # Mark the test function before pytest collects it: pytest-asyncio decides at collection
+    # (and when it picks the loop) whether a function is an asyncio test.
+    if (inspect.iscoroutinefunction(obj) and collector.funcnamefilter(name) and _asks_for_ivr_sim(obj)
+            and not any(getattr(m, "name", "") == "asyncio" for m in getattr(obj, "pytestmark", []))):
+        pytest.mark.asyncio(obj)  # works in strict mode: no asyncio_mode needed
+    # pytest collects it as usual
+
+
+def _asks_for_ivr_sim(func: Any) -> bool:
+    try:
+        if "ivr_sim" in inspect.signature(func).parameters:
+            return True
+    except (TypeError, ValueError):
+        return False
+    return any(getattr(m, "name", "") == "usefixtures" and "ivr_sim" in m.args
+               for m in getattr(func, "pytestmark", []))
 
 
 @pytest.hookimpl(optionalhook=True, trylast=True)  # a conftest's own loop factories win

@@ -336,6 +336,8 @@ class Worker:
         record = self._new_record(participant)
         current_call_id.set(record.call_id)
         outbound_flow = self._outbound.pop(key, None)
+        if outbound_flow is not None:
+            record.direction = "outbound"
         route = None if outbound_flow else self.config.route_for(rp, record.did, record.caller_number)
         media = CallMedia(pbx, rp, participant.id, settings=MediaSettings(), metrics=self.metrics)
         call = Call(
@@ -366,10 +368,14 @@ class Worker:
                 return
             else:
                 flow = self.library.get(self.config.path(route.flow))
-            call.audio_dirs.insert(0, flow.path.parent)  # a flow's prompts live next to it first
             record.flow = str(flow.path)
             record.flow_version = flow.version
-            log.info("call from %s to %s: flow %s (version %s)", record.caller_number, rp, flow.path.name, flow.version)
+            if outbound_flow is not None:  # the party is the number dialled, the route point dialled it
+                log.info("outbound call from %s to %s: flow %s (version %s)", rp, record.caller_number,
+                         flow.path.name, flow.version)
+            else:
+                log.info("call from %s to %s: flow %s (version %s)", record.caller_number, rp, flow.path.name,
+                         flow.version)
             if self.on_call_started:
                 self.on_call_started(call)
             await flow.runnable.run(call, params=dict(route.params) if route is not None and route.params else None)

@@ -60,6 +60,7 @@ function onMessage(m) {
       if (m.reload) showReload(m.reload);
       break;
     case "call_started": setCall(m.callid, "calling"); clearLive(); break;
+    case "diagram": showDiagram(m); break;
     case "live": showLive(m); break;
     case "event": showEvent(m.entry); break;
     case "record":
@@ -183,8 +184,13 @@ function setCall(id, state) {
 }
 
 function clearLive() {
-  for (const id of ["steps", "transcript", "events"]) $(id).replaceChildren();
-  $("vars").textContent = "{}";
+  for (const id of ["transcript", "events"]) $(id).replaceChildren();
+  for (const id of ["steps", "vars"]) $(id).tBodies[0].replaceChildren();
+  $("diagram").replaceChildren(para("(the diagram of the flow appears when a call starts)", "muted"));
+  $("flowname").textContent = "";
+  data.path = "";
+  data.current = "";
+  data.steps = "0";
   $("digits").textContent = "–";
   $("activity").textContent = "";
   $("record").textContent = "(when the IVR's part of the call ends)";
@@ -203,7 +209,7 @@ function showLive(m) {
     $("state").textContent = `${data.emulatorState} at ${m.location}`;
   }
   if (m.activity !== undefined) { $("activity").textContent = m.activity; data.activity = m.activity; }
-  if (m.vars !== undefined) $("vars").textContent = JSON.stringify(m.vars, null, 2);
+  if (m.vars !== undefined) showVars(m.vars);
   if (m.digits !== undefined) {
     const pressed = m.digits.filter((d) => d);
     $("digits").textContent = pressed.length ? pressed.join(", ") : "–";
@@ -212,12 +218,114 @@ function showLive(m) {
   if (m.transcript !== undefined) {
     $("transcript").replaceChildren(...m.transcript.map((t) => li(t.text !== undefined ? `${t.role || t.speaker || ""} ${t.text}` : JSON.stringify(t))));
   }
-  for (const s of m.new_steps || []) {
-    const item = li(`${s.step}${s.id ? " #" + s.id : ""} ${s.result === null || s.result === undefined ? "" : JSON.stringify(s.result)}`);
-    $("steps").append(item);
-    item.scrollIntoView({ block: "nearest" });
-  }
+  for (const s of m.new_steps || []) addStep(s);
+  if (m.path !== undefined || m.current !== undefined) showPath(m.path, m.current);
   if (m.errors && m.errors.length) showError(m.errors.join("\n"));
+}
+
+// --- the flow diagram, steps and variables as rows -----------------------------------------
+let lastPath = [], lastCurrent = null;
+
+function showDiagram(m) {
+  const box = $("diagram");
+  $("flowname").textContent = m.flow ? m.flow.split("/").pop() : "";
+  if (!m.svg) {
+    box.replaceChildren(para("(no diagram: a Python flow's steps are its code; they are listed below)", "muted"));
+    return;
+  }
+  // The server drew it (ivr/dev/diagram.py): SVG markup of our own, parsed, never run.
+  const doc = new DOMParser().parseFromString(m.svg, "image/svg+xml");
+  box.replaceChildren(document.importNode(doc.documentElement, true));
+  data.diagram = "shown";
+  showPath(lastPath, lastCurrent);
+}
+
+function showPath(path, current) {
+  if (path !== undefined) lastPath = path;
+  if (current !== undefined) lastCurrent = current;
+  const svg = $("diagram").querySelector("svg");
+  data.path = lastPath.join(",");
+  data.current = lastCurrent || "";
+  if (!svg) return;
+  svg.querySelectorAll(".visited, .current, .taken").forEach((el) => el.classList.remove("visited", "current", "taken"));
+  const node = (id) => svg.querySelector(`g.node[data-node="${id}"]`);
+  lastPath.forEach((id, i) => {
+    const n = node(id);
+    if (n) n.classList.add("visited");
+    if (i) {
+      const e = svg.querySelector(`g.edge[data-src="${lastPath[i - 1]}"][data-dst="${id}"]`);
+      if (e) e.classList.add("taken");
+    }
+  });
+  const cur = lastCurrent && node(lastCurrent);
+  if (cur) {
+    cur.classList.add("current");
+    data.currentLabel = cur.querySelector("title").textContent;
+    scrollIntoBox(cur, $("diagram"));
+  }
+}
+
+function scrollIntoBox(el, box) {
+  const r = el.getBoundingClientRect(), b = box.getBoundingClientRect();
+  if (r.top < b.top || r.bottom > b.bottom) box.scrollTop += r.top - b.top - b.height / 3;
+  if (r.left < b.left || r.right > b.right) box.scrollLeft += r.left - b.left - b.width / 3;
+}
+
+function fmt(v) {
+  if (v === null || v === undefined) return "–";
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : String(Number(v.toFixed(3)));
+  if (typeof v === "string") return v;
+  if (typeof v === "boolean") return String(v);
+  return JSON.stringify(v);
+}
+
+function cell(text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  return td;
+}
+
+function addStep(s) {
+  const tr = document.createElement("tr");
+  const result = document.createElement("td");
+  if (s.result !== null && typeof s.result === "object" && !Array.isArray(s.result)) {
+    for (const [k, v] of Object.entries(s.result)) {
+      if (v === null || v === undefined || v === "" || (Array.isArray(v) && !v.length)) continue;
+      const pair = document.createElement("span");
+      pair.className = "kv";
+      const key = document.createElement("span");
+      key.className = "k";
+      key.textContent = `${k} `;
+      pair.append(key, document.createTextNode(fmt(v)));
+      result.append(pair);
+    }
+  } else if (s.result !== null && s.result !== undefined) {
+    result.textContent = fmt(s.result);
+  }
+  tr.append(cell(`${fmt(s.at)} s`, "num"), cell(`${s.step}${s.id ? " #" + s.id : ""}`, "name"), result,
+            cell(`${fmt(s.duration)} s`, "num"));
+  $("steps").tBodies[0].append(tr);
+  data.steps = String($("steps").tBodies[0].rows.length);
+  const box = $("steps").parentElement;  // keep the newest row in view, without scrolling the page
+  box.scrollTop = box.scrollHeight;
+}
+
+function showVars(vars) {
+  const rows = Object.entries(vars).map(([k, v]) => {
+    const tr = document.createElement("tr");
+    tr.append(cell(k, "name"), cell(fmt(v)));
+    return tr;
+  });
+  $("vars").tBodies[0].replaceChildren(...rows);
+  data.vars = JSON.stringify(vars);
+}
+
+function para(text, cls) {
+  const p = document.createElement("p");
+  p.textContent = text;
+  if (cls) p.className = cls;
+  return p;
 }
 
 function showEvent(e) {
