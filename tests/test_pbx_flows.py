@@ -194,7 +194,7 @@ on_error: [{say: "Sorry: {{ error }}"}]
 """)
     caller = await ivr_sim.call(flow)
     said = await caller.hears("Sorry")
-    assert "has not been read" in said and "no weekly schedule" in said
+    assert "has not been read" in said and "no weekly schedule" in said and "xapi: {enabled: true}" in said
 
 
 # --- dial-by-name -----------------------------------------------------------------------------

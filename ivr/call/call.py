@@ -649,7 +649,8 @@ class Call:
         try:
             return hours_state(await self.pbx_snapshot(), self.now(), department, fallback)
         except HoursUnknown as exc:
-            raise CallError(f"hours: {exc}") from None
+            hint = "" if self.xapi is not None else " (this worker does not read it: xapi: {enabled: true} in ivr.yaml)"
+            raise CallError(f"hours: {exc}{hint}") from None
 
     @flow_action
     async def presence(self, number: str) -> Presence | None:
