@@ -22,6 +22,7 @@ from aiohttp import web
 from ivr.call import Call
 from ivr.call.record import CallRecord
 from ivr.emulator import Emulator, EmulatorConfig
+from ivr.emulator.xapi import PbxDescription
 from ivr.flow import validate_paths
 from ivr.simulate import pin_call_clock
 from ivr.worker.library import FlowLibrary
@@ -55,8 +56,13 @@ class DevServer:
         reload_interval: float = 1.0,
         emulator: dict[str, Any] | None = None,
         at: datetime | None = None,
+        pbx: PbxDescription | None = None,
     ) -> None:
         self.target = target
+        # A PBX description (docs/pbx-config.md): its users are the extensions, and the worker
+        # reads its configuration (flows' hours from the PBX, directory, presence) every 2 s, so
+        # a change through the emulator's control endpoints shows on the next call.
+        self.pbx = pbx
         self.at = at  # pin each call's clock (office hours) to this moment when it starts
         self.host, self.port = host, port
         self.speech = speech
@@ -65,8 +71,8 @@ class DevServer:
         overrides = {"ring_seconds": 0.5, **(emulator or {})}
         self.emu = Emulator(
             EmulatorConfig(client_id=CLIENT_ID, client_secret=self._secret, route_point=target.route_point,
-                           extensions=dict(EXTENSIONS)),
-            **overrides,
+                           extensions=dict(pbx.extensions() if pbx is not None else EXTENSIONS)),
+            pbx=pbx, **overrides,
         )
         self.worker: Worker | None = None
         self.calls: dict[int, Call] = {}  # emulator callid -> the worker's Call, once its flow starts
@@ -93,6 +99,8 @@ class DevServer:
         await self.emu.start("127.0.0.1", 0)
         try:
             config = self.target.worker_config(self.emu.url, CLIENT_ID, self._secret)
+            if self.pbx is not None:
+                config.xapi = config.xapi.model_copy(update={"enabled": True, "refresh_seconds": 2.0})
             worker = Worker(config, speech=self.speech, on_call_started=self._call_started,
                             reload_interval=self.reload_interval)
             # Our own library (same files) so reload results reach the page.
