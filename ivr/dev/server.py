@@ -165,7 +165,44 @@ class DevServer:
             "extensions": EXTENSIONS,
             "caller": DEFAULT_CALLER,
             "reload": self.reloads[-1] if self.reloads else None,
+            "pbx": self.pbx_view(),
         }
+
+    def pbx_view(self) -> dict[str, Any] | None:
+        """The PBX description's people and departments as the page's PBX panel shows them
+        (None without ``--pbx-config``): presence, phone, forced mode, and the choices."""
+        if self.pbx is None:
+            return None
+        from ivr.emulator.xapi.store import PROFILE_NAMES
+        from ivr.pbx.xapi import GroupHoursMode
+
+        store = self.emu.xapi
+        users = [{"number": u.get("Number"), "name": u.get("DisplayName") or u.get("Number"),
+                  "presence": u.get("CurrentProfileName"), "registered": bool(u.get("IsRegistered")),
+                  "listed": bool(u.get("Enabled", True)) and not u.get("HideInPhonebook")}
+                 for u in store.users.values()]
+        departments = [{"name": g.get("Name"), "forced": g.get("CurrentGroupHours") or GroupHoursMode.DEFAULT}
+                       for g in store.groups.values()]
+        return {"users": users, "departments": departments, "profiles": list(PROFILE_NAMES),
+                "modes": list(GroupHoursMode.ALL)}
+
+    async def change_pbx(self, msg: dict[str, Any]) -> None:
+        """A page's change to the PBX (a user's presence or phone, a department's forced mode),
+        as the emulator's control endpoints make it; the worker reads it at once and every page
+        gets the new view. XapiError (a bad value) goes back to the page as an error."""
+        if self.pbx is None:
+            raise ValueError("no PBX description: start ivr dev with --pbx-config FILE")
+        store = self.emu.xapi
+        if "user" in msg:
+            change = {k: msg[k] for k in ("presence", "registered") if k in msg}
+            store.set_presence(str(msg["user"]), change)
+        elif "department" in msg:
+            store.force(str(msg["department"]), {"mode": msg.get("forced")})
+        else:
+            raise ValueError("pbx: give 'user' (with presence or registered) or 'department' (with forced)")
+        if self.worker is not None and self.worker.xapi is not None:
+            await self.worker.xapi.refresh()
+        self.broadcast({"type": "pbx", **(self.pbx_view() or {})})
 
     def broadcast(self, message: dict[str, Any]) -> None:
         for session in list(self.sessions):
