@@ -194,7 +194,7 @@ class DevServer:
             raise ValueError("no PBX description: start ivr dev with --pbx-config FILE")
         store = self.emu.xapi
         if "user" in msg:
-            change = {k: msg[k] for k in ("presence", "registered") if k in msg}
+            change: dict[str, Any] = {k: msg[k] for k in ("presence", "registered") if k in msg}
             store.set_presence(str(msg["user"]), change)
         elif "department" in msg:
             store.force(str(msg["department"]), {"mode": msg.get("forced")})
