@@ -52,6 +52,8 @@ class PbxSettings(_Strict):
     outbound_batch_frames: int = Field(default=2, ge=1, le=10, description="20 ms frames per pacer wake-up")
     outbound_tick_ms: int = Field(default=5, ge=0, le=20, description="pacers' shared wake-up grid (0: a timer each)")
     inbound_block_ms: int = Field(default=40, ge=0, le=200, description="caller audio analysed in blocks of this much")
+    transfer_margin: float = Field(default=15.0, gt=0, le=600, description="a routeto/divert/transferto request "
+                                   "may take the transfer's timeout plus this long (3CX answers once delivered or failed)")
 
     @field_validator("client_id", mode="before")
     @classmethod
@@ -163,6 +165,8 @@ class ClusterSettings(_Strict):
     lease_ttl: float = Field(default=3.0, ge=0.5, le=60, description="Seconds before a dead owner's Redis lease expires")
     lease_dir: str | None = Field(default=None, description="Folder of the local lease file ($XDG_RUNTIME_DIR or the temp folder)")
     key_prefix: str = Field(default="ivr3cx", min_length=1, description="Prefix of the Redis keys")
+    handover: bool = Field(default=True, description="On SIGTERM with a standby waiting (Redis), hand the calls "
+                           "in progress over instead of draining them")
 
     @model_validator(mode="after")
     def _one_url(self) -> "ClusterSettings":

@@ -143,8 +143,11 @@ class FlowHarness:
         params: dict[str, Any] | None = None,
         tracing: TracingSettings | None = None,
         pbx: PbxDescription | None = None,
+        emulator_options: dict[str, Any] | None = None,
     ) -> None:
         self.flow = Path(flow)
+        # more EmulatorConfig fields (e.g. transfer_answer="dialing"), validated like the config
+        self.emulator_options = dict(emulator_options or {})
         self.tracing = tracing  # the worker's tracing settings (default: off)
         self.params = dict(params or {})
         self.pbx = pbx  # the PBX description (docs/pbx-config.md): its users are the extensions
@@ -189,6 +192,7 @@ class FlowHarness:
                 extensions=self.extensions,
                 ring_seconds=self.ring_seconds,
                 no_answer_timeout=self.no_answer_timeout,
+                **self.emulator_options,
             ),
             pbx=self.pbx,
         )

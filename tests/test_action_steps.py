@@ -78,7 +78,7 @@ async def test_python_flow_actions_are_steps_with_durations_and_metrics(flow_dir
     assert play.result == {"completed": True, "interrupted_by": None}
     assert 0.1 < play.duration < 1.5  # 0.3 s of tone, on the loop clock
     assert menu.result["status"] == "match" and menu.result["choice"] == "2" and menu.result["source"] == "dtmf"
-    assert transfer.result == {"status": "answered", "reason": "delivered", "destination": "102"}
+    assert transfer.result == {"status": "answered", "reason": "delivered", "destination": "102", "pbx_error": False}
     assert transfer.duration > 0
     assert [s.at for s in record.steps] == sorted(s.at for s in record.steps)
     assert json.loads(record.to_json())["steps"][3]["id"] == "flow.py:6"  # the calls.jsonl line

@@ -266,7 +266,7 @@ async def test_action_body_must_be_json(wire: Wire) -> None:
 
 
 async def test_answer_rules(emulator_factory: Any) -> None:
-    emu = await emulator_factory(inbound_status="Ringing", extensions={"101": "no_answer"})
+    emu = await emulator_factory(inbound_status="Ringing", extensions={"101": "no_answer"}, transfer_answer="dialing", transfer_failure="failed")
     async with aiohttp.ClientSession() as s:
         w = await make_wire(emu, s)
         events = Events(await open_events(w))
@@ -293,6 +293,7 @@ async def test_answer_rules(emulator_factory: Any) -> None:
 
 
 async def test_routeto_answering_extension(wire: Wire) -> None:
+    wire.emu.set_transfer_shape(transfer_answer="dialing", transfer_failure="failed")  # the shape that answers at once: the events tell the rest
     events = Events(await open_events(wire))
     callid = await wire.emu.place_call("+4930123456")
     p = await wire.rp_participant()
@@ -319,6 +320,7 @@ async def test_routeto_answering_extension(wire: Wire) -> None:
 
 
 async def test_routeto_busy_unknown_and_no_answer(wire: Wire) -> None:
+    wire.emu.set_transfer_shape(transfer_answer="dialing", transfer_failure="failed")
     wire.emu.set_behaviour("102", "busy")
     assert (await wire.ctl("PUT", "/extensions/103", {"behaviour": "no_answer"})) == (
         200, {"dn": "103", "behaviour": "no_answer"})
@@ -347,6 +349,7 @@ async def test_routeto_busy_unknown_and_no_answer(wire: Wire) -> None:
 
 
 async def test_transferto_holds_then_resumes_or_transfers(wire: Wire) -> None:
+    wire.emu.set_transfer_shape(transfer_answer="dialing", transfer_failure="failed")
     wire.emu.set_behaviour("103", "no_answer")
     callid = await wire.emu.place_call("+4930123456")
     p = await wire.rp_participant()
@@ -366,7 +369,7 @@ async def test_transferto_holds_then_resumes_or_transfers(wire: Wire) -> None:
 
 
 async def test_transferto_and_divert_status_rules(emulator_factory: Any) -> None:
-    emu = await emulator_factory(inbound_status="Ringing")
+    emu = await emulator_factory(inbound_status="Ringing", transfer_answer="dialing", transfer_failure="failed")
     async with aiohttp.ClientSession() as s:
         w = await make_wire(emu, s)
         events = Events(await open_events(w))
@@ -378,9 +381,9 @@ async def test_transferto_and_divert_status_rules(emulator_factory: Any) -> None
         assert status == 422 and "Connected" in body["error_description"]
         status, res = await w.post(rp_path + "/divert", {"destination": "101", "reason": "NoAnswer"})
         assert status == 200 and res["finalstatus"] == "Success"
-        assert ev(await events.next()) == (1, rp_path)  # replaced at once
         ring = await events.next()
         assert ring.event.entity.startswith("/callcontrol/101/")
+        assert ev(await events.next()) == (1, rp_path)  # replaced once the destination answers
         assert ev(await events.next()) == (0, ring.event.entity)
         assert (await w.get(ring.event.entity))[1]["status"] == "Connected"
         assert emu.call_info(callid)["log"][-1]["event"] == "diverted"

@@ -37,7 +37,8 @@ from helpers import write_tone
 SECRET = "fault-secret"
 N_CALLS = 100
 OUTCOMES = {
-    Outcome.TRANSFERRED, Outcome.CALLER_HANGUP, Outcome.IVR_HANGUP, Outcome.OVERFLOW, Outcome.ERROR, Outcome.DRAINED,
+    Outcome.TRANSFERRED, Outcome.CALLER_HANGUP, Outcome.IVR_HANGUP, Outcome.PBX_ERROR, Outcome.OVERFLOW, Outcome.ERROR,
+    Outcome.DRAINED,
 }
 EXTENSIONS = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
 
@@ -302,8 +303,8 @@ async def test_bursts_of_500_and_503_under_100_calls(tmp_path):
                 s.step == "menu" and (s.result or {}).get("status") == "no_input" for s in r.steps
             )
             # Or the flow's own failure branch: the 500 hit both transfers (POST actions are not
-            # retried on 500: the PBX may have acted), and the record says so.
-            failed_branch = r.outcome == Outcome.IVR_HANGUP and any(
+            # retried on 500: the PBX may have acted), and the record says so: the PBX's failure.
+            failed_branch = r.outcome == Outcome.PBX_ERROR and any(
                 s.step == "transfer" and "HTTP 500" in str((s.result or {}).get("reason", "")) for s in r.steps
             )
             assert placed or no_input or failed_branch, (r.outcome, r.outcome_detail, r.transferred_to, r.errors, [(s.step, s.result) for s in r.steps])

@@ -141,7 +141,7 @@ async def test_routeto_transferto_drop_attach(emulator, pbx) -> None:
     await pbx.state.wait_gone("800", p3.id, timeout=3)
     assert emulator.call_info(c3)["state"] == "ended"
 
-    # a refused delivery is HTTP 200 with finalstatus Failed, not an exception
+    # a refused delivery (an error status with the result body) is a result, not an exception
     c4 = await emulator.place_call("+4930000004")
     p4 = await arrived(pbx, sub)
     res = await pbx.rest.routeto("800", p4.id, "999")

@@ -25,6 +25,7 @@ from ivr.call.collector import Outcome as AttemptOutcome
 from ivr.call.collector import menu as menu_rules
 from ivr.call.speech_input import SpeechAttempt, SpeechOptions
 from ivr.call.record import CallRecord, Outcome
+from ivr.call.ringback import NONE, TONE, Ringback, ringback_tone
 from ivr.call.results import (
     CallError,
     CallHangup,
@@ -37,7 +38,7 @@ from ivr.call.results import (
     TransferResult,
 )
 from ivr.pbx.errors import NotFoundError, PbxError
-from ivr.pbx.models import ParticipantInfo, ParticipantStatus
+from ivr.pbx.models import CallControlResultResponse, ParticipantInfo, ParticipantStatus
 
 if TYPE_CHECKING:
     from ivr.call.media import CallMedia
@@ -53,6 +54,8 @@ T = TypeVar("T")
 TRANSFER_MODES = ("routeto", "transferto", "divert")
 # After the PBX's own ring timeout, how long we still wait for its verdict before calling it.
 TRANSFER_GRACE_S = 2.0
+# After a "delivered" answer, how long our leg's Remove event may trail it.
+TRANSFER_SETTLE_S = 0.5
 
 
 class Call:
@@ -96,6 +99,9 @@ class Call:
         self.log = logging.LoggerAdapter(log, {"call_id": self.call_id})
         self._ended = asyncio.Event()
         self._transfer_pending = False
+        # Why the last PBX action failed, when the PBX caused it (5xx, refused): the call's
+        # outcome is then pbx_error, not ivr_hangup, if the flow hangs up after it.
+        self.pbx_failure: str | None = None
         # Set while a gather or menu waits for the caller's keys (the simulator presses then).
         self.listening = asyncio.Event()
         # How many times listening started: a driver waiting for "the next listen" counts, since
@@ -204,7 +210,10 @@ class Call:
         """Drop our leg: the call ends for the caller."""
         if self._ended.is_set():
             return
-        self.call_record.finish(Outcome.IVR_HANGUP)
+        if self.pbx_failure is not None:
+            self.call_record.finish(Outcome.PBX_ERROR, self.pbx_failure)
+        else:
+            self.call_record.finish(Outcome.IVR_HANGUP)
         self._notify("hangup", {"by": "ivr"})
         await self.media.drain(timeout=1.0)
         try:
@@ -219,7 +228,13 @@ class Call:
         """Store key/value data on the leg (3CX shows it to the agent who takes the call)."""
         self._check()
         clean = {str(k): str(v) for k, v in data.items()}
-        await self.pbx.rest.attach_participant_data(self.route_point, self.participant_id, clean)
+        try:
+            await self.pbx.rest.attach_participant_data(self.route_point, self.participant_id, clean)
+        except NotFoundError:
+            raise
+        except PbxError as exc:
+            self.pbx_failure = f"attach_data: {exc.status or 'no answer'}: {exc.message}"
+            raise
 
     @flow_action
     async def sleep(self, seconds: float) -> None:
@@ -535,13 +550,21 @@ class Call:
 
     # --- transfer ---------------------------------------------------------------------------
 
-    @flow_action
-    async def transfer(self, destination: str, *, mode: str = "routeto", timeout: float = 20) -> TransferResult:
-        """Hand the call to ``destination`` and report answered, busy, no_answer or failed.
+    @flow_action  # a Python flow's step (call record, tracing)
+    async def transfer(
+        self, destination: str, *, mode: str = "routeto", timeout: float = 20, ringback: Any = TONE
+    ) -> TransferResult:
+        """Hand the call to ``destination``; the result's status is answered, busy, no_answer,
+        not_registered or failed (``pbx_error`` tells a failure the PBX caused). A caller who
+        hangs up while it rings raises CallHangup.
 
-        ``routeto`` offers the call while we keep it (the caller hears our audio meanwhile);
-        ``transferto`` is a blind transfer of a connected call; ``divert`` works on a ringing one.
-        On ``answered`` the call has left the IVR: the flow should end.
+        ``routeto`` offers the call while we keep it: the caller hears ``ringback`` meanwhile
+        ("tone", "none", or a prompt played in a loop, e.g. the flow's hold music);
+        ``transferto`` is a blind transfer of a connected call (the PBX holds the caller);
+        ``divert`` works on a ringing one. On ``answered`` the call has left the IVR: the flow
+        should end. 3CX may answer the request only once the destination answered or failed,
+        so it may take the whole ``timeout``; the answer and the events decide the result in
+        every shape the PBX may use (see docs/flows.md).
         """
         self._check()
         if mode not in TRANSFER_MODES:
@@ -553,53 +576,112 @@ class Call:
         await self.media.drain(timeout=2.0)
         self._transfer_pending = True
         try:
-            return await self._transfer(action, destination, mode, timeout)
+            async with self._ringback(mode, ringback):
+                result = await self._transfer(action, destination, mode, timeout)
         finally:
             self._transfer_pending = False
+        if result is None:  # the caller hung up while it rang
+            self.call_record.finish(Outcome.CALLER_HANGUP, f"during {mode} to {destination}")
+            self._notify("hangup", {"by": "caller", "detail": f"during {mode} to {destination}"})
+            raise CallHangup(f"call {self.call_id} ended during the transfer to {destination}")
+        self.pbx_failure = result.reason if result.pbx_error else None
+        if result.pbx_error:
+            self.call_record.errors.append(f"transfer {mode} to {destination}: {result.reason}")
+        return self._transfer_done(result)
 
-    async def _transfer(self, action: Callable[..., Awaitable[Any]], destination: str, mode: str, timeout: float) -> TransferResult:
+    def _ringback(self, mode: str, ringback: Any) -> Ringback:
+        """What the caller hears while the transfer rings (routeto on a connected leg only:
+        transferto is held by the PBX, a ringing divert has no audio of ours)."""
+        if mode != "routeto" or ringback in (None, NONE) or self.participant.status != ParticipantStatus.CONNECTED:
+            return Ringback(None, lambda: None)
+        if ringback == TONE:
+            tone = ringback_tone()
+
+            async def play_once() -> Any:
+                return await self.media.play(tone, barge_in_speech=False, barge_in_dtmf=False, tag="ringback")
+        else:
+            async def play_once() -> Any:
+                return await self.play_prompt(ringback, barge_in=False)
+        return Ringback(play_once, lambda: self.media.cut("transfer"))
+
+    async def _transfer(self, action: Callable[..., Awaitable[Any]], destination: str, mode: str,
+                        timeout: float) -> TransferResult | None:
+        """The result, or None if the caller hung up while the destination rang."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            response = await action(self.route_point, self.participant_id, destination, timeout=int(timeout))
+            response = await action(self.route_point, self.participant_id, destination, timeout=max(1, round(timeout)))
         except NotFoundError:
-            self.on_removed()
-            raise CallHangup(f"call {self.call_id} ended before the transfer") from None
-        except PbxError as exc:
-            return self._transfer_done(TransferResult("failed", destination, mode, f"HTTP {exc.status}: {exc.message}"))
+            self.on_removed("before the transfer")  # our leg was gone: the caller had hung up
+            return None
+        except PbxError as exc:  # no word on the delivery: the PBX failed or refused the action
+            if await self._wait_gone(0):  # (a timeout may come after the PBX acted)
+                return self._delivered(destination, mode) if await self._delivered_to(destination) else None
+            why = f"HTTP {exc.status}: {exc.message}" if exc.status is not None else exc.message
+            return TransferResult("failed", destination, mode, why, pbx_error=True)
         if not response.ok:
-            reason = str(response.reason or response.reasontext or response.status)
-            status = "busy" if "busy" in reason.lower() else "failed"
-            return self._transfer_done(TransferResult(status, destination, mode, reason))
-        gone = await self._wait_gone(timeout + TRANSFER_GRACE_S)
-        if gone:
+            return await self._failed(response, destination, mode)
+        # A blocking PBX answers 200 once delivered; an immediate one says "Dialing" and the
+        # events tell the rest. A "delivered" that leaves our leg in place is treated as pending.
+        pending = str(response.reasontext or "").lower() == "dialing"
+        if not pending and not await self._wait_gone(TRANSFER_SETTLE_S):
+            pending = await self._still_ours()
+        if not pending:
+            return self._delivered(destination, mode)
+        if await self._wait_gone(timeout + TRANSFER_GRACE_S - (loop.time() - started)):
             if await self._delivered_to(destination):
-                self.call_record.transferred_to = destination
-                self.call_record.finish(Outcome.TRANSFERRED, f"{mode} {destination}")
-                self.media.close_nowait()
-                return self._transfer_done(TransferResult("answered", destination, mode, "delivered"))
-            # The leg vanished and the call is not at the destination: the caller hung up while it rang.
-            self.call_record.finish(Outcome.CALLER_HANGUP, f"during {mode} to {destination}")
-            raise CallHangup(f"call {self.call_id} ended during the transfer to {destination}")
+                return self._delivered(destination, mode)
+            return None  # our leg went, the call is not at the destination: the caller hung up
         waited = loop.time() - started
-        return self._transfer_done(TransferResult("no_answer", destination, mode, f"no answer after {waited:.1f} s"))
+        return TransferResult("no_answer", destination, mode, f"no answer after {waited:.1f} s")
+
+    async def _still_ours(self) -> bool:
+        """Whether our leg still exists on the PBX (asked, not inferred from events)."""
+        try:
+            await self.pbx.rest.get_participant(self.route_point, self.participant_id)
+            return True
+        except NotFoundError:
+            return False
+        except PbxError:
+            return not self._ended.is_set()
+
+    async def _failed(self, response: CallControlResultResponse, destination: str, mode: str) -> TransferResult | None:
+        """A failed delivery: why, unless the failure was the caller leaving (our leg is gone)."""
+        if not self._ended.is_set() and not await self._still_ours():  # the Remove may trail the answer
+            self.on_removed("during the transfer")
+        if self._ended.is_set():
+            return None
+        reason = str(response.reason or response.reasontext or response.status)
+        status = _FAILURE_STATUS.get(reason.replace("_", "").lower(), "failed")
+        if status == "failed" and "busy" in reason.lower():
+            status = "busy"
+        return TransferResult(status, destination, mode, reason)
+
+    def _delivered(self, destination: str, mode: str) -> TransferResult:
+        self.on_removed(f"{mode} to {destination}")  # our leg is replaced (its Remove may come later)
+        self.call_record.transferred_to = destination
+        self.call_record.finish(Outcome.TRANSFERRED, f"{mode} {destination}")
+        self.media.close_nowait()
+        return TransferResult("answered", destination, mode, "delivered")
 
     async def _wait_gone(self, timeout: float) -> bool:
         """True once our leg is removed, False if it is still there after ``timeout``."""
         if self._ended.is_set():
             return True
         try:
-            await asyncio.wait_for(self._ended.wait(), timeout)
+            await asyncio.wait_for(self._ended.wait(), max(0.0, timeout))
             return True
         except asyncio.TimeoutError:
             return False
 
     async def _delivered_to(self, destination: str, settle: float = 0.5) -> bool:
-        """After our leg went away: was the call delivered, or did the caller hang up?
+        """After our leg went away while the PBX had not said "delivered": was the call
+        delivered, or did the caller hang up while it rang?
 
-        When the destination DN is monitored, the call must show up there (its Upsert may
+        When the destination DN is monitored, the call must be Connected there (a leg that
+        only rang does not count: it is removed when the caller hangs up; the Upsert may
         arrive just after our Remove, hence ``settle``). When it is not monitored we cannot
-        see it, and a successful offer that took our leg away counts as delivered.
+        see it, and an offer that took our leg away counts as delivered.
         """
         if destination not in self.pbx.state.dns:
             return True
@@ -607,7 +689,8 @@ class Call:
 
         def arrived() -> bool:
             dn = self.pbx.state.dns.get(destination)
-            return bool(dn and any(p.callid == callid for p in dn.participants))
+            return bool(dn and any(p.callid == callid and p.status == ParticipantStatus.CONNECTED
+                                   for p in dn.participants))
 
         if arrived():
             return True
@@ -833,6 +916,11 @@ class Call:
         from ivr.agent import run_agent  # imported on use: flows without agents never load it
 
         return await run_agent(self, **options)
+
+
+# A failed delivery's reason (3CX DivertReason names, case and "_" ignored) -> the result status.
+_FAILURE_STATUS = {"phonebusy": "busy", "busy": "busy", "noanswer": "no_answer",
+                   "phonenotregistered": "not_registered", "notregistered": "not_registered"}
 
 
 def _decide(collector: DigitCollector, speech: SpeechAttempt | None) -> AttemptOutcome | None:

@@ -20,6 +20,7 @@ class Outcome:
     TRANSFERRED = "transferred"  # handed to another destination by transfer/routeto/divert
     CALLER_HANGUP = "caller_hangup"  # the caller left
     IVR_HANGUP = "ivr_hangup"  # the flow hung up (or ran to its end)
+    PBX_ERROR = "pbx_error"  # the PBX failed or refused an action (a transfer), and the IVR ended the call
     OVERFLOW = "overflow"  # the worker could not take the call and sent it to the overflow
     ERROR = "error"  # the flow failed and no handler could place the call
     FALLBACK = "fallback"  # the flow failed; the worker sent the caller to the overflow destination
@@ -61,6 +62,7 @@ class CallRecord:
     prompts: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    taken_over: dict[str, Any] | None = None  # set when another worker's call was taken over (docs/ha.md)
 
     def __post_init__(self) -> None:
         # Elapsed time and durations run on a monotonic clock, the call's event loop once the
@@ -68,6 +70,12 @@ class CallRecord:
         self._clock: Callable[[], float] = time.monotonic
         self._t0 = self._clock() - (time.time() - self.started_at)
         self._t_end: float | None = None
+
+    def backdate(self, started_at: float) -> None:
+        """The call began at ``started_at`` (wall clock), before this record was made: a call
+        taken over from another worker. Durations and step times count from then."""
+        self._t0 -= self.started_at - started_at
+        self.started_at = started_at
 
     def use_clock(self, clock: Callable[[], float]) -> None:
         """Measure elapsed time and durations on ``clock`` from now on (e.g. ``loop.time``)."""

@@ -51,10 +51,11 @@ class GatherResult:
 
 @dataclass
 class TransferResult:
-    status: str  # "answered" | "busy" | "no_answer" | "failed"
+    status: str  # "answered" | "busy" | "no_answer" | "not_registered" | "failed"
     destination: str = ""
     mode: str = "routeto"
     reason: str = ""
+    pbx_error: bool = False  # failed because the PBX failed or refused the action (5xx, 422, no answer)
 
     @property
     def answered(self) -> bool:
@@ -98,7 +99,7 @@ _STEP_FIELDS: dict[type, tuple[str, ...]] = {
     PlayResult: ("completed", "interrupted_by"),
     GatherResult: ("status", "digits", "terminator", "attempts", "source", "transcript", "confidence", "choice",
                    "reason", "speech_error"),  # gather and menu keep them all
-    TransferResult: ("status", "reason", "destination"),
+    TransferResult: ("status", "reason", "destination", "pbx_error"),
     RecordResult: ("path", "duration", "reason"),
     DirectoryResult: ("status", "number", "name", "attempts", "source", "letters", "matches", "reason"),
 }

@@ -66,6 +66,15 @@ class Lease(Protocol):
         """Give the lease up (a standby may take it at once). Never raises."""
         ...
 
+    async def announce_standby(self) -> None:
+        """Say that this process waits for the lease (an owner that stops hands its calls over
+        only when someone waits); a lease without such a registry does nothing."""
+        ...
+
+    async def standbys(self) -> int:
+        """How many processes wait for the lease now (0 when unknown)."""
+        ...
+
 
 def lease_name(pbx_url: str, client_id: str) -> str:
     """A stable, filesystem- and key-safe name for (PBX, client id): the host, port and id hashed."""
@@ -132,6 +141,12 @@ class LocalLease:
     async def renew(self) -> bool:
         return self._fd is not None
 
+    async def announce_standby(self) -> None:
+        return None  # local standbys could not resume calls anyway: checkpoints live in memory
+
+    async def standbys(self) -> int:
+        return 0
+
     async def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
@@ -176,6 +191,7 @@ class RedisLease:
         if ttl <= 0:
             raise ValueError("RedisLease: ttl must be > 0")
         self.key = f"{prefix}:lease:{lease_name(pbx_url, client_id)}"
+        self._standby_prefix = f"{prefix}:standby:{lease_name(pbx_url, client_id)}:"
         self._ttl = float(ttl)
         self._ttl_ms = max(1, int(ttl * 1000))
         self._me = f"{owner_label()} {uuid.uuid4().hex[:12]}"
@@ -222,15 +238,30 @@ class RedisLease:
         result = await self._call("renew", self._redis.eval(_RENEW, 1, self.key, self._me, self._ttl_ms))
         return int(result) != 0
 
+    async def announce_standby(self) -> None:
+        # Lives three TTLs: a standby that died drops out of the count by itself.
+        await self._call("SET standby", self._redis.set(self._standby_prefix + self._me.rsplit(" ", 1)[-1],
+                                                        self._me, px=self._ttl_ms * 3))
+
+    async def standbys(self) -> int:
+        keys = await self._call("SCAN standbys", _collect(self._redis.scan_iter(match=self._standby_prefix + "*")))
+        mine = self._standby_prefix + self._me.rsplit(" ", 1)[-1]
+        return sum(1 for k in keys if (k.decode() if isinstance(k, bytes) else k) != mine)
+
     async def release(self) -> None:
         try:
             await self._call("release", self._redis.eval(_RELEASE, 1, self.key, self._me))
+            await self._call("DEL standby", self._redis.delete(self._standby_prefix + self._me.rsplit(" ", 1)[-1]))
         except LeaseStoreError:
             pass  # it expires by itself after ttl
         try:
             await self._redis.aclose()
         except Exception:
             pass
+
+
+async def _collect(items: Any) -> list[Any]:
+    return [item async for item in items]
 
 
 def _redis_where(url: str) -> str:

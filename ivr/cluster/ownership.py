@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 
 from .lease import Lease, LeaseStoreError
@@ -40,12 +41,17 @@ class Ownership:
         Says once, in one line, that this process is a standby and who it waits for.
         """
         said_standby = said_store = False
+        announced = -math.inf
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
                 if await self.lease.try_acquire():
                     self.state = OWNER
                     log.info("lease taken: this process owns %s", self.lease.description)
                     return True
+                if loop.time() - announced >= max(self.lease.ttl, self.poll):
+                    await self.lease.announce_standby()
+                    announced = loop.time()
                 if not said_standby:
                     holder = await self.lease.holder()
                     log.warning("standby: %s is held by %s; waiting to take over",

@@ -225,8 +225,12 @@ class Emulator:
         return self.controller.heard_pcm(callid)
 
     def set_behaviour(self, dn: str, behaviour: str) -> None:
-        """Make an extension answer, be busy or not answer."""
+        """Make an extension answer, be busy, not answer or not be registered."""
         self.controller.set_behaviour(dn, behaviour)
+
+    def set_transfer_shape(self, **settings: Any) -> None:
+        """Change ``transfer_answer`` / ``transfer_failure`` / ``transfer_error_status`` while running."""
+        self.controller.update_settings(settings)
 
     async def inject_fault(self, fault: dict[str, Any]) -> dict[str, Any]:
         """Same bodies as ``POST /_emulator/faults``."""

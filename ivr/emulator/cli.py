@@ -29,6 +29,7 @@ def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
                    help="the PBX description: users (the extensions), departments, hours, queues (docs/pbx-config.md)")
     p.add_argument("--busy", default="", help="extensions that answer busy, e.g. 104")
     p.add_argument("--no-answer", default="", help="extensions that never answer, e.g. 105")
+    p.add_argument("--not-registered", default="", help="extensions with no registered device, e.g. 103")
     p.add_argument("--ring-seconds", type=float, default=0.5)
     p.add_argument("--no-answer-timeout", type=float, default=20)
     p.add_argument("--token-lifetime", type=float, default=3600)
@@ -36,6 +37,13 @@ def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
                    help="a new token does not revoke the previous one")
     p.add_argument("--inbound-status", choices=("Connected", "Ringing"), default="Connected")
     p.add_argument("--repeat-upserts", action="store_true", help="repeat Upserts every 750 ms")
+    p.add_argument("--transfer-answer", choices=("blocking", "dialing"), default="blocking",
+                   help="routeto/divert/transferto answer once delivered or failed (blocking, as 3CX "
+                   "documents it) or at once with 200 Dialing (dialing)")
+    p.add_argument("--transfer-failure", choices=("error", "failed"), default="error",
+                   help="a failed delivery is an HTTP error status (error) or 200 finalstatus Failed (failed)")
+    p.add_argument("--transfer-error-status", type=int, default=400, metavar="STATUS",
+                   help="the HTTP status of a failed delivery with --transfer-failure error (400-599)")
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS/WSS with this certificate (chain) file")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (if not in --tls-cert)")
     return p
@@ -60,7 +68,8 @@ def config_from_args(args: argparse.Namespace, pbx: PbxDescription | None = None
         extensions = dict(pbx.extensions())
     else:
         extensions = {dn: "answer" for dn in parse_extensions(args.extensions or "100-105")}
-    for flag, behaviour in ((args.busy, "busy"), (args.no_answer, "no_answer")):
+    for flag, behaviour in ((args.busy, "busy"), (args.no_answer, "no_answer"),
+                            (args.not_registered, "not_registered")):
         if flag:
             for dn in parse_extensions(flag):
                 if dn not in extensions:
@@ -78,6 +87,9 @@ def config_from_args(args: argparse.Namespace, pbx: PbxDescription | None = None
             revoke_previous_tokens=not args.keep_previous_tokens,
             inbound_status=args.inbound_status,
             repeat_upserts=args.repeat_upserts,
+            transfer_answer=args.transfer_answer,
+            transfer_failure=args.transfer_failure,
+            transfer_error_status=args.transfer_error_status,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

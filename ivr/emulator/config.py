@@ -7,10 +7,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Behaviour = Literal["answer", "busy", "no_answer"]
-"""What an extension does when a call is offered to it."""
+Behaviour = Literal["answer", "busy", "no_answer", "not_registered"]
+"""What an extension does when a call is offered to it (not_registered: no device is registered)."""
 
-BEHAVIOURS: tuple[str, ...] = ("answer", "busy", "no_answer")
+BEHAVIOURS: tuple[str, ...] = ("answer", "busy", "no_answer", "not_registered")
+
+TransferAnswer = Literal["blocking", "dialing"]
+"""When routeto/divert/transferto answer: once delivered or failed, or at once with ``Dialing``."""
+
+TransferFailure = Literal["error", "failed"]
+"""How a failed delivery is answered: an HTTP error status, or 200 with ``finalstatus: Failed``."""
+
+TRANSFER_SETTINGS: tuple[str, ...] = ("transfer_answer", "transfer_failure", "transfer_error_status")
+"""The config fields that may change while the emulator runs (``PUT /_emulator/settings``)."""
 
 
 def _default_extensions() -> dict[str, str]:
@@ -41,6 +50,19 @@ class EmulatorConfig(BaseModel):
     external_min_digits: int = Field(default=5, ge=1)
     """A destination of at least this many digits (optional leading +) that is no extension is an
     external number: it answers after ``ring_seconds``. Shorter unknown numbers are NotFound."""
+    transfer_answer: TransferAnswer = "blocking"
+    """``blocking``: routeto/divert/transferto answer when the destination answers (200 ``Success``)
+    or every destination failed, as 3CX documents ``RouteToAsync``; ``dialing``: they answer at
+    once with 200 ``Dialing`` and the outcome follows as events."""
+    transfer_failure: TransferFailure = "error"
+    """A failed delivery is answered with ``transfer_error_status`` carrying the usual result body
+    (``error``), or with HTTP 200 and ``finalstatus: Failed`` (``failed``)."""
+    transfer_error_status: int = Field(default=400, ge=400, le=599)
+    """The HTTP status of a failed delivery when ``transfer_failure`` is ``error``."""
+    cancel_delay: float = Field(default=0.1, ge=0, le=10)
+    """When the caller hangs up while an offer rings, the destination's ringing leg is removed
+    this much later (the PBX cancels the ringing phone after the caller's hang-up), so a client
+    sees its own leg go first while the destination still rings."""
     host_address: str = "127.0.0.1:5483"
     """The ``host:port`` written into SIP device ids."""
 

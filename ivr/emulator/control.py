@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import Behaviour
+from .config import TRANSFER_SETTINGS, Behaviour
 from .controller import CTL, _one_line
 from .state import ApiError
 
@@ -112,6 +112,17 @@ async def set_extension(request: web.Request) -> web.Response:
     return web.json_response({"dn": dn, "behaviour": body.behaviour})
 
 
+async def get_settings(request: web.Request) -> web.Response:
+    cfg = request.app[CTL].config
+    return web.json_response({name: getattr(cfg, name) for name in TRANSFER_SETTINGS})
+
+
+async def put_settings(request: web.Request) -> web.Response:
+    data = await _json_object(request)
+    request.app[CTL].update_settings(data)
+    return await get_settings(request)
+
+
 async def faults(request: web.Request) -> web.Response:
     data = await _json_object(request, empty=b"null", what="a JSON object with one fault")
     return web.json_response(await request.app[CTL].inject_fault(data))
@@ -136,4 +147,6 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/_emulator/calls/{callid}/arrivals", arrivals)
     r.add_get("/_emulator/extensions", list_extensions)
     r.add_put("/_emulator/extensions/{dn}", set_extension)
+    r.add_get("/_emulator/settings", get_settings)
+    r.add_put("/_emulator/settings", put_settings)
     r.add_post("/_emulator/faults", faults)

@@ -13,7 +13,7 @@ import numpy as np
 from aiohttp import web
 
 from .auth import Token, TokenStore
-from .config import EmulatorConfig
+from .config import TRANSFER_SETTINGS, EmulatorConfig
 from .events import EventBus
 from .faults import FailNextCounter, FaultRequest
 from .media import RATE, decode_audio, encode_wav, to_int16
@@ -130,6 +130,18 @@ class Controller:
 
     def set_behaviour(self, dn: str, behaviour: str) -> None:
         self.pbx.set_behaviour(dn, behaviour)
+
+    def update_settings(self, changes: dict[str, Any]) -> None:
+        """Change the transfer shape while running (``TRANSFER_SETTINGS`` only), validated like the config."""
+        unknown = sorted(set(changes) - set(TRANSFER_SETTINGS))
+        if unknown:
+            raise ApiError(400, f"settings: {unknown[0]!r} cannot be changed; one of {', '.join(TRANSFER_SETTINGS)}")
+        try:
+            checked = EmulatorConfig.model_validate({**self.config.model_dump(), **changes})
+        except ValueError as exc:
+            raise ApiError(400, f"settings: {_one_line(exc)}") from None
+        for name in changes:
+            setattr(self.config, name, getattr(checked, name))  # the PBX shares this config object
 
     # --- faults -----------------------------------------------------------------------------
 

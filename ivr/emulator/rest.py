@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import unquote
@@ -140,5 +141,15 @@ async def callcontrol_handler(request: web.Request) -> web.StreamResponse:
     body = None
     if request.method == "POST":
         body = await read_json_body(request, request.path)
-    result = CallControlApi(ctl.pbx).dispatch(request.method, parts, body)
+    result = await settled(CallControlApi(ctl.pbx).dispatch(request.method, parts, body))
     return web.json_response(to_json(result))
+
+
+async def settled(result: Any) -> Any:
+    """A dispatch result; a blocking offer's future is awaited (shielded: a client that gives
+    up does not cancel the delivery) and its failure raised as the error answer."""
+    if isinstance(result, asyncio.Future):
+        result = await asyncio.shield(result)
+        if isinstance(result, ApiError):
+            raise result
+    return result

@@ -166,6 +166,8 @@ class Offer:
     target: Leg | None  # the ringing leg at an extension; None for an external number
     timeout: float
     task: asyncio.Task[None] | None = None
+    # A blocking offer's request waits on this: the 200 answer, or the OfferFailed to raise.
+    answer: asyncio.Future[Any] | None = None
 
 
 @dataclass(eq=False)

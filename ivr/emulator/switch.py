@@ -212,11 +212,22 @@ class Pbx:
         offer, call.offer = call.offer, None
         if offer and offer.task:
             offer.task.cancel()
+        info = offer.origin.info() if offer else None
+        ringing = offer.target if offer and offer.target and by == "caller" else None
         for leg in list(call.legs.values()):
-            self._remove_leg(leg)
+            if leg is not ringing:
+                self._remove_leg(leg)
+        if ringing is not None:  # the phone that rang is cancelled a moment after the caller left
+            delay = self.config.cancel_delay
+            if delay > 0:
+                asyncio.get_running_loop().call_later(delay, self._remove_leg, ringing)
+            else:
+                self._remove_leg(ringing)
         call.state, call.holder, call.held = "ended", None, False
         call.ended_at = self.now()
         self.log(call, "dropped", by=by)
+        if offer:  # a blocking offer's request learns that the call ended while it rang
+            self._settle(offer, _failed(info, "ended"))
 
     # --- the Call Control actions -----------------------------------------------------------
 
@@ -251,8 +262,15 @@ class Pbx:
         self.log(leg.call, "attached", dn=leg.dn.dn, data=dict(body.attacheddata))
         return _result(leg.info(), "Attached")
 
-    def offer(self, leg: Leg, kind: str, body: ActionRequest) -> CallControlResultResponse:
-        """routeto / transferto / divert: offer the call to ``body.destination``."""
+    def offer(self, leg: Leg, kind: str, body: ActionRequest) -> CallControlResultResponse | asyncio.Future[Any]:
+        """routeto / transferto / divert: offer the call to ``body.destination``.
+
+        The leg keeps the call until the destination answers (the answering leg replaces it)
+        or every destination failed (the leg stays, back with the IVR), as 3CX documents
+        ``RouteToAsync``. With ``transfer_answer: blocking`` the answer is a future settled
+        then; with ``dialing`` it is 200 ``Dialing`` at once. A failure is ``OfferFailed``
+        (an HTTP error status) or 200 ``Failed`` by ``transfer_failure``.
+        """
         call = leg.call
         where = f"{kind} on participant {leg.id} of DN {leg.dn.dn!r}"
         if not body.destination:
@@ -267,15 +285,11 @@ class Pbx:
         timeout = self._timeout(body.timeout, where)
         info = leg.info()
         dest = body.destination
-        past = {"routeto": "routed", "transferto": "transferred", "divert": "diverted"}[kind]
         target_dn, failure = self._classify(dest, leg.dn)
         if failure:
-            self.log(call, past, destination=dest, result=failure)
-            return _failed(info, failure)
+            self.log(call, _PAST[kind], destination=dest, result=failure)
+            return self._failure_answer(info, failure)
         self.log(call, "offer", action=kind, destination=dest)
-        if kind == "divert":
-            self._remove_leg(leg)  # divert replaces the ringing leg at once
-            call.holder = None
         if kind == "transferto":
             call.held = True
             self.log(call, "held")
@@ -283,8 +297,18 @@ class Pbx:
         if target_dn is not None:
             target = self._new_leg(call, target_dn, RINGING, replace(call.far),
                                    referred_by=(leg.dn.dn, leg.dn.type))
-        self._start_offer(Offer(kind=kind, destination=dest, origin=leg, target=target, timeout=timeout))
-        return _result(info, "Dialing")
+        offer = Offer(kind=kind, destination=dest, origin=leg, target=target, timeout=timeout)
+        if self.config.transfer_answer == "blocking":
+            offer.answer = asyncio.get_running_loop().create_future()
+        self._start_offer(offer)
+        return offer.answer if offer.answer is not None else _result(info, "Dialing")
+
+    def _failure_answer(self, leg: ParticipantInfo | None, failure: str) -> CallControlResultResponse:
+        """A failed delivery as configured: raise OfferFailed (error status) or 200 ``Failed``."""
+        response = _failed(leg, failure)
+        if self.config.transfer_failure == "error":
+            raise OfferFailed(self.config.transfer_error_status, response)
+        return response
 
     def makecall(self, dn: Dn, body: MakeCallRequest, device_id: str | None = None) -> CallControlResultResponse:
         """A call from one of our DNs (or one of its devices) to ``body.destination``."""
@@ -328,7 +352,9 @@ class Pbx:
         """(extension DN or None for an external number, failure result or None)."""
         dn = self.dns.get(dest)
         if dn is not None and dn.type == DNType.EXTENSION and dn is not origin:
-            return (None, "busy") if dn.behaviour == "busy" else (dn, None)
+            if dn.behaviour in ("busy", "not_registered"):
+                return None, dn.behaviour
+            return dn, None
         if dn is None and self._external.match(dest):
             return None, None
         return None, "not_found"
@@ -345,8 +371,8 @@ class Pbx:
             if behaviour == "answer":
                 self._finish_offer(offer, "answered")
                 return
-            if behaviour == "busy":  # switched to busy while ringing
-                self._finish_offer(offer, "busy")
+            if behaviour in ("busy", "not_registered"):  # switched while ringing
+                self._finish_offer(offer, behaviour)
                 return
             await asyncio.sleep(timeout - ring)
         else:
@@ -361,32 +387,44 @@ class Pbx:
         if offer.task and offer.task is not asyncio.current_task():
             offer.task.cancel()
         kind, origin, target = offer.kind, offer.origin, offer.target
-        past = {"routeto": "routed", "transferto": "transferred", "divert": "diverted", "makecall": "makecall"}[kind]
+        info = origin.info()
         if result == "answered":
             if kind == "makecall":
                 self._set_status(origin, CONNECTED)
                 if target:
                     self._set_status(target, CONNECTED)
             else:
-                self._remove_leg(origin)  # the route point's leg leaves (Remove), then delivery
+                self._remove_leg(origin)  # the answering leg replaces the route point's (Remove first)
                 if target:
                     self._set_status(target, CONNECTED)
                 call.holder = target
                 call.location = target.dn.dn if target else offer.destination
                 call.held = False
             call.state = "connected"
-            self.log(call, past, destination=offer.destination, result="answered")
+            self.log(call, _PAST[kind], destination=offer.destination, result="answered")
+            self._settle(offer, _result(info, "Connected"))
             return
         if target:
             self._remove_leg(target)
-        self.log(call, past, destination=offer.destination, result=result)
-        if kind in ("routeto", "transferto") and not origin.gone:
+        self.log(call, _PAST[kind], destination=offer.destination, result=result)
+        if kind != "makecall" and not origin.gone:
             if kind == "transferto":
                 call.held = False
                 self.log(call, "resumed")
-            self.bus.upsert(origin.dn.dn, origin.id)  # the offer was withdrawn: the leg is still ours
-        else:
+            self.bus.upsert(origin.dn.dn, origin.id)  # the offer failed: the leg is still ours
+        elif kind == "makecall":
             self.end_call(call, by=result)
+        self._settle(offer, _failed(info, result))
+
+    def _settle(self, offer: Offer, response: CallControlResultResponse) -> None:
+        """Answer a blocking offer's request: 200 on success, the configured failure shape else."""
+        answer = offer.answer
+        if answer is None or answer.done():
+            return
+        if response.ok or self.config.transfer_failure == "failed":
+            answer.set_result(response)
+        else:
+            answer.set_result(OfferFailed(self.config.transfer_error_status, response))
 
     def repeat_upserts(self) -> None:
         """Re-announce every participant, as real servers do every ~750 ms."""
@@ -394,13 +432,31 @@ class Pbx:
             self.bus.upsert(leg.dn.dn, leg.id)
 
 
+_PAST = {"routeto": "routed", "transferto": "transferred", "divert": "diverted", "makecall": "makecall"}
+
 _FAILURES = {  # result -> (reason, reasontext)
     "busy": ("PhoneBusy", "Destination busy"),
+    "no_answer": ("NoAnswer", "No answer"),
+    "not_registered": ("PhoneNotRegistered", "Destination not registered"),
     "not_found": ("NotFound", "Destination not found"),
+    "rejected": ("Rejected", "Rejected by the destination"),
+    "ended": ("NotSpecified", "The call ended while it was being delivered"),
 }
 
 
 def _failed(leg: ParticipantInfo | None, failure: str) -> CallControlResultResponse:
-    """HTTP 200 with ``finalstatus: Failed``: how a refused delivery is answered."""
+    """``finalstatus: Failed`` with the reason of ``failure`` (a result of the switch's log)."""
     reason, text = _FAILURES[failure]
     return _result(leg, text, failed=reason)
+
+
+class OfferFailed(ApiError):
+    """A failed delivery answered with an HTTP error status: the body is the usual result shape."""
+
+    def __init__(self, status: int, response: CallControlResultResponse) -> None:
+        super().__init__(status, str(response.reasontext or response.reason))
+        self.response = response
+
+    def body(self) -> dict[str, Any]:
+        return self.response.model_dump(mode="json")
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -16,7 +17,7 @@ from ivr.pbx.models import EventType, WsEvent, WsMessage, WsRequest
 
 from .controller import CTL, Controller
 from .events import Subscriber
-from .rest import CallControlApi, split_path, to_json
+from .rest import CallControlApi, settled, split_path, to_json
 from .state import ApiError
 
 
@@ -27,17 +28,25 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     sub = ctl.bus.subscribe()
     ctl.sockets.add(ws)
-    sender = asyncio.get_running_loop().create_task(_send_events(ws, sub))
+    loop = asyncio.get_running_loop()
+    sender = loop.create_task(_send_events(ws, sub))
+    waiting: set[asyncio.Task[None]] = set()  # requests that wait for a blocking offer
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 reply = _answer_request(ctl, msg.data)
-                if reply is not None:
+                if isinstance(reply, WsEvent):
                     sub.put(reply)
+                elif reply is not None:
+                    task = loop.create_task(_put_later(reply, sub))
+                    waiting.add(task)
+                    task.add_done_callback(waiting.discard)
     finally:
         ctl.sockets.discard(ws)
         ctl.bus.unsubscribe(sub)
         sender.cancel()
+        for task in waiting:
+            task.cancel()
     return ws
 
 
@@ -61,7 +70,11 @@ async def _send_events(ws: web.WebSocketResponse, sub: Subscriber) -> None:
         overflow.cancel()
 
 
-def _answer_request(ctl: Controller, text: str) -> WsEvent | None:
+async def _put_later(reply: Awaitable[WsEvent], sub: Subscriber) -> None:
+    sub.put(await reply)
+
+
+def _answer_request(ctl: Controller, text: str) -> WsEvent | Awaitable[WsEvent] | None:
     """A ``{"RequestID","Path","RequestData"}`` request -> a Response event (type 4).
 
     Empty ``RequestData`` means GET; otherwise it is the JSON body of a POST.
@@ -71,7 +84,15 @@ def _answer_request(ctl: Controller, text: str) -> WsEvent | None:
         req = WsRequest.model_validate_json(text)
     except ValueError:
         return None  # not a request: ignored, like unknown frames on real servers
-    status, body = 200, None
+
+    def response(status: int, body: Any) -> WsEvent:
+        return WsEvent(
+            event_type=EventType.RESPONSE,
+            entity=req.Path,
+            attached_data={"RequestID": req.RequestID, "Path": req.Path, "StatusCode": status,
+                           "Response": json.dumps(body)},
+        )
+
     try:
         parts = split_path(req.Path)
         if req.RequestData:
@@ -86,12 +107,13 @@ def _answer_request(ctl: Controller, text: str) -> WsEvent | None:
             result = CallControlApi(ctl.pbx).dispatch("POST", parts, data)
         else:
             result = CallControlApi(ctl.pbx).dispatch("GET", parts)
-        body = to_json(result)
     except ApiError as exc:
-        status, body = exc.status, exc.body()
-    return WsEvent(
-        event_type=EventType.RESPONSE,
-        entity=req.Path,
-        attached_data={"RequestID": req.RequestID, "Path": req.Path, "StatusCode": status,
-                       "Response": json.dumps(body)},
-    )
+        return response(exc.status, exc.body())
+    if isinstance(result, asyncio.Future):  # a blocking offer: answered when it is settled
+        async def later() -> WsEvent:
+            try:  # (a failed delivery is raised as its error answer)
+                return response(200, to_json(await settled(result)))
+            except ApiError as exc:
+                return response(exc.status, exc.body())
+        return later()
+    return response(200, to_json(result))

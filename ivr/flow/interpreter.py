@@ -480,7 +480,9 @@ class _Runner:
             self.last = away
             self.store(a.into, away)
             return _Take("unavailable")  # nobody was rung
-        result = await self.call.transfer(to, mode=a.mode, timeout=a.timeout)
+        ringback = a.ringback if a.ringback is not None else self.flow.ringback
+        result = await self.call.transfer(to, mode=a.mode, timeout=a.timeout,
+                                          ringback=ringback if isinstance(ringback, str) else self.prompt(ringback))
         self.last = step_result(result)
         self.store(a.into, self.last)
         return _Take(result.status)  # answered with no on_answered: the call has left the IVR
@@ -527,10 +529,13 @@ class _Runner:
             self.last = {**self.last, "transfer": away}
             self.store(a.into, self.last)
             return _Take("unavailable")
-        result = await self.call.transfer(found.number, mode=a.mode, timeout=a.timeout)
+        ringback = self.flow.ringback
+        result = await self.call.transfer(found.number, mode=a.mode, timeout=a.timeout,
+                                          ringback=ringback if isinstance(ringback, str) else self.prompt(ringback))
         self.last = {**self.last, "transfer": step_result(result)}
         self.store(a.into, self.last)
-        return _Take(result.status)
+        # no phone registered, as the PBX answered: a failure (check_presence catches it before ringing)
+        return _Take("failed" if result.status == "not_registered" else result.status)
 
     async def do_record(self, step: RecordStep, a: RecordArgs) -> None:
         result = await self.call.record(

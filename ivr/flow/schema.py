@@ -798,6 +798,10 @@ class GatherStep(StepBase):
         return f"{arg} → {self.gather.into}" if self.gather.into else arg
 
 
+Ringback = Literal["tone", "none"] | Prompt
+"""While a transfer rings: a ringback tone, nothing, or a prompt (hold music) played in a loop."""
+
+
 class TransferArgs(Node):
     """Transfer the caller; branches run on the outcome."""
 
@@ -806,13 +810,17 @@ class TransferArgs(Node):
     to: Text = Field(description="Destination number (a template).")
     mode: Literal["routeto", "transferto", "divert"] = "routeto"
     timeout: Seconds = 20.0
+    ringback: Ringback | None = Field(None, description="What the caller hears while it rings (routeto): "
+                                      "tone, none, or a prompt played in a loop; default: the flow's `ringback`.")
     into: VarName | None = None
     check_presence: bool = Field(False, description="Before ringing, ask the PBX's presence: away, do not "
                                  "disturb, out of office or no phone registered runs on_unavailable.")
     on_answered: Steps = Field(default_factory=list)
     on_busy: Steps = Field(default_factory=list)
     on_no_answer: Steps = Field(default_factory=list)
-    on_failed: Steps = Field(default_factory=list)
+    on_not_registered: Steps | None = Field(None, description="The destination has no registered phone; "
+                                            "default: on_failed runs.")
+    on_failed: Steps = Field(default_factory=list, description="Any other failure, the PBX's own included.")
     on_unavailable: Steps = Field(default_factory=list, description="check_presence found the person "
                                   "unavailable (nobody was rung); last.reason says why.")
 
@@ -839,10 +847,17 @@ class TransferStep(StepBase):
 
     def outcomes(self) -> list[Outcome]:
         """The transfer's status picks one; answered with no ``on_answered``: the call has left."""
+        registered = ([] if self.transfer.on_not_registered is None
+                      else [_branch(self, "on_not_registered", "not_registered")])
         return [_branch(self, "on_answered", "answered", unwritten="transferred"),
                 _branch(self, "on_busy", "busy"), _branch(self, "on_no_answer", "no_answer"),
-                _branch(self, "on_failed", "failed"),
+                *registered, _branch(self, "on_failed", "failed"),
                 *([_branch(self, "on_unavailable", "unavailable")] if self.transfer.check_presence else [])]
+
+    def outcome(self, key: str) -> Outcome | None:
+        if key == "not_registered" and self.transfer.on_not_registered is None:
+            key = "failed"  # no branch of its own: a failure like any other
+        return super().outcome(key)
 
     def argument(self) -> str:
         return str(self.transfer.to)
@@ -1394,6 +1409,8 @@ class Flow(Node):
     steps: Steps = Field(min_length=1, description="The steps, run in order.")
     on_error: Steps = Field(default_factory=list, description="Runs when a step fails.")
     on_hangup: Steps = Field(default_factory=list, description="Runs after the caller hangs up (no audio).")
+    ringback: Ringback = Field("tone", description="What callers hear while a transfer rings (a step's own "
+                               "`ringback` wins): tone, none, or a prompt played in a loop.")
 
     _path: Path | None = PrivateAttr(None)
     _index: dict[str, StepAddress] | None = PrivateAttr(None)

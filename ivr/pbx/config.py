@@ -23,6 +23,14 @@ class PbxConfig(BaseModel):
     client_secret: SecretStr
     verify_tls: bool | str = True
     request_timeout: float = Field(10.0, gt=0, description="seconds for one REST request")
+    transfer_margin: float = Field(
+        default=15.0, gt=0,
+        description="routeto/divert/transferto may answer only when the destination answered or failed: their "
+        "time limit is the route's own timeout plus this margin (and never below request_timeout)",
+    )
+    transfer_default_ring: float = Field(
+        default=60.0, gt=0, description="the ring time assumed for a routeto/divert/transferto sent without a timeout (s)"
+    )
     # 80 ms in batches of 40 ms: each send leaves 40 ms of slack at the PBX, as 60 ms in frames of
     # 20 ms did, with half the sends (the worker's CPU: -20%); barge-in takes up to 20 ms longer.
     outbound_lead_ms: int = Field(80, ge=20, description="outbound audio kept ahead of real time")

@@ -22,6 +22,9 @@ class PbxError(Exception):
         self.message = message
         self.method = method
         self.url = url
+        # The decoded JSON body of an error answer (None if none): a failed routeto carries
+        # the usual CallControlResultResponse here, with the PBX's reason (PhoneBusy, ...).
+        self.body: Any = None
         super().__init__(str(self))
 
     def __str__(self) -> str:

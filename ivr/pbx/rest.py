@@ -9,6 +9,10 @@ only when a retry cannot do an action twice:
   process the request: 429 and 503 (rejected before handling) and connection refused (the
   request never left). A 502/504, a reset or a timeout may come after the PBX acted, so
   those are raised to the caller instead of risking a second call or transfer.
+* ``routeto``, ``divert`` and ``transferto`` may answer only once the destination answered or
+  every destination failed (3CX's ``RouteToAsync``): their time limit is the route's own
+  ``timeout`` plus ``transfer_margin``. A failed delivery may come as an HTTP error status whose
+  body is the usual result (``PbxError.body``): never retried, the PBX has acted on it.
 * ``drop`` is idempotent (a second drop is a 404, which callers treat as done): retried like
   a GET, so a hang-up is not lost to a transient PBX error.
 """
@@ -157,7 +161,7 @@ class RestClient:
     ) -> CallControlResultResponse:
         """Replace a ringing leg with ``destination``."""
         body = ActionRequest(destination=destination, reason=reason, timeout=timeout)
-        return await self.action(dn, participant_id, Action.DIVERT, body)
+        return await self._offer(dn, participant_id, Action.DIVERT, body)
 
     async def routeto(
         self,
@@ -169,7 +173,7 @@ class RestClient:
     ) -> CallControlResultResponse:
         """Offer the call to ``destination``; the leg stays until delivery succeeds or fails."""
         body = ActionRequest(destination=destination, reason=reason, timeout=timeout)
-        return await self.action(dn, participant_id, Action.ROUTETO, body)
+        return await self._offer(dn, participant_id, Action.ROUTETO, body)
 
     async def transferto(
         self,
@@ -181,7 +185,25 @@ class RestClient:
     ) -> CallControlResultResponse:
         """Blind-transfer a connected leg to ``destination``."""
         body = ActionRequest(destination=destination, reason=reason, timeout=timeout)
-        return await self.action(dn, participant_id, Action.TRANSFERTO, body)
+        return await self._offer(dn, participant_id, Action.TRANSFERTO, body)
+
+    def offer_time_limit(self, timeout: float | None) -> float:
+        """How long a routeto/divert/transferto request may take: the ring time plus the margin."""
+        cfg = self._cfg
+        ring = cfg.transfer_default_ring if timeout is None else float(timeout)
+        return max(cfg.request_timeout, ring + cfg.transfer_margin)
+
+    async def _offer(self, dn: str, participant_id: int, action: str, body: ActionRequest) -> CallControlResultResponse:
+        """A delivery: its result in every shape, a failure answered with an error status included
+        (``ok`` false, the PBX's ``reason``); other errors raise."""
+        path = f"{participant_url_path(dn, participant_id)}/{seg(action)}"
+        try:
+            return await self._post_result(path, body, time_limit=self.offer_time_limit(body.timeout))
+        except PbxError as exc:
+            verdict = delivery_result(exc)
+            if verdict is None:
+                raise
+            return verdict
 
     async def attach_participant_data(
         self, dn: str, participant_id: int, data: dict[str, str]
@@ -205,18 +227,24 @@ class RestClient:
     async def _get(self, path: str) -> Any:
         return await self.request("GET", path)
 
-    async def _post_result(self, path: str, body: BaseModel, *, idempotent: bool = False) -> CallControlResultResponse:
+    async def _post_result(
+        self, path: str, body: BaseModel, *, idempotent: bool = False, time_limit: float | None = None
+    ) -> CallControlResultResponse:
         payload = body.model_dump(exclude_none=True)
-        data = await self.request("POST", path, json_body=payload, idempotent=idempotent)
+        data = await self.request("POST", path, json_body=payload, idempotent=idempotent, time_limit=time_limit)
         if data is None:  # 200/204 with an empty body: accepted, nothing to report
             return CallControlResultResponse()
         return _parse(CallControlResultResponse, data, path, "POST")
 
-    async def request(self, method: str, path: str, *, json_body: Any = None, idempotent: bool = False) -> Any:
+    async def request(
+        self, method: str, path: str, *, json_body: Any = None, idempotent: bool = False,
+        time_limit: float | None = None,
+    ) -> Any:
         """Send one request with auth and retries; return the decoded JSON (None if empty).
 
-        ``idempotent`` POSTs (drop) are retried like GETs. Raises the :class:`PbxError`
-        subclass matching the final failure.
+        ``idempotent`` POSTs (drop) are retried like GETs; ``time_limit`` replaces
+        ``request_timeout`` for this request. Raises the :class:`PbxError` subclass matching
+        the final failure, its ``body`` the decoded error body.
         """
         cfg = self._cfg
         url = cfg.url + path
@@ -225,7 +253,7 @@ class RestClient:
         backoff = Backoff(cfg.retry_initial, cfg.retry_max, cfg.reconnect_jitter)
         reauthed = False
         attempt = 0
-        timeout = aiohttp.ClientTimeout(total=cfg.request_timeout)
+        timeout = aiohttp.ClientTimeout(total=time_limit or cfg.request_timeout)
         while True:
             token = await self._tokens.token()
             headers = {"Authorization": f"Bearer {token}"}
@@ -263,7 +291,9 @@ class RestClient:
                     status, message, method, url, pbx_url=cfg.url, client_id=cfg.client_id
                 )
             err = error_for_status(status, message, method, url)
-            if status in retry_status and attempt < cfg.retry_attempts:
+            err.body = _json_or_none(raw)
+            verdict = isinstance(err.body, dict) and "finalstatus" in err.body  # the PBX acted: a result
+            if status in retry_status and attempt < cfg.retry_attempts and not verdict:
                 attempt += 1
                 delay = backoff.next()
                 if retry_after is not None and retry_after.strip().isdigit():
@@ -285,6 +315,26 @@ def _decode(raw: bytes, method: str, url: str, status: int) -> Any:
         return json.loads(raw)
     except ValueError:
         raise PbxError(status, f"response is not JSON: {message_from_body(raw)}", method, url) from None
+
+
+def delivery_result(exc: PbxError) -> CallControlResultResponse | None:
+    """The delivery result an error answer carries (3CX answers a failed routeto with an error
+    status and the usual result body), or None for a plain error."""
+    body = exc.body
+    if not isinstance(body, dict) or "finalstatus" not in body:
+        return None
+    try:
+        verdict: CallControlResultResponse = _adapter(CallControlResultResponse).validate_python(body)
+    except ValidationError:
+        return None
+    return verdict if not verdict.ok else None  # an error status never means "delivered"
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw.strip() else None
+    except ValueError:
+        return None
 
 
 def _parse(kind: Any, data: Any, path: str, method: str = "GET") -> Any:

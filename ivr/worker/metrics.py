@@ -39,6 +39,8 @@ class WorkerMetrics:
         r.register(_ClientCollector(self))
         self.xapi_cache: Any = None  # the worker's XapiCache while it has one (xapi.enabled)
         r.register(_XapiCollector(self))
+        self.checkpoints: Any = None  # the worker's checkpoint store (docs/ha.md)
+        r.register(_CheckpointCollector(self))
         self.adapter_seconds = Histogram(
             "ivr_adapter_latency_seconds", "Speech adapter latency", ["kind", "name"],
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=r,
@@ -115,3 +117,18 @@ class _XapiCollector:
 
     def describe(self) -> Iterator[Any]:
         return iter(())
+
+
+class _CheckpointCollector:
+    """ivr_checkpoint_writes_total and ivr_checkpoint_flushes_total from the worker's checkpoint
+    store: positions sent, and round trips to Redis that carried them (docs/ha.md)."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        store = self.metrics.checkpoints
+        writes = getattr(store, "writes", 0)
+        flushes = getattr(store, "round_trips", 0)
+        yield CounterMetricFamily("ivr_checkpoint_writes", "Call positions saved for a takeover", value=writes)
+        yield CounterMetricFamily("ivr_checkpoint_flushes", "Round trips to the checkpoint store", value=flushes)

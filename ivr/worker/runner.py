@@ -16,7 +16,11 @@ from typing import Any, Callable
 from threadpoolctl import threadpool_limits
 
 from ivr.call import Call, CallError, CallHangup
+from ivr.cluster.checkpoints import Checkpoint, CheckpointStore, MemoryCheckpoints
+from ivr.cluster.lease import LeaseStoreError, owner_label
 from ivr.flow import FlowLoadError
+from ivr.flow.interpreter import PositionObserver, YamlFlow
+from ivr.flow.position import FlowPosition
 from ivr.call.media import CallMedia, MediaSettings
 from ivr.call.record import CallRecord, CallRecordWriter, Outcome
 from ivr.config import WorkerConfig
@@ -35,6 +39,9 @@ from ivr.worker.tracing import CallTracing
 
 log = logging.getLogger("ivr.worker")
 
+# How long the overflow destination rings for a call the worker or its flow could not place.
+OVERFLOW_RING_S = 20
+
 # Statuses in which a participant on a route point is a call for us to take.
 _TAKE = (ParticipantStatus.CONNECTED, ParticipantStatus.RINGING)
 
@@ -51,6 +58,7 @@ class Worker:
         on_call_started: Callable[[Call], None] | None = None,
         reload_interval: float = 1.0,
         paced_gc: bool = False,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         self.config = config
         self.paced_gc = paced_gc  # the process's garbage collector is ours (ivr run), not in tests
@@ -78,7 +86,12 @@ class Worker:
         self._early_digits: dict[tuple[str, int], list[str]] = {}  # keys pressed before the call started
         self._dial_watch: dict[tuple[str, int], asyncio.Future[bool]] = {}  # dialled legs not yet answered
         self.keep_records = 1000
-        self._abandoned: str | None = None  # why this process gave the PBX up (lease lost)
+        self._abandoned: str | None = None  # why this process gave its calls up (lease lost, handed over)
+        # Each call's flow position after every step, for whoever owns the calls next (docs/ha.md).
+        self.checkpoints: CheckpointStore = checkpoints if checkpoints is not None else MemoryCheckpoints()
+        self.metrics.checkpoints = self.checkpoints
+        self.owner = owner_label()
+        self._inherited: dict[str, Checkpoint] = {}  # checkpoints of calls a previous owner left
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -92,6 +105,7 @@ class Worker:
             outbound_lead_ms=p.outbound_lead_ms,
             outbound_batch_frames=p.outbound_batch_frames,
             inbound_block_ms=p.inbound_block_ms,
+            transfer_margin=p.transfer_margin,
             outbound_tick_ms=p.outbound_tick_ms,
         )
 
@@ -123,6 +137,7 @@ class Worker:
                                                slack_ms=slack_ms(p.outbound_lead_ms, p.outbound_batch_frames),
                                                streams=pbx.outbound_stream_count, lead_ms=p.outbound_lead_ms)
                     collector.start()
+                await self._inherit(pbx)
                 self._take_existing(pbx)
                 self.ready.set()
                 log.info("worker ready: route points %s, %d flow(s)", ", ".join(self.config.route_points),
@@ -153,6 +168,41 @@ class Worker:
             if rp not in known:
                 log.warning("route point %s is not among the DNs this API client controls (%s)", rp, ", ".join(sorted(known)) or "none")
 
+    async def _inherit(self, pbx: PbxClient) -> None:
+        """Read the checkpoints a previous owner left. Calls still on our route points resume
+        at their step when they are taken; calls that ended while nobody owned them get
+        their one final record here."""
+        try:
+            left = await self.checkpoints.load_all()
+        except LeaseStoreError as exc:
+            log.warning("takeover: cannot read checkpoints (%s); calls on the route points start their flows", exc)
+            return
+        ours = set(self.config.route_points)
+        for call_id, checkpoint in left.items():
+            if checkpoint.route_point not in ours:
+                continue
+            if pbx.state.participant(checkpoint.route_point, checkpoint.participant_id) is not None:
+                self._inherited[call_id] = checkpoint
+                continue
+            self._record_orphan(checkpoint)
+        if self._inherited:
+            log.info("takeover: %d call(s) in progress left by a previous owner", len(self._inherited))
+
+    def _record_orphan(self, checkpoint: Checkpoint) -> None:
+        """A call whose owner died and that ended before anyone took it over."""
+        position = checkpoint.position
+        record = CallRecord(call_id=checkpoint.call_id, route_point=checkpoint.route_point,
+                            participant_id=checkpoint.participant_id, caller_number=checkpoint.caller_number,
+                            started_at=checkpoint.started_at)
+        record.taken_over = {"from": checkpoint.owner, "resumed": False}
+        if position is not None and position.waiting_for == "transfer":
+            record.finish(Outcome.TRANSFERRED, "a transfer was in progress when its worker stopped; "
+                          "the call left the route point before another took over")
+        else:
+            record.finish(Outcome.CALLER_HANGUP, "ended while no worker owned the route point")
+        self.checkpoints.forget(checkpoint.call_id)
+        self._finish_record(record, was_active=False)
+
     def _take_existing(self, pbx: PbxClient) -> None:
         """Calls already waiting on our route points when the worker starts are taken too."""
         for rp in self.config.route_points:
@@ -165,6 +215,20 @@ class Worker:
         self._abandoned = why
         if self.pbx is not None:
             self.pbx.tokens.fence(why)
+
+    async def hand_over(self) -> None:
+        """A standby will take the calls (SIGTERM with a standby waiting, docs/ha.md): send
+        every call's newest checkpoint, then let go of the calls without hanging up or
+        writing their records; the drain that follows is immediate."""
+        self._abandoned = "handed over to a standby"
+        self.draining = True  # no new calls from here: the standby takes them
+        flush = getattr(self.checkpoints, "flush", None)
+        if flush is not None:
+            try:
+                await asyncio.wait_for(flush(), 2.0)
+            except (LeaseStoreError, asyncio.TimeoutError) as exc:
+                log.warning("hand-over: checkpoints not all saved (%s); those calls start their flows again", exc)
+        log.info("hand-over: %d call(s) left to the standby", len(self.calls))
 
     async def drain(self, timeout: float) -> None:
         """Stop taking calls; let calls in progress finish for up to ``timeout`` seconds."""
@@ -314,9 +378,14 @@ class Worker:
         target = self.config.overflow
         try:
             if target:
-                await self.pbx.rest.routeto(participant.dn, participant.id, target)
-                record.transferred_to = target
-                record.finish(Outcome.OVERFLOW, f"{why}: routed to {target}")
+                # A PBX that answers routeto once delivered or failed says which it was.
+                res = await self.pbx.rest.routeto(participant.dn, participant.id, target, timeout=OVERFLOW_RING_S)
+                if res.ok:
+                    record.transferred_to = target
+                    record.finish(Outcome.OVERFLOW, f"{why}: routed to {target}")
+                else:
+                    await self.pbx.rest.drop(participant.dn, participant.id)
+                    record.finish(Outcome.OVERFLOW, f"{why}: overflow {target} failed ({res.reason or res.reasontext}), dropped")
             else:
                 await self.pbx.rest.drop(participant.dn, participant.id)
                 record.finish(Outcome.OVERFLOW, f"{why}: no overflow destination, dropped")
@@ -378,12 +447,21 @@ class Worker:
                          flow.version)
             if self.on_call_started:
                 self.on_call_started(call)
-            await flow.runnable.run(call, params=dict(route.params) if route is not None and route.params else None)
+            params = dict(route.params) if route is not None and route.params else None
+            runnable = flow.runnable
+            if isinstance(runnable, YamlFlow):
+                resume = self._resume_point(record, flow.version)
+                await runnable.run(call, params, resume=resume, on_position=self._checkpointer(record))
+            else:
+                self._checkpoint(record, None)  # a Python flow cannot resume: a new owner starts it again
+                await runnable.run(call, params=params)
             if not call.hung_up:
                 await call.hangup()  # the flow ran to its end
         except CallHangup:
             record.finish(Outcome.CALLER_HANGUP)
         except asyncio.CancelledError:
+            if self._abandoned is not None:
+                return  # handed over: the call stays on the PBX, its checkpoint with the next owner
             await self._fallback(call, "cut at the drain deadline", Outcome.DRAINED)
         except (FlowLoadError, CallError) as exc:  # a flow author's mistake: one line is enough
             log.error("call failed: %s", exc)
@@ -396,17 +474,61 @@ class Worker:
             record.errors.append(f"{type(exc).__name__}: {exc}")
             if trace is not None:
                 trace.record_exception(exc)
-            await self._fallback(call, f"{type(exc).__name__}: {exc}")
+            failed = Outcome.PBX_ERROR if isinstance(exc, PbxError) else Outcome.ERROR  # the PBX's doing
+            await self._fallback(call, f"{type(exc).__name__}: {exc}", failed)
         finally:
             await media.close()
             self.calls.pop(key, None)
-            if record.outcome is None:
-                record.finish(Outcome.IVR_HANGUP)
-            record.metrics.update(media.stats())
-            record.metrics["flow_seconds"] = round(asyncio.get_running_loop().time() - started, 3)
-            if trace is not None:
-                trace.finish(record)
-            self._finish_record(record)
+            if self._abandoned is not None and record.outcome is None:
+                # Handed over: no record here; the next owner writes the call's one final record.
+                self.metrics.active_calls.dec()
+            else:
+                self._end_call(record, media, started, trace)
+
+    def _end_call(self, record: CallRecord, media: CallMedia, started: float, trace: Any) -> None:
+        """The call ended in this process: its checkpoint goes, its one record is written."""
+        self.checkpoints.forget(record.call_id)
+        if record.outcome is None:
+            record.finish(Outcome.IVR_HANGUP)
+        record.metrics.update(media.stats())
+        record.metrics["flow_seconds"] = round(asyncio.get_running_loop().time() - started, 3)
+        if trace is not None:
+            trace.finish(record)
+        self._finish_record(record)
+
+    def _resume_point(self, record: CallRecord, version: str) -> FlowPosition | None:
+        """Where a call a previous owner left goes on: its checkpoint's position when the flow
+        is the same version; else None (the flow starts again). Marks the record taken over."""
+        checkpoint = self._inherited.pop(record.call_id, None)
+        if checkpoint is None:
+            return None
+        record.backdate(checkpoint.started_at)
+        position = checkpoint.position
+        resumable = position is not None and position.version == version
+        record.taken_over = {"from": checkpoint.owner, "resumed": resumable,
+                             "checkpoint_age_s": round(max(0.0, time.time() - checkpoint.at), 3)}
+        if position is not None and not resumable:
+            log.warning("takeover: call %s: the flow changed (version %s, checkpoint %s); it starts again",
+                        record.call_id, version, position.version)
+        elif position is not None:
+            record.taken_over["step"] = [list(f.branch) + [f.at] for f in position.frames]
+            log.info("takeover: call %s from %s resumes at %s", record.call_id, checkpoint.owner,
+                     "/".join(f"{'.'.join(f.branch)}[{f.at}]" for f in position.frames))
+        return position if resumable else None
+
+    def _checkpointer(self, record: CallRecord) -> PositionObserver:
+        def checkpoint(position: FlowPosition) -> None:
+            self._checkpoint(record, position)
+
+        return checkpoint
+
+    def _checkpoint(self, record: CallRecord, position: FlowPosition | None) -> None:
+        # model_construct: every field is already of its type (the position was validated as
+        # it was made); this runs after every step of every call.
+        self.checkpoints.save(Checkpoint.model_construct(
+            call_id=record.call_id, route_point=record.route_point, participant_id=record.participant_id,
+            owner=self.owner, at=time.time(), started_at=record.started_at, caller_number=record.caller_number,
+            position=position))
 
     async def _fallback(self, call: Call, why: str, outcome: str = Outcome.ERROR) -> None:
         """Last resort for a call its flow could not place: the overflow destination, else hang up.
@@ -420,9 +542,10 @@ class Worker:
         target = self.config.overflow
         try:
             if target:
-                result = await asyncio.wait_for(call.transfer(target, timeout=20), timeout=30)
+                result = await asyncio.wait_for(call.transfer(target, timeout=OVERFLOW_RING_S),
+                                                timeout=call.pbx.rest.offer_time_limit(OVERFLOW_RING_S) + 5)
                 if result.answered:
-                    record.outcome = Outcome.FALLBACK if outcome == Outcome.ERROR else outcome
+                    record.outcome = Outcome.FALLBACK if outcome in (Outcome.ERROR, Outcome.PBX_ERROR) else outcome
                     record.outcome_detail = f"{why}; sent to {target}"
                     return
             await call.hangup()

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ivr.cluster import Lease, LocalLease, Ownership, RedisLease
+from ivr.cluster import Lease, LeaseStoreError, LocalLease, Ownership, RedisLease, lease_name
+from ivr.cluster.checkpoints import CheckpointStore, MemoryCheckpoints, RedisCheckpoints
 from ivr.config import WorkerConfig
 from ivr.worker.control import ControlServer, endpoint_file
 from ivr.worker.runner import Worker, install_signal_handlers
@@ -73,19 +74,33 @@ async def start_status_server(worker: Worker, host: str, port: int, ownership: O
     return runner
 
 
+def make_checkpoints(config: WorkerConfig) -> CheckpointStore:
+    """Where calls' positions go: Redis with a cluster (a standby can resume them), else memory."""
+    redis_url = config.cluster.resolve_redis_url()
+    if redis_url:
+        return RedisCheckpoints(redis_url, lease_name(config.pbx.url, config.pbx.client_id),
+                                prefix=config.cluster.key_prefix)
+    return MemoryCheckpoints()
+
+
 async def serve(config: WorkerConfig, stop: asyncio.Event | None = None, *, speech=None, paced_gc: bool = False,
                 ownership: Ownership | None = None) -> int:
-    """Take the lease (waiting as a standby), then run until SIGTERM/SIGINT (or ``stop``) and
-    drain. Returns the process exit status: 1 when the lease was lost to another process.
-    ``paced_gc``: this process is the worker (see :class:`Worker`)."""
+    """Take the lease (waiting as a standby), then run until SIGTERM/SIGINT (or ``stop``).
+
+    On a stop with a standby waiting (Redis cluster), the calls in progress are handed over:
+    their checkpoints are flushed and the lease is released at once, so the standby resumes
+    them; without one, the worker drains. Returns the process exit status: 1 when the lease
+    was lost to another process. ``paced_gc``: this process is the worker (see :class:`Worker`)."""
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
     ownership = ownership or Ownership(make_lease(config))
-    worker = Worker(config, speech=speech, paced_gc=paced_gc)
+    checkpoints = make_checkpoints(config)
+    worker = Worker(config, speech=speech, paced_gc=paced_gc, checkpoints=checkpoints)
     status = None
     if config.metrics.port is not None:
         status = await start_status_server(worker, config.metrics.host, config.metrics.port, ownership)
     lost = False
+    worker_stop = asyncio.Event()  # set once the stop is decided: hand over, or drain
 
     def on_lost() -> None:
         # Another process owns the client id now: fetch no token (it would revoke theirs),
@@ -95,18 +110,35 @@ async def serve(config: WorkerConfig, stop: asyncio.Event | None = None, *, spee
         worker.abandon("the lease went to another process")
         stop.set()
 
+    async def decide_stop() -> None:
+        await stop.wait()
+        if not lost and config.cluster.handover and isinstance(checkpoints, RedisCheckpoints):
+            try:
+                waiting = await ownership.lease.standbys()
+            except LeaseStoreError as exc:
+                log.warning("stop: cannot ask Redis for standbys (%s); draining", exc)
+                waiting = 0
+            if waiting:
+                await worker.hand_over()
+        worker_stop.set()
+
     control = ControlServer(worker, config, control_endpoint_path(config)) if config.control.enabled else None
+    decider: asyncio.Task[None] | None = None
     try:
         if not await ownership.acquire(stop):
             return 0
         ownership.keep(on_lost)
         if control is not None:
             await control.start()
-        await worker.run(stop)
+        decider = asyncio.create_task(decide_stop(), name="stop-decision")
+        await worker.run(worker_stop)
     finally:
+        if decider is not None:
+            decider.cancel()
         if control is not None:
             await control.stop()
         await ownership.release()
+        await checkpoints.aclose()
         if status is not None:
             await status.cleanup()
     return 1 if lost else 0

@@ -36,7 +36,7 @@ from ivr.config import ConfigError, TracingSettings
 log = logging.getLogger("ivr.worker.tracing")
 
 SCOPE = "ivr"  # the instrumentation scope our spans carry
-_ERROR_OUTCOMES = (Outcome.ERROR, Outcome.FALLBACK)
+_ERROR_OUTCOMES = (Outcome.ERROR, Outcome.FALLBACK, Outcome.PBX_ERROR)
 
 # The step spans open in the running task, innermost last: (CallSpan, step, span, context token).
 # Per task, not per call: actions a Python flow runs side by side (asyncio.gather) each nest

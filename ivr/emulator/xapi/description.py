@@ -32,7 +32,7 @@ from ivr.pbx.xapi.timezones import UnknownTimeZone, to_iana
 __all__ = ["PbxDescription", "PbxDescriptionError", "load_description"]
 
 Weekly = dict[str, str | list[str] | None]
-Answer = Literal["answer", "busy", "no_answer"]
+Answer = Literal["answer", "busy", "no_answer", "not_registered"]
 QueueStatus = Literal["LoggedIn", "LoggedOut"]
 DESTINATION_TYPES = (
     "None", "VoiceMail", "Extension", "Queue", "RingGroup", "IVR", "External", "Fax", "Boomerang", "Deflect",

@@ -1,0 +1,144 @@
+"""Live-call takeover (docs/ha.md, parts 2-4): real ``ivr run`` processes, a real emulator
+process and a real redis-server. Callers sit in a menu; the owner is killed with SIGKILL (or
+stopped with SIGTERM while a standby waits); the standby resumes every call at its step, each
+caller presses 1 and reaches extension 101, and every call has exactly one final record."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_rig import Cluster, eventually
+from redis_server import RedisServer
+
+MENU = """\
+steps:
+  - answer
+  - set: {greeted: "yes"}
+  - menu:
+      prompt: {say: "Welcome. Press 1 for sales."}
+      timeout: 8
+      retries: 3
+      choices:
+        "1":
+          - set: {chose: "sales"}
+          - transfer: {to: "101", timeout: 5}
+"""
+CALLS = 12
+
+
+@pytest.fixture
+async def rig(tmp_path: Path):
+    redis = RedisServer(tmp_path)
+    redis.start()
+    cluster = Cluster(tmp_path)
+    (tmp_path / "menu.yaml").write_text(MENU)
+    try:
+        await cluster.up()
+        yield cluster, redis
+    finally:
+        await cluster.close()
+        redis.kill()
+
+
+def redis_cluster(redis: RedisServer, tmp_path: Path, host: str) -> str:
+    # Separate lease folders stand for separate machines: only Redis joins them.
+    return f"cluster: {{redis_url: '{redis.url}', lease_ttl: 1.0, lease_dir: {tmp_path / host}}}\n"
+
+
+def records(tmp_path: Path, name: str) -> list[dict[str, Any]]:
+    path = tmp_path / f"{name}-calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def callers_in_the_menu(cluster: Cluster) -> list[int]:
+    callids = [await cluster.place_call(f"+49301000{i:02d}") for i in range(CALLS)]
+    for callid in callids:
+        await cluster.hears_the_menu(callid, 0.5)
+    return callids
+
+
+async def every_caller_reaches_101(cluster: Cluster, callids: list[int]) -> None:
+    for callid in callids:
+        await cluster.hears_the_menu(callid, 0.2)
+    await asyncio.gather(*(cluster.press(c, "1") for c in callids))
+    await asyncio.gather(*(cluster.reaches_101(c) for c in callids))
+
+
+async def one_record_per_call(tmp_path: Path, callids: list[int], owner_pid: int) -> list[dict[str, Any]]:
+    async def all_written() -> bool:
+        return len(records(tmp_path, "b")) >= len(callids)
+
+    await eventually(all_written, what="the standby's call records")
+    old, new = records(tmp_path, "a"), records(tmp_path, "b")
+    assert not [r for r in old if int(r["call_id"]) in callids]  # the old owner wrote none of them
+    mine = [r for r in new if int(r["call_id"]) in callids]
+    assert sorted(int(r["call_id"]) for r in mine) == sorted(callids)  # one each
+    for r in mine:
+        assert r["outcome"] == "transferred" and r["transferred_to"] == "101", r
+        assert r["taken_over"]["resumed"] is True and f"pid {owner_pid}" in r["taken_over"]["from"], r["taken_over"]
+        assert r["taken_over"]["step"][0][0] == "steps"  # resumed inside the flow, not from the top
+        assert r["duration"] > r["taken_over"]["checkpoint_age_s"]  # counted from the first answer
+        assert [s["step"] for s in r["steps"]][:2] == ["menu", "set"], r["steps"]  # no second answer/greeting
+    return mine
+
+
+async def test_killed_owner_its_standby_resumes_every_call_at_its_step(rig, tmp_path: Path):
+    cluster, redis = rig
+    owner, owner_port = cluster.worker("a", cluster=redis_cluster(redis, tmp_path, "host-a"))
+    await cluster.ready(owner_port)
+    standby, standby_port = cluster.worker("b", cluster=redis_cluster(redis, tmp_path, "host-b"))
+
+    async def waiting() -> bool:
+        return "standby:" in standby.text()
+
+    await eventually(waiting, what="the standby")
+    callids = await callers_in_the_menu(cluster)
+
+    owner.proc.send_signal(signal.SIGKILL)
+    owner.proc.wait(10)
+    await cluster.ready(standby_port)
+    assert f"takeover: {CALLS} call(s) in progress left by a previous owner" in standby.text()
+    await every_caller_reaches_101(cluster, callids)
+    await one_record_per_call(tmp_path, callids, owner.proc.pid)
+
+
+async def test_sigterm_hands_calls_in_progress_to_the_waiting_standby(rig, tmp_path: Path):
+    cluster, redis = rig
+    owner, owner_port = cluster.worker("a", cluster=redis_cluster(redis, tmp_path, "host-a"))
+    await cluster.ready(owner_port)
+    standby, standby_port = cluster.worker("b", cluster=redis_cluster(redis, tmp_path, "host-b"))
+
+    async def waiting() -> bool:
+        return "standby:" in standby.text()
+
+    await eventually(waiting, what="the standby")
+    callids = await callers_in_the_menu(cluster)
+
+    owner.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(owner.proc.wait, 30) == 0  # no drain: it hands over at once
+    assert f"hand-over: {CALLS} call(s) left to the standby" in owner.text()
+    await cluster.ready(standby_port)
+    await every_caller_reaches_101(cluster, callids)
+    await one_record_per_call(tmp_path, callids, owner.proc.pid)
+
+
+async def test_without_a_standby_sigterm_drains_as_before(rig, tmp_path: Path):
+    cluster, redis = rig
+    owner, owner_port = cluster.worker("a", cluster=redis_cluster(redis, tmp_path, "host-a"))
+    await cluster.ready(owner_port)
+    callid = await cluster.place_call()
+    await cluster.hears_the_menu(callid)
+    owner.proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(1.0)
+    assert owner.proc.poll() is None  # draining: the call in progress goes on
+    await cluster.press(callid, "1")
+    await cluster.reaches_101(callid)
+    assert await asyncio.to_thread(owner.proc.wait, 30) == 0
+    assert "hand-over" not in owner.text()
+    [record] = records(tmp_path, "a")
+    assert record["outcome"] == "transferred" and record["taken_over"] is None
