@@ -5,6 +5,7 @@
     ivr call FLOW --say sales            ... the caller speaking (offline TTS) instead of pressing
     ivr demo                             the README demo (ivr call flows/main_menu.yaml --digits 1, shipped in the package)
     ivr dial NUMBER --flow FILE          place an outbound call and run a flow when answered
+    ivr campaign run LIST.csv --flow F   an outbound campaign (through the running worker, or alone)
     ivr emulator [...]                   a local 3CX (same wire) in the foreground
     ivr validate FILE...                 check flow files: file:line:col: message
     ivr schema                           the JSON Schema of flow files
@@ -105,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer")
     _logging_args(p)
     p.set_defaults(func=_cmd_dial)
+
+    from ivr.worker.campaign_cli import add_parser as add_campaign_parser
+    from ivr.worker.campaign_cli import main as campaign_main
+
+    add_campaign_parser(sub)
+    sub.choices["campaign"].set_defaults(func=campaign_main)
 
     sub.add_parser("emulator", help="run the 3CX emulator (ivr emulator --help)")
     sub.add_parser("validate", help="check flow files (ivr validate --help)")

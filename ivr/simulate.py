@@ -402,7 +402,7 @@ class SimulatedCall:
                     if value:  # an empty group ("1,,2") lets this turn pass
                         await h.emulator.send_dtmf(callid, str(value))
                 else:
-                    await h.emulator.speak(callid, value)
+                    await h.emulator.speak(callid, value.encode() if isinstance(value, str) else value)
             return await h.record_of(call)
         finally:
             if hangup is not None:

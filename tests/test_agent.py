@@ -300,7 +300,7 @@ async def test_http_tool_and_set_variable(tmp_path: Path) -> None:
             record = await asyncio.wait_for(h.record_of(call), 15)
     finally:
         await runner.cleanup()
-    assert seen == [("/orders/A%2F1%3Fx=y", "Bearer s3cret")]  # "/" and "?" from the model stay in the segment
+    assert seen == [("/orders/A%2F1%3Fx%3Dy", "Bearer s3cret")]  # "/", "?" and "=" from the model stay in the segment
     answer = next(m for m in llm.calls[1].messages if m.role == "tool" and m.tool_call_id == "c1")
     assert '"state": "shipped"' in answer.content
     assert ("log", {"message": "name Ada"}) in steps_of(record)

@@ -284,3 +284,38 @@ async def test_broken_flow_refuses_to_start(tmp_path: Path) -> None:
     server = DevServer(load_target(tmp_path / "broken.yaml"), port=0)
     with pytest.raises(FlowLoadError, match=r"broken.yaml:4:"):
         await server.start()
+
+
+async def test_pages_from_other_origins_and_rebound_hosts_are_refused(dev: DevServer) -> None:
+    port = dev.port
+    ws_url = dev.url + "ws"
+    hostile = [
+        {"Origin": "http://evil.example"},  # a page elsewhere, open in the developer's browser
+        {"Origin": "null"},  # a sandboxed frame or a file:// page
+        {"Origin": f"http://localhost:{port + 1 if port < 65535 else port - 1}"},  # another local server's page
+        {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"},  # DNS rebinding: same "origin"
+        {"Host": f"evil.example:{port}"},
+    ]
+    async with aiohttp.ClientSession() as session:
+        for headers in hostile:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                await session.ws_connect(ws_url, headers=headers)
+            assert err.value.status == 403, headers
+        async with session.get(dev.url, headers={"Host": f"rebound.example:{port}"}) as resp:
+            assert resp.status == 403 and "is not allowed" in await resp.text()
+        assert not dev.sessions and not dev.emu.controller.pbx.calls  # nothing was opened or placed
+        # the page itself (either loopback name) and clients without an Origin are served
+        for headers in ({"Origin": f"http://127.0.0.1:{port}"},
+                        {"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"}, {}):
+            ws = await session.ws_connect(ws_url, headers=headers)
+            page = Page(ws)
+            assert (await page.until(lambda m: m["type"] == "hello"))["route_point"]
+            await ws.close()
+
+
+def test_allowed_host_names(tmp_path: Path) -> None:
+    server = DevServer(load_target(write_menu_flow(tmp_path)), host="0.0.0.0", port=8080, allowed_hosts=["ivr.lan"])
+    assert server.refusal("ivr.lan:8080", "http://ivr.lan:8080") is None
+    assert server.refusal("[::1]:8080", "http://[::1]:8080") is None
+    assert server.refusal("0.0.0.0:8080", None) is not None  # a wildcard bind is not a name
+    assert server.refusal("ivr.lan:8080", "https://ivr.lan") is not None  # port 443 is another origin

@@ -137,7 +137,7 @@ def test_main_menu_shows_hours_transfer_results_and_on_error() -> None:
 
 def test_pin_entry_shows_http_failure_if_branches_and_returns() -> None:
     nodes, edges = parse_mermaid(to_mermaid(build_graph(load_flow(ROOT / "flows" / "pin_entry.yaml"))))
-    http = node_with(nodes, "http POST {{ params.pin_url }}")
+    http = node_with(nodes, "http POST {{ params.pin_url | raw_url }}")
     assert labels_from(edges, http) == {"ok", "failure"}
     gather = node_with(nodes, "gather pin_prompt.wav → pin")
     assert labels_from(edges, gather) == {"match", "no input", "no match"}

@@ -228,14 +228,14 @@ async def test_http_step_success_failure_and_timeout(folder: Path, pin_service: 
       - answer
       - http:
           method: post
-          url: "{{{{ base }}}}/pin"
+          url: "{{{{ base | raw_url }}}}/pin"
           headers: {{X-Token: secret}}
           json: {{pin: "1234", caller: "{{{{ caller.number }}}}"}}
           into: check
       - if: "check.body.valid"
         then: [{{set: {{verified: true}}}}]
-      - http: {{url: "{{{{ base }}}}/broken", on_failure: [{{set: {{status: "{{{{ last.status }}}}"}}}}]}}
-      - http: {{url: "{{{{ base }}}}/slow", timeout: 0.2, on_failure: [{{log: "{{{{ last.error }}}}"}}]}}
+      - http: {{url: "{{{{ base | raw_url }}}}/broken", on_failure: [{{set: {{status: "{{{{ last.status }}}}"}}}}]}}
+      - http: {{url: "{{{{ base | raw_url }}}}/slow", timeout: 0.2, on_failure: [{{log: "{{{{ last.error }}}}"}}]}}
       - hangup
     """)
     report = await simulate(path)

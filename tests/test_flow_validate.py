@@ -184,3 +184,21 @@ def test_schema_accepts_real_flows_and_rejects_bad_ones(tmp_path: Path) -> None:
     for bad in ({"steps": [{"trasnfer": "1"}]}, {"steps": [{"play": "a", "say": "b"}]},
                 {"steps": [{"menu": {"prompt": "a", "choices": {"1": []}, "timout": 3}}]}, {"stepz": []}):
         assert list(validator.iter_errors(bad)), bad
+
+
+def test_http_urls_and_json_looking_bodies_are_warned_about(tmp_path: Path) -> None:
+    flow = tmp_path / "http.yaml"
+    flow.write_text(
+        "params: {base: 'http://127.0.0.1:1'}\n"
+        "steps:\n"
+        "  - http: {url: '{{ params.base }}/x'}\n"                          # 3: encoded base: warned
+        "  - http: {url: '{{ params.base | raw_url }}/x/{{ caller.number }}'}\n"  # 4: fine
+        "  - http: {url: 'https://api.example/{{ caller.number }}'}\n"        # 5: fine
+        "  - http: {url: 'https://{{ params.base }}/x'}\n"                    # 6: host from a value: warned
+        "  - http: {method: post, url: 'https://api.example/x', body: '{\"name\": \"{{ caller.name }}\"}'}\n"  # 7
+        "  - http: {method: post, url: 'https://api.example/x', body: '{\"name\": {{ caller.name | tojson }}}'}\n"
+        "  - http: {method: post, url: 'https://api.example/x', body: 'name={{ caller.name }}'}\n"
+    )
+    found = [(d.line, d.severity, d.message) for d in validate_paths([flow])]
+    assert [(line, sev) for line, sev, _ in found] == [(3, "warning"), (6, "warning"), (7, "warning")]
+    assert "| raw_url" in found[0][2] and "use 'json: {...}'" in found[2][2]

@@ -18,13 +18,11 @@ Every check failure becomes a tool result ``{"error": ...}`` the model can react
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 from ivr.speech.base import ToolCall, ToolSpec
 
@@ -351,35 +349,32 @@ class ToolBox:
         return ToolOutcome({"status": result.status, "note": f"{name} did not take the call ({result.status})"})
 
     async def _http_call(self, tool: HttpTool, raw: Mapping[str, Any]) -> ToolOutcome:
-        import aiohttp
+        # imported late: the flow layer sits above this one
+        from ivr.flow.httpclient import HttpFailure, fetch
+        from ivr.flow.urls import render_url
+
+        from ivr.flow.templates import TemplateError
 
         args = validate_arguments(tool.parameters, raw)
-        ctx = dict(self.context())
-        url = self.render(tool.url, {**ctx, "args": {k: quote(str(v), safe="") for k, v in args.items()}})
-        ctx["args"] = args
-        headers = {k: self.render(v, ctx) for k, v in tool.headers.items()}
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            return ToolOutcome({"error": f"{tool.name}: the url is not an http(s) url"})
-        kwargs: dict[str, Any] = {"headers": headers}
-        if tool.json is not None:
-            kwargs["json"] = _render_value(tool.json, ctx, self.render)
+        ctx = {**self.context(), "args": args}
         try:
-            timeout = aiohttp.ClientTimeout(total=tool.timeout)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.request(tool.method, url, **kwargs) as resp:
-                    text = (await resp.content.read(MAX_HTTP_BODY)).decode(resp.charset or "utf-8", errors="replace")
-                    body: Any = text
-                    if "json" in (resp.content_type or ""):
-                        try:
-                            body = json.loads(text)
-                        except ValueError:
-                            pass
-                    result = {"status": resp.status, "ok": resp.status < 400, "body": body}
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            # never the url: it may carry secrets in its query; the host is enough
-            why = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
-            return ToolOutcome({"error": f"{tool.name}: request to {parts.hostname} failed: {why}"})
+            url = render_url(tool.url, ctx)  # every value percent-encoded (the flow's http step does the same)
+            headers = {k: self.render(v, ctx) for k, v in tool.headers.items()}
+            json_body = _render_value(tool.json, ctx, self.render) if tool.json is not None else None
+        except TemplateError as exc:  # e.g. an argument over the template limits: the model hears why
+            return ToolOutcome({"error": f"{tool.name}: {exc}"})
+        try:
+            answer = await fetch(tool.method, url, headers=headers, json=json_body, timeout=tool.timeout,
+                                 max_body=MAX_HTTP_BODY)
+        except HttpFailure as exc:  # host and kind only: never the url nor a header value
+            return ToolOutcome({"error": f"{tool.name}: request failed: {exc}"})
+        body: Any = answer.text
+        if "json" in answer.content_type:
+            try:
+                body = json.loads(answer.text)
+            except ValueError:
+                pass
+        result = {"status": answer.status, "ok": answer.status < 400, "body": body}
         encoded = json.dumps(result["body"], default=str)
         if len(encoded) > MAX_RESULT_CHARS:
             result["body"] = encoded[:MAX_RESULT_CHARS] + "...(cut)"

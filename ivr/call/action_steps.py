@@ -62,7 +62,7 @@ def record_actions(call: Any) -> None:
     if observer is _ABSENT or isinstance(observer, ActionRecorder) or not hasattr(record, "add_step"):
         # a stand-in call without the hook or a record (tests of pieces), or recording already
         return
-    call.step_observer = ActionRecorder(record, observer)
+    call.step_observer = ActionRecorder(record, observer)  # type: ignore[arg-type]  # getattr: a StepObserver or None
 
 
 def action_result(result: Any) -> Any:

@@ -27,6 +27,7 @@ from ivr.call.speech_input import SpeechAttempt, SpeechOptions
 from ivr.call.record import CallRecord, Outcome
 from ivr.call.ringback import NONE, TONE, Ringback, ringback_tone
 from ivr.call.results import (
+    failure_status,
     CallError,
     CallHangup,
     Caller,
@@ -652,7 +653,7 @@ class Call:
         if self._ended.is_set():
             return None
         reason = str(response.reason or response.reasontext or response.status)
-        status = _FAILURE_STATUS.get(reason.replace("_", "").lower(), "failed")
+        status = failure_status(reason)
         if status == "failed" and "busy" in reason.lower():
             status = "busy"
         return TransferResult(status, destination, mode, reason)
@@ -911,6 +912,27 @@ class Call:
         return await self.subflow_runner(self, path, params)
 
     @flow_action
+    async def detect_machine(self, *, wait_for_beep: bool = False, max_greeting: float = 30.0,
+                             **thresholds: float) -> Any:
+        """Human, machine or unknown, from the callee's voice cadence since now (ivr/audio/amd.py):
+        call it first thing after an outbound call is answered. With ``wait_for_beep``, after a
+        machine it also waits for the greeting's beep (or its end) so a message lands on the
+        recording. ``thresholds``: AmdSettings fields (greeting_max, after_greeting_silence, ...)."""
+        from ivr.audio.amd import AmdSettings
+        from ivr.call.machine import detect
+
+        try:
+            settings = AmdSettings(**thresholds)
+        except (TypeError, ValueError) as exc:
+            raise CallError(f"detect_machine: {exc}") from None
+        await self.media.start()  # idempotent: the callee's audio must flow from now on
+        result = await self._until_hangup(detect(self.media, settings, wait_for_beep=wait_for_beep,
+                                                 max_greeting=max_greeting))
+        self.log.info("answering-machine detection: %s (%s) after %.2f s", result.result, result.reason,
+                      result.decided_after)
+        return result
+
+    @flow_action
     async def agent(self, **options: Any) -> Any:
         """An LLM voice conversation inside the flow; returns an AgentResult (docs/agent.md)."""
         from ivr.agent import run_agent  # imported on use: flows without agents never load it
@@ -918,9 +940,6 @@ class Call:
         return await run_agent(self, **options)
 
 
-# A failed delivery's reason (3CX DivertReason names, case and "_" ignored) -> the result status.
-_FAILURE_STATUS = {"phonebusy": "busy", "busy": "busy", "noanswer": "no_answer",
-                   "phonenotregistered": "not_registered", "notregistered": "not_registered"}
 
 
 def _decide(collector: DigitCollector, speech: SpeechAttempt | None) -> AttemptOutcome | None:

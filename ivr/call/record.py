@@ -62,6 +62,8 @@ class CallRecord:
     prompts: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    dial_status: str | None = None  # a call the worker dialled: answered, busy, no_answer, not_registered, failed
+    variables: dict[str, Any] | None = None  # what the flow set, when the dialler asked for it (campaigns)
     taken_over: dict[str, Any] | None = None  # set when another worker's call was taken over (docs/ha.md)
 
     def __post_init__(self) -> None:

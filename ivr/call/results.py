@@ -117,3 +117,14 @@ def step_result(result: Any) -> dict[str, Any] | None:
     if isinstance(out.get("path"), Path):
         out["path"] = str(out["path"])
     return out
+
+
+# A failed delivery's reason (3CX DivertReason names, case and "_" ignored) -> the result status.
+_FAILURE_STATUS = {"phonebusy": "busy", "busy": "busy", "noanswer": "no_answer",
+                   "phonenotregistered": "not_registered", "notregistered": "not_registered"}
+
+
+def failure_status(reason: str) -> str:
+    """``PhoneBusy`` -> ``busy``, ``NoAnswer`` -> ``no_answer``, ``PhoneNotRegistered`` ->
+    ``not_registered``; anything else ``failed``. Transfers and dialling read reasons alike."""
+    return _FAILURE_STATUS.get(str(reason).replace("_", "").lower(), "failed")

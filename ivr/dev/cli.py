@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="page port (default 8080; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="page address (default 127.0.0.1: this machine only)")
     p.add_argument("--reload-interval", type=float, default=1.0, help="seconds between flow file checks")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another name the page may be opened by (besides localhost, 127.0.0.1, ::1 and --host); "
+                        "requests naming any other host, and pages from any other origin, are refused")
     p.add_argument("--at", metavar="TIME",
                    help="pin the flows' clock (office hours) to this moment at the start of each call, "
                    "ISO 8601 with offset, e.g. 2026-11-23T10:00+01:00")
@@ -76,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         target = load_target(args.target)
         server = DevServer(target, host=args.host, port=args.port, reload_interval=args.reload_interval, at=at,
-                           pbx=pbx)
+                           allowed_hosts=args.allow_host, pbx=pbx)
         asyncio.run(serve(server))
     except (TargetError, FlowLoadError) as exc:
         print(f"ivr dev: {exc}", file=sys.stderr)

@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -55,6 +56,7 @@ class DevServer:
         speech: Any = None,
         reload_interval: float = 1.0,
         emulator: dict[str, Any] | None = None,
+        allowed_hosts: Iterable[str] = (),
         at: datetime | None = None,
         pbx: PbxDescription | None = None,
     ) -> None:
@@ -65,6 +67,11 @@ class DevServer:
         self.pbx = pbx
         self.at = at  # pin each call's clock (office hours) to this moment when it starts
         self.host, self.port = host, port
+        # Names the page may be reached by (the Host header); anything else is refused, so a
+        # hostile page cannot reach the server through a DNS name rebound to 127.0.0.1.
+        self.allowed_hosts = {"localhost", "127.0.0.1", "::1", *(h.lower().strip("[]") for h in allowed_hosts)}
+        if host not in ("", "0.0.0.0", "::"):
+            self.allowed_hosts.add(host.lower().strip("[]"))
         self.speech = speech
         self.reload_interval = reload_interval
         self._secret = secrets.token_urlsafe(16)  # never logged; lives only in this process
@@ -204,6 +211,27 @@ class DevServer:
             await self.worker.xapi.refresh()
         self.broadcast({"type": "pbx", **(self.pbx_view() or {})})
 
+    def refusal(self, host: str, origin: str | None) -> str | None:
+        """Why a request with this ``Host`` and ``Origin`` is refused, or None.
+
+        The Host must be an allowed name (DNS rebinding); an Origin, which browsers send with
+        every WebSocket handshake, must be this server's own page: a page from anywhere else
+        could otherwise place calls and read the live view. Clients that are not browsers
+        send no Origin."""
+        name = _hostname(host)
+        if name not in self.allowed_hosts:
+            return f"host {host[:80]!r} is not allowed (start ivr dev with --allow-host NAME to serve it)"
+        if origin is None:
+            return None
+        parts = urlsplit(origin)
+        try:
+            port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        except ValueError:
+            port = None
+        if parts.scheme not in ("http", "https") or (parts.hostname or "") not in self.allowed_hosts or port != self.port:
+            return f"origin {origin[:80]!r} is not this page"
+        return None
+
     def broadcast(self, message: dict[str, Any]) -> None:
         for session in list(self.sessions):
             session.send_json(message)
@@ -248,11 +276,27 @@ class DevServer:
             await PageSession(self, sock).run()
             return sock
 
-        app = web.Application()
+        @web.middleware
+        async def same_origin_only(request: web.Request, handler: Any) -> web.StreamResponse:
+            problem = self.refusal(request.headers.get("Host", ""), request.headers.get("Origin"))
+            if problem is not None:
+                log.warning("ivr dev: refused %s %s: %s", request.method, request.path, problem)
+                return web.Response(status=403, text=problem + "\n")
+            return await handler(request)
+
+        app = web.Application(middlewares=[same_origin_only])
         app.router.add_get("/", index)
         app.router.add_get("/ws", ws)
         app.router.add_static("/static/", STATIC)
         return app
+
+
+def _hostname(host: str) -> str:
+    """``example.com:8080`` / ``[::1]:8080`` -> the name, lower case, without the port."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 async def _until_ready(worker: Worker, task: asyncio.Task[None]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 # One prompt lookup for every flow (YAML, Python) and for validate: ivr.audio.prompts.
 from ivr.audio.prompts import find_prompt
@@ -23,6 +23,7 @@ from .schema import (
     AgentToolsArgs,
     Flow,
     GotoStep,
+    HttpArgs,
     Node,
     PlayArgs,
     Prompt,
@@ -94,11 +95,13 @@ class _Checker:
                 if id(node) in tool_templates:
                     extra = {"args"}  # an agent http tool: the model's checked arguments
                 self._names(node, src, known | extra)
+            elif isinstance(node, (HttpArgs, AgentHttpTool)):
+                self._http(node, src)
             if self.check_files:
                 self._files(node, src)
-        for step in self.flow.on_hangup:
+        for index, step in enumerate(cast("list[StepBase]", self.flow.on_hangup)):
             if step.audio:
-                self.add(root.at("on_hangup", self.flow.on_hangup.index(step)), "warning",
+                self.add(root.at("on_hangup", index), "warning",
                          f"{step.kind!r} is skipped in on_hangup: the caller is gone")
         return self.out
 
@@ -135,7 +138,7 @@ class _Checker:
             if isinstance(node, SetStep):
                 known.update(node.set)
             elif isinstance(node, Node) and getattr(node, "into", None):
-                known.add(node.into)
+                known.add(str(getattr(node, "into")))
             if isinstance(node, AgentToolsArgs):
                 known.update(node.set)  # the agent may set these
         return known
@@ -144,6 +147,16 @@ class _Checker:
         for name in sorted(tmpl.names - known):
             self.add(src, "warning", f"template uses unknown name {name!r}{suggest(name, known)}"
                      " (set it with 'set:' or 'vars:' first)")
+
+    def _http(self, node: HttpArgs | AgentHttpTool, src: Any) -> None:
+        from .urls import body_warning, url_warning
+
+        problem = url_warning(node.url)
+        if problem:
+            self.add(src.at("url"), "warning", problem)
+        body = getattr(node, "body", None)
+        if body is not None and (problem := body_warning(body)):
+            self.add(src.at("body"), "warning", problem)
 
     def _files(self, node: Any, src: Any) -> None:
         folder = self.flow.folder

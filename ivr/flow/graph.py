@@ -19,6 +19,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -193,8 +194,11 @@ class _FlowBuilder:
         for section, steps in self.flow.sections():
             if steps:
                 self.b.edge(self.entries[section], self.ids[id(steps[0])])
-                self._edges(section, steps, lambda s=section: self.terminal(s, "end"))
+                self._edges(section, steps, partial(self.terminal, section, "end"))
         self._mark_unreachable()
+
+    def _node_id(self, step: StepBase) -> str:
+        return self.ids[id(step)]
 
     def _mark_unreachable(self) -> None:
         # A step nothing leads to (after a menu whose every choice jumps away) would float to
@@ -222,7 +226,7 @@ class _FlowBuilder:
     def _edges(self, section: str, steps: list[StepBase], cont: Target) -> None:
         for i, step in enumerate(steps):
             nid = self.ids[id(step)]
-            nxt: Target = (lambda s=steps[i + 1]: self.ids[id(s)]) if i + 1 < len(steps) else cont
+            nxt: Target = partial(self._node_id, steps[i + 1]) if i + 1 < len(steps) else cont
             if step.when is not None:
                 self.b.edge(nid, nxt(), "skipped", "dashed")  # the condition was false
             self._step_edges(section, step, nid, nxt)

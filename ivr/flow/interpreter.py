@@ -36,13 +36,16 @@ from typing import Any, Protocol, TypeVar
 
 from ivr.call.results import CallHangup, step_result
 
-from .checks import resolve_audio, walk_nodes
+from .checks import audio_search_path, resolve_audio, walk_nodes
 from .hours import is_open
+from .paths import UnsafePathError, within_any, within_root
 from .position import FlowPosition, PositionError, frames_of, stack_of
 from .schema import (
     STEP_TYPES,
     AgentArgs,
     AgentStep,
+    AmdArgs,
+    AmdStep,
     AnswerStep,
     AttachDataStep,
     DirectoryArgs,
@@ -80,7 +83,7 @@ from .schema import (
     VoicemailArgs,
     VoicemailStep,
 )
-from .templates import Template, evaluate, render_value
+from .templates import Template, TemplateError, evaluate, render_value
 
 __all__ = ["HANDLERS", "MAX_STEPS", "FlowError", "FlowOutcome", "PositionObserver", "StepHandlers", "run_flow"]
 
@@ -169,6 +172,7 @@ class _Runner:
         self.error: str | None = None
         self.hung_up_mode = False
         self._lines: dict[int, int] | None = None
+        self._node_lines: dict[int, int] | None = None
         # Where the run is, for positions: the running stack, the runner of the subflow the
         # running step runs (if any), and the subflow position a resume continues in.
         self.parent, self.observer = parent, observer
@@ -226,6 +230,11 @@ class _Runner:
 
     def audio(self, name: Template) -> str:
         text = self.text(name)
+        if isinstance(name, Template) and not name.is_static:  # caller data may be in it
+            try:
+                text = within_any(text, self._audio_roots(), "prompt file")
+            except UnsafePathError as exc:
+                raise FlowError(f"{self._where_node(name)}: {exc}") from None
         found = resolve_audio(text, self.flow.folder)
         return str(found) if found is not None else text
 
@@ -437,6 +446,15 @@ class _Runner:
         # break and holiday run `closed` unless the flow wrote a branch for them
         return _Take(answer.state if step.outcome(answer.state) is not None else "closed")
 
+    async def do_amd(self, step: AmdStep, a: AmdArgs) -> _Take:
+        result = await self.call.detect_machine(
+            wait_for_beep=a.wait_for_beep, max_greeting=a.max_greeting, initial_silence=a.initial_silence,
+            greeting_max=a.greeting_max, after_greeting_silence=a.after_greeting_silence, total_max=a.total_max)
+        self.last = {"result": result.result, "reason": result.reason, "decided_after": result.decided_after,
+                     "greeting_end": result.greeting_end}
+        self.store(a.into, result.result)
+        return _Take(result.result)
+
     def _gather_result(self, step: StepBase, result: Any, into: str | None, key: str) -> dict[str, Any]:
         out = step_result(result)
         if out is None or "digits" not in out:
@@ -502,9 +520,14 @@ class _Runner:
             names = {"key": key, "number": user.Number or "", "name": user.name,
                      "first_name": user.FirstName or "", "last_name": user.LastName or ""}
             recorded = None
-            if a.name_prompt is not None:
-                found = resolve_audio(self.text(a.name_prompt, **names), self.flow.folder)
-                recorded = str(found) if found is not None else None
+            if a.name_prompt is not None:  # the PBX's data is in it: only files in the audio folders
+                try:
+                    path = within_any(self.text(a.name_prompt, **names), self._audio_roots(), "name prompt")
+                except UnsafePathError as exc:
+                    log.warning("%s: %s; the name is spoken instead", self.where(step), exc)
+                else:
+                    found = resolve_audio(path, self.flow.folder)
+                    recorded = str(found) if found is not None else None
             if a.announce is not None:
                 text = self.text(a.announce, **names)
                 return [recorded, {"say": f"press {key}."}] if recorded else {"say": text}
@@ -537,9 +560,35 @@ class _Runner:
         # no phone registered, as the PBX answered: a failure (check_presence catches it before ringing)
         return _Take("failed" if result.status == "not_registered" else result.status)
 
+    def _audio_roots(self) -> list[Path]:
+        """Where a prompt rendered from a template may come from: the audio folders and the
+        recordings (a flow may play back what it recorded)."""
+        roots = [*audio_search_path(self.flow.folder), *getattr(self.call, "audio_dirs", [])]
+        return [*roots, Path(getattr(self.call, "recordings_dir", "var/recordings"))]
+
+    def _where_node(self, node: Any) -> str:
+        """file:line of a template inside the flow (for errors about its value)."""
+        if self._node_lines is None:
+            self._node_lines = {}
+            if self.flow._src is not None:
+                for item, src, _, _ in walk_nodes(self.flow, self.flow._src):
+                    if isinstance(item, Template):
+                        self._node_lines.setdefault(id(item), src.line)
+        name = self.flow.path.name if self.flow.path else str(self.flow.name)
+        line = self._node_lines.get(id(node), 0)
+        return f"{name}:{line}" if line else name
+
+    def _recording_path(self, step: StepBase, rendered: str) -> str:
+        """A record/voicemail file inside the call's recordings_dir, or a FlowError."""
+        root = getattr(self.call, "recordings_dir", None) or Path("var/recordings")
+        try:
+            return within_root(rendered, root, f"{step.kind} file")
+        except UnsafePathError as exc:
+            raise FlowError(f"{self.where(step)}: {exc}") from None
+
     async def do_record(self, step: RecordStep, a: RecordArgs) -> None:
         result = await self.call.record(
-            self.text(a.file), max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys,
+            self._recording_path(step, self.text(a.file)), max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys,
             beep=a.beep, mode=a.mode, metadata={k: str(v) for k, v in self.value(a.metadata).items()} or None,
         )
         self.last = step_result(result)
@@ -547,9 +596,9 @@ class _Runner:
 
     async def do_voicemail(self, step: VoicemailStep, a: VoicemailArgs) -> None:
         mailbox = self.text(a.mailbox)
+        path = self._recording_path(step, self.text(a.file, mailbox=mailbox))  # refused before the greeting
         if a.greeting is not None:
             await self.call.play_prompt(self.prompt(a.greeting), barge_in=True)
-        path = self.text(a.file, mailbox=mailbox)
         result = await self.call.record(
             path, max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys, beep=a.beep,
             metadata={"mailbox": mailbox, "kind": "voicemail"},
@@ -584,40 +633,35 @@ class _Runner:
         self.store(a.into, returned)
 
     async def do_http(self, step: HttpStep, a: HttpArgs) -> _Take:
-        import aiohttp
+        from .httpclient import HttpFailure, fetch
+        from .urls import host_of, render_url
 
-        url = self.text(a.url)
+        try:
+            url = render_url(a.url, self.context())  # values percent-encoded unless | raw_url
+        except TemplateError as exc:
+            raise FlowError(f"{self.where(step)}: http {a.method}: {exc}") from None
         headers = {k: self.text(v) for k, v in a.headers.items()}
         query = {k: str(v) for k, v in self.value(a.query).items()}
-        kwargs: dict[str, Any] = {"headers": headers, "params": query or None}
-        if a.json_ is not None:
-            kwargs["json"] = self.value(a.json_)
-        elif a.body is not None:
-            kwargs["data"] = self.text(a.body).encode()
+        json_body = self.value(a.json_) if a.json_ is not None else None
+        data = self.text(a.body).encode() if a.json_ is None and a.body is not None else None
         result: dict[str, Any]
         try:
-            timeout = aiohttp.ClientTimeout(total=a.timeout)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.request(a.method, url, **kwargs) as resp:
-                    raw = await resp.content.read(MAX_HTTP_BODY)
-                    text = raw.decode(resp.charset or "utf-8", errors="replace")
-                    result = {"status": resp.status, "ok": resp.status < 400, "text": text,
-                              "json": None, "body": text, "error": None}
-                    if "json" in (resp.content_type or ""):
-                        try:
-                            result["json"] = result["body"] = json.loads(text)
-                        except ValueError:
-                            pass
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            # the URL may carry secrets in its query: name only the host
-            host = _host(url)
-            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
-            result = {"status": 0, "ok": False, "text": "", "json": None, "body": None, "error": f"{host}: {reason}"}
+            answer = await fetch(a.method, url, headers=headers, params=query or None, json=json_body, data=data,
+                                 timeout=a.timeout, max_body=MAX_HTTP_BODY)
+            result = {"status": answer.status, "ok": answer.status < 400, "text": answer.text,
+                      "json": None, "body": answer.text, "error": None}
+            if "json" in answer.content_type:
+                try:
+                    result["json"] = result["body"] = json.loads(answer.text)
+                except ValueError:
+                    pass
+        except HttpFailure as exc:  # names only the host: the URL's query may hold secrets
+            result = {"status": 0, "ok": False, "text": "", "json": None, "body": None, "error": str(exc)}
         self.last = result
         self.store(a.into, result)
         if result["ok"]:
             return _Take("ok")
-        problem = result["error"] or f"HTTP {result['status']} from {_host(url)}"
+        problem = result["error"] or f"HTTP {result['status']} from {host_of(url)}"
         return _Take("failure", error=f"{self.where(step)}: http {a.method} failed: {problem}")
 
     async def do_pause(self, step: PauseStep, seconds: float) -> None:
@@ -711,6 +755,7 @@ HANDLERS.add(HangupStep, _Runner.do_hangup)
 HANDLERS.add(PlayStep, _Runner.do_play)
 HANDLERS.add(SayStep, _Runner.do_say)
 HANDLERS.add(HoursStep, _Runner.do_hours)
+HANDLERS.add(AmdStep, _Runner.do_amd)
 HANDLERS.add(MenuStep, _Runner.do_menu)
 HANDLERS.add(GatherStep, _Runner.do_gather)
 HANDLERS.add(TransferStep, _Runner.do_transfer)
@@ -728,15 +773,6 @@ HANDLERS.add(LogStep, _Runner.do_log)
 HANDLERS.add(AttachDataStep, _Runner.do_attach_data)
 HANDLERS.add(AgentStep, _Runner.do_agent)
 HANDLERS.add(ReturnStep, _Runner.do_return)
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).hostname or "?"
-    except ValueError:
-        return "?"
 
 
 def _plain(value: Any) -> Any:

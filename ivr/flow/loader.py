@@ -301,7 +301,7 @@ def _error_to_diagnostic(err: Mapping[str, Any], root: Src, models: Mapping[int,
         line, col = parent.key_pos(field_name)
         owner = models.get(id(parent.obj))
         where = f" in {owner.what}" if owner and owner.what else ""
-        hint = suggest(field_name, owner.field_keys()) if owner else ""
+        hint = suggest(field_name, owner.field_keys()) if owner and field_name else ""
         message = f"unknown field {field_name!r}{where}{hint}"
     elif kind == "missing":
         owner = models.get(id(cur.obj))

@@ -1096,11 +1096,11 @@ class HttpArgs(Node):
 
     what: ClassVar[str] = "http"
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
-    url: Text
+    url: Text = Field(description="Template; every value is percent-encoded (`| raw_url` for a trusted base URL).")
     headers: dict[str, Text] = Field(default_factory=dict)
     query: dict[str, Value] = Field(default_factory=dict)
     json_: Value = Field(None, alias="json", description="JSON body (templates inside).")
-    body: Text | None = Field(None, description="Raw text body.")
+    body: Text | None = Field(None, description="Raw text body (for JSON use `json:`: its values are encoded).")
     timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     into: VarName | None = None
     on_failure: Steps = Field(default_factory=list, description="On error, timeout or status >= 400; "
@@ -1205,7 +1205,7 @@ class AgentHttpTool(Node):
     name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")] = Field(description="Tool name the model sees.")
     description: str = ""
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    url: Text = Field(description="Template; `args.<name>` are percent-encoded here.")
+    url: Text = Field(description="Template; every value is percent-encoded (`| raw_url` for a trusted base URL).")
     headers: dict[str, Text] = Field(default_factory=dict)
     json_: Value = Field(None, alias="json", description="JSON body (templates, `args` defined).")
     parameters: dict[VarName, AgentParam] = Field(default_factory=dict)
@@ -1325,12 +1325,44 @@ class ReturnStep(StepBase):
         return _pairs(self.return_)
 
 
+class AmdArgs(Node):
+    """Answering-machine detection on an answered outbound call (ivr/audio/amd.py)."""
+
+    what: ClassVar[str] = "amd"
+    human: Steps = Field(default_factory=list, description="Steps when a person answered.")
+    machine: Steps = Field(default_factory=list, description="Steps when a machine or call screener answered.")
+    unknown: Steps = Field(default_factory=list, description="Steps when nothing was clear (silence).")
+    wait_for_beep: bool = Field(True, description="After a machine, wait for its beep (or the greeting's end) "
+                                "before the machine steps, so a message lands on the recording.")
+    max_greeting: Seconds = Field(30.0, description="Longest wait for the greeting to end.")
+    initial_silence: Seconds = Field(2.5, description="Nobody spoke within this: unknown.")
+    greeting_max: Seconds = Field(1.5, description="One utterance longer than this: machine.")
+    after_greeting_silence: Seconds = Field(0.8, description="A short greeting and this much silence: human.")
+    total_max: Seconds = Field(4.0, description="Undecided after this: machine if still talking, else unknown.")
+    into: VarName | None = Field(None, description="Variable that receives human, machine or unknown.")
+
+
+class AmdStep(StepBase):
+    kind: ClassVar[str] = "amd"
+    what: ClassVar[str] = "amd step"
+    audio: ClassVar[bool] = True
+    waits_for: ClassVar[str | None] = "input"
+    amd: AmdArgs
+
+    def outcomes(self) -> list[Outcome]:
+        return [_branch(self, "human", "human"), _branch(self, "machine", "machine"),
+                _branch(self, "unknown", "unknown")]
+
+    def argument(self) -> str:
+        return "answering machine?"
+
+
 STEP_TYPES: dict[str, type[StepBase]] = {
     cls.kind: cls
     for cls in (
         AnswerStep, PlayStep, SayStep, HoursStep, MenuStep, GatherStep, TransferStep, DirectoryStep,
         RecordStep, VoicemailStep, SetStep, IfStep, SwitchStep, GotoStep, SubflowStep,
-        HttpStep, PauseStep, LogStep, AttachDataStep, HangupStep, ReturnStep, AgentStep,
+        HttpStep, PauseStep, LogStep, AttachDataStep, HangupStep, ReturnStep, AgentStep, AmdStep,
     )
 }
 _FIELD_OF = {"if": "if_", "return": "return_"}

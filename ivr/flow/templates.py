@@ -8,8 +8,9 @@ function call. Strings without ``{{``/``{%``/``{#`` skip Jinja entirely.
 Policy (documented in ``docs/flows.md``):
 
 * The environment is :class:`jinja2.sandbox.ImmutableSandboxedEnvironment`: no access to
-  ``_private`` or dunder attributes, no mutation of lists/dicts, bounded ``range``; we also cap
-  ``**`` and sequence repetition so a template cannot eat the CPU or the memory.
+  ``_private`` or dunder attributes, no mutation of lists/dicts, bounded ``range``; on top,
+  :mod:`ivr.flow.limits` bounds each render's steps, time and the size of every string it
+  builds (format widths included), so a template cannot eat the CPU or the memory.
 * Undefined names raise (:class:`jinja2.StrictUndefined`); use ``x | default('y')`` or
   ``x is defined`` for optional values. ``None`` renders as an empty string.
 * A template that is exactly one ``{{ expression }}`` is *native*: :func:`render_value`
@@ -21,6 +22,7 @@ Policy (documented in ``docs/flows.md``):
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -28,6 +30,9 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.visitor import NodeTransformer
+
+from . import limits
 
 __all__ = [
     "Condition",
@@ -48,14 +53,22 @@ _SINGLE_EXPR = re.compile(r"\A\s*\{\{(?P<expr>.*?)\}\}\s*\Z", re.S)
 _FALSE_WORDS = frozenset({"", "false", "no", "off", "0", "none"})
 
 
+class RawUrl(str):
+    """A value marked with ``| raw_url``: an http step's url takes it without percent-encoding."""
+
+    __slots__ = ()
+
+
 class TemplateError(ValueError):
     """A template failed to compile or to render; ``str()`` says which and why."""
 
 
 class _FlowSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox plus caps on ``**`` and ``*`` so no template can stall the loop."""
+    """The sandbox plus the limits of :mod:`ivr.flow.limits`, so no template can stall the
+    loop or blow the memory: capped ``**``, ``*``, ``+``, ``%``, ``~`` and string methods, a
+    step budget charged by every loop item and call, a time budget per render."""
 
-    intercepted_binops = frozenset({"**", "*"})
+    intercepted_binops = frozenset({"**", "*", "+", "%"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
@@ -66,6 +79,12 @@ class _FlowSandbox(ImmutableSandboxedEnvironment):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
                     if len(seq) * n > _MAX_REPEAT:
                         raise SecurityError(f"repetition result too long (max {_MAX_REPEAT})")
+            if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > _MAX_POWER_BITS:
+                raise SecurityError(f"product too large (over {_MAX_POWER_BITS} bits)")
+        if operator == "+":
+            limits.check_text(limits.text_size(left) + limits.text_size(right))
+        if operator == "%" and isinstance(left, str):
+            limits.check_percent_format(left, right)
         return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -74,6 +93,55 @@ class _FlowSandbox(ImmutableSandboxedEnvironment):
             return obj[attribute]
         return super().getattr(obj, attribute)
 
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        with limits.nested_call():
+            if isinstance(getattr(obj, "__self__", None), str) and not isinstance(obj, type):
+                result = limits.checked_str_call(obj, args, kwargs)
+                if result is not NotImplemented:
+                    return result
+            return super().call(context, obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # str.format / format_map through a formatter that caps widths and the result's size
+        if not isinstance(value, (types.MethodType, types.BuiltinMethodType)) or value.__name__ not in (
+                "format", "format_map") or not isinstance(value.__self__, str):
+            return None
+        fmt: str = value.__self__
+        is_map = value.__name__ == "format_map"
+
+        def checked_format(*args: Any, **kwargs: Any) -> str:
+            formatter = limits.CheckedFormatter(self.getattr, self.getitem)
+            if not is_map:
+                return formatter.vformat(fmt, args, kwargs)
+            if kwargs or len(args) != 1:
+                raise TypeError("format_map() takes exactly one argument")
+            return formatter.vformat(fmt, (), args[0])
+
+        return checked_format
+
+    def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
+                  defer_init: bool = False) -> str:
+        return super()._generate(_Guard().visit(source), name, filename, defer_init)  # type: ignore[no-any-return]
+
+
+class _Guard(NodeTransformer):
+    """Rewrites a parsed template before compiling: every ``{% for %}`` iterates through
+    :func:`limits.guarded_loop` (one step per item) and every ``~`` result is size-checked."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = nodes.Filter(node.iter, "ivr_loop_guard", [], [], None, None, lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return nodes.Filter(node, "ivr_text_guard", [], [], None, None, lineno=node.lineno)
+
+
+def _text_guard(value: Any) -> Any:
+    limits.check_text(limits.text_size(value))
+    return value
+
 
 def _finalize(value: Any) -> Any:
     return "" if value is None else value
@@ -81,6 +149,15 @@ def _finalize(value: Any) -> Any:
 
 ENV = _FlowSandbox(undefined=jinja2.StrictUndefined, autoescape=False, finalize=_finalize,
                    keep_trailing_newline=True)
+ENV.filters.update({
+    "ivr_loop_guard": limits.guarded_loop, "ivr_text_guard": _text_guard,
+    "format": limits.format_filter, "center": limits.center_filter, "indent": limits.indent_filter,
+    "join": limits.join_filter, "replace": limits.replace_filter, "wordwrap": limits.wordwrap_filter,
+    "tojson": limits.tojson_filter, "slice": limits.slice_filter,
+    # marks a trusted value that an http step's url takes as it is (see ivr.flow.urls)
+    "raw_url": RawUrl,
+})
+ENV.globals["lipsum"] = limits.lipsum
 
 
 def has_template_syntax(text: str) -> bool:
@@ -142,7 +219,15 @@ class Template(str):
         if self._tmpl is None:
             return str(self)
         try:
-            return self._tmpl.render(context)
+            with limits.budget():
+                chunks: list[str] = []
+                size = 0
+                tmpl = self._tmpl  # what Template.render does, with the output's size checked as it grows
+                for chunk in tmpl.root_render_func(tmpl.new_context(dict(context))):
+                    size += len(chunk)
+                    limits.check_text(size, "output")
+                    chunks.append(chunk)
+                return "".join(chunks)
         except Exception as exc:  # noqa: BLE001 - author's expression: 1/0, 'a' + 1, huge range
             raise TemplateError(f"template {str(self)!r} failed: {_reason(exc)}") from None
 
@@ -158,9 +243,11 @@ class Template(str):
 
 def _call_expr(fn: Callable[..., Any], context: Mapping[str, Any], source: str) -> Any:
     try:
-        result = fn(**context)
+        with limits.budget():
+            result = fn(**context)
         if isinstance(result, jinja2.Undefined):
             result._fail_with_undefined_error()
+        limits.check_text(limits.text_size(result), "value")
         return result
     except Exception as exc:  # noqa: BLE001 - see Template.render
         raise TemplateError(f"expression {source!r} failed: {_reason(exc)}") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .checks import walk_nodes
 from .diagnostics import Diagnostic, FlowLoadError
@@ -163,4 +163,5 @@ def _parse_diagnostic(line: str, name: str) -> Diagnostic:
     m = _DIAGNOSTIC.match(line)
     if m is None:
         return Diagnostic(name, 0, 0, "error", line.removeprefix(f"{name}: "))
-    return Diagnostic(m["file"], int(m["line"]), int(m["col"]), m["sev"], m["msg"])
+    severity: Literal["error", "warning"] = "warning" if m["sev"] == "warning" else "error"
+    return Diagnostic(m["file"], int(m["line"]), int(m["col"]), severity, m["msg"])

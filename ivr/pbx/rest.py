@@ -273,7 +273,7 @@ class RestClient:
                     reason = resp.reason or ""
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 refused = isinstance(exc, aiohttp.ClientConnectorError)
-                err = PbxUnreachableError(None, _describe(exc), method, url)
+                err: PbxError = PbxUnreachableError(None, _describe(exc), method, url)
                 if attempt < cfg.retry_attempts and (is_get or refused):
                     attempt += 1
                     await self._sleep(backoff.next(), err)

@@ -79,7 +79,7 @@ class PbxState:
 
     # --- waiting ---------------------------------------------------------------------------
 
-    async def wait_for(self, predicate: Callable[[PbxState], T], timeout: float | None) -> T:
+    async def wait_for(self, predicate: Callable[[PbxState], T | None], timeout: float | None) -> T:
         """Wait until ``predicate(state)`` is truthy and return its value.
 
         Raises ``asyncio.TimeoutError`` after ``timeout`` seconds (None: wait forever).

@@ -134,7 +134,7 @@ def _same_host(listening: str, peer: str) -> bool:
     return lst.is_unspecified or lst == other
 
 
-class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop whose clock jumps over idle waits (see the module docstring).
 
     ``skipped`` is the virtual time jumped over, in seconds: how much waiting it saved.
@@ -174,10 +174,10 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-typ
         On a real clock time moves on by itself; here the clock would stay behind a timer that
         fired, and code re-arming a timer for the remaining 0.3 ns would spin forever.
         """
-        scheduled = self._scheduled  # the loop's timer heap: earliest first, none cancelled
+        scheduled = self._scheduled  # type: ignore[attr-defined]  # the loop's timer heap, earliest first
         if scheduled:
             when = scheduled[0].when()
-            if self._now < when <= self._now + self._clock_resolution:
+            if self._now < when <= self._now + self._clock_resolution:  # type: ignore[attr-defined]
                 self._now = when
 
     @contextlib.contextmanager
@@ -283,7 +283,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-typ
         finally:
             self._outside_raw -= 1
 
-    def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:  # type: ignore[override]
         fut = super().run_in_executor(executor, func, *args)
         self._threads += 1
         # Count the job done when its result has reached the loop, not when the thread
@@ -295,12 +295,12 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-typ
     def _thread_done(self, fut: asyncio.Future[Any]) -> None:
         self._threads -= 1
 
-    async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:
         transport, protocol = await super().subprocess_exec(*args, **kwargs)
         self._processes.append(transport)
         return transport, protocol
 
-    async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:
         transport, protocol = await super().subprocess_shell(*args, **kwargs)
         self._processes.append(transport)
         return transport, protocol

@@ -26,7 +26,7 @@ try:
 
     _fixture = pytest_asyncio.fixture
 except ImportError:  # pragma: no cover - pytest-asyncio is in the test extra
-    _fixture = pytest.fixture
+    _fixture = pytest.fixture  # type: ignore[assignment]
 
 REALTIME_MARK = "ivr_realtime"
 

@@ -8,6 +8,8 @@ owner over this small HTTP API:
 - ``POST /v1/calls`` ``{"number", "flow", "route_point"?, "timeout"?}``: place an outbound call
   from the route point and run ``flow`` once it answers; answers the call record when the
   call has ended.
+- ``POST /v1/campaigns`` (a :class:`~ivr.campaign.manager.CampaignSpec`): start a campaign in
+  the worker; ``GET /v1/campaigns[/{id}]``: status; ``POST /v1/campaigns/{id}/pause|resume|stop``.
 
 Every request carries ``Authorization: Bearer <token>``. The server binds to 127.0.0.1 unless
 ``control.host`` says otherwise. Local tools find it through a file next to the lease file
@@ -28,6 +30,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ivr.campaign.contacts import ContactListError
+from ivr.campaign.manager import CampaignManager, CampaignSpec
+from ivr.campaign.results import CampaignFileError
+from ivr.campaign.window import WindowError
 from ivr.config import ConfigError, ControlSettings, WorkerConfig
 from ivr.flow import FlowLoadError
 from ivr.pbx.errors import PbxError
@@ -100,8 +106,9 @@ class DialRequest(BaseModel):
     timeout: float = Field(default=60.0, gt=0, le=600)
 
 
-def control_app(worker: Worker, token: str) -> web.Application:
+def control_app(worker: Worker, token: str, campaigns: CampaignManager | None = None) -> web.Application:
     """The aiohttp application; every route wants the bearer ``token``."""
+    manager = campaigns if campaigns is not None else CampaignManager(worker)
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -130,17 +137,56 @@ def control_app(worker: Worker, token: str) -> web.Application:
             return web.json_response({"error": str(exc)}, status=502)
         return web.Response(text=record.to_json(), content_type="application/json")
 
+    async def start_campaign(request: web.Request) -> web.Response:
+        try:
+            spec = CampaignSpec.model_validate(json.loads(await request.read() or b"null"))
+        except (ValueError, ValidationError) as exc:
+            return web.json_response({"error": f"POST /v1/campaigns: {' '.join(str(exc).split())[:300]}"}, status=400)
+        if not worker.ready.is_set() or worker.draining:
+            return web.json_response({"error": "the worker is not taking calls now"}, status=503)
+        try:
+            campaign_id = manager.start(spec)
+        except (ContactListError, WindowError, CampaignFileError, FlowLoadError, ValueError) as exc:
+            return web.json_response({"error": " ".join(str(exc).split())[:500]}, status=400)
+        return web.json_response(manager.status(campaign_id), status=201)
+
+    def campaign_id(request: web.Request) -> str:
+        cid = request.match_info["id"]
+        if cid not in manager.runners:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no campaign {cid!r}"}), content_type="application/json")
+        return cid
+
+    async def campaign_status(request: web.Request) -> web.Response:
+        return web.json_response(manager.status(campaign_id(request)))
+
+    async def list_campaigns(_request: web.Request) -> web.Response:
+        return web.json_response([manager.status(cid) for cid in manager.runners])
+
+    async def control_campaign(request: web.Request) -> web.Response:
+        cid = campaign_id(request)
+        action = request.match_info["action"]
+        runner = manager.runners[cid]
+        {"pause": runner.pause, "resume": runner.resume, "stop": runner.stop}[action]()
+        return web.json_response(manager.status(cid))
+
     app = web.Application(middlewares=[authenticate], client_max_size=64 * 1024)
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/calls", place_call)
+    app.router.add_post("/v1/campaigns", start_campaign)
+    app.router.add_get("/v1/campaigns", list_campaigns)
+    app.router.add_get("/v1/campaigns/{id}", campaign_status)
+    app.router.add_post(r"/v1/campaigns/{id}/{action:pause|resume|stop}", control_campaign)
     return app
 
 
 class ControlServer:
     """Serves the control API while the worker owns the client id, and publishes where."""
 
-    def __init__(self, worker: Worker, config: WorkerConfig, publish_at: Path | None) -> None:
+    def __init__(self, worker: Worker, config: WorkerConfig, publish_at: Path | None,
+                 campaigns: CampaignManager | None = None) -> None:
         self.settings = config.control
+        self.campaigns = campaigns if campaigns is not None else CampaignManager(worker)
+        worker.metrics.campaigns = self.campaigns
         self.token = resolve_token(self.settings) or secrets.token_urlsafe(32)
         self.worker = worker
         self.publish_at = publish_at
@@ -148,7 +194,7 @@ class ControlServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> ControlEndpoint:
-        runner = web.AppRunner(control_app(self.worker, self.token), access_log=None)
+        runner = web.AppRunner(control_app(self.worker, self.token, self.campaigns), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.host, self.settings.port)
         await site.start()
@@ -162,6 +208,7 @@ class ControlServer:
         return self.endpoint
 
     async def stop(self) -> None:
+        await self.campaigns.stop_all()
         if self.publish_at is not None and self.endpoint is not None:
             current = read_published(self.publish_at)
             if current is not None and current.url == self.endpoint.url:

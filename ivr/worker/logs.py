@@ -13,22 +13,46 @@ import logging
 import re
 import sys
 import time
+from typing import Any
 
 current_call_id: contextvars.ContextVar[str] = contextvars.ContextVar("ivr_call_id", default="-")
 
-# Anything that looks like a credential in a message: bearer tokens, JWTs, secrets in
-# query strings or form bodies. Redacted even if some code logs them by mistake.
+# Anything that looks like a credential in a message: bearer and basic credentials, JWTs,
+# secrets in query strings, form bodies, headers and JSON (`"api_key": "..."`). Redacted
+# even if some code logs them by mistake. A key counts as secret when its name ends in
+# secret, password, token or (api-)key, or is `key`, `sig` or `signature`.
+_SECRET_KEY = r"(?:[\w-]*?(?:secret|password|passwd|token|api[_-]?key|apikey)|key|sig|signature|authorization)"
 _SECRET_PATTERNS = [
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[REDACTED]"),
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[REDACTED]"),
+    # Basic credentials are base64: a token with a digit, + / =, or a capital after its first letter
+    (re.compile(r"\b(Basic\s+)(?=[A-Za-z0-9+/]*(?:[0-9+/=]|[a-z][A-Z]))[A-Za-z0-9+/]{6,}={0,2}"), r"\1[REDACTED]"),
     (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), "[REDACTED-JWT]"),
-    (re.compile(r"(?i)((?:client_secret|api_key|apikey|password|access_token|secret)[\"']?\s*[=:]\s*[\"']?)[^\s&\"',}]+"), r"\1[REDACTED]"),
+    (re.compile(r"(?i)(?<![\w-])(" + _SECRET_KEY + r"[\"']?\s*[=:]\s*[\"']?)(?!\[REDACTED|bearer\s|basic\s)"
+                r"[^\s&\"',;}\]]+"), r"\1[REDACTED]"),
 ]
 
 
 def redact(text: str) -> str:
+    """``text`` with anything that looks like a credential replaced by ``[REDACTED]``."""
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+_SECRET_NAME = re.compile(r"(?i)\A" + _SECRET_KEY + r"\Z")
+
+
+def redact_value(value: Any) -> Any:
+    """A log field with its secrets redacted: strings by :func:`redact`, mappings by key
+    (the value of a key like ``X-Api-Key`` is dropped whole) and recursively."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: "[REDACTED]" if isinstance(k, str) and _SECRET_NAME.match(k) and v not in (None, "")
+                else redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v) for v in value]
+    return value
 
 
 class CallContextFilter(logging.Filter):
@@ -67,7 +91,9 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(data, default=str))
+        # redacted field by field, before encoding: inside a JSON string a secret's quotes
+        # are escaped (\\"password\\": ...) and a pattern over the encoded line misses them
+        return json.dumps(redact_value(data), default=lambda o: redact(str(o)))
 
 
 def setup_logging(level: str = "INFO", json_logs: bool = False, stream=None) -> None:

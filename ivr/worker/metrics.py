@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from ivr.pbx.outbound import LATENESS_BUCKETS_MS
 from ivr.pbx.xapi import XapiCacheCollector
@@ -41,6 +41,8 @@ class WorkerMetrics:
         r.register(_XapiCollector(self))
         self.checkpoints: Any = None  # the worker's checkpoint store (docs/ha.md)
         r.register(_CheckpointCollector(self))
+        self.campaigns: Any = None  # the worker's CampaignManager (docs/campaigns.md)
+        r.register(_CampaignCollector(self))
         self.adapter_seconds = Histogram(
             "ivr_adapter_latency_seconds", "Speech adapter latency", ["kind", "name"],
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=r,
@@ -132,3 +134,20 @@ class _CheckpointCollector:
         flushes = getattr(store, "round_trips", 0)
         yield CounterMetricFamily("ivr_checkpoint_writes", "Call positions saved for a takeover", value=writes)
         yield CounterMetricFamily("ivr_checkpoint_flushes", "Round trips to the checkpoint store", value=flushes)
+
+
+class _CampaignCollector:
+    """ivr_campaign_contacts{campaign, status}: each campaign's contacts by status (pending,
+    dialling, done) and finished ones by result (answered, busy, machine, ...)."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("ivr_campaign_contacts", "Campaign contacts by status and result",
+                                   labels=["campaign", "status"])
+        manager = self.metrics.campaigns
+        for cid, runner in (getattr(manager, "runners", None) or {}).items():
+            for status, n in runner.plan.counts().items():
+                family.add_metric([cid, status], n)
+        yield family

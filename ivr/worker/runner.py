@@ -11,26 +11,34 @@ import asyncio
 import logging
 import signal
 import time
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 from threadpoolctl import threadpool_limits
 
 from ivr.call import Call, CallError, CallHangup
-from ivr.cluster.checkpoints import Checkpoint, CheckpointStore, MemoryCheckpoints
-from ivr.cluster.lease import LeaseStoreError, owner_label
-from ivr.flow import FlowLoadError
-from ivr.flow.interpreter import PositionObserver, YamlFlow
-from ivr.flow.position import FlowPosition
 from ivr.call.media import CallMedia, MediaSettings
 from ivr.call.record import CallRecord, CallRecordWriter, Outcome
+from ivr.call.results import failure_status
+from ivr.cluster.checkpoints import Checkpoint, CheckpointStore, MemoryCheckpoints
+from ivr.cluster.lease import LeaseStoreError, owner_label
 from ivr.config import WorkerConfig
+from ivr.flow import FlowLoadError
+from ivr.flow.interpreter import PositionObserver, YamlFlow
+from ivr.flow.position import FlowPosition, plain
 from ivr.pbx import PbxClient, PbxConfig
-from ivr.speech.services import SpeechServices
 from ivr.pbx.errors import PbxError
-from ivr.pbx.events import DtmfReceived, ParticipantRemoved, ParticipantUpdated, Resynced
+from ivr.pbx.events import (
+    DtmfReceived,
+    ParticipantRemoved,
+    ParticipantUpdated,
+    Resynced,
+)
 from ivr.pbx.models import ParticipantInfo, ParticipantStatus
 from ivr.pbx.outbound import slack_ms
 from ivr.pbx.xapi import XapiCache, XapiClient
+from ivr.speech.services import SpeechServices
 from ivr.worker.gcpacing import PacedCollector
 from ivr.worker.library import FlowLibrary
 from ivr.worker.logs import current_call_id
@@ -41,6 +49,15 @@ log = logging.getLogger("ivr.worker")
 
 # How long the overflow destination rings for a call the worker or its flow could not place.
 OVERFLOW_RING_S = 20
+
+@dataclass(frozen=True)
+class _Dialled:
+    """A call this worker dialled: the flow to run when it is answered, and how."""
+
+    flow: Any  # a LoadedFlow
+    params: dict[str, Any]
+    keep_variables: bool
+
 
 # Statuses in which a participant on a route point is a call for us to take.
 _TAKE = (ParticipantStatus.CONNECTED, ParticipantStatus.RINGING)
@@ -81,7 +98,7 @@ class Worker:
         self.pbx: PbxClient | None = None
         self.xapi: XapiCache | None = None  # the PBX's configuration, when xapi.enabled
         self.completed: list[CallRecord] = []  # most recent records, for `ivr call` and tests
-        self._outbound: dict[tuple[str, int], Any] = {}  # dialled legs -> the flow to run on answer
+        self._outbound: dict[tuple[str, int], _Dialled] = {}  # dialled legs -> the flow to run on answer
         self._waiters: dict[str, asyncio.Future[CallRecord]] = {}  # call id -> its record, when it ends
         self._early_digits: dict[tuple[str, int], list[str]] = {}  # keys pressed before the call started
         self._dial_watch: dict[tuple[str, int], asyncio.Future[bool]] = {}  # dialled legs not yet answered
@@ -304,12 +321,18 @@ class Worker:
         else:
             task = asyncio.create_task(self._run_call(participant), name=f"call-{participant.callid}")
         self._tasks[key] = task
-        task.add_done_callback(lambda _t, key=key: self._tasks.pop(key, None))
+        task.add_done_callback(partial(self._task_done, key))
+
+    def _task_done(self, key: tuple[str, int], _task: asyncio.Task[None]) -> None:
+        self._tasks.pop(key, None)
 
     # --- outbound ---------------------------------------------------------------------------
 
-    async def dial(self, destination: str, flow_path: str, *, route_point: str | None = None, timeout: float = 60) -> CallRecord:
-        """Call ``destination`` from the route point's device; run the flow once it answers."""
+    async def dial(self, destination: str, flow_path: str, *, route_point: str | None = None, timeout: float = 60,
+                   params: dict[str, Any] | None = None, keep_variables: bool = False) -> CallRecord:
+        """Call ``destination`` from the route point's device; run the flow (with ``params``)
+        once it answers. The record's ``dial_status`` says answered, busy, no_answer,
+        not_registered or failed; with ``keep_variables`` its ``variables`` hold what the flow set."""
         from ivr.worker.library import FlowLibrary
 
         assert self.pbx is not None, "the worker is not running"
@@ -319,17 +342,25 @@ class Worker:
         flow = one.get(self.config.path(flow_path))
         dn = self.pbx.state.dn(rp)
         device = dn.devices[0].device_id if dn and dn.devices else None
-        if device:
-            result = await self.pbx.rest.device_makecall(rp, device, destination, timeout=int(timeout))
-        else:
-            result = await self.pbx.rest.makecall(rp, destination, timeout=int(timeout))
+        try:
+            if device:
+                result = await self.pbx.rest.device_makecall(rp, device, destination, timeout=max(1, int(timeout)))
+            else:
+                result = await self.pbx.rest.makecall(rp, destination, timeout=max(1, int(timeout)))
+        except PbxError as exc:
+            record = CallRecord(call_id="-", route_point=rp, participant_id=0, caller_number=destination,
+                                direction="outbound", dial_status="failed")
+            record.finish(Outcome.ERROR, f"makecall to {destination} failed: {exc}")
+            return record
         if not result.ok or result.result is None:
-            record = CallRecord(call_id="-", route_point=rp, participant_id=0, caller_number=destination)
-            record.finish(Outcome.ERROR, f"makecall to {destination} failed: {result.reason or result.status}")
+            reason = str(result.reason or result.reasontext or result.status)
+            record = CallRecord(call_id="-", route_point=rp, participant_id=0, caller_number=destination,
+                                direction="outbound", dial_status=failure_status(reason))
+            record.finish(Outcome.ERROR, f"makecall to {destination} failed: {reason}")
             return record
         leg = result.result
         key = (rp, leg.id)
-        self._outbound[key] = flow
+        self._outbound[key] = _Dialled(flow, dict(params or {}), keep_variables)
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[f"{rp}/{leg.id}"] = waiter
         answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -346,7 +377,8 @@ class Worker:
         if not ok:
             self._outbound.pop(key, None)
             self._waiters.pop(f"{rp}/{leg.id}", None)
-            record = CallRecord(call_id=str(leg.callid), route_point=rp, participant_id=leg.id, caller_number=destination)
+            record = CallRecord(call_id=str(leg.callid), route_point=rp, participant_id=leg.id, caller_number=destination,
+                                direction="outbound", dial_status="no_answer")
             if ok is False:
                 record.finish(Outcome.CALLER_HANGUP, "not answered")
             else:
@@ -404,10 +436,10 @@ class Worker:
         key = (rp, participant.id)
         record = self._new_record(participant)
         current_call_id.set(record.call_id)
-        outbound_flow = self._outbound.pop(key, None)
-        if outbound_flow is not None:
-            record.direction = "outbound"
-        route = None if outbound_flow else self.config.route_for(rp, record.did, record.caller_number)
+        dialled = self._outbound.pop(key, None)
+        if dialled is not None:
+            record.direction, record.dial_status = "outbound", "answered"
+        route = None if dialled else self.config.route_for(rp, record.did, record.caller_number)
         media = CallMedia(pbx, rp, participant.id, settings=MediaSettings(), metrics=self.metrics)
         call = Call(
             pbx,
@@ -428,8 +460,8 @@ class Worker:
         self.metrics.call_started()
         started = asyncio.get_running_loop().time()
         try:
-            if outbound_flow is not None:
-                flow = outbound_flow
+            if dialled is not None:
+                flow = dialled.flow
                 record.answered_at = time.time()  # a dialled call starts when the other side answers
             elif route is None:
                 log.warning("no route for call to %s (DID %r, caller %r)", rp, record.did, record.caller_number)
@@ -439,7 +471,7 @@ class Worker:
                 flow = self.library.get(self.config.path(route.flow))
             record.flow = str(flow.path)
             record.flow_version = flow.version
-            if outbound_flow is not None:  # the party is the number dialled, the route point dialled it
+            if dialled is not None:  # the party is the number dialled, the route point dialled it
                 log.info("outbound call from %s to %s: flow %s (version %s)", rp, record.caller_number,
                          flow.path.name, flow.version)
             else:
@@ -448,6 +480,8 @@ class Worker:
             if self.on_call_started:
                 self.on_call_started(call)
             params = dict(route.params) if route is not None and route.params else None
+            if dialled is not None:
+                params = dialled.params or None
             runnable = flow.runnable
             if isinstance(runnable, YamlFlow):
                 resume = self._resume_point(record, flow.version)
@@ -477,6 +511,8 @@ class Worker:
             failed = Outcome.PBX_ERROR if isinstance(exc, PbxError) else Outcome.ERROR  # the PBX's doing
             await self._fallback(call, f"{type(exc).__name__}: {exc}", failed)
         finally:
+            if dialled is not None and dialled.keep_variables:
+                record.variables = plain(getattr(call, "vars", None) or {})
             await media.close()
             self.calls.pop(key, None)
             if self._abandoned is not None and record.outcome is None:

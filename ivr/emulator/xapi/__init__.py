@@ -22,5 +22,5 @@ def with_extensions(desc: PbxDescription, config: EmulatorConfig) -> PbxDescript
     ``answer`` as the configured behaviour (``--busy``, ``--extension 102=busy``)."""
     users = [u.model_copy(update={"answer": config.extensions.get(u.number, u.answer)}) for u in desc.users]
     named = {u.number for u in users}
-    users += [UserSpec(number=dn, answer=b) for dn, b in config.extensions.items() if dn not in named]  # type: ignore[arg-type]
+    users += [UserSpec(number=dn, answer=b) for dn, b in config.extensions.items() if dn not in named]
     return desc.model_copy(update={"users": users})

@@ -1,0 +1,160 @@
+"""A campaign through the real worker against the emulator (virtual clock): an answering
+contact who confirms by pressing 1, a voicemail whose greeting the flow detects (amd step) and
+leaves a message after the beep, busy, no-answer and not-registered contacts with retries, an
+inbound call served normally in the middle of the campaign, and one results row a contact."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from pydantic import SecretStr
+
+from ivr.campaign.contacts import read_contacts
+from ivr.campaign.dialer import WorkerDialer
+from ivr.campaign.plan import CampaignPlan, CampaignSettings
+from ivr.campaign.results import ResultsCsv, StateFile
+from ivr.campaign.runner import CampaignRunner
+from ivr.config import PbxSettings, Route, WorkerConfig
+from ivr.emulator import Emulator, EmulatorConfig
+from ivr.speech.services import SpeechServices
+from ivr.testing.clock import run as run_virtual
+from ivr.worker.runner import Worker
+
+AUDIO = Path(__file__).resolve().parents[1] / "audio"
+SECRET = "campaign-secret"
+REMINDER = """\
+params: {name: "", appointment: ""}
+steps:
+  - amd:
+      into: answered_by
+      machine:
+        - say: "Hello {{ params.name }}, a reminder of your appointment on {{ params.appointment }}."
+        - set: {left_message: "yes"}
+        - hangup
+  - menu:
+      prompt: {say: "Hello {{ params.name }}. Your appointment is {{ params.appointment }}. Press 1 to confirm."}
+      timeout: 5
+      retries: 1
+      choices:
+        "1":
+          - set: {confirmed: "yes"}
+          - say: "Thank you."
+          - hangup
+"""
+INBOUND = "steps:\n  - answer\n  - say: Welcome\n  - transfer: {to: '101', timeout: 5}\n"
+START = datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
+
+
+def speech(name: str) -> np.ndarray:
+    x, _ = sf.read(AUDIO / name, dtype="int16")
+    return x
+
+
+def beep() -> np.ndarray:
+    t = np.arange(3200) / 8000
+    return (9000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+
+
+async def callee(emu: Emulator, stop: asyncio.Event, pressed: list[str]) -> None:
+    """What the people (and the voicemail) at the dialled numbers do once they answer."""
+    acted: set[int] = set()
+    hello = speech("welcome.wav")[2000:6800]  # 0.6 s: "Hello?"
+    greeting = np.concatenate([speech("vm_greeting.wav"), np.zeros(2400, np.int16), beep()])
+    while not stop.is_set():
+        for call in emu.controller.list_calls():
+            callid = call["callid"]
+            if callid in acted or call["direction"] != "outbound" or call["state"] != "connected":
+                continue
+            acted.add(callid)
+            if call["to"] == "105":  # a voicemail box
+                await emu.speak(callid, greeting)
+            elif call["to"] == "101":  # a person: says hello, then presses 1 during the menu
+                await emu.speak(callid, hello)
+
+                async def confirm(callid: int = callid) -> None:
+                    await asyncio.sleep(4.0)
+                    await emu.send_dtmf(callid, "1")
+                    pressed.append(str(callid))
+
+                asyncio.ensure_future(confirm())
+        await asyncio.sleep(0.1)
+
+
+async def scenario(tmp_path: Path, flow: str = REMINDER) -> tuple[dict[str, int], Worker, Emulator, list[str], list[dict]]:
+    (tmp_path / "reminder.yaml").write_text(flow)
+    (tmp_path / "inbound.yaml").write_text(INBOUND)
+    (tmp_path / "list.csv").write_text(
+        "number,name,appointment\n101,Anna,Tuesday 10:00\n102,Bob,Wednesday\n103,Carla,Thursday\n"
+        "104,Dan,Friday\n105,Eve,Monday\n")
+    emu = Emulator(EmulatorConfig(client_secret=SECRET, ring_seconds=0.5, no_answer_timeout=3.0,
+                                  extensions={"100": "answer", "101": "answer", "102": "busy", "103": "no_answer",
+                                              "104": "not_registered", "105": "answer"}))
+    inbound_records: list[dict] = []
+    async with emu.running():
+        config = WorkerConfig(pbx=PbxSettings(url=emu.url, client_id="900"), records=None, base_dir=tmp_path,
+                              routes=[Route(route_point="800", flow=str(tmp_path / "inbound.yaml"))])
+        speech_services = SpeechServices.from_settings(config.speech.model_copy(update={"tts": "tone"}))
+        worker = Worker(config, secret=SecretStr(SECRET), reload_interval=60, speech=speech_services)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.wait_for(worker.ready.wait(), 30)
+        t0 = asyncio.get_running_loop().time()
+
+        def clock() -> datetime:
+            return START + timedelta(seconds=asyncio.get_running_loop().time() - t0)
+
+        contacts = read_contacts(tmp_path / "list.csv")
+        settings = CampaignSettings(concurrency=3, rate=2.0, retries=1, retry_delay={"busy": 30, "no_answer": 30,
+                                                                                       "not_registered": 30})
+        dialer = WorkerDialer(worker, "reminder.yaml", ring_timeout=3)
+        runner = CampaignRunner(CampaignPlan(contacts, settings), dialer, state=StateFile(tmp_path / "state.json"),
+                                results=ResultsCsv(tmp_path / "out.csv", ["appointment"], ["confirmed"]),
+                                free_capacity=dialer.free_capacity, clock=clock)
+        callee_stop = asyncio.Event()
+        pressed: list[str] = []
+        acting = asyncio.create_task(callee(emu, callee_stop, pressed))
+        campaign = asyncio.create_task(runner.run())
+        await asyncio.sleep(2.0)
+        inbound = await emu.place_call("+4930777", "800")  # a caller arrives mid-campaign
+        counts = await asyncio.wait_for(campaign, 300)
+        callee_stop.set()
+        await acting
+        inbound_records = [r.to_dict() for r in worker.completed if r.direction == "inbound"]
+        info = emu.call_info(inbound)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert info["location"] == "101" or any(str(e.get("destination")) == "101" for e in info["log"])
+    return counts, worker, emu, pressed, inbound_records
+
+
+def test_a_reminder_campaign_against_the_emulator(tmp_path):
+    counts, worker, _emu, pressed, inbound = run_virtual(scenario(tmp_path))
+    assert counts["done"] == 5, counts
+    rows = {r["number"]: r for r in csv.DictReader((tmp_path / "out.csv").open())}
+    assert set(rows) == {"101", "102", "103", "104", "105"}
+    assert rows["101"]["result"] == "answered" and rows["101"]["confirmed"] == "yes" and pressed
+    assert rows["105"]["result"] == "machine" and '"left_message":"yes"' in rows["105"]["flow_variables"]
+    assert rows["102"]["result"] == "busy" and rows["102"]["attempts"] == "2"  # retried once
+    assert rows["103"]["result"] == "no_answer" and rows["103"]["attempts"] == "2"
+    assert rows["104"]["result"] == "not_registered" and rows["104"]["attempts"] == "2"
+    assert rows["101"]["appointment"] == "Tuesday 10:00"
+    # The machine got its message after the beep: the amd step waited for the greeting's end.
+    vm = next(r for r in worker.completed if r.direction == "outbound" and r.caller_number == "105")
+    amd = next(s.result for s in vm.steps if s.step == "amd")
+    assert amd["result"] == "machine" and amd["greeting_end"] == "beep", amd
+    # The inbound caller in the middle was served by its own flow.
+    assert len(inbound) == 1 and inbound[0]["outcome"] == "transferred"
+
+
+def test_the_shipped_reminder_example_confirms_and_leaves_messages(tmp_path):
+    example = Path(__file__).resolve().parents[1] / "examples" / "reminder" / "reminder.yaml"
+    counts, _worker, _emu, pressed, _inbound = run_virtual(scenario(tmp_path, example.read_text()))
+    rows = {r["number"]: r for r in csv.DictReader((tmp_path / "out.csv").open())}
+    assert counts["done"] == 5 and pressed
+    assert rows["101"]["result"] == "answered" and rows["101"]["confirmed"] == "yes"
+    assert rows["105"]["result"] == "machine" and '"confirmed":"message left"' in rows["105"]["flow_variables"]
