@@ -445,3 +445,23 @@ vars: {pbx: 1}
         assert any(want in e for e in errors), (want, errors)
     lines = sorted({int(e.split(":")[0]) for e in errors})
     assert lines == [2, 3, 4, 5, 6, 7, 8, 9, 10], errors
+
+
+async def test_directory_plays_a_recorded_name_when_the_flow_has_one(ivr_sim, tmp_path, pbx) -> None:
+    import numpy as np
+    import soundfile
+
+    (tmp_path / "names").mkdir()
+    soundfile.write(str(tmp_path / "names" / "101.wav"), np.zeros(4000, np.float32), 8000, subtype="PCM_16")
+    flow = write(tmp_path, "dir.yaml", DIRECTORY.replace("match: last", 'match: last\n      name_prompt: "names/{{ number }}.wav"'))
+    caller = await ivr_sim.call(flow, pbx=pbx)
+    await caller.press("72#")
+    await caller.hears("For Dieter Palmer, press 1")  # no recording: spoken
+    await caller.press("*")
+    await caller.press("6455#")
+    await caller.hears("For")
+    played = await caller.hears("101")  # Anna Miller's recorded name
+    assert played.endswith("names/101.wav")
+    await caller.hears("press 1")
+    await caller.press("1")
+    await caller.expect_transfer("101")
