@@ -203,6 +203,9 @@ def main() -> None:
                          "as the first)")
     ap.add_argument("--tls", action="store_true",
                     help="HTTPS/WSS between worker and emulator (a throwaway CA, verified), as with a real 3CX")
+    ap.add_argument("--repeat-upserts", action="store_true",
+                    help="the emulator repeats Upserts every 750 ms, as real PBXs do (each costs the worker a GET); "
+                         "default off, as the results were measured")
     args = ap.parse_args()
     if args.hold < SETTLE + 2:
         ap.error(f"--hold must be at least {SETTLE + 2} s")
@@ -225,7 +228,7 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix=f"ivr-bench-{n}-"))
         stack = Stack(work, FLOW, prompts, lead_ms=args.lead_ms, batch=args.batch, log_level=args.log_level,
                       worker_tree=args.worker_tree, pbx_extra=dict(kv.split("=", 1) for kv in args.pbx), tls=args.tls,
-                      worker_nice=args.worker_nice, worker_cpu=args.worker_cpu)
+                      worker_nice=args.worker_nice, worker_cpu=args.worker_cpu, repeat_upserts=args.repeat_upserts)
         try:
             stack.start()
             ext = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[args.profile_format]

@@ -52,6 +52,11 @@ class PbxSettings(_Strict):
     outbound_batch_frames: int = Field(default=2, ge=1, le=10, description="20 ms frames per pacer wake-up")
     outbound_tick_ms: int = Field(default=5, ge=0, le=20, description="pacers' shared wake-up grid (0: a timer each)")
     inbound_block_ms: int = Field(default=40, ge=0, le=200, description="caller audio analysed in blocks of this much")
+    event_max_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024,
+                                 description="largest event-socket message accepted (bytes); larger drops the socket")
+    rest_max_connections: int = Field(default=100, ge=2, le=10000, description="REST connections open at once at most")
+    participant_fetches: int = Field(default=16, ge=1, le=1000,
+                                     description="participant GETs after Upsert events in flight at once")
     transfer_margin: float = Field(default=15.0, gt=0, le=600, description="a routeto/divert/transferto request "
                                    "may take the transfer's timeout plus this long (3CX answers once delivered or failed)")
 

@@ -7,6 +7,7 @@ flow loader, so both kinds of file report errors the same way.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -18,12 +19,33 @@ from ivr.config import ConfigError, WorkerConfig
 from ivr.flow.diagnostics import Diagnostic
 from ivr.flow.loader import _convert, _Invalid, _Limits, validation_diagnostics
 
+#: Largest ivr.yaml read by default; a real one is a few kB (a 200 MB file took 20 s to
+#: parse). The environment variable IVR_CONFIG_MAX_BYTES changes it.
+MAX_CONFIG_BYTES = 1024 * 1024
 
-def load_config(path: str | Path) -> WorkerConfig:
+
+def config_max_bytes() -> int:
+    """The ivr.yaml size limit: IVR_CONFIG_MAX_BYTES if set, else :data:`MAX_CONFIG_BYTES`."""
+    raw = os.environ.get("IVR_CONFIG_MAX_BYTES", "").strip()
+    if not raw:
+        return MAX_CONFIG_BYTES
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"IVR_CONFIG_MAX_BYTES: expected a number of bytes, got {raw!r}")
+    return int(raw)
+
+
+def load_config(path: str | Path, *, max_bytes: int | None = None) -> WorkerConfig:
+    """Read and validate ``path``; ConfigError (one line per problem) otherwise."""
     file = str(path)
     p = Path(path)
+    if max_bytes is None:
+        max_bytes = config_max_bytes()
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            data = f.read(max_bytes + 1)  # never more: the file may be endless (a FIFO, /dev/zero)
+        if len(data) > max_bytes:
+            raise ConfigError(f"{file}: config file too large (over {max_bytes} bytes; ivr.yaml is a few kB)")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{file}: config file not found (pass --config PATH)") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -158,7 +158,7 @@ def test_a_step_keeps_a_short_result():
     assert action_result(agent) == {"status": "returned", "turns": 3}
     assert action_result({"account": "x" * 10_000, "ok": True}) == {"returned": ["account", "ok"]}
     assert action_result(RecordResult(Path("/r/a.wav"), 2.5, "silence", {"k": "v"})) == \
-        {"path": "/r/a.wav", "duration": 2.5, "reason": "silence"}
+        {"path": "/r/a.wav", "duration": 2.5, "reason": "silence", "empty": False}
     assert action_result(None) is None and action_result(object()) is None
 
 

@@ -305,3 +305,76 @@ async def test_http_tool_and_set_variable(tmp_path: Path) -> None:
     assert '"state": "shipped"' in answer.content
     assert ("log", {"message": "name Ada"}) in steps_of(record)
     assert "s3cret" not in record.to_json()  # the header value is never recorded
+
+
+# --- limits and keys during the conversation (issue 14) -----------------------------------
+# On the virtual clock (ivr.testing.clock): the limits are checked in simulated seconds, so
+# they mean the same on a loaded machine.
+
+
+def _virtual(coro_fn: Any) -> Any:
+    from ivr.testing import clock
+
+    return clock.run(coro_fn())
+
+
+def test_max_seconds_ends_an_endless_reply(tmp_path: Path) -> None:
+    endless = " ".join(f"Word{i} and more." for i in range(20000))
+    llm = ScriptedLLM([endless], token_delay=0.01)
+    path = write_flow(tmp_path, """
+        max_seconds: 5
+        silence_timeout: 30
+        into: res
+        on_timeout: [{log: "timeout after {{ res.turns }} turns"}]
+    """)
+
+    async def scenario() -> Any:
+        async with FlowHarness(path, speech=services(llm, ScriptedSTT(["tell me a story"]))) as h:
+            callid, call = await h.place_call()
+            await asyncio.sleep(0.3)
+            await h.emulator.speak(callid, voice())
+            return await asyncio.wait_for(h.record_of(call), 60)
+
+    record = _virtual(scenario)
+    agent = next(s for s in record.steps if s.step == "agent")
+    assert agent.result["status"] == "timeout", agent.result
+    assert agent.duration <= 5 + 1.0, agent.duration  # not the minutes the reply would take
+    assert ("log", {"message": "timeout after 1 turns"}) in steps_of(record)
+    assert llm.cancelled == 1  # the model was told to stop writing
+    cut = [e for e in record.transcript if e.get("interrupted")]
+    assert len(cut) == 1 and cut[0]["text"].startswith("Word0 and more.") and len(cut[0]["text"]) < len(endless) / 10
+
+
+@pytest.mark.parametrize("when", ["listening", "replying"])
+def test_a_key_during_the_agent_reaches_the_flow(tmp_path: Path, when: str) -> None:
+    long = " ".join(f"Sentence number {i} is here." for i in range(1, 60))
+    llm = ScriptedLLM([long], token_delay=0.02)
+    path = write_flow(tmp_path, """
+        greeting: "Hi. Press 0 for the operator."
+        silence_timeout: 30
+        into: res
+        keys:
+          "0": [{log: "operator: {{ res.data.key }}"}]
+    """)
+
+    async def scenario() -> Any:
+        async with FlowHarness(path, speech=services(llm, ScriptedSTT(["tell me everything"]))) as h:
+            callid, call = await h.place_call()
+            await until(lambda: said(call, "assistant"))  # the greeting has played
+            await h.emulator.send_dtmf(callid, "5")  # not one of the agent's keys: ignored
+            if when == "replying":
+                await h.emulator.speak(callid, voice())
+                await until(lambda: call.media.stats().get("outbound_bytes", 0) > 32000, 30)
+            await h.emulator.send_dtmf(callid, "0")
+            return await asyncio.wait_for(h.record_of(call), 60)
+
+    record = _virtual(scenario)
+    agent = next(s for s in record.steps if s.step == "agent")
+    assert agent.result["status"] == "key" and agent.result["data"] == {"key": "0"}, agent.result
+    assert ("log", {"message": "operator: 0"}) in steps_of(record)
+    # the "5" ended nothing and started no reprompt
+    assert [e["text"] for e in record.transcript if e["role"] == "assistant"][0] == "Hi. Press 0 for the operator."
+    assert not [e for e in record.transcript if e.get("text") == "Are you still there?"]
+    if when == "replying":
+        assert llm.cancelled == 1
+        assert any(e.get("interrupted") for e in record.transcript)

@@ -229,10 +229,12 @@ def test_max_digits_matches_at_once_when_final_timeout_is_zero():
     assert run.decided_at == 1.2
 
 
-def test_terminator_after_max_digits_with_final_timeout_zero_is_leftover():
+def test_terminator_after_max_digits_with_final_timeout_zero_decides_nothing_but_is_consumed():
+    # The match is at max_digits; the "#" the caller was told to press is taken, not left over
+    # (issue 14: it cut the next prompt). Other late keys stay leftover (tests below).
     run = drive(R(max_digits=3), [(1.0, "1"), (1.1, "2"), (1.2, "3"), (1.3, "#")])
     assert run.outcome.terminator is None and run.outcome.digits == "123"
-    assert run.collector.leftover() == "#"
+    assert run.collector.leftover() == ""
 
 
 def test_final_timeout_waits_for_the_terminator_which_is_consumed():
@@ -712,13 +714,58 @@ def test_property_every_key_is_accounted_for_exactly_once(rules, script):
     out = run.outcome
     fed = (pending if rules.type_ahead else "") + "".join(k for _, k in keys)
     rejected = 1 if out.reason in ("invalid_digit", "too_many_digits") else 0
-    used = len(out.digits) + (out.terminator is not None) + rejected
+    late = run.collector.late_terminator_taken  # the terminator typed right after max_digits
+    used = len(out.digits) + (out.terminator is not None) + rejected + late
     assert fed[: len(out.digits)] == out.digits  # collected in the order pressed
     if out.terminator is not None:
         assert fed[len(out.digits)] == out.terminator
+    if late:
+        assert out.reason == "max_digits" and fed[len(out.digits)] == rules.terminator
     assert fed[used:] == run.collector.leftover()
 
 
 def test_pending_keys_after_an_outcome_stay_leftover():
     c = DigitCollector(menu("123"), pending="23")
     assert c.outcome.digits == "2" and c.leftover() == "3"
+
+
+# --- a terminator typed after max_digits belongs to that gather ---------------------------
+
+
+def test_terminator_right_after_max_digits_is_consumed_not_left_over() -> None:
+    rules = DigitRules(max_digits=4, inter_digit_timeout=3.0)
+    c = DigitCollector(rules)
+    c.start(0.0)
+    c.digits_in("1234", 1.0)
+    assert c.outcome is not None and c.outcome.reason == "max_digits"
+    assert c.late_terminator_until(1.0) == 4.0
+    c.digit("#", 1.4)
+    assert c.leftover() == "" and c.late_terminator_until(1.4) is None
+    c.digit("#", 1.5)  # a second one is the next input's
+    assert c.leftover() == "#"
+
+
+def test_terminator_in_type_ahead_after_max_digits_is_consumed() -> None:
+    c = DigitCollector(DigitRules(max_digits=4), pending="1234#5")
+    assert c.outcome is not None and c.outcome.digits == "1234"
+    assert c.leftover() == "5"
+
+
+@pytest.mark.parametrize("keys, at, leftover", [
+    ("5#", 1.5, "5#"),  # another key first: the caller moved on
+    ("#", 4.5, "#"),  # after the caller's rhythm (inter_digit_timeout): the next input's
+])
+def test_late_terminator_window(keys: str, at: float, leftover: str) -> None:
+    c = DigitCollector(DigitRules(max_digits=4, inter_digit_timeout=3.0))
+    c.start(0.0)
+    c.digits_in("1234", 1.0)
+    c.digits_in(keys, at)
+    assert c.leftover() == leftover
+
+
+def test_no_late_terminator_without_a_max_digits_match() -> None:
+    for rules, keys in ((DigitRules(max_digits=4, terminator=None), "1234"), (DigitRules(max_digits=4), "12#")):
+        c = DigitCollector(rules)
+        c.start(0.0)
+        c.digits_in(keys, 1.0)
+        assert c.late_terminator_until(1.0) is None

@@ -5,11 +5,17 @@ process for the kill/restart test), plays a caller who presses ``1`` whenever th
 injects a fault, and then checks the one property that matters in production: no call is lost
 or left hanging. Each call placed leaves exactly one call record with a defined outcome, the
 emulator shows each call either ended or delivered to an extension, and the worker stays up.
+
+These run in real time with 100 calls, so they must hold on a busy machine (both cores
+loaded by other work, `stress-ng --cpu 2`): faults are timed from what the worker has done
+(reconnected, calls up), not from the wall clock alone, and every limit is an upper bound
+with room for a slow machine (a passing run never waits for it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import socket
 import subprocess
@@ -31,6 +37,7 @@ from ivr.emulator import Emulator, EmulatorConfig
 from ivr.simulate import until_listening
 from ivr.speech import register
 from ivr.speech.services import SpeechServices
+from ivr.testing import clock as virtual_clock
 from ivr.worker.runner import Worker
 from helpers import write_tone
 
@@ -41,6 +48,41 @@ OUTCOMES = {
     Outcome.DRAINED,
 }
 EXTENSIONS = {dn: "answer" for dn in ("100", "101", "102", "103", "104", "105")}
+
+def on_virtual_time(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Run an async test on the virtual clock (ivr.testing.clock): the worker and the
+    emulator share this process and talk over loopback, so the clock may jump over idle
+    waits, and the CPU time code takes - however slow a loaded machine makes it - is no
+    simulated time. Menu timeouts, fault cadence and TTS limits then mean the same on a
+    busy machine as on an idle one. (On the real clock, 100 calls on a machine whose cores
+    are taken by other work ran their menus out before the caller's keys got through.)"""
+
+    @functools.wraps(test)
+    def run_on_virtual_time(*args: Any, **kwargs: Any) -> None:
+        virtual_clock.run(test(*args, **kwargs))
+
+    return run_on_virtual_time
+
+
+# Upper bounds only (a passing run ends long before them), wide enough for a loaded machine.
+CALLER_GIVES_UP_S = 90.0
+LOAD_TIMEOUT_S = 150.0
+RECORD_TIMEOUT_S = 60.0
+
+
+async def wait_for_condition(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``cond`` every 20 ms; AssertionError naming ``what`` after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        await asyncio.sleep(0.02)
+
+
+def connected_calls(emu: Emulator) -> list[Any]:
+    return [c["callid"] for c in emu.controller.list_calls() if c["state"] == "connected"]
+
 
 # The caller presses 1; the menu sends the call to 101. Anything that breaks runs on_error,
 # which tries the operator (100). The overflow (105) catches calls the flow could not place.
@@ -102,7 +144,7 @@ class Rig:
         self.worker.keep_records = 10_000
         self.task = asyncio.create_task(self.worker.run(self.stop_event))
         ready = asyncio.ensure_future(self.worker.ready.wait())
-        await asyncio.wait({ready, self.task}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({ready, self.task}, timeout=RECORD_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
         if self.task.done():
             self.task.result()
         assert self.worker.ready.is_set(), "the worker did not become ready"
@@ -111,7 +153,7 @@ class Rig:
     async def __aexit__(self, *exc: Any) -> None:
         self.stop_event.set()
         if self.task is not None:
-            await asyncio.wait_for(self.task, 20)
+            await asyncio.wait_for(self.task, RECORD_TIMEOUT_S)
         if self.emulator is not None:
             await self.emulator.stop()
 
@@ -125,7 +167,7 @@ class Rig:
             self._by_caller[number] = asyncio.get_running_loop().create_future()
         return self._by_caller[number]
 
-    async def call_from(self, number: str, timeout: float = 20) -> Call:
+    async def call_from(self, number: str, timeout: float = RECORD_TIMEOUT_S) -> Call:
         """The worker's Call for this caller number (unique per test call)."""
         return await asyncio.wait_for(self._caller_future(number), timeout)
 
@@ -134,14 +176,15 @@ class Rig:
             self._calls[call_id] = asyncio.get_running_loop().create_future()
         return self._calls[call_id]
 
-    async def call_of(self, callid: Any, timeout: float = 20) -> Call:
+    async def call_of(self, callid: Any, timeout: float = RECORD_TIMEOUT_S) -> Call:
         return await asyncio.wait_for(self._future(str(callid)), timeout)
 
     async def record_of(self, callid: Any, timeout: float) -> CallRecord:
         """The call record of this emulator call id (every call placed must leave one)."""
         assert self.worker is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
             for record in self.worker.completed:
                 if record.call_id == str(callid):
                     return record
@@ -149,15 +192,16 @@ class Rig:
         raise AssertionError(f"call {callid} left no call record within {timeout:.0f} s (hanging?)")
 
 
-async def press_one_when_listening(send: Callable[[str], Awaitable[Any]], call: Call, *, give_up: float = 25) -> None:
+async def press_one_when_listening(send: Callable[[str], Awaitable[Any]], call: Call, *, give_up: float = CALLER_GIVES_UP_S) -> None:
     """The caller: press 1 each time the IVR listens, until the call leaves the IVR.
 
     A key press lost in a fault (event socket down) times the menu out; the caller then
     hears the prompt again and presses again, as a person would.
     """
-    deadline = time.monotonic() + give_up
-    while not call.hung_up and time.monotonic() < deadline:
-        if not await until_listening(call, timeout=max(0.1, deadline - time.monotonic())):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + give_up
+    while not call.hung_up and loop.time() < deadline:
+        if not await until_listening(call, timeout=max(0.1, deadline - loop.time())):
             if call.hung_up:
                 return
             continue
@@ -206,12 +250,12 @@ def assert_nothing_lost(rig: Rig, callids: list[Any], records: list[CallRecord])
     return Counter(r.outcome for r in records)
 
 
-async def run_load(rig: Rig, fault: Callable[[], Awaitable[None]], *, n: int = N_CALLS, timeout: float = 40) -> tuple[list[Any], list[CallRecord]]:
+async def run_load(rig: Rig, fault: Callable[[], Awaitable[None]], *, n: int = N_CALLS, timeout: float = LOAD_TIMEOUT_S) -> tuple[list[Any], list[CallRecord]]:
     """n concurrent callers plus the fault running alongside; every call's record."""
     fault_task = asyncio.create_task(fault())
     try:
         callids = await asyncio.wait_for(asyncio.gather(*(place_and_play(rig, i) for i in range(n))), timeout)
-        records = await asyncio.gather(*(rig.record_of(c, timeout=15) for c in callids))
+        records = await asyncio.gather(*(rig.record_of(c, timeout=RECORD_TIMEOUT_S) for c in callids))
     finally:
         fault_task.cancel()
         await asyncio.gather(fault_task, return_exceptions=True)
@@ -221,6 +265,7 @@ async def run_load(rig: Rig, fault: Callable[[], Awaitable[None]], *, n: int = N
 # --- the PBX connection ------------------------------------------------------------------
 
 
+@on_virtual_time
 async def test_event_socket_cut_every_second_under_100_calls(tmp_path):
     flow = write_flow(tmp_path, "menu.yaml", MENU_FLOW)
     async with Rig(flow) as rig:
@@ -233,10 +278,18 @@ async def test_event_socket_cut_every_second_under_100_calls(tmp_path):
         async def cut_every_second() -> None:
             nonlocal cuts
             jitter = random.Random(1)  # not in lockstep with the caller's key presses
+            synced = stream.synced_sessions - 1  # the session up now counts as new
             while True:
-                # Each socket lives longer than reconnect_initial (0.5 s), so the client reconnects at once
-                # rather than backing off as it would for a flapping server.
+                # Each socket lives 0.6-0.9 s after the worker has reconnected AND resynced:
+                # longer than reconnect_initial (0.5 s), so the client reconnects at once rather
+                # than backing off as for a flapping server. Timed from the wall clock alone,
+                # a loaded machine (slow reconnect + resync of 100 calls) left the socket down
+                # most of the time: the worker backed off and every key press was lost.
+                await wait_for_condition(
+                    lambda after=synced: stream.is_connected and stream.synced_sessions > after, "event socket resynced"
+                )
                 await asyncio.sleep(jitter.uniform(0.6, 0.9))
+                synced = stream.synced_sessions
                 await emu.inject_fault({"close_event_sockets": True})
                 cuts += 1
 
@@ -252,6 +305,7 @@ async def test_event_socket_cut_every_second_under_100_calls(tmp_path):
         assert {r.transferred_to for r in records} == {"101"}
 
 
+@on_virtual_time
 async def test_tokens_revoked_mid_call_under_100_calls(tmp_path):
     flow = write_flow(tmp_path, "menu.yaml", MENU_FLOW)
     async with Rig(flow) as rig:
@@ -262,7 +316,10 @@ async def test_tokens_revoked_mid_call_under_100_calls(tmp_path):
         revoked = []
 
         async def revoke_twice() -> None:
-            for delay in (1.0, 1.5):
+            # While calls are up with their audio streams (how long it takes to get there
+            # depends on the machine's load): the revocation must cut some of them.
+            await wait_for_condition(lambda: len(connected_calls(emu)) >= N_CALLS // 4, "calls up")
+            for delay in (0.3, 0.5):
                 await asyncio.sleep(delay)
                 revoked.append((await emu.inject_fault({"revoke_tokens": True}))["affected"])
 
@@ -278,6 +335,7 @@ async def test_tokens_revoked_mid_call_under_100_calls(tmp_path):
         assert sum(r.metrics.get("stream_reopens", 0) for r in records) >= 1
 
 
+@on_virtual_time
 async def test_bursts_of_500_and_503_under_100_calls(tmp_path):
     flow = write_flow(tmp_path, "menu.yaml", MENU_FLOW)
     async with Rig(flow) as rig:
@@ -310,6 +368,7 @@ async def test_bursts_of_500_and_503_under_100_calls(tmp_path):
             assert placed or no_input or failed_branch, (r.outcome, r.outcome_detail, r.transferred_to, r.errors, [(s.step, s.result) for s in r.steps])
 
 
+@on_virtual_time
 async def test_stalled_and_truncated_audio_streams_under_100_calls(tmp_path):
     flow = write_flow(tmp_path, "menu.yaml", MENU_FLOW)
     async with Rig(flow) as rig:
@@ -318,8 +377,9 @@ async def test_stalled_and_truncated_audio_streams_under_100_calls(tmp_path):
         faults: list[dict[str, Any]] = []
 
         async def stall_and_truncate() -> None:
-            await asyncio.sleep(0.8)
-            live = [c["callid"] for c in emu.controller.list_calls() if c["state"] == "connected"]
+            # Once 40 calls are up (0.8 s on an idle machine; longer under load).
+            await wait_for_condition(lambda: len(connected_calls(emu)) >= 40, "40 calls up")
+            live = connected_calls(emu)
             for i, callid in enumerate(live[:40]):
                 kind = "stall_stream" if i % 2 else "truncate_stream"
                 body = {"callid": callid, "seconds": 2.0} if kind == "stall_stream" else {"callid": callid}
@@ -354,7 +414,7 @@ def start_emulator_process(port: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-async def wait_http(session: Any, url: str, timeout: float = 15) -> None:
+async def wait_http(session: Any, url: str, timeout: float = RECORD_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -390,7 +450,7 @@ async def test_emulator_process_killed_and_restarted(tmp_path):
             before = [f"+4930{i:05d}" for i in range(50)]
             await asyncio.gather(*(place(n) for n in before))
             calls = await asyncio.gather(*(rig.call_from(n) for n in before))
-            await asyncio.wait_for(asyncio.gather(*(c.listening.wait() for c in calls)), 15)
+            await asyncio.wait_for(asyncio.gather(*(c.listening.wait() for c in calls)), RECORD_TIMEOUT_S)
 
             proc.kill()  # SIGKILL: no goodbye on any socket
             proc.wait(10)
@@ -402,13 +462,16 @@ async def test_emulator_process_killed_and_restarted(tmp_path):
             def record(number: str) -> CallRecord | None:
                 return next((r for r in rig.worker.completed if r.caller_number == number), None)
 
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + RECORD_TIMEOUT_S
             while any(record(n) is None for n in before) and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             old = [record(n) for n in before]
             assert all(r is not None for r in old), "calls up at the kill were left hanging"
             assert rig.worker.calls == {}
-            assert stream.is_connected and stream.connects >= 2
+            # The calls may all have ended (their REST calls failing) before the worker's
+            # reconnect backoff, grown while the emulator was down, lets it try again.
+            await wait_for_condition(lambda: stream.is_connected and stream.connects >= 2,
+                                     "event socket reconnected to the new emulator", RECORD_TIMEOUT_S)
 
             # New calls after the restart work end to end.
             after = [f"+4931{i:05d}" for i in range(20)]
@@ -422,13 +485,13 @@ async def test_emulator_process_killed_and_restarted(tmp_path):
                         resp.raise_for_status()
 
                 await press_one_when_listening(press, call)
-                deadline = time.monotonic() + 15
+                deadline = time.monotonic() + RECORD_TIMEOUT_S
                 while (rec := record(number)) is None and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
                 assert rec is not None, f"no record for {number}"
                 return rec
 
-            fresh = await asyncio.wait_for(asyncio.gather(*(new_call(n) for n in after)), 30)
+            fresh = await asyncio.wait_for(asyncio.gather(*(new_call(n) for n in after)), LOAD_TIMEOUT_S)
             assert not rig.task.done() and rig.worker.ready.is_set()
         for r in old:
             assert r is not None and r.outcome in OUTCOMES and r.ended_at is not None, r
@@ -476,6 +539,7 @@ SAY_FLOW = """
 
 
 @pytest.mark.parametrize("adapter", ["hanging-tts", "failing-tts"])
+@on_virtual_time
 async def test_tts_that_hangs_or_raises_runs_on_error_within_first_audio_timeout(tmp_path, adapter):
     register("tts", "hanging-tts", HangingTTS)
     register("tts", "failing-tts", FailingTTS)
@@ -486,7 +550,7 @@ async def test_tts_that_hangs_or_raises_runs_on_error_within_first_audio_timeout
         emu = rig.emulator
         assert emu is not None
         callids = [await emu.place_call(f"+4930{i:05d}", "800") for i in range(N_CALLS)]
-        records = await asyncio.gather(*(rig.record_of(c, timeout=30) for c in callids))
+        records = await asyncio.gather(*(rig.record_of(c, timeout=RECORD_TIMEOUT_S) for c in callids))
         assert_nothing_lost(rig, callids, list(records))
         heard = emu.heard_pcm(callids[0])
     for record in records:
@@ -498,7 +562,8 @@ async def test_tts_that_hangs_or_raises_runs_on_error_within_first_audio_timeout
         assert any("tts" in e.lower() or "synthesis" in e.lower() for e in record.errors), record.errors
         answered, apology = record.steps[0], record.steps[1]
         # Steps are stamped when they end: the caller was silent from the end of answer to
-        # the start of the apology - at most the first-audio timeout plus scheduling slack.
+        # the start of the apology - at most the first-audio timeout plus scheduling slack
+        # (on the virtual clock, the machine's load adds none).
         silent = (apology.at - apology.duration) - answered.at
         assert silent <= limit + 1.5, silent
         if adapter == "failing-tts":

@@ -291,3 +291,50 @@ async def test_repeated_upserts_from_emulator_do_not_repeat_events(emulator_fact
         await emu.send_dtmf(cid, "123")
         got = [await sub.next(DtmfReceived, timeout=3) for _ in range(3)]
         assert "".join(d.digits for d in got) == "123"
+
+
+# --- limits against a misbehaving or hostile peer (issue 14) ------------------------------
+
+
+async def test_an_oversized_event_message_drops_the_socket_instead_of_being_read() -> None:
+    async with WirePbx() as wire:
+        cfg = wire_cfg(wire.url).model_copy(update={"event_max_bytes": 64 * 1024})
+        async with PbxClient(cfg) as pbx:
+            sub = pbx.events()
+            await wire.send("x" * (4 * 1024 * 1024))  # 4 MB: never buffered or parsed
+            await wait_until(lambda: pbx.event_stream.connects == 2, timeout=10)
+            assert pbx.event_stream.malformed == 0
+            await wire.send({"sequence": 1, "event": {"event_type": 2, "entity": "/callcontrol/800/participants/7",
+                                                      "attached_data": {"dtmf_input": "5"}}})
+            assert (await next_of(sub, DtmfReceived, timeout=5)).digits == "5"  # the new socket works
+
+
+async def test_an_upsert_flood_keeps_participant_fetches_and_sockets_bounded() -> None:
+    class SlowPbx(WirePbx):
+        def __init__(self) -> None:
+            super().__init__()
+            self.in_flight = self.most_in_flight = 0
+            self.peers: set[object] = set()
+
+        async def participant(self, request: web.Request) -> web.Response:
+            self.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(0.05)
+                return await super().participant(request)
+            finally:
+                self.in_flight -= 1
+
+    async with SlowPbx() as wire:
+        cfg = wire_cfg(wire.url).model_copy(update={"participant_fetches": 8, "rest_max_connections": 12})
+        async with PbxClient(cfg) as pbx:
+            flood = 400  # distinct participants: nothing to coalesce
+            for pid in range(1, flood + 1):
+                wire.participants[pid] = participant(pid)
+            for seq, pid in enumerate(range(1, flood + 1), start=1):
+                await wire.send(upsert(seq, pid))
+            await wait_until(lambda: wire.participant_gets >= flood and not pbx._fetching, timeout=60)
+            assert len(pbx.state.participants("800")) == flood  # all fetched, in turn
+    assert wire.most_in_flight <= 8
+    assert len(wire.peers) <= 12

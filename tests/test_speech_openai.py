@@ -27,7 +27,7 @@ from ivr.speech import (
     synthesize_all,
     transcribe,
 )
-from ivr.speech.llm_openai import OpenAILLM, ToolCallAssembler
+from ivr.speech.llm_openai import DEFAULT_MAX_TOKENS, OpenAILLM, ToolCallAssembler
 from ivr.speech.pcm import read_wav, wav_bytes
 from ivr.speech.stt_openai import OpenAISTT
 from ivr.speech.tts_openai import OpenAITTS
@@ -295,3 +295,14 @@ async def test_openai_tts_resamples_to_8k_per_sentence(fake, fmt):
     assert fake.requests[0]["body"]["speed"] == 1.25 and fake.requests[0]["body"]["voice"] == "alloy"
     assert len(await synthesize_all(tts, "")) == 0
     await tts.aclose()
+
+
+async def test_replies_are_capped_by_default(fake):
+    llm = llm_for(fake)  # no max_tokens given: a runaway model must not talk for ever
+    [d async for d in llm.stream(MSGS)]
+    assert fake.requests[-1]["body"]["max_tokens"] == DEFAULT_MAX_TOKENS == 512
+    uncapped = llm_for(fake, max_tokens=None)
+    [d async for d in uncapped.stream(MSGS)]
+    assert "max_tokens" not in fake.requests[-1]["body"]
+    await llm.aclose()
+    await uncapped.aclose()

@@ -63,8 +63,11 @@ def flow(tmp_path: Path) -> Path:
 
 
 async def _one_call(flow: Path, shape: str, result: str) -> tuple[CallRecord, dict[str, Any], np.ndarray, float]:
+    # An injected fault hits the next requests: no repeated Upserts (and the GETs they cause)
+    # may come first.
+    quiet = {"repeat_upserts": False} if result.startswith("pbx_") else {}
     async with FlowHarness(flow, extensions=EXTENSIONS, ring_seconds=RING, no_answer_timeout=20,
-                           emulator_options=SHAPES[shape]) as h:
+                           emulator_options={**SHAPES[shape], **quiet}) as h:
         assert h.emulator is not None
         callid, call = await h.place_call("+4930111")
         assert await until_listening(call, 10)
@@ -231,7 +234,7 @@ def test_a_pbx_failure_outside_a_transfer_is_pbx_error_too(tmp_path: Path) -> No
     """))
 
     async def body() -> tuple[CallRecord, dict[str, Any], str]:
-        async with FlowHarness(path) as h:
+        async with FlowHarness(path, emulator_options={"repeat_upserts": False}) as h:  # the fault hits attach_data
             assert h.emulator is not None
             callid, call = await h.place_call("+4930111")
             for _ in range(200):

@@ -47,6 +47,19 @@ __all__ = ["AgentLoop", "AgentSettings", "run_agent"]
 log = logging.getLogger("ivr.agent")
 
 DEFAULT_APOLOGY = "I'm sorry, something went wrong on our side."
+
+
+class _Deadline(Exception):
+    """max_seconds passed while the agent was speaking or the model replying."""
+
+
+class _KeyPressed(Exception):
+    """The caller pressed one of the agent's ``keys``."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
 DEFAULT_REPROMPT = "Are you still there?"
 #: Model rounds in one turn (tool call -> result -> model again) before we stop asking.
 MAX_TOOL_ROUNDS = 4
@@ -82,6 +95,7 @@ class AgentSettings:
     end_of_turn_ms: int = 700  # caller silence that ends a turn (the VAD's end_ms while the agent listens)
     tts_timeout: float = 5.0  # first audio of each sentence
     temperature: float | None = None
+    keys: str = ""  # DTMF keys that end the conversation with status "key" (e.g. "0" for the operator)
     variables: dict[str, Any] | None = None  # what set_variable writes (default: call.vars)
     context: Callable[[], Mapping[str, Any]] | None = None  # template context for http tools
 
@@ -96,6 +110,10 @@ class AgentSettings:
             raise ValueError(f"agent: max_reprompts must be >= 0, got {self.max_reprompts}")
         if not 100 <= self.end_of_turn_ms <= 5000:
             raise ValueError(f"agent: end_of_turn_ms must be 100-5000, got {self.end_of_turn_ms}")
+        self.keys = str(self.keys or "").upper()
+        bad = sorted({k for k in self.keys if k not in "0123456789*#ABCD"})
+        if bad:
+            raise ValueError(f"agent: keys must be DTMF keys (0-9, *, #, A-D), got {''.join(bad)!r}")
 
 
 class AgentLoop:
@@ -112,6 +130,8 @@ class AgentLoop:
         self.turn_metrics: list[dict[str, Any]] = []
         self._turn: TurnMetrics | None = None
         self._speech_get: asyncio.Future | None = None
+        self._digit_get: asyncio.Future | None = None  # the pending key read, while keys end the agent
+        self._open_reply: Reply | None = None  # the reply not yet in the history (cut at an early end)
         self._replies: list[Reply] = []
         self.deadline = self.loop.time() + settings.max_seconds
         self.toolbox: ToolBox | None = None
@@ -153,10 +173,37 @@ class AgentLoop:
                 await reply.aclose()
             if self._speech_get is not None:
                 self._speech_get.cancel()
+            if self._digit_get is not None:
+                if self._digit_get.done() and not self._digit_get.cancelled():
+                    self.media.unread_digits(self._digit_get.result()[0])  # read, not used: keep it
+                else:
+                    self._digit_get.cancel()
             if self.turn_metrics:
                 self.call.call_record.metrics.setdefault("agent_turns", []).extend(self.turn_metrics)
 
     async def _converse(self) -> AgentResult:
+        """The conversation, ended early by max_seconds or one of the agent's keys at any
+        point (the caller listening, the agent speaking, the model writing)."""
+        try:
+            return await self._turns()
+        except _Deadline:
+            self._stop_talking("agent_timeout")
+            return self._result("timeout")
+        except _KeyPressed as pressed:
+            self._stop_talking("dtmf")
+            return self._result("key", {"key": pressed.key})
+
+    def _stop_talking(self, reason: str) -> None:
+        """Cut what the agent is saying; the history keeps what the caller heard."""
+        reply, self._open_reply = self._open_reply, None
+        if reply is not None:
+            heard = self._cut(reply)
+            if heard:
+                self.history.append(ChatMessage("assistant", heard))
+                self._note("assistant", heard, interrupted=True)
+        self.media.cut(reason)
+
+    async def _turns(self) -> AgentResult:
         speaking = False
         if self.s.greeting:
             speaking = await self._speak_line(self.s.greeting)
@@ -218,10 +265,13 @@ class AgentLoop:
             while True:
                 limit = self.deadline if speaking else min(self.deadline, silence_at)
                 getter = self._speech_waiter()
-                done, _ = await asyncio.wait({getter, ended}, timeout=max(0.0, limit - self.loop.time()),
+                waiters = {getter, ended, *self._key_waiters()}
+                done, _ = await asyncio.wait(waiters, timeout=max(0.0, limit - self.loop.time()),
                                              return_when=asyncio.FIRST_COMPLETED)
                 if ended in done:
                     raise CallHangup(f"call {self.call.call_id} has ended")
+                if self._check_key(done) and getter not in done:
+                    continue  # a key that ends nothing: keep listening
                 if getter not in done:
                     return "timeout" if self.loop.time() >= self.deadline else "silence"
                 event = self._take_speech()
@@ -237,15 +287,22 @@ class AgentLoop:
             ended.cancel()
 
     async def _watch(self, work: Awaitable[Any]) -> bool:
-        """Await ``work`` unless the caller starts speaking first: True on barge-in."""
+        """Await ``work`` unless the caller starts speaking first: True on barge-in.
+        Raises _Deadline at max_seconds (an endless reply must not hold the call) and
+        _KeyPressed on one of the agent's keys."""
         task = asyncio.ensure_future(work)
         ended = asyncio.ensure_future(self.call.ended.wait())
         try:
             while not task.done():
                 getter = self._speech_waiter()
-                done, _ = await asyncio.wait({task, getter, ended}, return_when=asyncio.FIRST_COMPLETED)
+                left = self.deadline - self.loop.time()
+                if left <= 0:
+                    raise _Deadline()
+                done, _ = await asyncio.wait({task, getter, ended, *self._key_waiters()}, timeout=left,
+                                             return_when=asyncio.FIRST_COMPLETED)
                 if ended in done:
                     raise CallHangup(f"call {self.call.call_id} has ended")
+                self._check_key(done)
                 if getter in done:
                     event = self._take_speech()
                     if isinstance(event, SpeechStarted):
@@ -259,6 +316,26 @@ class AgentLoop:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+    def _key_waiters(self) -> set[asyncio.Future]:
+        """The pending key read (kept across waits, like speech), if keys end the agent."""
+        if not self.s.keys:
+            return set()
+        if self._digit_get is None:
+            self._digit_get = asyncio.ensure_future(self.media.digit_queue.get())
+        return {self._digit_get}
+
+    def _check_key(self, done: set[asyncio.Future]) -> bool:
+        """Raise _KeyPressed if the key read completed with one of the agent's keys;
+        True if it completed with another key (dropped)."""
+        if self._digit_get is None or self._digit_get not in done:
+            return False
+        key, _at = self._digit_get.result()
+        self._digit_get = None
+        if key.upper() in self.s.keys:
+            raise _KeyPressed(key.upper())
+        log.debug("agent: key %s ignored (keys that end the agent: %s)", key, self.s.keys)
+        return True
 
     async def _transcribe(self, heard: SpeechEnded) -> str:
         """The utterance's transcript: decoded while the caller spoke, finished now."""
@@ -278,6 +355,7 @@ class AgentLoop:
         reply = Reply(self.media, self.tts, voice=self.s.voice, first_audio_timeout=self.s.tts_timeout,
                       on_first_audio=(lambda: turn.mark("first_audio", self.loop.time())) if turn else None)
         self._replies.append(reply)
+        self._open_reply = reply
         return reply
 
     def _frame_out(self, _frame: bytes) -> None:
@@ -293,6 +371,7 @@ class AgentLoop:
         reply.close()
         barged = await self._watch(reply.played())
         said = self._cut(reply) if barged else reply.text
+        self._open_reply = None
         if said:
             self.history.append(ChatMessage("assistant", said))
             self._note("assistant", said, interrupted=barged)
@@ -323,6 +402,7 @@ class AgentLoop:
                 if not calls:
                     reply.close()
                     barged = await self._watch(reply.played())
+            self._open_reply = None
             if barged:
                 turn.barge_in = True
                 heard = self._cut(reply)

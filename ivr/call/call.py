@@ -386,6 +386,9 @@ class Call:
                     speech_error = self.speech_down
             session.record(outcome)
         self.media.unread_digits(session.leftover())
+        late_terminator = session.late_terminator_until(loop.time())
+        if late_terminator is not None and rules.terminator is not None:
+            self.media.absorb_late_key(rules.terminator, late_terminator)
         final = session.result
         result = GatherResult(
             status=final.status,
@@ -542,6 +545,10 @@ class Call:
                     await play_task
                 except BaseException:
                     pass
+            elif play_task is not None and not play_task.cancelled():
+                # The prompt ended with the attempt (e.g. CallHangup as the caller left):
+                # retrieve its exception, or asyncio logs "Task exception was never retrieved".
+                play_task.exception()
 
     async def _play_prompts(self, prompts: Sequence[Any], barge_in: bool) -> None:
         for prompt in prompts:
@@ -876,8 +883,14 @@ class Call:
         beep: bool = True,
         mode: str = "caller",
         metadata: Mapping[str, Any] | None = None,
+        initial_silence: float | None = 5.0,
+        discard_empty: bool = False,
     ) -> RecordResult:
-        """Record the caller until silence, a stop key, the length limit, or hangup."""
+        """Record the caller until silence, a stop key, the length limit, or hangup.
+
+        ``silence_end`` counts once the caller has spoken; before that, ``initial_silence``
+        (None: ``silence_end`` from the beep) lets a caller think. ``result.empty`` says no
+        speech was heard; ``discard_empty`` then keeps no file."""
         self._check()
         target = Path(path)
         if not target.is_absolute():
@@ -899,6 +912,8 @@ class Call:
             mode=mode,
             metadata=meta,
             ended=self._ended,
+            initial_silence=initial_silence,
+            discard_empty=discard_empty,
         )
         if result.path is not None:
             self.call_record.recordings.append(str(result.path))

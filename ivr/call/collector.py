@@ -250,11 +250,14 @@ class DigitCollector:
         self._last_digit_at: float | None = None  # time of the last collected digit (None: pending)
         self._now: float | None = None  # latest time seen, to reject time going backwards
         self._deadline: float | None = None
+        self._decided_at: float | None = None  # when the outcome was decided (None: type-ahead)
+        self._late_terminator_taken = False  # the terminator typed after max_digits was consumed
         keys = [_check_key(key, "pending") for key in pending]
         if rules.type_ahead:  # without type-ahead, keys pressed before the timers start are dropped
             for key in keys:
                 if self._outcome is not None:
-                    self._leftover.append(key)
+                    if not self._takes_late_terminator(key, None):
+                        self._leftover.append(key)
                 else:
                     self._key(key)
 
@@ -283,6 +286,26 @@ class DigitCollector:
     def leftover(self) -> str:
         """Keys received after the outcome, in order: type-ahead for whatever comes next."""
         return "".join(self._leftover)
+
+    @property
+    def late_terminator_taken(self) -> bool:
+        """True once a terminator typed after a max_digits match was consumed (see below)."""
+        return self._late_terminator_taken
+
+    def late_terminator_until(self, now: float) -> float | None:
+        """Until when a terminator still belongs to this attempt, or None. ``now`` stands in
+        for the time of an outcome that type-ahead decided before any time was given.
+
+        After a ``max_digits`` match the caller who was told "then press #" presses it
+        next: that key belongs here, not to whatever the flow does next (it would cut the
+        next prompt, or end the next gather as a no_match). It is taken if it is the first
+        key after the outcome and comes within ``inter_digit_timeout`` of it - the caller's
+        own typing rhythm. A driver that returns before it comes applies the same rule to
+        the next key (``CallMedia.absorb_late_key``).
+        """
+        if not self._late_terminator_open():
+            return None
+        return (self._decided_at if self._decided_at is not None else now) + self.rules.inter_digit_timeout
 
     def barge_in_wanted(self, key: str) -> bool:
         """Should ``key``, arriving now, stop the prompt? Ask before :meth:`digit`."""
@@ -328,7 +351,8 @@ class DigitCollector:
         key = _check_key(key, "digit")
         fired = self._tick(now)
         if self._outcome is not None:
-            self._leftover.append(key)
+            if not self._takes_late_terminator(key, now):
+                self._leftover.append(key)
             return fired
         if self._phase != "running" and not self.rules.type_ahead:
             return None  # no type-ahead: keys before the timers start are dropped
@@ -405,6 +429,25 @@ class DigitCollector:
         self._rearm()
         return None
 
+    def _late_terminator_open(self) -> bool:
+        o = self._outcome
+        return (
+            o is not None
+            and o.reason == "max_digits"
+            and self.rules.terminator is not None
+            and not self._leftover
+            and not self._late_terminator_taken
+        )
+
+    def _takes_late_terminator(self, key: str, now: float | None) -> bool:
+        """Consume ``key`` if it is the terminator typed right after a max_digits match."""
+        if key != self.rules.terminator or not self._late_terminator_open():
+            return False
+        if now is not None and self._decided_at is not None and now > self._decided_at + self.rules.inter_digit_timeout:
+            return False
+        self._late_terminator_taken = True
+        return True
+
     def _pattern_ok(self) -> bool:
         return self.rules.pattern is None or re.fullmatch(self.rules.pattern, self.digits) is not None
 
@@ -418,6 +461,7 @@ class DigitCollector:
 
     def _end(self, status: Status, reason: str, terminator: str | None = None) -> Outcome:
         self._outcome = Outcome(status=status, digits=self.digits, terminator=terminator, reason=reason)
+        self._decided_at = self._now
         self._deadline = None
         return self._outcome
 
@@ -583,6 +627,12 @@ class GatherSession:
             attempts=len(self._outcomes),
             outcomes=tuple(self._outcomes),
         )
+
+    def late_terminator_until(self, now: float) -> float | None:
+        """See :meth:`DigitCollector.late_terminator_until`, for the last attempt."""
+        if not self.done:
+            return None
+        return self._attempts[-1].collector.late_terminator_until(now)
 
     def leftover(self) -> str:
         """Type-ahead for the next gather: the last attempt's leftover, flushed after a no_match."""

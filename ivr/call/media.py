@@ -78,6 +78,7 @@ class CallMedia:
         self._ivr_frames: deque[bytes | None] = deque()  # frames played since the last caller frame (recording "both")
         self._recorder: Recorder | None = None
         self.barge_ins = {"dtmf": 0, "speech": 0}
+        self._late_key: tuple[str, float] | None = None  # (key, until): see absorb_late_key
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -302,7 +303,25 @@ class CallMedia:
         for item in rest:
             self.digit_queue.put_nowait(item)
 
+    def absorb_late_key(self, key: str, until: float) -> None:
+        """``key``, if it is the next key and comes by ``until`` (loop time), belongs to the
+        input that just ended (a terminator typed after max_digits): drop it, so it neither
+        cuts the next prompt nor starts the next gather."""
+        queued: list[tuple[str, float]] = []
+        while not self.digit_queue.empty():
+            queued.append(self.digit_queue.get_nowait())
+        self._late_key = None
+        if queued and queued[0][0] == key and queued[0][1] <= until:
+            queued.pop(0)
+        elif not queued:
+            self._late_key = (key, until)
+        for item in queued:
+            self.digit_queue.put_nowait(item)
+
     def _on_digit(self, digit: str, now: float) -> None:
+        late, self._late_key = self._late_key, None
+        if late is not None and digit == late[0] and now <= late[1]:
+            return  # it belongs to the gather that just ended
         self.digit_queue.put_nowait((digit, now))
         self._after_barge_in("dtmf", self.playback.on_digit())
 
@@ -370,8 +389,15 @@ class CallMedia:
         mode: str,
         metadata: dict[str, Any],
         ended: asyncio.Event,
+        initial_silence: float | None = None,
+        discard_empty: bool = False,
     ) -> RecordResult:
-        """Record until silence, a stop key, the length limit or hangup; save WAV + JSON sidecar."""
+        """Record until silence, a stop key, the length limit or hangup; save WAV + JSON sidecar.
+
+        Until the caller first speaks, ``initial_silence`` (if set) bounds the wait instead of
+        ``silence_end``: people take a moment after the beep (``silence_end=None``, never stop
+        on silence, disables both). A recording without speech is
+        ``empty``; with ``discard_empty`` it is not saved (``path`` None)."""
         if not self._started:
             await self.start()
         if beep:
@@ -393,7 +419,12 @@ class CallMedia:
                     reason = "max_length"
                     break
                 deadline = started + max_seconds
-                if silence_end is not None:
+                if initial_silence is not None and silence_end is not None and not heard_speech:
+                    deadline = min(deadline, started + initial_silence)
+                    if now >= started + initial_silence:
+                        reason = "no_speech"
+                        break
+                elif silence_end is not None:
                     deadline = min(deadline, last_voice + silence_end)
                     if now >= last_voice + silence_end:
                         reason = "silence"
@@ -426,11 +457,12 @@ class CallMedia:
             self._recorder = None
         duration = recorder.duration
         meta = {**metadata, "reason": reason, "speech_detected": heard_speech, "started_at": time.time() - duration}
-        if duration <= 0:
-            return RecordResult(None, 0.0, reason, meta)
+        empty = not heard_speech
+        if duration <= 0 or (empty and discard_empty):
+            return RecordResult(None, round(max(duration, 0.0), 3), reason, meta, empty=empty)
         target.parent.mkdir(parents=True, exist_ok=True)
         path = await asyncio.to_thread(recorder.save, target, meta)
-        return RecordResult(path, round(duration, 3), reason, meta)
+        return RecordResult(path, round(duration, 3), reason, meta, empty=empty)
 
 
 def _outcome_seen(fut: asyncio.Future[Any]) -> None:

@@ -66,8 +66,9 @@ class TransferResult:
 class RecordResult:
     path: Path | None
     duration: float
-    reason: str  # "silence" | "max_length" | "key" | "hangup"
+    reason: str  # "silence" | "no_speech" (initial_silence passed) | "max_length" | "key" | "hangup"
     metadata: dict[str, Any] = field(default_factory=dict)
+    empty: bool = False  # the caller never spoke (no speech detected): a flow can drop or branch on it
 
 
 @dataclass
@@ -100,7 +101,7 @@ _STEP_FIELDS: dict[type, tuple[str, ...]] = {
     GatherResult: ("status", "digits", "terminator", "attempts", "source", "transcript", "confidence", "choice",
                    "reason", "speech_error"),  # gather and menu keep them all
     TransferResult: ("status", "reason", "destination", "pbx_error"),
-    RecordResult: ("path", "duration", "reason"),
+    RecordResult: ("path", "duration", "reason", "empty"),
     DirectoryResult: ("status", "number", "name", "attempts", "source", "letters", "matches", "reason"),
 }
 

@@ -5,7 +5,8 @@ the command line with ``ivr emulator``. See docs/emulator.md.
 """
 
 from .app import Emulator, build_app
-from .config import EmulatorConfig, parse_extensions
+from .config import DeviceConfig, EmulatorConfig, parse_devices, parse_extensions
 from .state import ApiError
 
-__all__ = ["ApiError", "Emulator", "EmulatorConfig", "build_app", "parse_extensions"]
+__all__ = ["ApiError", "DeviceConfig", "Emulator", "EmulatorConfig", "build_app", "parse_devices",
+           "parse_extensions"]

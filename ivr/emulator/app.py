@@ -194,14 +194,19 @@ class Emulator:
             await self.stop()
 
     async def _repeat_upserts(self) -> None:
+        pbx = self.controller.pbx
         while True:
+            # No timer while no participant exists: an idle emulator sleeps (on a virtual
+            # clock, a test waiting for a call does not spin through repeat rounds).
+            await pbx.has_legs.wait()
             await asyncio.sleep(self.config.repeat_interval)
-            self.controller.pbx.repeat_upserts()
+            pbx.repeat_upserts()
 
     # --- caller API (mirrors /_emulator/) -----------------------------------------------------
 
     async def place_call(self, from_: str, to: str | None = None, name: str = "", did: str | None = None) -> int:
-        """An external call to the route point; returns its callid."""
+        """An external call to ``to`` (default: the route point; or an extension, which rings,
+        a queue or an IVR); returns its callid."""
         return self.controller.place_call(from_, to, name, did).callid
 
     async def send_dtmf(self, callid: int, digits: str, interval_ms: float = 0) -> None:

@@ -12,7 +12,7 @@ import sys
 from pydantic import ValidationError
 
 from .app import Emulator
-from .config import EmulatorConfig, parse_extensions
+from .config import DeviceConfig, EmulatorConfig, parse_devices, parse_extensions
 from .xapi import PbxDescription, PbxDescriptionError, load_description
 
 
@@ -36,7 +36,21 @@ def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
     p.add_argument("--keep-previous-tokens", action="store_true",
                    help="a new token does not revoke the previous one")
     p.add_argument("--inbound-status", choices=("Connected", "Ringing"), default="Connected")
-    p.add_argument("--repeat-upserts", action="store_true", help="repeat Upserts every 750 ms")
+    p.add_argument("--devices", action="append", default=[], metavar="[DN=]KIND[:direct],...",
+                   help="devices of every extension (or of DN only), kinds desk|app|web, ':direct' = can be "
+                        "answered remotely; e.g. 'desk:direct,app,web' or '100=desk:direct,web' (repeatable); "
+                        "default: one desk phone without direct control")
+    p.add_argument("--queues", default="", help="monitored DNs of type Wqueue, e.g. 8000")
+    p.add_argument("--ivrs", default="", help="monitored DNs of type Wivr, e.g. 8001")
+    p.add_argument("--repeat-upserts", action=argparse.BooleanOptionalAction, default=True,
+                   help="repeat Upserts for unchanged participants every 750 ms, as real PBXs do (default: on)")
+    p.add_argument("--inbound-did", choices=("dialled", "to"), default="dialled",
+                   help="party_did of an external call without a dialled DID: empty (dialled, as real PBXs) "
+                        "or the dialled DN (to)")
+    p.add_argument("--media-on-any-leg", action="store_true",
+                   help="audio streams on every leg, not only the route point's (real PBXs answer 424)")
+    p.add_argument("--reject-empty-action-body", action="store_true",
+                   help="answer 400 to an action POST without a body (real PBXs take it as {})")
     p.add_argument("--transfer-answer", choices=("blocking", "dialing"), default="blocking",
                    help="routeto/divert/transferto answer once delivered or failed (blocking, as 3CX "
                    "documents it) or at once with 200 Dialing (dialing)")
@@ -75,6 +89,18 @@ def config_from_args(args: argparse.Namespace, pbx: PbxDescription | None = None
                 if dn not in extensions:
                     raise ValueError(f"--{behaviour.replace('_', '-')}: {dn!r} is not in --extensions")
                 extensions[dn] = behaviour
+    every: list[DeviceConfig] | None = None  # --devices without DN=: all extensions
+    per_extension: dict[str, list[DeviceConfig]] = {}
+    for spec in args.devices:
+        owner, parsed = parse_devices(spec)
+        if owner is None:
+            every = parsed
+        elif owner not in extensions:
+            raise ValueError(f"--devices {spec}: {owner!r} is not in --extensions")
+        else:
+            per_extension[owner] = parsed
+    queues = parse_extensions(args.queues) if args.queues else []
+    ivrs = parse_extensions(args.ivrs) if args.ivrs else []
     try:
         return EmulatorConfig(
             client_id=args.client_id,
@@ -87,14 +113,22 @@ def config_from_args(args: argparse.Namespace, pbx: PbxDescription | None = None
             revoke_previous_tokens=not args.keep_previous_tokens,
             inbound_status=args.inbound_status,
             repeat_upserts=args.repeat_upserts,
+            inbound_did=args.inbound_did,
+            media_on_any_leg=args.media_on_any_leg,
+            accept_empty_action_body=not args.reject_empty_action_body,
+            queues=queues,
+            ivrs=ivrs,
+            devices=every or [DeviceConfig()],
+            extension_devices=per_extension,
             transfer_answer=args.transfer_answer,
             transfer_failure=args.transfer_failure,
             transfer_error_status=args.transfer_error_status,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"]) or "config"
-        raise ValueError(f"{loc}: {first['msg']}") from None
+        loc = ".".join(str(x) for x in first["loc"])
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise ValueError(f"{loc}: {msg}" if loc else msg) from None
 
 
 def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
@@ -116,8 +150,9 @@ async def _serve(cfg: EmulatorConfig, host: str, port: int, tls: ssl.SSLContext 
     emu = Emulator(cfg, pbx=pbx)
     await emu.start(host, port, ssl_context=tls)
     exts = ",".join(cfg.extensions)
+    others = "".join(f", {kind} {','.join(dns)}" for kind, dns in (("queues", cfg.queues), ("IVRs", cfg.ivrs)) if dns)
     print(f"3CX emulator listening on {emu.url} (client_id {cfg.client_id}, route point {cfg.route_point}, "
-          f"extensions {exts})", flush=True)
+          f"extensions {exts}{others})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

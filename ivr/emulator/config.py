@@ -21,9 +21,34 @@ TransferFailure = Literal["error", "failed"]
 TRANSFER_SETTINGS: tuple[str, ...] = ("transfer_answer", "transfer_failure", "transfer_error_status")
 """The config fields that may change while the emulator runs (``PUT /_emulator/settings``)."""
 
+DeviceKind = Literal["desk", "app", "web"]
+"""A desk phone, the 3CX app on a phone, or the web client: each registers as its own device."""
+
+DEVICE_KINDS: tuple[str, ...] = ("desk", "app", "web")
+
 
 def _default_extensions() -> dict[str, str]:
     return {str(n): "answer" for n in range(100, 106)}
+
+
+class DeviceConfig(BaseModel):
+    """One device registered on an extension."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: DeviceKind = "desk"
+    direct_control: bool = False
+    """The device can be answered remotely (uaCSTA): ``answer`` on its ringing leg works."""
+
+
+def _default_devices() -> list[DeviceConfig]:
+    return [DeviceConfig()]
+
+
+def _dn_problem(dn: str) -> str | None:
+    if not dn or "/" in dn or dn.strip() != dn or " " in dn:
+        return f"DN {dn!r}: must be non-empty, without '/' or spaces"
+    return None
 
 
 class EmulatorConfig(BaseModel):
@@ -44,9 +69,27 @@ class EmulatorConfig(BaseModel):
     revoke_previous_tokens: bool = True
     """A new token revokes the client's previous ones and cuts audio streams opened with them."""
     inbound_status: Literal["Connected", "Ringing"] = "Connected"
-    repeat_upserts: bool = False
-    """Re-send an Upsert for every participant every ``repeat_interval`` s, like real servers."""
+    devices: list[DeviceConfig] = Field(default_factory=_default_devices, min_length=1)
+    """The devices of every extension not in ``extension_devices`` (the first one rings first)."""
+    extension_devices: dict[str, list[DeviceConfig]] = Field(default_factory=dict)
+    """Devices per extension, e.g. ``{"100": [desk with direct control, app, web]}``."""
+    queues: list[str] = Field(default_factory=list)
+    """Monitored DNs of type ``Wqueue`` (one device each)."""
+    ivrs: list[str] = Field(default_factory=list)
+    """Monitored DNs of type ``Wivr`` (one device each)."""
+    repeat_upserts: bool = True
+    """Re-send an Upsert for every participant every ``repeat_interval`` s while any exists,
+    like real servers (~750 ms); False sends each change once."""
     repeat_interval: float = Field(default=0.75, gt=0)
+    inbound_did: Literal["dialled", "to"] = "dialled"
+    """``party_did`` of an external call: ``dialled`` = the DID the caller dialled, else empty
+    (as captured on real V20 PBXs); ``to`` = the dialled DN when no DID is given."""
+    media_on_any_leg: bool = False
+    """False: audio streams only on the route point's legs; any other leg (a monitored
+    extension's ordinary call, a queue's) answers 424 like real PBXs. True: on every leg."""
+    accept_empty_action_body: bool = True
+    """An action POST with no body (and no Content-Type) counts as ``{}``, like real PBXs;
+    False answers 400."""
     external_min_digits: int = Field(default=5, ge=1)
     """A destination of at least this many digits (optional leading +) that is no extension is an
     external number: it answers after ``ring_seconds``. Shorter unknown numbers are NotFound."""
@@ -81,11 +124,33 @@ class EmulatorConfig(BaseModel):
                 raise ValueError(f"extension {dn!r}: must be a non-empty DN without '/' or spaces")
         return v
 
+    @field_validator("queues", "ivrs")
+    @classmethod
+    def _dns_ok(cls, v: list[str]) -> list[str]:
+        for dn in v:
+            problem = _dn_problem(dn)
+            if problem:
+                raise ValueError(problem)
+        return v
+
     @model_validator(mode="after")
-    def _rp_not_extension(self) -> EmulatorConfig:
-        if self.route_point in self.extensions:
-            raise ValueError(f"route_point {self.route_point!r} is also listed as an extension")
+    def _dns_distinct(self) -> EmulatorConfig:
+        seen: dict[str, str] = {self.route_point: "the route_point"}
+        for kind, dns in (("extensions", list(self.extensions)), ("queues", self.queues), ("ivrs", self.ivrs)):
+            for dn in dns:
+                if dn in seen:
+                    raise ValueError(f"{kind}: DN {dn!r} is also {seen[dn]}")
+                seen[dn] = f"listed in {kind}"
+        for dn, devices in self.extension_devices.items():
+            if dn not in self.extensions:
+                raise ValueError(f"extension_devices: {dn!r} is not in extensions")
+            if not devices:
+                raise ValueError(f"extension_devices: {dn!r} needs at least one device")
         return self
+
+    def devices_of(self, extension: str) -> list[DeviceConfig]:
+        """The devices registered on ``extension``."""
+        return self.extension_devices.get(extension, self.devices)
 
 
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
@@ -115,3 +180,27 @@ def parse_extensions(spec: str) -> list[str]:
     if not out:
         raise ValueError(f"extensions {spec!r}: no DN given")
     return out
+
+
+def parse_devices(spec: str) -> tuple[str | None, list[DeviceConfig]]:
+    """Parse ``"desk:direct,app,web"`` or ``"100=desk:direct,app"`` into (extension or None,
+    devices). ``:direct`` marks a device that can be answered remotely. ValueError names the
+    bad item."""
+    ext, sep, rest = spec.partition("=")
+    if not sep:
+        ext, rest = "", spec
+    ext = ext.strip()
+    devices: list[DeviceConfig] = []
+    for raw in rest.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        kind, _, flag = item.partition(":")
+        if kind not in DEVICE_KINDS:
+            raise ValueError(f"device {item!r}: kind must be one of {', '.join(DEVICE_KINDS)}")
+        if flag not in ("", "direct"):
+            raise ValueError(f"device {item!r}: only ':direct' may follow the kind")
+        devices.append(DeviceConfig(kind=kind, direct_control=flag == "direct"))
+    if not devices:
+        raise ValueError(f"devices {spec!r}: no device given")
+    return ext or None, devices

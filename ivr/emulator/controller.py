@@ -39,7 +39,7 @@ class Controller:
     # --- the caller ("the outside world") ---------------------------------------------------
 
     def place_call(self, from_: str, to: str | None = None, name: str = "", did: str | None = None) -> Call:
-        """An external caller dials the route point."""
+        """An external caller dials one of our DNs (default: the route point)."""
         return self.pbx.inbound(from_, to, name, did)
 
     async def send_dtmf(self, callid: int | str, digits: str, interval_ms: float = 0) -> None:

@@ -20,6 +20,11 @@ from .controller import CTL, _one_line
 from .state import ApiError
 from .switch import Pbx
 
+ATTACH_PARTY_DATA = "attach_party_data"
+"""Data for the other party: listed by third-party V20 references, not by 3CX's examples;
+accepted (stored apart from the leg's own data) so a client that sends it is not refused."""
+ACTIONS = (*Action.ALL, ATTACH_PARTY_DATA)
+
 
 def split_path(raw_path: str) -> list[str]:
     """``/callcontrol/800/devices/sip%3A800...`` -> ["800", "devices", "sip:800..."] (decoded)."""
@@ -63,12 +68,13 @@ class CallControlApi:
         if kind == "devices":
             if n == 2:
                 self._method(method, "GET", where)
-                return [dn.device]
-            if parts[2] != dn.device.device_id:
+                return [d.info for d in dn.devices]
+            device = dn.find_device(parts[2])
+            if device is None:
                 raise ApiError(404, f"device {parts[2]!r} not found on DN {dn.dn!r}")
             if n == 3:
                 self._method(method, "GET", where)
-                return dn.device
+                return device.info
             if n == 4 and parts[3] == "makecall":
                 self._method(method, "POST", where)
                 return pbx.makecall(dn, self._model(MakeCallRequest, body, where), device_id=parts[2])
@@ -82,7 +88,7 @@ class CallControlApi:
                 return leg.info()
             if n == 4:
                 action = parts[3]
-                if action not in Action.ALL:
+                if action not in ACTIONS:
                     raise ApiError(404, f"{where}: unknown action {action!r}")
                 self._method(method, "POST", where)
                 req = self._model(ActionRequest, body, where)
@@ -92,6 +98,8 @@ class CallControlApi:
                     return pbx.drop(leg)
                 if action == Action.ATTACH_PARTICIPANT_DATA:
                     return pbx.attach(leg, req)
+                if action == ATTACH_PARTY_DATA:
+                    return pbx.attach(leg, req, party=True)
                 return pbx.offer(leg, action, req)
         raise ApiError(404, f"{where}: no such endpoint")
 
@@ -108,11 +116,16 @@ class CallControlApi:
             raise ApiError(400, f"{where}: body field {_one_line(exc)}") from None
 
 
-async def read_json_body(request: web.Request, where: str) -> dict[str, Any]:
-    """The JSON object body of an action/makecall POST, with the status a real server gives."""
+async def read_json_body(request: web.Request, where: str, accept_empty: bool = True) -> dict[str, Any]:
+    """The JSON object body of an action/makecall POST, with the status a real server gives.
+
+    An empty body (with or without Content-Type) is ``{}`` when ``accept_empty``: "the body
+    can be empty" (3CX maintainer); a bodiless makecall still fails for its missing fields."""
     raw = await request.read()
     ctype = request.headers.get("Content-Type")
     if not raw:
+        if accept_empty:
+            return {}
         raise ApiError(400, f"{where}: body must be a JSON object ('{{}}' when there are no fields)")
     if ctype is None or "json" not in request.content_type:
         raise ApiError(415, f"{where}: Content-Type must be application/json, got {ctype!r}")
@@ -140,7 +153,7 @@ async def callcontrol_handler(request: web.Request) -> web.StreamResponse:
         raise ApiError(405, f"{request.path}: method {request.method} not allowed", error="method_not_allowed")
     body = None
     if request.method == "POST":
-        body = await read_json_body(request, request.path)
+        body = await read_json_body(request, request.path, ctl.config.accept_empty_action_body)
     result = await settled(CallControlApi(ctl.pbx).dispatch(request.method, parts, body))
     return web.json_response(to_json(result))
 

@@ -42,28 +42,45 @@ _ERROR_NAMES = {
 }
 
 
-def device_id_for(dn: str, host_address: str) -> str:
-    """A stable SIP device id like ``sip:800@127.0.0.1:5483;rinstance=5f0c...``."""
-    rinstance = hashlib.sha1(f"emulator-{dn}".encode()).hexdigest()[:16]
+def device_id_for(dn: str, host_address: str, index: int = 0) -> str:
+    """A stable SIP device id like ``sip:800@127.0.0.1:5483;rinstance=5f0c...`` (one per
+    device of the DN: ``index`` 0 is its first)."""
+    seed = f"emulator-{dn}" if index == 0 else f"emulator-{dn}-{index}"
+    rinstance = hashlib.sha1(seed.encode()).hexdigest()[:16]
     return f"sip:{dn}@{host_address};rinstance={rinstance}"
 
 
 @dataclass(eq=False)
+class Device:
+    """A device registered on a DN: its wire info and whether it can be answered remotely."""
+
+    info: DeviceInfo
+    direct_control: bool = False
+
+
+@dataclass(eq=False)
 class Dn:
-    """A DN the API client controls (the route point) or monitors (an extension)."""
+    """A DN the API client controls (the route point) or monitors (extensions, queues, IVRs)."""
 
     dn: str
     type: str
-    device: DeviceInfo
+    devices: list[Device]
     behaviour: str | None = None  # extensions: answer | busy | no_answer
-    direct_control: bool = False
     legs: dict[int, Leg] = field(default_factory=dict)
+
+    @property
+    def device(self) -> DeviceInfo:
+        """The first device (the one calls from the DN itself use)."""
+        return self.devices[0].info
+
+    def find_device(self, device_id: str) -> Device | None:
+        return next((d for d in self.devices if d.info.device_id == device_id), None)
 
     def info(self) -> DNInfo:
         return DNInfo(
             dn=self.dn,
             type=self.type,
-            devices=[self.device],
+            devices=[d.info for d in self.devices],
             participants=[leg.info() for leg in self.legs.values()],
         )
 
@@ -120,6 +137,7 @@ class Leg:
     status: str
     party: Party
     device_id: str = ""
+    direct_control: bool = False  # of the leg's device
     originated_by: tuple[str, str] = ("", DNType.NONE)
     referred_by: tuple[str, str] = ("", DNType.NONE)
     on_behalf_of: tuple[str, str] = ("", DNType.NONE)
@@ -143,7 +161,7 @@ class Leg:
             party_did=self.party.did,
             party_dn_type=self.party.dn_type,
             device_id=self.device_id,
-            direct_control=self.dn.direct_control,
+            direct_control=self.direct_control,
             originated_by_dn=self.originated_by[0],
             originated_by_type=self.originated_by[1],
             referred_by_dn=self.referred_by[0],
@@ -171,6 +189,15 @@ class Offer:
 
 
 @dataclass(eq=False)
+class Ringing:
+    """A call ringing at an extension's devices (one leg per device) until one answers."""
+
+    dn: Dn
+    legs: list[Leg]
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False)
 class Call:
     """One call: the far party (a person), our legs, its audio and its log."""
 
@@ -184,6 +211,7 @@ class Call:
     holder: Leg | None = None  # our leg that owns the call now
     location: str = ""  # where the call is: a DN, or an external number after routing out
     offer: Offer | None = None
+    ringing: Ringing | None = None  # a call straight to an extension, not yet answered
     held: bool = False
     legs: dict[int, Leg] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ivr.pbx.models import ParticipantStatus
+from ivr.pbx.models import DNType, ParticipantStatus
 
 from .auth import Token
 from .controller import TOKEN_KEY, Controller
@@ -152,7 +152,15 @@ def get_pacer() -> GetPacer:
     return pacer
 
 
-def _require_media(leg: Leg, direction: str) -> None:
+def _require_media(leg: Leg, direction: str, any_leg: bool = False) -> None:
+    if not any_leg and leg.dn.type != DNType.ROUTE_POINT:
+        # A monitored DN's ordinary call is not the application's to hear or play to: real
+        # PBXs answer 424 ("apart from recordings there is no official way", 3CX maintainer).
+        raise ApiError(
+            424,
+            f"{direction} stream of participant {leg.id} on DN {leg.dn.dn!r} ({leg.dn.type}): "
+            "audio streams are only for the application's route point",
+        )
     if leg.status != ParticipantStatus.CONNECTED:
         raise ApiError(
             424,
@@ -182,7 +190,7 @@ def _close(handle: StreamHandle, token: Token | None) -> None:
 
 async def serve_get(request: web.Request, ctl: Controller, leg: Leg) -> web.StreamResponse:
     """Stream the far party's voice to the IVR in real time until the leg ends."""
-    _require_media(leg, "GET")
+    _require_media(leg, "GET", ctl.config.media_on_any_leg)
     call, pbx = leg.call, ctl.pbx
     loop = asyncio.get_running_loop()
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/octet-stream"})
@@ -247,9 +255,20 @@ class _BodyTap(asyncio.Protocol):
         self.inner.resume_writing()
 
 
+def _untap(transport: asyncio.Transport, tap: _BodyTap) -> None:
+    """Give the connection back to aiohttp's protocol, if it is still open.
+
+    A closed connection needs nothing back: it receives nothing more, and a closed SSL
+    transport has let go of its protocol (``get_protocol()`` raises there)."""
+    if transport.is_closing():
+        return
+    if transport.get_protocol() is tap:
+        transport.set_protocol(tap.inner)
+
+
 async def serve_post(request: web.Request, ctl: Controller, leg: Leg) -> web.StreamResponse:
     """Record what the IVR plays to the far party, with arrival timing, until EOF or leg end."""
-    _require_media(leg, "POST")
+    _require_media(leg, "POST", ctl.config.media_on_any_leg)
     if request.content_length == 0:
         return web.Response(status=200)  # "a POST with Content-Length: 0 is closed at once"
     call, pbx = leg.call, ctl.pbx
@@ -300,12 +319,12 @@ async def serve_post(request: web.Request, ctl: Controller, leg: Leg) -> web.Str
             take()  # body bytes that came with the headers
             await done
     finally:
-        if tap is not None and transport is not None and transport.get_protocol() is tap:
-            transport.set_protocol(tap.inner)  # type: ignore[arg-type]
         handle.on_end = None
         _close(handle, token)
         pbx.log(call, "stream_closed", direction="post", dn=leg.dn.dn, participant=leg.id,
                 bytes=received, how=handle.end_mode or "eof")
+        if tap is not None and transport is not None:
+            _untap(transport, tap)
     resp = web.Response(status=200)
     if handle.end_mode == "abort":
         return resp  # the transport is closed: aiohttp cannot send it, and says nothing

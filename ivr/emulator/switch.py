@@ -28,10 +28,12 @@ from ivr.pbx.models import (
 from .config import BEHAVIOURS, EmulatorConfig
 from .events import EventBus
 from .media import RATE
-from .state import ApiError, Call, Dn, Leg, Offer, Party, device_id_for
+from .state import ApiError, Call, Device, Dn, Leg, Offer, Party, Ringing, device_id_for
 
 CONNECTED, RINGING, DIALING = ParticipantStatus.CONNECTED, ParticipantStatus.RINGING, ParticipantStatus.DIALING
 DTMF_DIGITS = set("0123456789*#ABCD")
+USER_AGENTS = {"desk": "Emulated Desk Phone", "app": "3CX App (emulated)", "web": "3CX Web Client (emulated)",
+               DNType.ROUTE_POINT: "3CX Route Point", DNType.QUEUE: "3CX Queue", DNType.IVR: "3CX IVR"}
 MAX_ENDED_CALLS = 100  # ended calls kept for inspection (with their heard audio)
 
 
@@ -53,25 +55,30 @@ class Pbx:
         self.bus = bus
         host = config.host_address
         rp = config.route_point
-        self.route_point = Dn(
-            dn=rp,
-            type=DNType.ROUTE_POINT,
-            device=DeviceInfo(dn=rp, device_id=device_id_for(rp, host), user_agent="3CX Route Point"),
-        )
+
+        def system_dn(dn: str, dn_type: str) -> Dn:
+            info = DeviceInfo(dn=dn, device_id=device_id_for(dn, host), user_agent=USER_AGENTS[dn_type])
+            return Dn(dn=dn, type=dn_type, devices=[Device(info)])
+
+        self.route_point = system_dn(rp, DNType.ROUTE_POINT)
         self.dns: dict[str, Dn] = {rp: self.route_point}
         for ext, behaviour in config.extensions.items():
-            self.dns[ext] = Dn(
-                dn=ext,
-                type=DNType.EXTENSION,
-                device=DeviceInfo(dn=ext, device_id=device_id_for(ext, host), user_agent="Emulated Phone"),
-                behaviour=behaviour,
-            )
+            devices = [
+                Device(DeviceInfo(dn=ext, device_id=device_id_for(ext, host, i), user_agent=USER_AGENTS[d.kind]),
+                       direct_control=d.direct_control)
+                for i, d in enumerate(config.devices_of(ext))
+            ]
+            self.dns[ext] = Dn(dn=ext, type=DNType.EXTENSION, devices=devices, behaviour=behaviour)
+        for dns, dn_type in ((config.queues, DNType.QUEUE), (config.ivrs, DNType.IVR)):
+            for dn in dns:
+                self.dns[dn] = system_dn(dn, dn_type)
         self.calls: dict[int, Call] = {}
         self.legs: dict[int, Leg] = {}
         self._participant_ids = itertools.count(1)
         self._leg_ids = itertools.count(10001)  # distinct ranges catch id mix-ups in clients
         self._call_ids = itertools.count(1001)
         self._external = re.compile(r"^\+?\d{%d,}$" % config.external_min_digits)
+        self.has_legs = asyncio.Event()  # set while any participant exists (Upserts repeat then)
 
     # --- clock and log ----------------------------------------------------------------------
 
@@ -121,7 +128,9 @@ class Pbx:
 
     # --- leg bookkeeping --------------------------------------------------------------------
 
-    def _new_leg(self, call: Call, dn: Dn, status: str, party: Party, **kw: Any) -> Leg:
+    def _new_leg(self, call: Call, dn: Dn, status: str, party: Party, device: Device | None = None,
+                 **kw: Any) -> Leg:
+        device = device or dn.devices[0]
         leg = Leg(
             id=next(self._participant_ids),
             legid=next(self._leg_ids),
@@ -129,12 +138,14 @@ class Pbx:
             call=call,
             status=status,
             party=party,
-            device_id=dn.device.device_id,
+            device_id=device.info.device_id,
+            direct_control=device.direct_control,
             **kw,
         )
         dn.legs[leg.id] = leg
         call.legs[leg.id] = leg
         self.legs[leg.id] = leg
+        self.has_legs.set()
         self.bus.upsert(dn.dn, leg.id)
         return leg
 
@@ -149,6 +160,8 @@ class Pbx:
         leg.dn.legs.pop(leg.id, None)
         leg.call.legs.pop(leg.id, None)
         self.legs.pop(leg.id, None)
+        if not self.legs:
+            self.has_legs.clear()
         for stream in list(leg.streams):
             stream.end("end")
         self.bus.remove(leg.dn.dn, leg.id)
@@ -162,25 +175,84 @@ class Pbx:
     # --- calls from the outside world -------------------------------------------------------
 
     def inbound(self, caller: str, to: str | None = None, name: str = "", did: str | None = None) -> Call:
-        """An external caller dials the route point (control API ``POST /_emulator/calls``)."""
-        rp = self.route_point
-        to = to or rp.dn
+        """An external caller dials one of our DNs (control API ``POST /_emulator/calls``): the
+        route point (default), a queue or IVR (like the route point), or an extension (it rings)."""
+        to = to or self.route_point.dn
         if not caller:
             raise ApiError(400, "calls: 'from' (the caller's number) is required")
-        if to != rp.dn:
-            raise ApiError(400, f"calls: 'to' is {to!r} but only the route point {rp.dn!r} takes external calls")
-        far = Party(name=name or "", dn=caller, caller_id=caller, did=did if did is not None else to,
-                    dn_type=DNType.EXTERNAL_LINE)
+        dest = self.dns.get(to)
+        if dest is None:
+            raise ApiError(400, f"calls: 'to' {to!r} is none of this PBX's DNs (route point, extensions, queues, IVRs)")
+        if did is None:
+            did = to if self.config.inbound_did == "to" else ""  # real PBXs: empty unless a DID was dialled
+        far = Party(name=name or "", dn=caller, caller_id=caller, did=did, dn_type=DNType.EXTERNAL_LINE)
         call = Call(callid=next(self._call_ids), t0=self.now(), direction="inbound", far=far, caller=caller, to=to)
         self._store(call)
         self.log(call, "created", direction="inbound", **{"from": caller, "to": to, "name": far.name, "did": far.did})
+        call.location = dest.dn
+        if dest.type == DNType.EXTENSION:
+            self._ring_extension(call, dest)
+            return call
         status = self.config.inbound_status
-        call.holder = self._new_leg(call, rp, status, far)
-        call.location = rp.dn
+        call.holder = self._new_leg(call, dest, status, far)
         if status == CONNECTED:
             call.state = "connected"
-            self.log(call, "answered", dn=rp.dn, by="pbx")
+            self.log(call, "answered", dn=dest.dn, by="pbx")
         return call
+
+    # --- calls straight to an extension -----------------------------------------------------
+
+    def _ring_extension(self, call: Call, ext: Dn) -> None:
+        """Ring every device of ``ext`` (one Ringing leg each) until one answers: the person
+        at the extension (its behaviour) or the API client (``answer`` on a device with direct
+        control). A busy extension rejects the call at once; no answer ends it after
+        ``no_answer_timeout``."""
+        if ext.behaviour == "busy":
+            self.log(call, "rejected", dn=ext.dn, result="busy")
+            self.end_call(call, by="busy")
+            return
+        legs = [self._new_leg(call, ext, RINGING, replace(call.far), device=d) for d in ext.devices]
+        call.ringing = Ringing(dn=ext, legs=legs)
+        call.ringing.task = asyncio.get_running_loop().create_task(self._ring_direct(call, call.ringing))
+
+    async def _ring_direct(self, call: Call, ringing: Ringing) -> None:
+        ring, timeout = self.config.ring_seconds, self.config.no_answer_timeout
+        if ring < timeout:
+            await asyncio.sleep(ring)
+            if ringing.dn.behaviour == "answer":
+                self._pick_up(ringing.legs[0], by="user")
+                return
+            if ringing.dn.behaviour == "busy":  # switched to busy while ringing
+                self.log(call, "rejected", dn=ringing.dn.dn, result="busy")
+                self.end_call(call, by="busy")
+                return
+            await asyncio.sleep(timeout - ring)
+        else:
+            await asyncio.sleep(timeout)
+        self.end_call(call, by="no_answer")
+
+    def _ringing_here(self, leg: Leg) -> bool:
+        return leg.call.ringing is not None and leg in leg.call.ringing.legs
+
+    def _claim(self, leg: Leg) -> None:
+        """``leg`` (one device's ringing leg) takes the call: the other devices stop ringing."""
+        call, ringing = leg.call, leg.call.ringing
+        if ringing is None:
+            return
+        call.ringing = None
+        if ringing.task and ringing.task is not asyncio.current_task():
+            ringing.task.cancel()
+        for other in ringing.legs:
+            if other is not leg:
+                self._remove_leg(other)
+        call.holder = leg
+
+    def _pick_up(self, leg: Leg, by: str) -> None:
+        """The call is answered on ``leg``'s device."""
+        self._claim(leg)
+        self._set_status(leg, CONNECTED)
+        leg.call.state = "connected"
+        self.log(leg.call, "answered", dn=leg.dn.dn, device=leg.device_id, by=by)
 
     def hangup(self, call: Call) -> None:
         """The far party hangs up."""
@@ -212,6 +284,9 @@ class Pbx:
         offer, call.offer = call.offer, None
         if offer and offer.task:
             offer.task.cancel()
+        direct, call.ringing = call.ringing, None  # a call straight to an extension
+        if direct and direct.task and direct.task is not asyncio.current_task():
+            direct.task.cancel()
         info = offer.origin.info() if offer else None
         ringing = offer.target if offer and offer.target and by == "caller" else None
         for leg in list(call.legs.values()):
@@ -234,8 +309,16 @@ class Pbx:
     def answer(self, leg: Leg) -> CallControlResultResponse:
         if leg.status != RINGING:
             raise ApiError(422, f"answer on participant {leg.id} of DN {leg.dn.dn!r}: it is {leg.status}, not Ringing")
-        if leg.dn is not self.route_point and not leg.dn.direct_control:
-            raise ApiError(422, f"answer on participant {leg.id}: device of DN {leg.dn.dn!r} has no direct control")
+        if leg.dn is not self.route_point and not leg.direct_control:
+            raise ApiError(422, f"answer on participant {leg.id}: device {leg.device_id!r} of DN {leg.dn.dn!r} "
+                                "has no direct control")
+        if self._ringing_here(leg):
+            self._pick_up(leg, by="api")
+            return _result(leg.info(), "Answered")
+        offer = leg.call.offer
+        if offer and offer.target is leg:  # the destination answers: the offer is delivered
+            self._finish_offer(offer, "answered")
+            return _result(leg.info(), "Answered")
         self._set_status(leg, CONNECTED)
         if leg is leg.call.holder:
             leg.call.state = "connected"
@@ -254,9 +337,15 @@ class Pbx:
             self.end_call(call, by=f"api:{leg.dn.dn}")
         return _result(info, "Dropped")
 
-    def attach(self, leg: Leg, body: ActionRequest) -> CallControlResultResponse:
+    def attach(self, leg: Leg, body: ActionRequest, party: bool = False) -> CallControlResultResponse:
+        """attach_participant_data (the leg's own data, shown on it) or, with ``party``,
+        attach_party_data (for the other party: kept in the call log only)."""
+        action = "attach_party_data" if party else "attach_participant_data"
         if body.attacheddata is None:
-            raise ApiError(400, f"attach_participant_data on participant {leg.id}: 'attacheddata' object required")
+            raise ApiError(400, f"{action} on participant {leg.id}: 'attacheddata' object required")
+        if party:
+            self.log(leg.call, "party_attached", dn=leg.dn.dn, data=dict(body.attacheddata))
+            return _result(leg.info(), "Attached")
         leg.attached.update(body.attacheddata)
         self.bus.upsert(leg.dn.dn, leg.id)
         self.log(leg.call, "attached", dn=leg.dn.dn, data=dict(body.attacheddata))
@@ -278,7 +367,7 @@ class Pbx:
         allowed = {"divert": (RINGING,), "transferto": (CONNECTED,), "routeto": (RINGING, CONNECTED)}[kind]
         if leg.status not in allowed:
             raise ApiError(422, f"{where}: it is {leg.status}, must be {' or '.join(allowed)}")
-        if leg is not call.holder:
+        if leg is not call.holder and not self._ringing_here(leg):
             raise ApiError(422, f"{where}: this leg does not hold the call")
         if call.offer is not None:
             raise ApiError(422, f"{where}: an offer to {call.offer.destination!r} is still in progress")
@@ -289,6 +378,7 @@ class Pbx:
         if failure:
             self.log(call, _PAST[kind], destination=dest, result=failure)
             return self._failure_answer(info, failure)
+        self._claim(leg)  # a call ringing at an extension's devices: this one acts for it
         self.log(call, "offer", action=kind, destination=dest)
         if kind == "transferto":
             call.held = True
@@ -313,7 +403,8 @@ class Pbx:
     def makecall(self, dn: Dn, body: MakeCallRequest, device_id: str | None = None) -> CallControlResultResponse:
         """A call from one of our DNs (or one of its devices) to ``body.destination``."""
         where = f"makecall from DN {dn.dn!r}"
-        if device_id is not None and device_id != dn.device.device_id:
+        device = dn.find_device(device_id) if device_id is not None else dn.devices[0]
+        if device is None:
             raise ApiError(404, f"{where}: device {device_id!r} not found on this DN")
         timeout = self._timeout(body.timeout, where)
         dest = body.destination
@@ -328,7 +419,7 @@ class Pbx:
                     caller=dn.dn, to=dest, state="dialing")
         self._store(call)
         self.log(call, "created", direction="outbound", **{"from": dn.dn, "to": dest})
-        origin = self._new_leg(call, dn, DIALING, far, originated_by=(dn.dn, dn.type))
+        origin = self._new_leg(call, dn, DIALING, far, device=device, originated_by=(dn.dn, dn.type))
         if body.attacheddata:
             origin.attached.update(body.attacheddata)
         call.holder, call.location = origin, dn.dn

@@ -586,15 +586,17 @@ class _Runner:
         except UnsafePathError as exc:
             raise FlowError(f"{self.where(step)}: {exc}") from None
 
-    async def do_record(self, step: RecordStep, a: RecordArgs) -> None:
+    async def do_record(self, step: RecordStep, a: RecordArgs) -> _Take | None:
         result = await self.call.record(
             self._recording_path(step, self.text(a.file)), max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys,
             beep=a.beep, mode=a.mode, metadata={k: str(v) for k, v in self.value(a.metadata).items()} or None,
+            initial_silence=a.initial_silence, discard_empty=a.discard_empty,
         )
         self.last = step_result(result)
         self.store(a.into, self.last)
+        return _Take("empty") if result.empty else None
 
-    async def do_voicemail(self, step: VoicemailStep, a: VoicemailArgs) -> None:
+    async def do_voicemail(self, step: VoicemailStep, a: VoicemailArgs) -> _Take | None:
         mailbox = self.text(a.mailbox)
         path = self._recording_path(step, self.text(a.file, mailbox=mailbox))  # refused before the greeting
         if a.greeting is not None:
@@ -602,9 +604,11 @@ class _Runner:
         result = await self.call.record(
             path, max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys, beep=a.beep,
             metadata={"mailbox": mailbox, "kind": "voicemail"},
+            initial_silence=a.initial_silence, discard_empty=a.discard_empty,
         )
         self.last = {**(step_result(result) or {}), "mailbox": mailbox}
         self.store(a.into, self.last)
+        return _Take("empty") if result.empty else None
 
     async def do_set(self, step: SetStep, values: dict[str, Any]) -> None:
         for name, value in values.items():  # in order: later values see earlier ones
@@ -689,10 +693,12 @@ class _Runner:
             max_turns=a.max_turns, max_seconds=a.max_seconds, silence_timeout=a.silence_timeout,
             max_reprompts=a.max_reprompts, reprompt=self.text(a.reprompt), apology=self.prompt(a.apology),
             llm_timeout=a.llm_timeout, stt_timeout=a.stt_timeout, end_of_turn_ms=a.end_of_turn_ms,
-            temperature=a.temperature, variables=self.vars, context=self.context,
+            temperature=a.temperature, keys="".join(a.keys), variables=self.vars, context=self.context,
         )
         self.last = result.to_dict()
         self.store(a.into, self.last)
+        if result.status == "key":  # one of the agent's keys: that key's steps
+            return _Take(f"key_{result.data.get('key', '')}")
         if result.status == "hangup":  # the agent hung up: the branch runs without audio
             self.hung_up_mode = True
             await self.run_steps(a.on_hangup)

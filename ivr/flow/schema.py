@@ -963,12 +963,15 @@ class RecordArgs(Node):
     json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"type": "string"},)
     file: Text = Field(description="Output path (a template).")
     max_seconds: Seconds = 120.0
-    silence_end: float | None = Field(3.0, gt=0, le=600, description="Stop after this much silence; null: never.")
+    silence_end: float | None = Field(3.0, gt=0, le=600, description="Stop after this much silence once the caller has spoken; null: never.")
+    initial_silence: float | None = Field(5.0, gt=0, le=600, description="Before the caller first speaks, stop after this much silence; null: silence_end from the beep.")
     stop_keys: str = Field("#", description="Keys that end the recording.")
     beep: bool = True
     mode: Literal["caller", "both"] = "caller"
     metadata: dict[str, Value] = Field(default_factory=dict)
+    discard_empty: bool = Field(False, description="Keep no file when the caller never spoke.")
     into: VarName | None = None
+    on_empty: Steps = Field(default_factory=list, description="When the caller never spoke (result `empty`).")
 
     @classmethod
     def normalize(cls, data: Any) -> Any:
@@ -981,6 +984,11 @@ class RecordStep(StepBase):
     audio: ClassVar[bool] = True
     waits_for: ClassVar[str | None] = "recording"
     record: RecordArgs
+
+    def outcomes(self) -> list[Outcome]:
+        """With ``on_empty`` written, a message without speech takes it; otherwise the step
+        simply continues (as does a message)."""
+        return _empty_outcomes(self, self.record)
 
     def argument(self) -> str:
         return str(self.record.file)
@@ -996,9 +1004,12 @@ class VoicemailArgs(Node):
                        description="Output path; `mailbox` is defined while rendering it.")
     max_seconds: Seconds = 120.0
     silence_end: float | None = Field(3.0, gt=0, le=600)
+    initial_silence: float | None = Field(5.0, gt=0, le=600)
     stop_keys: str = "#"
     beep: bool = True
+    discard_empty: bool = False
     into: VarName | None = None
+    on_empty: Steps = Field(default_factory=list, description="When the caller left no message (result `empty`).")
 
 
 class VoicemailStep(StepBase):
@@ -1008,8 +1019,18 @@ class VoicemailStep(StepBase):
     waits_for: ClassVar[str | None] = "recording"
     voicemail: VoicemailArgs
 
+    def outcomes(self) -> list[Outcome]:
+        """As for ``record``: ``empty`` takes ``on_empty`` when it is written."""
+        return _empty_outcomes(self, self.voicemail)
+
     def argument(self) -> str:
         return str(self.voicemail.mailbox)
+
+
+def _empty_outcomes(step: StepBase, args: Node) -> list[Outcome]:
+    if "on_empty" not in args.model_fields_set:
+        return []
+    return [Outcome("message", "message", [], (), False), _branch(step, "on_empty", "empty")]
 
 
 class SetStep(StepBase):
@@ -1278,6 +1299,8 @@ class AgentArgs(Node):
     end_of_turn_ms: int = Field(700, ge=100, le=5000, description="Caller silence (ms) that ends a turn; "
                                 "longer than a gather's 500 so pauses inside a sentence do not.")
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    keys: dict[str, Steps] = Field(default_factory=dict, description="Key -> steps: a key pressed during the "
+                                   "conversation ends it (status `key`) and runs its steps, e.g. '0' for the operator.")
     into: VarName | None = Field(None, description="Receives {status, data, turns, transcript, error}.")
     on_returned: Steps = Field(default_factory=list)
     on_transferred: Steps = Field(default_factory=list, description="Default: the flow ends (the call left); "
@@ -1288,6 +1311,16 @@ class AgentArgs(Node):
     on_no_input: Steps = Field(default_factory=list)
     on_error: Steps = Field(default_factory=list, description="An adapter failed (the caller heard the apology); "
                             "without it the flow's on_error runs.")
+
+
+    @field_validator("keys")
+    @classmethod
+    def _dtmf_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if len(key) != 1 or key not in DTMF_KEYS:
+                raise PydanticCustomError(
+                    "agent_key", "agent key '{key}' must be one key: 0-9, * or #", {"key": key, "at_key": key})
+        return v
 
 
 class AgentStep(StepBase):
@@ -1307,7 +1340,9 @@ class AgentStep(StepBase):
                 _branch(self, "on_transferred", "transferred", unwritten="transferred"),
                 _branch(self, "on_hangup", "hangup", unwritten="hangup"),
                 _branch(self, "on_max_turns", "max_turns"), _branch(self, "on_timeout", "timeout"),
-                _branch(self, "on_no_input", "no_input"), _branch(self, "on_error", "error", unwritten="error")]
+                _branch(self, "on_no_input", "no_input"), _branch(self, "on_error", "error", unwritten="error"),
+                *(Outcome(f"key_{key}", f"key {key}", steps, ("agent", "keys", key), True)
+                  for key, steps in self.agent.keys.items())]
 
 
 class ReturnStep(StepBase):

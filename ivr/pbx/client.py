@@ -49,6 +49,7 @@ class PbxClient:
         self._stream: EventStream | None = None
         self._fetching: dict[tuple[str, int], asyncio.Task[None]] = {}  # Upsert GETs in flight
         self._refetch: set[tuple[str, int]] = set()
+        self._fetch_slots: asyncio.Semaphore | None = None  # bounds the Upsert GETs in flight
         self._task: asyncio.Task[None] | None = None
         self._inbound: dict[tuple[str, int], list[InboundAudio]] = {}
         # One timer for all media: pacers send frames due within the same outbound_tick_ms
@@ -66,7 +67,8 @@ class PbxClient:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> PbxClient:
-        await self.start()
+        if self._task is None:  # not started yet (a caller may start() first, to race it)
+            await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -76,9 +78,13 @@ class PbxClient:
         """Connect and wait for the first resync (retrying an unreachable PBX forever)."""
         if self._task is not None:
             raise RuntimeError("PbxClient already started")
-        # No connection cap: every call holds two long-lived audio streams, and aiohttp's
-        # default of 100 connections would make REST requests queue behind them at 50 calls.
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
+        # REST only (the audio streams open sockets of their own): capped, so that a peer that
+        # floods us with events cannot make us open sockets without end; requests over the cap
+        # wait for a free connection.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.cfg.rest_max_connections, limit_per_host=0)
+        )
+        self._fetch_slots = asyncio.Semaphore(self.cfg.participant_fetches)
         self._tokens = TokenManager(self._session, self.cfg)
         self._rest = RestClient(self._session, self._tokens, self.cfg)
         self._stream = EventStream(
@@ -338,8 +344,10 @@ class PbxClient:
                 del self._fetching[key]
 
     async def _refresh_participant(self, dn: str, pid: int) -> None:
+        assert self._fetch_slots is not None
         try:
-            participant = await self.rest.get_participant(dn, pid)
+            async with self._fetch_slots:  # a flood of Upserts queues here, not in open sockets
+                participant = await self.rest.get_participant(dn, pid)
         except NotFoundError:
             self.state.remove_participant(dn, pid)  # gone before we asked
             return

@@ -57,6 +57,26 @@ class PbxConfig(BaseModel):
     ping_interval: float = Field(5.0, gt=0, description="event-socket ping period (s)")
     media_timeout: float = Field(10.0, gt=0, description="how long a stream waits for media (424)")
     token_refresh_margin: float = Field(60.0, ge=0, description="refresh this early (at most 10%)")
+    # Bounds against a misbehaving or hostile peer (docs/deploy.md, "Limits").
+    event_max_bytes: int = Field(
+        1024 * 1024, ge=64 * 1024,
+        description="largest event-socket message accepted; a larger one drops the socket (it reconnects and resyncs)",
+    )
+    rest_max_connections: int = Field(
+        100, ge=2, description="REST connections open at once at most (audio streams have their own sockets)"
+    )
+    participant_fetches: int = Field(
+        16, ge=1, description="participant GETs (after Upsert events) in flight at once; more wait their turn"
+    )
+
+    @model_validator(mode="after")
+    def _fetches_leave_room(self) -> PbxConfig:
+        if self.participant_fetches >= self.rest_max_connections:
+            raise ValueError(
+                f"participant_fetches ({self.participant_fetches}) must be below rest_max_connections "
+                f"({self.rest_max_connections}): a flood of Upserts must leave connections for call actions"
+            )
+        return self
 
     @field_validator("url")
     @classmethod

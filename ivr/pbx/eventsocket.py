@@ -57,6 +57,7 @@ class EventStream:
         # metrics
         self.connects = 0
         self.resyncs = 0
+        self.synced_sessions = 0  # sessions that got through their opening resync
         self.gaps = 0
         self.malformed = 0
 
@@ -114,7 +115,7 @@ class EventStream:
                 open_timeout=cfg.request_timeout,
                 close_timeout=2,
                 proxy=None,  # like the aiohttp session: no proxy from the environment
-                max_size=None,
+                max_size=cfg.event_max_bytes,  # a larger message closes the socket (1009) and we reconnect
                 **({"ssl": cfg.ssl_context()} if secure else {}),
             )
             ws = await ws_cm
@@ -132,6 +133,7 @@ class EventStream:
             log.info("event socket connected to %s", cfg.ws_url)
             await self._do_resync()  # socket open FIRST, then the snapshot
             self._synced_at = asyncio.get_running_loop().time()
+            self.synced_sessions += 1
             backoff.reset()
             if not self.ready.done():
                 self.ready.set_result(None)

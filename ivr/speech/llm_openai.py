@@ -17,6 +17,9 @@ from .base import AdapterFailed, ChatMessage, LLMDelta, TextDelta, ToolCall, Too
 from .openai_http import OpenAIEndpoint
 
 NAME = "openai"
+#: Default cap on one reply's tokens: a phone answer is a few sentences (512 tokens are about
+#: two minutes of speech); without a cap a runaway model holds the call. None sends no cap.
+DEFAULT_MAX_TOKENS = 512
 
 
 def message_to_wire(m: ChatMessage) -> dict[str, Any]:
@@ -109,7 +112,7 @@ class OpenAILLM:
     Options: ``model`` (default ``gpt-4o-mini``), ``base_url``, ``api_key`` (else
     ``$OPENAI_API_KEY``), ``api_version`` and ``auth="api-key"`` for Azure, ``timeout``
     (connect / between chunks, default 30 s), ``first_token_timeout`` (default: ``timeout``),
-    ``max_tokens``, ``temperature``, ``tool_choice``, ``extra_body`` (merged into every
+    ``max_tokens`` (default 512; ``None``: no cap), ``temperature``, ``tool_choice``, ``extra_body`` (merged into every
     request: e.g. ``response_format`` or llama.cpp's ``grammar``), ``extra_headers``.
     """
 
@@ -117,7 +120,7 @@ class OpenAILLM:
 
     def __init__(self, *, model: str = "gpt-4o-mini", base_url: str | None = None, api_key: str | None = None,
                  api_version: str | None = None, auth: str = "bearer", timeout: float = 30.0,
-                 first_token_timeout: float | None = None, max_tokens: int | None = None,
+                 first_token_timeout: float | None = None, max_tokens: int | None = DEFAULT_MAX_TOKENS,
                  temperature: float | None = None, tool_choice: str | dict | None = None,
                  extra_body: dict[str, Any] | None = None, extra_headers: dict[str, str] | None = None) -> None:
         self.endpoint = OpenAIEndpoint(NAME, base_url=base_url, api_key=api_key, api_version=api_version,

@@ -124,6 +124,9 @@ class Worker:
             inbound_block_ms=p.inbound_block_ms,
             transfer_margin=p.transfer_margin,
             outbound_tick_ms=p.outbound_tick_ms,
+            event_max_bytes=p.event_max_bytes,
+            rest_max_connections=p.rest_max_connections,
+            participant_fetches=p.participant_fetches,
         )
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -134,7 +137,10 @@ class Worker:
         threadpool_limits(limits=1, user_api="blas")
         self.library.load_all()
         stop = stop or asyncio.Event()
-        async with PbxClient(self.pbx_config()) as pbx:
+        client = await self._connect(PbxClient(self.pbx_config()), stop)
+        if client is None:
+            return
+        async with client as pbx:
             self.pbx = pbx
             self.metrics.client = pbx  # reconnects and token refreshes, read at scrape time
             self._check_route_points(pbx)
@@ -178,6 +184,25 @@ class Worker:
                         pass
                 self.ready.clear()
                 self.pbx = None
+
+    async def _connect(self, client: PbxClient, stop: asyncio.Event) -> PbxClient | None:
+        """Start ``client`` (it retries an unreachable PBX forever), or give up when ``stop``
+        is set first: SIGTERM/SIGINT must work before the first connection too (an unreachable
+        PBX, a certificate we reject), or a service manager waits out its stop timeout."""
+        starting = asyncio.ensure_future(client.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if starting.done():
+            starting.result()  # AuthenticationError and the like reach the caller
+            return client
+        starting.cancel()  # PbxClient.start closes what it opened
+        await asyncio.gather(starting, return_exceptions=True)
+        await client.close()
+        log.info("stopped before the first connection to the PBX")
+        return None
 
     def _check_route_points(self, pbx: PbxClient) -> None:
         known = {dn.dn for dn in pbx.state.dns.values()}
