@@ -36,7 +36,7 @@ import soundfile
 
 from ivr.call import Call
 from ivr.call.record import CallRecord
-from ivr.config import PbxSettings, Route, TracingSettings, WorkerConfig
+from ivr.config import PbxSettings, Route, TracingSettings, WorkerConfig, XapiSettings
 from ivr.emulator import Emulator, EmulatorConfig
 from ivr.emulator.xapi import PbxDescription
 from ivr.flow import Diagnostic, FlowLoadError, load_any
@@ -204,6 +204,8 @@ class FlowHarness:
             recordings_dir=str(self.recordings_dir),
             audio_dirs=[],  # prompts are found from the flow's folder, never in this package's files
             tracing=self.tracing or TracingSettings(),
+            # With a PBX description the worker reads its configuration too (flows' PBX steps).
+            xapi=XapiSettings(enabled=self.pbx is not None),
         )
         self.worker = Worker(config, speech=self.speech, on_call_started=self._on_call_started, reload_interval=0.2)
         self._worker_task = asyncio.create_task(self.worker.run(self._stop))
@@ -216,6 +218,14 @@ class FlowHarness:
             raise RuntimeError("the worker stopped before it was ready")
         if not done:
             raise TimeoutError("the worker did not become ready within 15 s")
+        if self.worker.xapi is not None and not await self.worker.xapi.wait_ready(15):
+            raise TimeoutError("the worker did not read the PBX's configuration within 15 s")
+
+    async def refresh_pbx(self) -> None:
+        """Have the worker read the PBX's configuration now (after a test changed presence or
+        a forced mode through the emulator's control endpoints)."""
+        if self.worker is not None and self.worker.xapi is not None:
+            await self.worker.xapi.refresh()
 
     async def stop(self) -> None:
         self._stop.set()

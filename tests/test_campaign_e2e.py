@@ -19,6 +19,7 @@ from ivr.campaign.dialer import WorkerDialer
 from ivr.campaign.plan import CampaignPlan, CampaignSettings
 from ivr.campaign.results import ResultsCsv, StateFile
 from ivr.campaign.runner import CampaignRunner
+from ivr.campaign.window import CallingWindow
 from ivr.config import PbxSettings, Route, WorkerConfig
 from ivr.emulator import Emulator, EmulatorConfig
 from ivr.speech.services import SpeechServices
@@ -65,16 +66,13 @@ async def callee(emu: Emulator, stop: asyncio.Event, pressed: list[str]) -> None
     acted: set[int] = set()
     confirming: set[asyncio.Future[None]] = set()  # kept so the loop does not drop them
     hello = speech("welcome.wav")[2000:6800]  # 0.6 s: "Hello?"
-    greeting = np.concatenate([speech("vm_greeting.wav"), np.zeros(2400, np.int16), beep()])
     while not stop.is_set():
         for call in emu.controller.list_calls():
             callid = call["callid"]
             if callid in acted or call["direction"] != "outbound" or call["state"] != "connected":
                 continue
             acted.add(callid)
-            if call["to"] == "105":  # a voicemail box
-                await emu.speak(callid, greeting)
-            elif call["to"] == "101":  # a person: says hello, then presses 1 during the menu
+            if call["to"] == "101":  # a person: says hello, then presses 1 during the menu
                 await emu.speak(callid, hello)
 
                 async def confirm(callid: int = callid) -> None:
@@ -92,7 +90,11 @@ async def scenario(tmp_path: Path, flow: str = REMINDER) -> tuple[dict[str, int]
     (tmp_path / "list.csv").write_text(
         "number,name,appointment\n101,Anna,Tuesday 10:00\n102,Bob,Wednesday\n103,Carla,Thursday\n"
         "104,Dan,Friday\n105,Eve,Monday\n")
+    # The voicemail box at 105 plays its greeting (ending in a beep) when it answers.
+    greeting = np.concatenate([speech("vm_greeting.wav"), np.zeros(2400, np.int16), beep()])
+    sf.write(tmp_path / "greeting.wav", greeting, 8000, subtype="PCM_16")
     emu = Emulator(EmulatorConfig(client_secret=SECRET, ring_seconds=0.5, no_answer_timeout=3.0,
+                                  answer_audio={"105": str(tmp_path / "greeting.wav")},
                                   extensions={"100": "answer", "101": "answer", "102": "busy", "103": "no_answer",
                                               "104": "not_registered", "105": "answer"}))
     inbound_records: list[dict] = []
@@ -159,3 +161,64 @@ def test_the_shipped_reminder_example_confirms_and_leaves_messages(tmp_path):
     assert counts["done"] == 5 and pressed
     assert rows["101"]["result"] == "answered" and rows["101"]["confirmed"] == "yes"
     assert rows["105"]["result"] == "machine" and '"confirmed":"message left"' in rows["105"]["flow_variables"]
+
+
+SIMPLE = "steps:\n  - say: 'Hello'\n  - hangup\n"
+
+
+async def simple_campaign(tmp_path: Path, start: datetime, settings: CampaignSettings, act) -> tuple[list[float], dict]:
+    """Three answering contacts; ``act(runner)`` runs beside the campaign. Returns when each
+    attempt started (seconds after ``start``) and the final counts."""
+    (tmp_path / "out.yaml").write_text(SIMPLE)
+    (tmp_path / "in.yaml").write_text(INBOUND)
+    (tmp_path / "list.csv").write_text("number,timezone\n101,Europe/Berlin\n102,Europe/Berlin\n103,America/New_York\n")
+    emu = Emulator(EmulatorConfig(client_secret=SECRET, ring_seconds=0.5))
+    async with emu.running():
+        config = WorkerConfig(pbx=PbxSettings(url=emu.url, client_id="900"), records=None, base_dir=tmp_path,
+                              routes=[Route(route_point="800", flow=str(tmp_path / "in.yaml"))])
+        speech_services = SpeechServices.from_settings(config.speech.model_copy(update={"tts": "tone"}))
+        worker = Worker(config, secret=SecretStr(SECRET), reload_interval=60, speech=speech_services)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.wait_for(worker.ready.wait(), 30)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        dialer = WorkerDialer(worker, "out.yaml", ring_timeout=3)
+        runner = CampaignRunner(CampaignPlan(read_contacts(tmp_path / "list.csv"), settings), dialer,
+                                free_capacity=dialer.free_capacity, clock=lambda: start + timedelta(seconds=loop.time() - t0))
+        campaign = asyncio.create_task(runner.run())
+        await act(runner)
+        counts = await asyncio.wait_for(campaign, 12 * 3600)
+        dialled_at = sorted(a.started for st in runner.plan.states.values() for a in st.attempts)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    return [(datetime.fromisoformat(d) - start).total_seconds() for d in dialled_at], counts
+
+
+def test_calls_wait_for_the_window_in_each_contacts_zone(tmp_path):
+    start = datetime(2026, 12, 7, 7, 59, 30, tzinfo=UTC)  # 08:59:30 in Berlin, 02:59:30 in New York
+    settings = CampaignSettings(concurrency=3, rate=10, window=CallingWindow("mon-fri 09:00-18:00"), retries=0)
+
+    async def nothing(_runner: CampaignRunner) -> None:
+        return None
+
+    dialled, counts = run_virtual(simple_campaign(tmp_path, start, settings, nothing))
+    assert counts["answered"] == 3
+    berlin, new_york = dialled[:2], dialled[2]
+    assert all(30 <= t < 32 for t in berlin)  # 09:00 in Berlin
+    assert 6 * 3600 + 30 <= new_york < 6 * 3600 + 32  # 09:00 in New York, six hours later
+
+
+def test_pause_and_resume_against_the_emulator(tmp_path):
+    start = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+    settings = CampaignSettings(concurrency=1, rate=10, retries=0)
+
+    async def pause_then_resume(runner: CampaignRunner) -> None:
+        await asyncio.sleep(0.5)
+        runner.pause()
+        await asyncio.sleep(120)
+        runner.resume()
+
+    dialled, counts = run_virtual(simple_campaign(tmp_path, start, settings, pause_then_resume))
+    assert counts["answered"] == 3
+    assert dialled[0] < 1 and dialled[1] >= 120  # the call in progress went on; the next waited for resume

@@ -194,3 +194,33 @@ def test_live_view_shows_the_flow_the_step_running_and_the_path(browser: webdriv
         browser.find_element(By.ID, "hangup").click()
         severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert severe == []
+
+
+def test_pbx_panel_flips_presence_and_forced_mode(tmp_path: Path, browser: webdriver.Chrome) -> None:
+    """ivr dev --pbx-config: the page lists the PBX's people and departments; choosing a presence
+    or a forced mode in it changes the emulated PBX and the worker's view of it."""
+    from selenium.webdriver.support.ui import Select
+
+    from ivr.emulator.xapi import load_description
+
+    (tmp_path / "pbx.yaml").write_text("users:\n  - {number: '201', first_name: Anna, last_name: Miller}\n"
+                                       "  - {number: '202', first_name: Eva, last_name: Page, hidden: true}\n"
+                                       "departments:\n  - {name: Sales, members: ['201']}\n")
+    (tmp_path / "f.yaml").write_text("steps:\n  - answer\n  - hours: {pbx: {department: Sales}}\n")
+    server = DevServer(load_target(tmp_path / "f.yaml"), port=0, emulator={"ring_seconds": 0.1},
+                       pbx=load_description(tmp_path / "pbx.yaml"))
+    with ServerThread(server) as running:
+        wait = WebDriverWait(browser, 12, poll_frequency=0.1)
+        browser.get(running.url)
+        wait.until(lambda d: d.find_element(By.ID, "pbx").is_displayed())
+        rows = browser.find_elements(By.CSS_SELECTOR, "#pbxusers tbody tr")
+        assert [r.get_attribute("data-number") for r in rows] == ["201", "202"]
+        assert "(not listed)" in rows[1].text
+        Select(rows[0].find_element(By.TAG_NAME, "select")).select_by_value("Away")
+        store = running.emu.xapi
+        wait.until(lambda d: store.users[next(iter(store.users))]["CurrentProfileName"] == "Away")
+        dept = browser.find_element(By.CSS_SELECTOR, '#pbxdepts tbody tr[data-name="Sales"] select')
+        Select(dept).select_by_value("ForceHoliday")
+        wait.until(lambda d: running.worker.xapi.snapshot.group("Sales").CurrentGroupHours == "ForceHoliday")
+        assert running.worker.xapi.snapshot.user("201").CurrentProfileName == "Away"
+        browser.save_screenshot(str(tmp_path / "pbx-panel.png"))

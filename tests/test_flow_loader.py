@@ -166,7 +166,7 @@ def test_all_schema_errors_with_positions(tmp_path: Path) -> None:
         "f:9:22: error: 'mode' should be 'routeto', 'transferto' or 'divert', got 'bogus'",
         "f:10:10: error: template syntax error: unexpected '}', expected ')'",
         "f:11:11: error: 'caller' is reserved by the template context "
-        "(call, caller, digits, error, last, now, params, vars)",
+        "(call, caller, digits, error, last, now, params, pbx, vars)",
         "f:12:23: error: unknown time zone 'Mars/Base' (use an IANA name like Europe/Berlin)",
         "f:12:43: error: unknown day 'fry' (use mon, tue, wed, thu, fri, sat, sun)",
         "f:13:19: error: a step has one action; found 'play' and 'say' (make them separate list items)",

@@ -31,6 +31,7 @@ from ivr.call.results import (
     CallError,
     CallHangup,
     Caller,
+    DirectoryResult,
     GatherResult,
     PlayResult,
     Prompt,
@@ -42,6 +43,9 @@ from ivr.pbx.models import CallControlResultResponse, ParticipantInfo, Participa
 
 if TYPE_CHECKING:
     from ivr.call.media import CallMedia
+    from ivr.call.pbx_view import HoursAnswer, NameMatch, PbxFacts, Presence
+    from ivr.flow.hours import Schedule
+    from ivr.pbx.xapi import PbxSnapshot, User, XapiCache
     from ivr.pbx.client import PbxClient
     from ivr.speech.services import SpeechServices
 
@@ -116,6 +120,9 @@ class Call:
         # ("transfer"/"hangup", step None); the worker's tracing sets it, and a Python flow
         # puts its step recorder in front (ivr.call.action_steps).
         self.step_observer: Callable[[str, Any, dict[str, Any]], None] | None = None
+        # The PBX's configuration as the worker keeps it (xapi.enabled): office hours, users,
+        # presence, queues. Read through pbx_hours, presence, directory and pbx_facts.
+        self.xapi: XapiCache | None = None
 
     # --- state ------------------------------------------------------------------------------
 
@@ -707,6 +714,162 @@ class Call:
                                   "status": result.status, "reason": result.reason})
         return result
 
+    # --- the PBX's configuration (docs/flows.md, "The PBX's configuration") ------------------
+
+    async def pbx_snapshot(self) -> PbxSnapshot | None:
+        """The PBX's configuration as last read (None: not read, or xapi is not enabled).
+        Waits only before the worker's first read, and then at most a few seconds."""
+        from ivr.call.pbx_view import snapshot_of
+
+        return await snapshot_of(self.xapi)
+
+    def pbx_facts(self) -> PbxFacts:
+        """What templates read as ``pbx``: users' presence, queues' agents, departments' state."""
+        from ivr.call.pbx_view import facts_for
+
+        return facts_for(self.xapi, self.now())
+
+    @flow_action
+    async def pbx_hours(self, department: str | None = None, *, fallback: Schedule | None = None) -> HoursAnswer:
+        """Open, closed, break or holiday now, by the PBX's settings: ``department``'s (its
+        admin's forced mode first), else the system's. When the PBX's hours are unknown,
+        ``fallback`` (a flow's schedule, :func:`ivr.flow.hours.parse_schedule`) decides;
+        without one that is a CallError."""
+        from ivr.call.pbx_view import HoursUnknown, hours_state
+
+        try:
+            return hours_state(await self.pbx_snapshot(), self.now(), department, fallback)
+        except HoursUnknown as exc:
+            hint = "" if self.xapi is not None else " (this worker does not read it: xapi: {enabled: true} in ivr.yaml)"
+            raise CallError(f"hours: {exc}{hint}") from None
+
+    @flow_action
+    async def presence(self, number: str) -> Presence | None:
+        """The presence of the user with extension ``number`` (None: the PBX has no such user,
+        or its configuration is not known): ``.available``, ``.state``, ``.reason``."""
+        from ivr.call.pbx_view import presence_of
+
+        snap = await self.pbx_snapshot()
+        user = snap.user(str(number).strip()) if snap is not None else None
+        return presence_of(user) if user is not None else None
+
+    @flow_action
+    async def directory(
+        self,
+        *,
+        prompt: Prompt | None = None,
+        match: NameMatch = "either",
+        department: str | None = None,
+        max_matches: int = 3,
+        retries: int = 2,
+        max_letters: int = 10,
+        first_digit_timeout: float = 5.0,
+        inter_digit_timeout: float = 3.0,
+        too_many_prompt: Prompt | None = None,
+        no_match_prompt: Prompt | None = None,
+        no_input_prompt: Prompt | None = None,
+        choose_prompt: Prompt | None = None,
+        announce: Callable[[str, User], Prompt] | None = None,
+        speech: SpeechOptions | Mapping[str, Any] | bool | None = None,
+        barge_in: bool = True,
+    ) -> DirectoryResult:
+        """Dial-by-name: the caller keys the first letters of a name (2=ABC ... 9=WXYZ), or says
+        it (``speech``: the names are the phrases); up to ``max_matches`` are announced with a
+        key each and the caller picks one. Too many asks for more letters, none says so; each
+        counts as a try (``retries`` more after the first). Users come from the PBX (hidden and
+        disabled ones left out; ``department``: its members only). The flow transfers."""
+        from ivr.call.pbx_view import directory_matches, entries
+
+        if not 1 <= max_matches <= 9:
+            raise CallError(f"directory: max_matches must be 1..9, not {max_matches}")
+        if match not in ("last", "first", "either"):
+            raise CallError(f"directory: match must be last, first or either, not {match!r}")
+        snap = await self.pbx_snapshot()
+        if snap is None:
+            raise CallError("directory: the PBX's users are not known (is xapi enabled, and the PBX reachable?)")
+        users = snap.directory()
+        if department is not None:
+            group = snap.group(department)
+            if group is None:
+                raise CallError(f"directory: the PBX has no department {department!r}")
+            members = {m.Number for m in group.Members}
+            users = [u for u in users if u.Number in members]
+        by_number = {u.Number: u for u in users if u.Number}
+        options = self._directory_speech(speech, users)
+        rules = DigitRules(min_digits=1, max_digits=max_letters, terminator="#", first_digit_timeout=first_digit_timeout,
+                           inter_digit_timeout=inter_digit_timeout)
+        ask = prompt if prompt is not None else {"say": _directory_ask(match, options is not None)}
+        feedback = {
+            "none": no_match_prompt if no_match_prompt is not None else {"say": "There is no one by that name."},
+            "too_many": too_many_prompt if too_many_prompt is not None
+            else {"say": "There are too many names that match. Please key more letters."},
+            "no_input": no_input_prompt if no_input_prompt is not None else {"say": "Sorry, I did not hear anything."},
+            "not_chosen": None,
+        }
+        reason, letters, source, shown = "", "", "dtmf", []
+        attempts = 0
+        while attempts <= retries:
+            attempts += 1
+            lead = feedback.get(reason) if reason else None
+            heard = await self.gather(prompt=_prompt_parts(lead, ask), rules=rules, retries=0, barge_in=barge_in,
+                                      speech=options)
+            if heard.status != "match":
+                reason = "no_input" if heard.status == "no_input" else "none"
+                continue
+            source, letters = heard.source, heard.digits
+            if heard.source == "speech":
+                found = [by_number[heard.choice]] if heard.choice in by_number else []
+            else:
+                found = directory_matches(users, heard.digits, match)
+            shown = entries(found) if len(found) <= max_matches else []
+            if not found:
+                reason = "none"
+                continue
+            if len(found) > max_matches:
+                reason = "too_many"
+                continue
+            chosen = await self._choose(found, announce, choose_prompt, first_digit_timeout, barge_in, options is not None)
+            if chosen is not None:
+                return DirectoryResult("found", chosen.Number or "", chosen.name, attempts, source, letters, shown, source)
+            reason = "not_chosen"
+        status = "no_input" if reason == "no_input" else "no_match"
+        return DirectoryResult(status, "", "", attempts, source, letters, shown, reason)
+
+    def _directory_speech(self, speech: SpeechOptions | Mapping[str, Any] | bool | None,
+                          users: Sequence[User]) -> SpeechOptions | None:
+        """The gather's speech options: the directory's names as the phrases."""
+        from ivr.call.pbx_view import directory_phrases
+
+        phrases = directory_phrases(users)
+        if speech is None or speech is False or not phrases:
+            return None
+        base = {} if speech is True else (speech.model_dump() if isinstance(speech, SpeechOptions) else dict(speech))
+        base["phrases"] = phrases
+        return SpeechOptions.model_validate(base)
+
+    async def _choose(self, found: Sequence[User], announce: Callable[[str, User], Prompt] | None,
+                      choose_prompt: Prompt | None, timeout: float, barge_in: bool, by_speech: bool) -> User | None:
+        """Announce each match with a key (1, 2, ...) and let the caller pick; * searches again."""
+        keys = [str(i + 1) for i in range(len(found))]
+        parts: list[Any] = []
+        for key, user in zip(keys, found):
+            parts.extend(_prompt_parts(announce(key, user) if announce else {"say": f"For {user.name}, press {key}."}))
+        tail = choose_prompt if choose_prompt is not None else {"say": "To search again, press star."}
+        phrases = None
+        if by_speech:
+            from ivr.call.pbx_view import directory_phrases
+
+            said = directory_phrases(found)
+            by_key = {k: ([*said.get(u.Number or "", [])]) for k, u in zip(keys, found)}
+            if len(found) == 1:
+                by_key[keys[0]].insert(0, "yes")
+            phrases = {"phrases": {k: v for k, v in by_key.items() if v}} if any(by_key.values()) else None
+        result = await self.menu(prompt=_prompt_parts(parts, tail), choices=[*keys, "*"], retries=1, timeout=timeout,
+                                 barge_in=barge_in, speech=phrases)
+        if result.status == "match" and result.choice in keys:
+            return found[keys.index(result.choice)]
+        return None
+
     # --- recording --------------------------------------------------------------------------
 
     @flow_action
@@ -806,6 +969,22 @@ def _decide(collector: DigitCollector, speech: SpeechAttempt | None) -> AttemptO
     if keys is not None and not speech.busy:
         return keys  # no key and no speech: no_input
     return None
+
+
+def _directory_ask(match: str, by_speech: bool) -> str:
+    which = {"last": "last name", "first": "first name", "either": "last or first name"}[match]
+    said = ", or say the name" if by_speech else ""
+    return f"Please key the first letters of the person's {which}, then press the pound key{said}."
+
+
+def _prompt_parts(*prompts: Any) -> list[Any]:
+    """Prompts (a file, {say:}, a list of those, or None) as one flat list of parts."""
+    out: list[Any] = []
+    for p in prompts:
+        if p is None:
+            continue
+        out.extend(p if isinstance(p, (list, tuple)) else [p])
+    return out
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -72,6 +72,26 @@ class RecordResult:
     empty: bool = False  # the caller never spoke (no speech detected): a flow can drop or branch on it
 
 
+@dataclass
+class DirectoryResult:
+    """Dial-by-name (``Call.directory``): ``status`` found, no_match (nobody, or nothing chosen
+    after the last try) or no_input; the person chosen (``number``, ``name``); ``source`` dtmf
+    or speech; ``letters`` the keys typed last; ``matches`` the names announced last."""
+
+    status: str  # "found" | "no_match" | "no_input"
+    number: str = ""
+    name: str = ""
+    attempts: int = 0
+    source: str = "dtmf"
+    letters: str = ""
+    matches: list[dict[str, str]] = field(default_factory=list)
+    reason: str = ""  # found: speech/dtmf; otherwise: none, too_many, not_chosen, no_input, unknown
+
+    @property
+    def found(self) -> bool:
+        return self.status == "found"
+
+
 # A prompt: an audio file, {"say": text, "voice": ...}, or a list of those played in order.
 Prompt = str | Path | Mapping[str, Any] | Sequence[str | Path | Mapping[str, Any]]
 
@@ -83,6 +103,7 @@ _STEP_FIELDS: dict[type, tuple[str, ...]] = {
                    "reason", "speech_error"),  # gather and menu keep them all
     TransferResult: ("status", "reason", "destination", "pbx_error"),
     RecordResult: ("path", "duration", "reason", "empty"),
+    DirectoryResult: ("status", "number", "name", "attempts", "source", "letters", "matches", "reason"),
 }
 
 
@@ -90,6 +111,8 @@ def step_result(result: Any) -> dict[str, Any] | None:
     """A Call result as a flow step records it: its plain fields (a path as text), or None for
     anything that is not a play, gather/menu, transfer or record result."""
     keep = next((_STEP_FIELDS[t] for t in type(result).__mro__ if t in _STEP_FIELDS), None)
+    if keep is None:  # a result type elsewhere that declares its step fields (ivr.call.pbx_view)
+        keep = getattr(type(result), "STEP_FIELDS", None)
     if keep is None:  # (by class, subclasses included: a flow's own or a test's result types)
         return None
     out = {k: getattr(result, k) for k in keep}

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .contacts import read_contacts, read_do_not_call
 from .dialer import WorkerDialer
 from .plan import RETRYABLE, CampaignPlan, CampaignSettings
+from .redis_state import MirroredState, campaign_key
 from .results import ResultsCsv, StateFile
 from .runner import CampaignRunner
 from .window import CallingWindow
@@ -74,16 +75,26 @@ def _resolve(base: Path, value: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def build_runner(worker: Worker, spec: CampaignSpec, **runner_options: Any) -> CampaignRunner:
+async def build_runner(worker: Worker, spec: CampaignSpec, **runner_options: Any) -> CampaignRunner:
     """The runner for ``spec`` in ``worker``; raises ContactListError, WindowError,
-    CampaignFileError or FlowLoadError (one line each) before any call is placed."""
+    CampaignFileError or FlowLoadError (one line each) before any call is placed. With a
+    Redis cluster the state is mirrored there and the newer copy is resumed."""
     base = worker.config.base_dir
     listed, out, state_path = spec.paths(base)
     contacts = read_contacts(listed)
     dnc = read_do_not_call(_resolve(base, spec.do_not_call)) if spec.do_not_call else frozenset()
     dialer = WorkerDialer(worker, spec.flow, ring_timeout=spec.ring_timeout)
-    state = StateFile(state_path)
-    plan = CampaignPlan(contacts, spec.settings(), do_not_call=dnc, state=state.load())
+    redis_url = worker.config.cluster.resolve_redis_url()
+    state: StateFile
+    if redis_url:
+        mirrored = MirroredState(state_path, redis_url, campaign_key(worker.config.cluster.key_prefix,
+                                                                        str(listed), str(_resolve(base, spec.flow))))
+        saved = await mirrored.load_newest()
+        state = mirrored
+    else:
+        state = StateFile(state_path)
+        saved = state.load()
+    plan = CampaignPlan(contacts, spec.settings(), do_not_call=dnc, state=saved)
     columns = list(dict.fromkeys(k for c in contacts for k in c.variables))
     results = ResultsCsv(out, columns, spec.variables)
     return CampaignRunner(plan, dialer, state=state, results=results, free_capacity=dialer.free_capacity,
@@ -99,8 +110,8 @@ class CampaignManager:
         self.specs: dict[str, CampaignSpec] = {}
         self._tasks: dict[str, asyncio.Task[dict[str, int]]] = {}
 
-    def start(self, spec: CampaignSpec) -> str:
-        runner = build_runner(self.worker, spec)
+    async def start(self, spec: CampaignSpec) -> str:
+        runner = await build_runner(self.worker, spec)
         campaign_id = secrets.token_hex(4)
         self.runners[campaign_id], self.specs[campaign_id] = runner, spec
         task = asyncio.get_running_loop().create_task(runner.run(), name=f"campaign-{campaign_id}")

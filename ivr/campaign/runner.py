@@ -101,6 +101,9 @@ class CampaignRunner:
             for task in self._calls:
                 task.cancel()
             self._save()
+            close = getattr(self.state, "aclose", None)
+            if close is not None:
+                await close()  # a mirrored state sends its last value
         return self.plan.counts()
 
     def _start_due(self) -> None:

@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", metavar="TIME",
                    help="pin the flows' clock (office hours) to this moment at the start of each call, "
                    "ISO 8601 with offset, e.g. 2026-11-23T10:00+01:00")
+    p.add_argument("--pbx-config", metavar="FILE",
+                   help="a PBX description (docs/pbx-config.md): its users are the extensions and flows "
+                   "read its hours, directory and presence")
     return p
 
 
@@ -40,6 +43,9 @@ async def serve(server: DevServer) -> None:
     install_signal_handlers(stop)
     async with server.running():
         print(f"ivr dev: {server.target.source} -> open {server.url}  (Ctrl-C to stop)", flush=True)
+        if server.pbx is not None:
+            print(f"ivr dev: PBX {server.emu.url} (change presence or a forced mode: PUT "
+                  f"{server.emu.url}/_emulator/xapi/users/NUMBER or .../departments/NAME/forced)", flush=True)
         await stop.wait()
 
 
@@ -61,10 +67,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"ivr dev: {exc}", file=sys.stderr)
             return 2
+    pbx = None
+    if args.pbx_config:
+        from ivr.emulator.xapi import PbxDescriptionError, load_description
+
+        try:
+            pbx = load_description(args.pbx_config)
+        except PbxDescriptionError as exc:
+            print(f"ivr dev: {exc}", file=sys.stderr)
+            return 2
     try:
         target = load_target(args.target)
         server = DevServer(target, host=args.host, port=args.port, reload_interval=args.reload_interval, at=at,
-                           allowed_hosts=args.allow_host)
+                           allowed_hosts=args.allow_host, pbx=pbx)
         asyncio.run(serve(server))
     except (TargetError, FlowLoadError) as exc:
         print(f"ivr dev: {exc}", file=sys.stderr)

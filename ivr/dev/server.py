@@ -23,6 +23,7 @@ from aiohttp import web
 from ivr.call import Call
 from ivr.call.record import CallRecord
 from ivr.emulator import Emulator, EmulatorConfig
+from ivr.emulator.xapi import PbxDescription
 from ivr.flow import validate_paths
 from ivr.simulate import pin_call_clock
 from ivr.worker.library import FlowLibrary
@@ -57,8 +58,13 @@ class DevServer:
         emulator: dict[str, Any] | None = None,
         allowed_hosts: Iterable[str] = (),
         at: datetime | None = None,
+        pbx: PbxDescription | None = None,
     ) -> None:
         self.target = target
+        # A PBX description (docs/pbx-config.md): its users are the extensions, and the worker
+        # reads its configuration (flows' hours from the PBX, directory, presence) every 2 s, so
+        # a change through the emulator's control endpoints shows on the next call.
+        self.pbx = pbx
         self.at = at  # pin each call's clock (office hours) to this moment when it starts
         self.host, self.port = host, port
         # Names the page may be reached by (the Host header); anything else is refused, so a
@@ -72,8 +78,8 @@ class DevServer:
         overrides = {"ring_seconds": 0.5, **(emulator or {})}
         self.emu = Emulator(
             EmulatorConfig(client_id=CLIENT_ID, client_secret=self._secret, route_point=target.route_point,
-                           extensions=dict(EXTENSIONS)),
-            **overrides,
+                           extensions=dict(pbx.extensions() if pbx is not None else EXTENSIONS)),
+            pbx=pbx, **overrides,
         )
         self.worker: Worker | None = None
         self.calls: dict[int, Call] = {}  # emulator callid -> the worker's Call, once its flow starts
@@ -100,6 +106,8 @@ class DevServer:
         await self.emu.start("127.0.0.1", 0)
         try:
             config = self.target.worker_config(self.emu.url, CLIENT_ID, self._secret)
+            if self.pbx is not None:
+                config.xapi = config.xapi.model_copy(update={"enabled": True, "refresh_seconds": 2.0})
             worker = Worker(config, speech=self.speech, on_call_started=self._call_started,
                             reload_interval=self.reload_interval)
             # Our own library (same files) so reload results reach the page.
@@ -164,7 +172,44 @@ class DevServer:
             "extensions": EXTENSIONS,
             "caller": DEFAULT_CALLER,
             "reload": self.reloads[-1] if self.reloads else None,
+            "pbx": self.pbx_view(),
         }
+
+    def pbx_view(self) -> dict[str, Any] | None:
+        """The PBX description's people and departments as the page's PBX panel shows them
+        (None without ``--pbx-config``): presence, phone, forced mode, and the choices."""
+        if self.pbx is None:
+            return None
+        from ivr.emulator.xapi.store import PROFILE_NAMES
+        from ivr.pbx.xapi import GroupHoursMode
+
+        store = self.emu.xapi
+        users = [{"number": u.get("Number"), "name": u.get("DisplayName") or u.get("Number"),
+                  "presence": u.get("CurrentProfileName"), "registered": bool(u.get("IsRegistered")),
+                  "listed": bool(u.get("Enabled", True)) and not u.get("HideInPhonebook")}
+                 for u in store.users.values()]
+        departments = [{"name": g.get("Name"), "forced": g.get("CurrentGroupHours") or GroupHoursMode.DEFAULT}
+                       for g in store.groups.values()]
+        return {"users": users, "departments": departments, "profiles": list(PROFILE_NAMES),
+                "modes": list(GroupHoursMode.ALL)}
+
+    async def change_pbx(self, msg: dict[str, Any]) -> None:
+        """A page's change to the PBX (a user's presence or phone, a department's forced mode),
+        as the emulator's control endpoints make it; the worker reads it at once and every page
+        gets the new view. XapiError (a bad value) goes back to the page as an error."""
+        if self.pbx is None:
+            raise ValueError("no PBX description: start ivr dev with --pbx-config FILE")
+        store = self.emu.xapi
+        if "user" in msg:
+            change: dict[str, Any] = {k: msg[k] for k in ("presence", "registered") if k in msg}
+            store.set_presence(str(msg["user"]), change)
+        elif "department" in msg:
+            store.force(str(msg["department"]), {"mode": msg.get("forced")})
+        else:
+            raise ValueError("pbx: give 'user' (with presence or registered) or 'department' (with forced)")
+        if self.worker is not None and self.worker.xapi is not None:
+            await self.worker.xapi.refresh()
+        self.broadcast({"type": "pbx", **(self.pbx_view() or {})})
 
     def refusal(self, host: str, origin: str | None) -> str | None:
         """Why a request with this ``Host`` and ``Origin`` is refused, or None.

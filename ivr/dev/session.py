@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from ivr.emulator.state import ApiError
+from ivr.emulator.xapi.store import XapiError
 
 from .audio import FRAME_BYTES, HeardFollower, caller_says_live, pcm_from_bytes
 from .live import LiveView, json_safe
@@ -106,7 +107,7 @@ class PageSession:
             if handler is None:
                 raise ValueError(f"unknown message type {msg['type']!r}")
             await handler(msg)
-        except (ValueError, ApiError) as exc:
+        except (ValueError, ApiError, XapiError) as exc:
             self.send_json({"type": "error", "message": f"{_kind(text)}: {exc}"})
 
     # --- commands ---------------------------------------------------------------------------
@@ -121,6 +122,9 @@ class PageSession:
         self.callid = callid
         self.send_json({"type": "call_started", "callid": callid, "caller": caller, "did": did})
         self._follow = asyncio.create_task(self._follow_call(callid), name=f"ivr-dev-follow-{callid}")
+
+    async def _do_pbx(self, msg: dict[str, Any]) -> None:
+        await self.server.change_pbx(msg)
 
     async def _do_dtmf(self, msg: dict[str, Any]) -> None:
         await self.server.emu.send_dtmf(self._active(), str(msg.get("digits", "")))

@@ -8,11 +8,13 @@ import os
 import signal
 import ssl
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from .app import Emulator
 from .config import DeviceConfig, EmulatorConfig, parse_devices, parse_extensions
+from .media import decode_audio
 from .xapi import PbxDescription, PbxDescriptionError, load_description
 
 
@@ -30,6 +32,9 @@ def build_parser(prog: str = "ivr emulator") -> argparse.ArgumentParser:
     p.add_argument("--busy", default="", help="extensions that answer busy, e.g. 104")
     p.add_argument("--no-answer", default="", help="extensions that never answer, e.g. 105")
     p.add_argument("--not-registered", default="", help="extensions with no registered device, e.g. 103")
+    p.add_argument("--answer-audio", action="append", default=[], metavar="NUMBER=FILE.wav",
+                   help="the far end at NUMBER says FILE.wav when a call dialled there is answered "
+                        "(a voicemail greeting, a 'hello?'); repeatable")
     p.add_argument("--ring-seconds", type=float, default=0.5)
     p.add_argument("--no-answer-timeout", type=float, default=20)
     p.add_argument("--token-lifetime", type=float, default=3600)
@@ -99,6 +104,16 @@ def config_from_args(args: argparse.Namespace, pbx: PbxDescription | None = None
             raise ValueError(f"--devices {spec}: {owner!r} is not in --extensions")
         else:
             per_extension[owner] = parsed
+    answer_audio: dict[str, str] = {}
+    for item in args.answer_audio:
+        number, sep, path = item.partition("=")
+        if not sep or not number or not path:
+            raise ValueError(f"--answer-audio {item!r}: expected NUMBER=FILE.wav")
+        try:
+            decode_audio(Path(path).read_bytes())
+        except OSError as exc:
+            raise ValueError(f"--answer-audio {item!r}: cannot read {path}: {exc.strerror}") from None
+        answer_audio[number] = str(Path(path).resolve())
     queues = parse_extensions(args.queues) if args.queues else []
     ivrs = parse_extensions(args.ivrs) if args.ivrs else []
     try:
@@ -107,6 +122,7 @@ def config_from_args(args: argparse.Namespace, pbx: PbxDescription | None = None
             client_secret=secret,
             route_point=args.route_point,
             extensions=extensions,
+            answer_audio=answer_audio,
             ring_seconds=args.ring_seconds,
             no_answer_timeout=args.no_answer_timeout,
             token_lifetime=args.token_lifetime,

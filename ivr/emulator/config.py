@@ -60,6 +60,9 @@ class EmulatorConfig(BaseModel):
     client_secret: str = Field(default="secret", repr=False)  # never printed
     route_point: str = "800"
     extensions: dict[str, Behaviour] = Field(default_factory=_default_extensions)
+    answer_audio: dict[str, str] = Field(default_factory=dict)
+    """Number -> WAV file the far end says when a call the client dialled there is answered
+    (a voicemail greeting, a person's "hello?"): answering-machine detection and campaigns."""
     ring_seconds: float = Field(default=0.5, ge=0)
     """How long an answering extension (or an external number) rings before it answers."""
     no_answer_timeout: float = Field(default=20, gt=0)

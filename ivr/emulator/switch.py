@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from ivr.pbx.models import (
 
 from .config import BEHAVIOURS, EmulatorConfig
 from .events import EventBus
-from .media import RATE
+from .media import RATE, decode_audio
 from .state import ApiError, Call, Device, Dn, Leg, Offer, Party, Ringing, device_id_for
 
 CONNECTED, RINGING, DIALING = ParticipantStatus.CONNECTED, ParticipantStatus.RINGING, ParticipantStatus.DIALING
@@ -53,6 +54,7 @@ class Pbx:
     def __init__(self, config: EmulatorConfig, bus: EventBus) -> None:
         self.config = config
         self.bus = bus
+        self._answer_pcm: dict[str, np.ndarray] = {}  # answer_audio files, decoded once
         host = config.host_address
         rp = config.route_point
 
@@ -484,6 +486,7 @@ class Pbx:
                 self._set_status(origin, CONNECTED)
                 if target:
                     self._set_status(target, CONNECTED)
+                self._say_on_answer(call, offer.destination)
             else:
                 self._remove_leg(origin)  # the answering leg replaces the route point's (Remove first)
                 if target:
@@ -506,6 +509,16 @@ class Pbx:
         elif kind == "makecall":
             self.end_call(call, by=result)
         self._settle(offer, _failed(info, result))
+
+    def _say_on_answer(self, call: Call, destination: str) -> None:
+        """The far end at ``destination`` speaks its configured audio once it answers."""
+        path = self.config.answer_audio.get(destination)
+        if path is None:
+            return
+        pcm = self._answer_pcm.get(path)
+        if pcm is None:
+            pcm = self._answer_pcm[path] = decode_audio(Path(path).read_bytes())
+        self.speak(call, pcm)
 
     def _settle(self, offer: Offer, response: CallControlResultResponse) -> None:
         """Answer a blocking offer's request: 200 on success, the configured failure shape else."""

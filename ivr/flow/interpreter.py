@@ -48,6 +48,8 @@ from .schema import (
     AmdStep,
     AnswerStep,
     AttachDataStep,
+    DirectoryArgs,
+    DirectoryStep,
     Flow,
     GatherArgs,
     GatherStep,
@@ -190,7 +192,7 @@ class _Runner:
             call={"id": getattr(call, "call_id", ""), "did": getattr(call, "did", ""),
                   "route_point": getattr(call, "route_point", "")},
             vars=self.vars, params=self.params, digits=self.digits, last=self.last,
-            now=_now(self.call), error=self.error,
+            now=_now(self.call), error=self.error, pbx=_pbx_facts(self.call),
         )
         ctx.update(extra)
         return ctx
@@ -429,10 +431,20 @@ class _Runner:
         self.last = step_result(result)
 
     async def do_hours(self, step: HoursStep, a: HoursArgs) -> _Take:
-        open_now = is_open(a.schedule, _now(self.call))
-        self.last = {"open": open_now}
-        self.store(a.into, open_now)
-        return _Take("open" if open_now else "closed")
+        if a.pbx is None:
+            assert a.schedule is not None  # the model requires weekly without pbx
+            open_now = is_open(a.schedule, _now(self.call))
+            self.last = {"open": open_now}
+            self.store(a.into, open_now)
+            return _Take("open" if open_now else "closed")
+        pbx_hours = getattr(self.call, "pbx_hours", None)
+        if pbx_hours is None:
+            raise FlowError(f"{self.where(step)}: hours from the PBX need a call that reads the PBX")
+        answer = await pbx_hours(a.pbx.department, fallback=a.schedule)
+        self.last = answer.to_dict()
+        self.store(a.into, answer.open)
+        # break and holiday run `closed` unless the flow wrote a branch for them
+        return _Take(answer.state if step.outcome(answer.state) is not None else "closed")
 
     async def do_amd(self, step: AmdStep, a: AmdArgs) -> _Take:
         result = await self.call.detect_machine(
@@ -482,12 +494,71 @@ class _Runner:
         to = self.text(a.to).strip()
         if not to:
             raise FlowError(f"{self.where(step)}: transfer destination {str(a.to)!r} rendered empty")
+        if a.check_presence and (away := await self._unavailable(to)) is not None:
+            self.last = away
+            self.store(a.into, away)
+            return _Take("unavailable")  # nobody was rung
         ringback = a.ringback if a.ringback is not None else self.flow.ringback
         result = await self.call.transfer(to, mode=a.mode, timeout=a.timeout,
                                           ringback=ringback if isinstance(ringback, str) else self.prompt(ringback))
         self.last = step_result(result)
         self.store(a.into, self.last)
         return _Take(result.status)  # answered with no on_answered: the call has left the IVR
+
+    async def _unavailable(self, to: str) -> dict[str, Any] | None:
+        """A transfer's result when the PBX says ``to`` cannot take calls now (away, do not
+        disturb, out of office, no phone registered), else None. A number the PBX has no user
+        for (a queue, an outside number) or an unknown presence rings as usual."""
+        presence = await self.call.presence(to)
+        if presence is None or presence.available:
+            return None
+        return {"status": "unavailable", "reason": presence.reason, "destination": to,
+                "presence": presence.state, "name": presence.name}
+
+    async def do_directory(self, step: DirectoryStep, a: DirectoryArgs) -> _Take:
+        def announce(key: str, user: Any) -> Any:
+            names = {"key": key, "number": user.Number or "", "name": user.name,
+                     "first_name": user.FirstName or "", "last_name": user.LastName or ""}
+            recorded = None
+            if a.name_prompt is not None:  # the PBX's data is in it: only files in the audio folders
+                try:
+                    path = within_any(self.text(a.name_prompt, **names), self._audio_roots(), "name prompt")
+                except UnsafePathError as exc:
+                    log.warning("%s: %s; the name is spoken instead", self.where(step), exc)
+                else:
+                    found = resolve_audio(path, self.flow.folder)
+                    recorded = str(found) if found is not None else None
+            if a.announce is not None:
+                text = self.text(a.announce, **names)
+                return [recorded, {"say": f"press {key}."}] if recorded else {"say": text}
+            if recorded:
+                return [{"say": "For"}, recorded, {"say": f"press {key}."}]
+            return {"say": f"For {user.name}, press {key}."}
+
+        found = await self.call.directory(
+            prompt=self.prompt(a.prompt), match=a.match, department=a.department, max_matches=a.max_matches,
+            retries=a.retries, max_letters=a.max_letters, first_digit_timeout=a.first_digit_timeout,
+            inter_digit_timeout=a.inter_digit_timeout, too_many_prompt=self.prompt(a.too_many_prompt),
+            no_match_prompt=self.prompt(a.no_match_prompt), no_input_prompt=self.prompt(a.no_input_prompt),
+            choose_prompt=self.prompt(a.choose_prompt), announce=announce, speech=a.speech_options,
+        )
+        self.last = step_result(found) or {}
+        self.store(a.into, self.last)
+        if not found.found:
+            return _Take(found.status)
+        if not a.transfer:
+            return _Take("found")
+        if a.check_presence and (away := await self._unavailable(found.number)) is not None:
+            self.last = {**self.last, "transfer": away}
+            self.store(a.into, self.last)
+            return _Take("unavailable")
+        ringback = self.flow.ringback
+        result = await self.call.transfer(found.number, mode=a.mode, timeout=a.timeout,
+                                          ringback=ringback if isinstance(ringback, str) else self.prompt(ringback))
+        self.last = {**self.last, "transfer": step_result(result)}
+        self.store(a.into, self.last)
+        # no phone registered, as the PBX answered: a failure (check_presence catches it before ringing)
+        return _Take("failed" if result.status == "not_registered" else result.status)
 
     def _audio_roots(self) -> list[Path]:
         """Where a prompt rendered from a template may come from: the audio folders and the
@@ -694,6 +765,7 @@ HANDLERS.add(AmdStep, _Runner.do_amd)
 HANDLERS.add(MenuStep, _Runner.do_menu)
 HANDLERS.add(GatherStep, _Runner.do_gather)
 HANDLERS.add(TransferStep, _Runner.do_transfer)
+HANDLERS.add(DirectoryStep, _Runner.do_directory)
 HANDLERS.add(RecordStep, _Runner.do_record)
 HANDLERS.add(VoicemailStep, _Runner.do_voicemail)
 HANDLERS.add(SetStep, _Runner.do_set)
@@ -913,6 +985,16 @@ class YamlFlow:
 
     def __repr__(self) -> str:
         return f"YamlFlow({str(self.path or self.name)!r})"
+
+
+def _pbx_facts(call: Any) -> Any:
+    """``pbx`` in templates: the call's view of the PBX's configuration (never waits)."""
+    facts = getattr(call, "pbx_facts", None)
+    if callable(facts):
+        return facts()
+    from ivr.call.pbx_view import PbxFacts
+
+    return PbxFacts(None, _now(call))
 
 
 def _now(call: Any) -> datetime:

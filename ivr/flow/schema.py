@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 #: Names the template context defines; flow variables may not take them.
-RESERVED_NAMES = frozenset({"caller", "call", "vars", "digits", "params", "last", "now", "error"})
+RESERVED_NAMES = frozenset({"caller", "call", "vars", "digits", "params", "last", "now", "error", "pbx"})
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 DTMF_KEYS = "0123456789*#ABCD"
@@ -550,23 +550,50 @@ def _weekly_key(key: Any) -> None:
         raise PydanticCustomError("hours", "{message}", {"message": str(exc), "at_key": key}) from None
 
 
+class HoursPbx(Node):
+    """``pbx: true`` or ``pbx: {department: Sales}``: the PBX's own hours decide."""
+
+    what: ClassVar[str] = "hours pbx"
+    json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"type": "boolean"},)
+    department: str | None = Field(
+        None, description="Department (3CX group) whose hours, break, holidays and forced mode apply; "
+        "default: the system's office hours.")
+
+    @classmethod
+    def normalize(cls, data: Any) -> Any:
+        return {} if data is True else data
+
+
 class HoursArgs(Node):
-    """Office hours: run ``open`` or ``closed``."""
+    """Office hours: run ``open``, ``closed``, ``break`` or ``holiday``."""
 
     what: ClassVar[str] = "hours"
-    timezone: str = Field(description="IANA time zone, e.g. Europe/Berlin.")
-    weekly: dict[str, str | list[str] | None] = Field(
-        description='Day spec -> "HH:MM-HH:MM" (or a list, "closed", "open").')
+    pbx: HoursPbx | None = Field(
+        None, description="Read the hours from the PBX (an admin's forced mode first); "
+        "timezone/weekly/holidays are then the fallback when the PBX's hours are unknown.")
+    timezone: str | None = Field(None, description="IANA time zone, e.g. Europe/Berlin.")
+    weekly: dict[str, str | list[str] | None] | None = Field(
+        None, description='Day spec -> "HH:MM-HH:MM" (or a list, "closed", "open").')
     holidays: list[date | str] = Field(
         default_factory=list, description='"YYYY-MM-DD", "MM-DD" (yearly) or "A..B".')
     open: Steps = Field(default_factory=list, description="Steps when open.")
-    closed: Steps = Field(default_factory=list, description="Steps when closed.")
+    closed: Steps = Field(default_factory=list, description="Steps when closed (and on break or a holiday "
+                          "when those branches are not written).")
+    break_: Steps = Field(default_factory=list, alias="break", description="Steps during the PBX's break time.")
+    holiday: Steps = Field(default_factory=list, description="Steps on a holiday.")
     into: VarName | None = Field(None, description="Variable that receives true/false.")
     _schedule: Schedule | None = PrivateAttr(None)
 
+    @field_validator("pbx", mode="before")
+    @classmethod
+    def _pbx_off(cls, v: Any) -> Any:
+        return None if v is False else v
+
     @field_validator("timezone")
     @classmethod
-    def _tz(cls, v: str) -> str:
+    def _tz(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         try:
             parse_schedule(v, {})
         except HoursError as exc:
@@ -575,8 +602,8 @@ class HoursArgs(Node):
 
     @field_validator("weekly")
     @classmethod
-    def _weekly(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key, ranges in v.items():
+    def _weekly(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        for key, ranges in (v or {}).items():
             _weekly_key(key)
             try:
                 parse_ranges(ranges)
@@ -596,10 +623,30 @@ class HoursArgs(Node):
                     "hours", "{message}", {"message": str(exc), "subpath": [i]}) from None
         return v
 
+    @model_validator(mode="after")
+    def _source(self) -> "HoursArgs":
+        if self.pbx is None:
+            for name in ("timezone", "weekly"):
+                if getattr(self, name) is None:
+                    raise PydanticCustomError(
+                        "hours", "hours needs '{name}' (or 'pbx: true' to read the hours from the PBX)", {"name": name})
+            if "break_" in self.model_fields_set:
+                raise PydanticCustomError(
+                    "hours", "'break' needs 'pbx': only the PBX's settings have break times", {"at_key": "break"})
+        elif (self.timezone is None) != (self.weekly is None):
+            missing = "timezone" if self.timezone is None else "weekly"
+            raise PydanticCustomError(
+                "hours", "the fallback schedule needs '{name}' too (give both timezone and weekly, or neither)",
+                {"name": missing})
+        elif self.weekly is None and self.holidays:
+            raise PydanticCustomError(
+                "hours", "holidays without weekly: give timezone and weekly as the fallback too", {"at_key": "holidays"})
+        return self
+
     @property
-    def schedule(self) -> Schedule:
-        """The parsed schedule (built once)."""
-        if self._schedule is None:
+    def schedule(self) -> Schedule | None:
+        """The parsed schedule (built once); None with pbx and no fallback."""
+        if self._schedule is None and self.timezone is not None and self.weekly is not None:
             self._schedule = parse_schedule(self.timezone, self.weekly, self.holidays)
         return self._schedule
 
@@ -610,10 +657,18 @@ class HoursStep(StepBase):
     hours: HoursArgs
 
     def outcomes(self) -> list[Outcome]:
-        return [_branch(self, "open", "open"), _branch(self, "closed", "closed")]
+        """open and closed; break and holiday when written (else ``closed`` runs for them)."""
+        out = [_branch(self, "open", "open"), _branch(self, "closed", "closed")]
+        for field, key in (("break_", "break"), ("holiday", "holiday")):
+            if field in self.hours.model_fields_set:
+                out.append(_branch(self, field, key))
+        return out
 
     def argument(self) -> str:
-        return self.hours.timezone
+        a = self.hours
+        if a.pbx is not None:
+            return f"pbx {a.pbx.department}" if a.pbx.department else "pbx"
+        return a.timezone or ""
 
 
 class MenuArgs(_Escalating):
@@ -758,18 +813,29 @@ class TransferArgs(Node):
     ringback: Ringback | None = Field(None, description="What the caller hears while it rings (routeto): "
                                       "tone, none, or a prompt played in a loop; default: the flow's `ringback`.")
     into: VarName | None = None
+    check_presence: bool = Field(False, description="Before ringing, ask the PBX's presence: away, do not "
+                                 "disturb, out of office or no phone registered runs on_unavailable.")
     on_answered: Steps = Field(default_factory=list)
     on_busy: Steps = Field(default_factory=list)
     on_no_answer: Steps = Field(default_factory=list)
     on_not_registered: Steps | None = Field(None, description="The destination has no registered phone; "
                                             "default: on_failed runs.")
     on_failed: Steps = Field(default_factory=list, description="Any other failure, the PBX's own included.")
+    on_unavailable: Steps = Field(default_factory=list, description="check_presence found the person "
+                                  "unavailable (nobody was rung); last.reason says why.")
 
     @classmethod
     def normalize(cls, data: Any) -> Any:
         if isinstance(data, (str, int)) and not isinstance(data, bool):
             return {"to": data}
         return data
+
+    @model_validator(mode="after")
+    def _presence(self) -> "TransferArgs":
+        if "on_unavailable" in self.model_fields_set and not self.check_presence:
+            raise PydanticCustomError("transfer", "on_unavailable needs check_presence: true",
+                                      {"at_key": "on_unavailable"})
+        return self
 
 
 class TransferStep(StepBase):
@@ -785,7 +851,8 @@ class TransferStep(StepBase):
                       else [_branch(self, "on_not_registered", "not_registered")])
         return [_branch(self, "on_answered", "answered", unwritten="transferred"),
                 _branch(self, "on_busy", "busy"), _branch(self, "on_no_answer", "no_answer"),
-                *registered, _branch(self, "on_failed", "failed")]
+                *registered, _branch(self, "on_failed", "failed"),
+                *([_branch(self, "on_unavailable", "unavailable")] if self.transfer.check_presence else [])]
 
     def outcome(self, key: str) -> Outcome | None:
         if key == "not_registered" and self.transfer.on_not_registered is None:
@@ -794,6 +861,99 @@ class TransferStep(StepBase):
 
     def argument(self) -> str:
         return str(self.transfer.to)
+
+
+class DirectoryArgs(Node):
+    """Dial-by-name from the PBX's users: the caller keys (or says) a name, picks one of the
+    matches announced, and is transferred."""
+
+    what: ClassVar[str] = "directory"
+    prompt: Prompt | None = Field(None, description="Asks for the letters (default: a TTS line).")
+    match: Literal["last", "first", "either"] = Field("either", description="Which name the letters spell.")
+    department: str | None = Field(None, description="Only this department's members.")
+    max_matches: int = Field(3, ge=1, le=9, description="Most names announced; more asks for more letters.")
+    retries: int = Field(2, ge=0, le=20, description="Extra tries after the first (none found, too many, ...).")
+    max_letters: int = Field(10, ge=1, le=30, description="Most keys the caller may type.")
+    first_digit_timeout: Seconds = 5.0
+    inter_digit_timeout: Seconds = 3.0
+    too_many_prompt: Prompt | None = Field(None, description="Before asking again when too many match.")
+    no_match_prompt: Prompt | None = Field(None, description="Before asking again when nobody matches.")
+    no_input_prompt: Prompt | None = Field(None, description="Before asking again after silence.")
+    choose_prompt: Prompt | None = Field(None, description="After the names (default: star searches again).")
+    announce: Text | None = Field(None, description='One match as spoken: "For {{ name }}, press {{ key }}." '
+                                  "(also number, first_name, last_name).")
+    name_prompt: Text | None = Field(None, description='A recorded name, e.g. "names/{{ number }}.wav": '
+                                     "played instead of the spoken name when the file exists.")
+    speech: bool | SpeechArgs | None = Field(
+        None, description="Also listen for spoken names (the directory's names are the phrases).")
+    transfer: bool = Field(True, description="Transfer to the person chosen; false: on_found runs instead.")
+    check_presence: bool = Field(False, description="Before ringing, check the person's presence (on_unavailable).")
+    mode: Literal["routeto", "transferto", "divert"] = "routeto"
+    timeout: Seconds = 20.0
+    into: VarName | None = Field(None, description="Receives {status, number, name, ...} (and the transfer's).")
+    on_found: Steps = Field(default_factory=list, description="transfer: false - someone was chosen.")
+    on_answered: Steps = Field(default_factory=list, description="Default: the flow ends (the call left).")
+    on_busy: Steps = Field(default_factory=list)
+    on_no_answer: Steps = Field(default_factory=list)
+    on_failed: Steps = Field(default_factory=list)
+    on_unavailable: Steps = Field(default_factory=list)
+    on_no_match: Steps = Field(default_factory=list, description="Nobody chosen after the last try.")
+    on_no_input: Steps = Field(default_factory=list, description="Silence on the last try.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DirectoryArgs":
+        if isinstance(self.speech, SpeechArgs) and (self.speech.phrases is not None or self.speech.grammar):
+            raise PydanticCustomError("directory", "directory speech takes no phrases or grammar: the names are "
+                                      "the phrases", {"at_key": "speech"})
+        if not self.transfer:
+            wrong = [f for f in ("on_answered", "on_busy", "on_no_answer", "on_failed", "on_unavailable",
+                                 "check_presence") if f in self.model_fields_set]
+            if wrong:
+                raise PydanticCustomError("directory", "'{f}' needs transfer: true (with transfer: false, "
+                                          "on_found runs)", {"f": wrong[0], "at_key": wrong[0]})
+        elif "on_found" in self.model_fields_set:
+            raise PydanticCustomError("directory", "on_found runs only with transfer: false", {"at_key": "on_found"})
+        if "on_unavailable" in self.model_fields_set and not self.check_presence:
+            raise PydanticCustomError("directory", "on_unavailable needs check_presence: true",
+                                      {"at_key": "on_unavailable"})
+        return self
+
+    @property
+    def speech_options(self) -> Any:
+        """What ``Call.directory`` takes as ``speech``."""
+        if self.speech is None or self.speech is False:
+            return None
+        if self.speech is True:
+            return True
+        return self.speech.model_dump(exclude={"phrases", "grammar"}, exclude_unset=True)
+
+
+class DirectoryStep(StepBase):
+    kind: ClassVar[str] = "directory"
+    what: ClassVar[str] = "directory step"
+    audio: ClassVar[bool] = True
+    waits_for: ClassVar[str | None] = "input"
+    unwritten_label: ClassVar[str | None] = "done"
+    directory: DirectoryArgs
+
+    def outcomes(self) -> list[Outcome]:
+        """Someone chosen: the transfer's status (answered with no branch: the call has left),
+        or ``found`` with transfer: false; else no_match or no_input."""
+        a = self.directory
+        if a.transfer:
+            chosen = [_branch(self, "on_answered", "answered", unwritten="transferred"),
+                      _branch(self, "on_busy", "busy"), _branch(self, "on_no_answer", "no_answer"),
+                      _branch(self, "on_failed", "failed")]
+            if a.check_presence:
+                chosen.append(_branch(self, "on_unavailable", "unavailable"))
+        else:
+            chosen = [_branch(self, "on_found", "found")]
+        return [*chosen, _branch(self, "on_no_match", "no_match"), _branch(self, "on_no_input", "no_input")]
+
+    def argument(self) -> str:
+        a = self.directory
+        arg = f"{a.match} name" + (f" in {a.department}" if a.department else "")
+        return f"{arg} → {a.into}" if a.into else arg
 
 
 class RecordArgs(Node):
@@ -1235,7 +1395,7 @@ class AmdStep(StepBase):
 STEP_TYPES: dict[str, type[StepBase]] = {
     cls.kind: cls
     for cls in (
-        AnswerStep, PlayStep, SayStep, HoursStep, MenuStep, GatherStep, TransferStep,
+        AnswerStep, PlayStep, SayStep, HoursStep, MenuStep, GatherStep, TransferStep, DirectoryStep,
         RecordStep, VoicemailStep, SetStep, IfStep, SwitchStep, GotoStep, SubflowStep,
         HttpStep, PauseStep, LogStep, AttachDataStep, HangupStep, ReturnStep, AgentStep, AmdStep,
     )
@@ -1389,7 +1549,8 @@ def _walk(steps: list[StepBase], prefix: tuple[Any, ...]) -> Iterator[tuple[Step
             yield from _walk(branch, addr)
 
 
-for _model in (*STEP_TYPES.values(), HoursArgs, MenuArgs, GatherArgs, TransferArgs, HttpArgs, AgentArgs, Flow):
+for _model in (*STEP_TYPES.values(), HoursArgs, MenuArgs, GatherArgs, TransferArgs, DirectoryArgs, HttpArgs, AgentArgs,
+               Flow):
     _model.model_rebuild()
 
 

@@ -121,7 +121,7 @@ async def run_here(config: Any, spec: CampaignSpec) -> dict[str, int]:
         if task.done():
             ready.cancel()
             task.result()
-        runner: CampaignRunner = build_runner(worker, spec)
+        runner: CampaignRunner = await build_runner(worker, spec)
         progress = Progress(len(runner.plan.contacts))
         runner.on_change = lambda r: progress.show(r.plan.counts(), r.status()["state"])
         try:

@@ -145,7 +145,7 @@ def control_app(worker: Worker, token: str, campaigns: CampaignManager | None = 
         if not worker.ready.is_set() or worker.draining:
             return web.json_response({"error": "the worker is not taking calls now"}, status=503)
         try:
-            campaign_id = manager.start(spec)
+            campaign_id = await manager.start(spec)
         except (ContactListError, WindowError, CampaignFileError, FlowLoadError, ValueError) as exc:
             return web.json_response({"error": " ".join(str(exc).split())[:500]}, status=400)
         return web.json_response(manager.status(campaign_id), status=201)

@@ -477,6 +477,7 @@ class Worker:
             speech=self.speech,
             record=record,
         )
+        call.xapi = self.xapi  # the PBX's configuration, for hours/directory/presence steps
         trace = self.tracing.start(record) if self.tracing is not None else None
         if trace is not None:
             call.step_observer = trace.observe

@@ -58,7 +58,9 @@ function onMessage(m) {
       $("source").textContent = `${m.source} · route point ${m.route_point}`;
       if (!$("caller").value) $("caller").value = m.caller;
       if (m.reload) showReload(m.reload);
+      showPbx(m.pbx);
       break;
+    case "pbx": showPbx(m); break;
     case "call_started": setCall(m.callid, "calling"); clearLive(); break;
     case "diagram": showDiagram(m); break;
     case "live": showLive(m); break;
@@ -353,6 +355,52 @@ function showReload(r) {
     el.textContent = `${name} is invalid; new calls still get the last good version:\n` + r.diagnostics.map((d) => d.text).join("\n");
   }
   data.reload = r.ok ? "ok" : "error";
+}
+
+// --- the PBX description's people and departments (ivr dev --pbx-config) -------------------
+function pbxSelect(options, value, onChange) {
+  const sel = document.createElement("select");
+  for (const o of options) {
+    const opt = document.createElement("option");
+    opt.value = o; opt.textContent = o; opt.selected = o === value;
+    sel.append(opt);
+  }
+  sel.onchange = () => onChange(sel.value);
+  return sel;
+}
+
+function pbxCell(tr, content) {
+  const td = document.createElement("td");
+  if (typeof content === "string") td.textContent = content; else td.append(content);
+  tr.append(td);
+}
+
+function showPbx(view) {
+  $("pbx").hidden = !view;
+  if (!view) return;
+  const users = $("pbxusers").querySelector("tbody"), depts = $("pbxdepts").querySelector("tbody");
+  users.replaceChildren();
+  for (const u of view.users) {
+    const tr = document.createElement("tr");
+    tr.dataset.number = u.number;
+    if (!u.listed) tr.className = "muted";
+    pbxCell(tr, u.number);
+    pbxCell(tr, u.name + (u.listed ? "" : " (not listed)"));
+    pbxCell(tr, pbxSelect(view.profiles, u.presence, (v) => send({ type: "pbx", user: u.number, presence: v })));
+    const phone = document.createElement("input");
+    phone.type = "checkbox"; phone.checked = u.registered; phone.title = "a phone is registered";
+    phone.onchange = () => send({ type: "pbx", user: u.number, registered: phone.checked });
+    pbxCell(tr, phone);
+    users.append(tr);
+  }
+  depts.replaceChildren();
+  for (const d of view.departments) {
+    const tr = document.createElement("tr");
+    tr.dataset.name = d.name;
+    pbxCell(tr, d.name);
+    pbxCell(tr, pbxSelect(view.modes, d.forced, (v) => send({ type: "pbx", department: d.name, forced: v })));
+    depts.append(tr);
+  }
 }
 
 function showError(text) {
