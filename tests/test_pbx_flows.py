@@ -453,7 +453,8 @@ async def test_directory_plays_a_recorded_name_when_the_flow_has_one(ivr_sim, tm
 
     (tmp_path / "names").mkdir()
     soundfile.write(str(tmp_path / "names" / "101.wav"), np.zeros(4000, np.float32), 8000, subtype="PCM_16")
-    flow = write(tmp_path, "dir.yaml", DIRECTORY.replace("match: last", 'match: last\n      name_prompt: "names/{{ number }}.wav"'))
+    flow = write(tmp_path, "dir.yaml",
+                 DIRECTORY.replace("match: last", 'match: last\n      name_prompt: "names/{{ number }}.wav"'))
     caller = await ivr_sim.call(flow, pbx=pbx)
     await caller.press("72#")
     await caller.hears("For Dieter Palmer, press 1")  # no recording: spoken

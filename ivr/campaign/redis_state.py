@@ -106,6 +106,6 @@ class MirroredState(StateFile):
             self._kick.set()
             try:
                 await asyncio.wait_for(writer, 3.0)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - best effort: the file has the state
+            except (TimeoutError, Exception):  # noqa: BLE001 - best effort: the file has the state
                 pass
         await self._redis.aclose()
