@@ -12,32 +12,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from ivr.audio.prompts import PromptError, find_prompt, flow_folder, prompt_search_path, prompt_cache
+from ivr.audio.prompts import PromptError, find_prompt, flow_folder, prompt_cache, prompt_search_path
 from ivr.call.actions import flow_action
 from ivr.call.collector import DigitCollector, DigitRules, GatherSession, PromptPlan
 from ivr.call.collector import Outcome as AttemptOutcome
 from ivr.call.collector import menu as menu_rules
-from ivr.call.speech_input import SpeechAttempt, SpeechOptions
 from ivr.call.record import CallRecord, Outcome
-from ivr.call.ringback import NONE, TONE, Ringback, ringback_tone
 from ivr.call.results import (
-    failure_status,
+    Caller,
     CallError,
     CallHangup,
-    Caller,
     DirectoryResult,
     GatherResult,
     PlayResult,
     Prompt,
     RecordResult,
     TransferResult,
+    failure_status,
 )
+from ivr.call.ringback import NONE, TONE, Ringback, ringback_tone
+from ivr.call.speech_input import SpeechAttempt, SpeechOptions
 from ivr.pbx.errors import NotFoundError, PbxError
 from ivr.pbx.models import CallControlResultResponse, ParticipantInfo, ParticipantStatus
 
@@ -45,8 +47,8 @@ if TYPE_CHECKING:
     from ivr.call.media import CallMedia
     from ivr.call.pbx_view import HoursAnswer, NameMatch, PbxFacts, Presence
     from ivr.flow.hours import Schedule
-    from ivr.pbx.xapi import PbxSnapshot, User, XapiCache
     from ivr.pbx.client import PbxClient
+    from ivr.pbx.xapi import PbxSnapshot, User, XapiCache
     from ivr.speech.services import SpeechServices
 
 log = logging.getLogger("ivr.call")
@@ -64,13 +66,13 @@ class Call:
 
     def __init__(
         self,
-        pbx: "PbxClient",
+        pbx: PbxClient,
         participant: ParticipantInfo,
-        media: "CallMedia",
+        media: CallMedia,
         *,
         audio_dirs: Sequence[Path] = (),
         recordings_dir: Path = Path("var/recordings"),
-        speech: "SpeechServices | None" = None,
+        speech: SpeechServices | None = None,
         record: CallRecord | None = None,
     ) -> None:
         self.pbx = pbx
@@ -181,7 +183,7 @@ class Call:
 
     def now(self) -> datetime:
         """The current time, timezone-aware: what `hours` steps and `{{ now }}` see."""
-        return self.clock() if self.clock is not None else datetime.now(timezone.utc)
+        return self.clock() if self.clock is not None else datetime.now(UTC)
 
     def log_event(self, message: str, **fields: Any) -> None:
         """The flow's `log` step: a line in the worker log, tagged with the call id."""
@@ -375,7 +377,7 @@ class Call:
                 if stt is not None and options is not None and self.speech_down is None:
                     listen = SpeechAttempt(
                         self.media, options, stt, barge_in=barge_in, on_failure=self._speech_failed,
-                        ignore=lambda c=attempt.collector: bool(c.digits),
+                        ignore=partial(_has_digits, attempt.collector),
                     )
                 outcome = await self._collect_once(
                     attempt.collector, [prompts[k] for k in attempt.prompts], barge_in, loop, listen
@@ -679,7 +681,7 @@ class Call:
         try:
             await asyncio.wait_for(self._ended.wait(), max(0.0, timeout))
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def _delivered_to(self, destination: str, settle: float = 0.5) -> bool:
@@ -705,7 +707,7 @@ class Call:
         try:
             await self.pbx.state.wait_for(lambda _state: arrived(), timeout=settle)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def _transfer_done(self, result: TransferResult) -> TransferResult:
@@ -928,7 +930,7 @@ class Call:
 
     @flow_action
     async def detect_machine(self, *, wait_for_beep: bool = False, max_greeting: float = 30.0,
-                             **thresholds: float) -> Any:
+                             **thresholds: Any) -> Any:
         """Human, machine or unknown, from the callee's voice cadence since now (ivr/audio/amd.py):
         call it first thing after an outbound call is answered. With ``wait_for_beep``, after a
         machine it also waits for the greeting's beep (or its end) so a message lands on the
@@ -993,3 +995,8 @@ def _as_list(value: Any) -> list[Any]:
     if isinstance(value, list):
         return value
     return [value]
+
+
+def _has_digits(collector: DigitCollector) -> bool:
+    """Speech is ignored once keys were pressed in the attempt (keys win)."""
+    return bool(collector.digits)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 # One prompt lookup for every flow (YAML, Python) and for validate: ivr.audio.prompts.
 from ivr.audio.prompts import find_prompt
@@ -99,7 +99,7 @@ class _Checker:
                 self._http(node, src)
             if self.check_files:
                 self._files(node, src)
-        for index, step in enumerate(cast("list[StepBase]", self.flow.on_hangup)):
+        for index, step in enumerate(self.flow.on_hangup):
             if step.audio:
                 self.add(root.at("on_hangup", index), "warning",
                          f"{step.kind!r} is skipped in on_hangup: the caller is gone")

@@ -588,7 +588,8 @@ class _Runner:
 
     async def do_record(self, step: RecordStep, a: RecordArgs) -> _Take | None:
         result = await self.call.record(
-            self._recording_path(step, self.text(a.file)), max_seconds=a.max_seconds, silence_end=a.silence_end, stop_keys=a.stop_keys,
+            self._recording_path(step, self.text(a.file)), max_seconds=a.max_seconds, silence_end=a.silence_end,
+            stop_keys=a.stop_keys,
             beep=a.beep, mode=a.mode, metadata={k: str(v) for k, v in self.value(a.metadata).items()} or None,
             initial_silence=a.initial_silence, discard_empty=a.discard_empty,
         )

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union, cast
 
 from pydantic import (
     BaseModel,
@@ -107,7 +107,7 @@ def _condition(value: Any) -> Condition:
 
 Cond = Annotated[
     Condition,
-    PlainValidator(_condition, json_schema_input_type=Union[str, bool]),
+    PlainValidator(_condition, json_schema_input_type=str | bool),
 ]
 
 
@@ -236,7 +236,7 @@ def _prompt_part_tag(v: Any) -> str:
 
 
 PromptPart = Annotated[
-    Union[Annotated[Text, Tag("prompt:file")], Annotated[SayPrompt, Tag("prompt:say")]],
+    Annotated[Text, Tag("prompt:file")] | Annotated[SayPrompt, Tag("prompt:say")],
     Discriminator(_prompt_part_tag),
 ]
 
@@ -327,7 +327,7 @@ class SpeechArgs(Node):
         return v
 
     @model_validator(mode="after")
-    def _build(self) -> "SpeechArgs":
+    def _build(self) -> SpeechArgs:
         # SpeechOptions is the authority on what is valid; its errors become load errors.
         from pydantic import ValidationError
 
@@ -512,7 +512,7 @@ class PlayStep(StepBase):
 
     def argument(self) -> str:
         files = ", ".join(str(f) for f in self.play.files)
-        return files + (f" ×{self.play.loop}" if self.play.loop > 1 else "")
+        return files + (f" ×{self.play.loop}" if self.play.loop > 1 else "")  # noqa: RUF001 - a diagram label
 
 
 class SayArgs(Node):
@@ -624,7 +624,7 @@ class HoursArgs(Node):
         return v
 
     @model_validator(mode="after")
-    def _source(self) -> "HoursArgs":
+    def _source(self) -> HoursArgs:
         if self.pbx is None:
             for name in ("timezone", "weekly"):
                 if getattr(self, name) is None:
@@ -693,7 +693,7 @@ class MenuArgs(_Escalating):
         return v
 
     @model_validator(mode="after")
-    def _speech_keys(self) -> "MenuArgs":
+    def _speech_keys(self) -> MenuArgs:
         if self.speech is None:
             return self
         phrases = self.speech.phrases
@@ -831,7 +831,7 @@ class TransferArgs(Node):
         return data
 
     @model_validator(mode="after")
-    def _presence(self) -> "TransferArgs":
+    def _presence(self) -> TransferArgs:
         if "on_unavailable" in self.model_fields_set and not self.check_presence:
             raise PydanticCustomError("transfer", "on_unavailable needs check_presence: true",
                                       {"at_key": "on_unavailable"})
@@ -901,7 +901,7 @@ class DirectoryArgs(Node):
     on_no_input: Steps = Field(default_factory=list, description="Silence on the last try.")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DirectoryArgs":
+    def _consistent(self) -> DirectoryArgs:
         if isinstance(self.speech, SpeechArgs) and (self.speech.phrases is not None or self.speech.grammar):
             raise PydanticCustomError("directory", "directory speech takes no phrases or grammar: the names are "
                                       "the phrases", {"at_key": "speech"})
@@ -963,8 +963,11 @@ class RecordArgs(Node):
     json_short_forms: ClassVar[tuple[dict[str, Any], ...]] = ({"type": "string"},)
     file: Text = Field(description="Output path (a template).")
     max_seconds: Seconds = 120.0
-    silence_end: float | None = Field(3.0, gt=0, le=600, description="Stop after this much silence once the caller has spoken; null: never.")
-    initial_silence: float | None = Field(5.0, gt=0, le=600, description="Before the caller first speaks, stop after this much silence; null: silence_end from the beep.")
+    silence_end: float | None = Field(
+        3.0, gt=0, le=600, description="Stop after this much silence once the caller has spoken; null: never.")
+    initial_silence: float | None = Field(
+        5.0, gt=0, le=600,
+        description="Before the caller first speaks, stop after this much silence; null: silence_end from the beep.")
     stop_keys: str = Field("#", description="Keys that end the recording.")
     beep: bool = True
     mode: Literal["caller", "both"] = "caller"
@@ -1237,7 +1240,7 @@ class AgentHttpTool(Node):
     def _upper(cls, v: Any) -> Any:
         return v.upper() if isinstance(v, str) else v
 
-    _scheme = field_validator("url")(HttpArgs._scheme.__func__)
+    _scheme = field_validator("url")(HttpArgs._scheme.__func__)  # type: ignore[attr-defined]  # the classmethod's function
 
     @field_validator("name")
     @classmethod
@@ -1448,13 +1451,15 @@ def _bad_step(value: Any) -> Any:
         {"t": "null" if value is None else type(value).__name__})
 
 
-Step = Annotated[
-    Union[
-        tuple(Annotated[cls, Tag(_TAG_PREFIX + k)] for k, cls in STEP_TYPES.items())  # type: ignore[misc]
-        + (Annotated[Any, PlainValidator(_bad_step), SkipJsonSchema(), Tag(_INVALID)],)
-    ],
-    Discriminator(_step_tag),
-]
+if TYPE_CHECKING:
+    Step = StepBase  # to type checkers: every step is a StepBase; the union below is for pydantic
+else:
+    # One tagged member per step kind, built from STEP_TYPES (so a Union[...] of a tuple).
+    Step = Annotated[
+        Union[(*(Annotated[cls, Tag(_TAG_PREFIX + k)] for k, cls in STEP_TYPES.items()),
+               Annotated[Any, PlainValidator(_bad_step), SkipJsonSchema(), Tag(_INVALID)])],
+        Discriminator(_step_tag),
+    ]
 Steps = list[Step]
 
 
@@ -1549,8 +1554,8 @@ def _walk(steps: list[StepBase], prefix: tuple[Any, ...]) -> Iterator[tuple[Step
             yield from _walk(branch, addr)
 
 
-for _model in (*STEP_TYPES.values(), HoursArgs, MenuArgs, GatherArgs, TransferArgs, DirectoryArgs, HttpArgs, AgentArgs,
-               Flow):
+for _model in cast("tuple[type[BaseModel], ...]", (*STEP_TYPES.values(), HoursArgs, MenuArgs, GatherArgs, TransferArgs,
+                                                   DirectoryArgs, HttpArgs, AgentArgs, Flow)):
     _model.model_rebuild()
 
 

@@ -121,7 +121,7 @@ class _FlowSandbox(ImmutableSandboxedEnvironment):
 
     def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
                   defer_init: bool = False) -> str:
-        return super()._generate(_Guard().visit(source), name, filename, defer_init)  # type: ignore[no-any-return]
+        return super()._generate(_Guard().visit(source), name, filename, defer_init)
 
 
 class _Guard(NodeTransformer):
