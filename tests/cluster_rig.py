@@ -66,7 +66,7 @@ async def eventually(check: Any, timeout: float = 30.0, what: str = "condition")
 class Cluster:
     """An emulator process, workers started on demand, and an HTTP session to poke them."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, emulator_args: tuple[str, ...] = ()) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -75,7 +75,7 @@ class Cluster:
         self.env = {**os.environ, "IVR_CLIENT_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
         self.emulator = self._start([sys.executable, "-m", "ivr.cli", "emulator", "--port", str(self.port),
                                      "--client-id", "900", "--client-secret", SECRET,
-                                     "--ring-seconds", "0.2", "--extensions", "100-105"], "emulator")
+                                     "--ring-seconds", "0.2", "--extensions", "100-105", *emulator_args], "emulator")
         self.session = aiohttp.ClientSession()
 
     def _start(self, args: list[str], name: str) -> Proc:
@@ -142,6 +142,20 @@ class Cluster:
     async def press(self, callid: int, digits: str) -> None:
         async with self.session.post(f"{self.url}/_emulator/calls/{callid}/dtmf", json={"digits": digits}) as resp:
             assert resp.status == 200, await resp.text()
+
+    async def press_until(self, callid: int, digits: str, done: Any, every: float = 1.5, timeout: float = 60) -> None:
+        """Press ``digits`` again and again (a caller who keeps trying) until ``done(info)``:
+        keys pressed while no worker listened are lost, as on a real call."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            info = await self.info(callid)
+            if done(info) or info["state"] == "ended":
+                return
+            if loop.time() > deadline:
+                raise AssertionError(f"call {callid}: still not done after pressing {digits} for {timeout} s")
+            await self.press(callid, digits)
+            await asyncio.sleep(every)
 
     async def hears_the_menu(self, callid: int, seconds: float = 0.3) -> None:
         """Wait until the caller has heard ``seconds`` of the IVR's audio."""

@@ -142,3 +142,149 @@ async def test_without_a_standby_sigterm_drains_as_before(rig, tmp_path: Path):
     assert "hand-over" not in owner.text()
     [record] = records(tmp_path, "a")
     assert record["outcome"] == "transferred" and record["taken_over"] is None
+
+
+# Callers in every kind of step: a menu, a gather, a prompt, a transfer that rings (103 never
+# answers) - by the last digit of their number. Each ends up pressing 1 (or typing 1234) to
+# reach 101.
+MIXED = """\
+steps:
+  - answer
+  - switch: "{{ caller.number[-1] }}"
+    cases:
+      "1":
+        - gather: {prompt: {say: "Your PIN."}, min_digits: 4, max_digits: 4, first_digit_timeout: 8, retries: 3}
+        - transfer: {to: "101", timeout: 5}
+      "2":
+        - play: long.wav
+      "3":
+        - transfer: {to: "103", timeout: 12}
+  - menu:
+      prompt: {say: "Press 1 for sales."}
+      timeout: 8
+      retries: 5
+      choices:
+        "1":
+          - transfer: {to: "101", timeout: 5}
+"""
+MIXED_CALLS = 48
+
+
+async def test_killed_owner_with_calls_in_menus_gathers_prompts_and_transfers(tmp_path: Path):
+    import numpy as np
+    import soundfile as sf
+
+    redis = RedisServer(tmp_path)
+    redis.start()
+    cluster = Cluster(tmp_path, ("--no-answer", "103"))
+    t = np.arange(8000 * 6) / 8000
+    sf.write(tmp_path / "long.wav", (6000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16), 8000, subtype="PCM_16")
+    (tmp_path / "menu.yaml").write_text(MIXED)
+    try:
+        await cluster.up()
+        owner, owner_port = cluster.worker("a", cluster=redis_cluster(redis, tmp_path, "host-a"))
+        await cluster.ready(owner_port)
+        standby, standby_port = cluster.worker("b", cluster=redis_cluster(redis, tmp_path, "host-b"))
+
+        async def waiting() -> bool:
+            return "standby:" in standby.text()
+
+        await eventually(waiting, what="the standby")
+        # The flow picks the step by the last digit: 1 gather, 2 prompt, 3 transfer, else the menu.
+        callids = {await cluster.place_call(f"+4930200{i:03d}"): (i % 10 if i % 10 in (1, 2, 3) else 0)
+                   for i in range(MIXED_CALLS)}
+        for callid in callids:
+            await cluster.hears_the_menu(callid, 0.3)
+        ringing = [c for c, kind in callids.items() if kind == 3]
+
+        async def transfers_ringing() -> bool:
+            infos = [await cluster.info(c) for c in ringing]
+            return all(i["offer"] is not None for i in infos)
+
+        await eventually(transfers_ringing, what="the transfers to ring")
+        owner.proc.send_signal(signal.SIGKILL)
+        owner.proc.wait(10)
+        await cluster.ready(standby_port)
+
+        async def finish(callid: int, kind: int) -> None:
+            # A caller keeps trying until the resumed flow takes the keys (a PIN, or 1 in the menu).
+            await cluster.press_until(callid, "1234" if kind == 1 else "1", lambda info: info["location"] == "101")
+            await cluster.reaches_101(callid)
+
+        await asyncio.gather(*(finish(c, k) for c, k in callids.items()))
+        async def all_written() -> bool:
+            return len(records(tmp_path, "b")) >= MIXED_CALLS
+
+        await eventually(all_written, what="the standby's records")
+        mine = [r for r in records(tmp_path, "b") if int(r["call_id"]) in callids]
+        assert sorted(int(r["call_id"]) for r in mine) == sorted(callids)  # one record each
+        assert all(r["outcome"] == "transferred" and r["transferred_to"] == "101" for r in mine)
+        assert all(r["taken_over"]["resumed"] for r in mine)
+        assert not [r for r in records(tmp_path, "a") if int(r["call_id"]) in callids]
+    finally:
+        await cluster.close()
+        redis.kill()
+
+
+async def test_a_rolling_restart_under_continuous_arrivals_loses_no_call(rig, tmp_path: Path):
+    cluster, redis = rig
+    a, a_port = cluster.worker("a", cluster=redis_cluster(redis, tmp_path, "host-a"))
+    await cluster.ready(a_port)
+    b, b_port = cluster.worker("b", cluster=redis_cluster(redis, tmp_path, "host-b"))
+
+    async def standby(proc) -> bool:
+        return "standby:" in proc.text()
+
+    await eventually(lambda: standby(b), what="b to wait")
+    callids: list[int] = []
+
+    async def arrivals() -> None:
+        for i in range(30):
+            callids.append(await cluster.place_call(f"+4930300{i:03d}"))
+            await asyncio.sleep(0.25)
+
+    arriving = asyncio.create_task(arrivals())
+    await asyncio.sleep(2.0)
+    a.proc.send_signal(signal.SIGTERM)  # update a: b takes over
+    assert await asyncio.to_thread(a.proc.wait, 30) == 0
+    await cluster.ready(b_port)
+    c, c_port = cluster.worker("c", cluster=redis_cluster(redis, tmp_path, "host-c"))  # a's replacement
+    await eventually(lambda: standby(c), what="c to wait")
+    b.proc.send_signal(signal.SIGTERM)  # update b: c takes over
+    assert await asyncio.to_thread(b.proc.wait, 30) == 0
+    await cluster.ready(c_port)
+    await arriving
+    await asyncio.gather(*(cluster.press_until(c, "1", lambda info: info["location"] == "101") for c in callids))
+    await asyncio.gather(*(cluster.reaches_101(c) for c in callids))
+    written = [r for name in ("a", "b", "c") for r in records(tmp_path, name) if int(r["call_id"]) in callids]
+
+    async def all_written() -> bool:
+        nonlocal written
+        written = [r for name in ("a", "b", "c") for r in records(tmp_path, name) if int(r["call_id"]) in callids]
+        return len(written) >= len(callids)
+
+    await eventually(all_written, what="every call's record")
+    assert sorted(int(r["call_id"]) for r in written) == sorted(callids)  # each call once, none lost
+    assert all(r["outcome"] == "transferred" for r in written)
+
+
+async def test_redis_restarting_never_stops_the_calls_in_progress(rig, tmp_path: Path):
+    cluster, redis = rig
+    owner, port = cluster.worker("a", cluster=redis_cluster(redis, tmp_path, "host-a"))
+    await cluster.ready(port)
+    callids = [await cluster.place_call(f"+4930400{i:03d}") for i in range(5)]
+    for callid in callids:
+        await cluster.hears_the_menu(callid)
+    redis.kill()
+
+    async def says_so() -> bool:
+        return "keeping the calls in progress as the owner" in owner.text()
+
+    await eventually(says_so, what="the owner to say it keeps its calls")
+    await asyncio.sleep(1.0)
+    redis.start()
+    await asyncio.gather(*(cluster.press_until(c, "1", lambda info: info["location"] == "101") for c in callids))
+    await asyncio.gather(*(cluster.reaches_101(c) for c in callids))
+    assert owner.proc.poll() is None  # still the owner, still running
+    got = await cluster.readyz(port)
+    assert got is not None and got[0] == 200

@@ -40,7 +40,7 @@ from ivr.call.results import (
 )
 from ivr.call.ringback import NONE, TONE, Ringback, ringback_tone
 from ivr.call.speech_input import SpeechAttempt, SpeechOptions
-from ivr.pbx.errors import NotFoundError, PbxError
+from ivr.pbx.errors import NotFoundError, PbxError, UnprocessableError
 from ivr.pbx.models import CallControlResultResponse, ParticipantInfo, ParticipantStatus
 
 if TYPE_CHECKING:
@@ -562,7 +562,8 @@ class Call:
 
     @flow_action  # a Python flow's step (call record, tracing)
     async def transfer(
-        self, destination: str, *, mode: str = "routeto", timeout: float = 20, ringback: Any = TONE
+        self, destination: str, *, mode: str = "routeto", timeout: float = 20, ringback: Any = TONE,
+        in_flight_since: float | None = None,
     ) -> TransferResult:
         """Hand the call to ``destination``; the result's status is answered, busy, no_answer,
         not_registered or failed (``pbx_error`` tells a failure the PBX caused). A caller who
@@ -574,7 +575,9 @@ class Call:
         ``divert`` works on a ringing one. On ``answered`` the call has left the IVR: the flow
         should end. 3CX may answer the request only once the destination answered or failed,
         so it may take the whole ``timeout``; the answer and the events decide the result in
-        every shape the PBX may use (see docs/flows.md).
+        every shape the PBX may use (see docs/flows.md). ``in_flight_since`` (wall clock): a
+        worker that died offered this transfer then (a call taken over): if the PBX says the
+        offer still rings, its outcome is awaited instead of offering again.
         """
         self._check()
         if mode not in TRANSFER_MODES:
@@ -587,7 +590,7 @@ class Call:
         self._transfer_pending = True
         try:
             async with self._ringback(mode, ringback):
-                result = await self._transfer(action, destination, mode, timeout)
+                result = await self._transfer(action, destination, mode, timeout, in_flight_since)
         finally:
             self._transfer_pending = False
         if result is None:  # the caller hung up while it rang
@@ -615,7 +618,7 @@ class Call:
         return Ringback(play_once, lambda: self.media.cut("transfer"))
 
     async def _transfer(self, action: Callable[..., Awaitable[Any]], destination: str, mode: str,
-                        timeout: float) -> TransferResult | None:
+                        timeout: float, in_flight_since: float | None = None) -> TransferResult | None:
         """The result, or None if the caller hung up while the destination rang."""
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -627,6 +630,12 @@ class Call:
         except PbxError as exc:  # no word on the delivery: the PBX failed or refused the action
             if await self._wait_gone(0):  # (a timeout may come after the PBX acted)
                 return self._delivered(destination, mode) if await self._delivered_to(destination) else None
+            if in_flight_since is not None and isinstance(exc, UnprocessableError):
+                # Refused because the previous owner's offer still rings: wait for its outcome.
+                left = in_flight_since + timeout + TRANSFER_GRACE_S - time.time()
+                if await self._wait_gone(max(0.0, left)):
+                    return self._delivered(destination, mode) if await self._delivered_to(destination) else None
+                return TransferResult("no_answer", destination, mode, "no answer (offered before a takeover)")
             why = f"HTTP {exc.status}: {exc.message}" if exc.status is not None else exc.message
             return TransferResult("failed", destination, mode, why, pbx_error=True)
         if not response.ok:

@@ -178,6 +178,7 @@ class _Runner:
         self.parent, self.observer = parent, observer
         self.stack: list[list[Any]] = []
         self.child: _Runner | None = None
+        self.transfer_in_flight_since: float | None = None  # a resumed transfer step: when it was offered
         self.resume_subflow: FlowPosition | None = None
         self._nested = 0
 
@@ -382,6 +383,9 @@ class _Runner:
         self.digits, self.last, self.error = position.digits, position.last, position.error
         self.hung_up_mode = self.hung_up_mode or position.hung_up
         self.resume_subflow = position.subflow
+        if position.waiting_for == "transfer" and position.waiting_since is not None:
+            # The previous owner's offer may still ring: the transfer step checks before offering again.
+            self.transfer_in_flight_since = position.waiting_since
         return section, stack
 
     def record(self, step: StepBase, result: Any, duration: float) -> None:
@@ -499,8 +503,10 @@ class _Runner:
             self.store(a.into, away)
             return _Take("unavailable")  # nobody was rung
         ringback = a.ringback if a.ringback is not None else self.flow.ringback
+        since, self.transfer_in_flight_since = self.transfer_in_flight_since, None
         result = await self.call.transfer(to, mode=a.mode, timeout=a.timeout,
-                                          ringback=ringback if isinstance(ringback, str) else self.prompt(ringback))
+                                          ringback=ringback if isinstance(ringback, str) else self.prompt(ringback),
+                                          **({"in_flight_since": since} if since is not None else {}))
         self.last = step_result(result)
         self.store(a.into, self.last)
         return _Take(result.status)  # answered with no on_answered: the call has left the IVR
