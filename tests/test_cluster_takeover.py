@@ -167,7 +167,7 @@ steps:
         "1":
           - transfer: {to: "101", timeout: 5}
 """
-MIXED_CALLS = 48
+MIXED_CALLS = 50
 
 
 async def test_killed_owner_with_calls_in_menus_gathers_prompts_and_transfers(tmp_path: Path):
