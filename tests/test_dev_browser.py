@@ -30,6 +30,7 @@ if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
                 allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -213,14 +214,29 @@ def test_pbx_panel_flips_presence_and_forced_mode(tmp_path: Path, browser: webdr
         wait = WebDriverWait(browser, 12, poll_frequency=0.1)
         browser.get(running.url)
         wait.until(lambda d: d.find_element(By.ID, "pbx").is_displayed())
-        rows = browser.find_elements(By.CSS_SELECTOR, "#pbxusers tbody tr")
-        assert [r.get_attribute("data-number") for r in rows] == ["201", "202"]
-        assert "(not listed)" in rows[1].text
-        Select(rows[0].find_element(By.TAG_NAME, "select")).select_by_value("Away")
+
+        def fresh(read):  # the panel re-renders as the PBX changes: read again from the page
+            def attempt(_driver):
+                try:
+                    return read()
+                except StaleElementReferenceException:
+                    return None
+            return wait.until(attempt)
+
+        def user_rows():
+            rows = browser.find_elements(By.CSS_SELECTOR, "#pbxusers tbody tr")
+            numbers = [r.get_attribute("data-number") for r in rows]
+            return (numbers, rows[1].text) if len(numbers) == 2 else None
+
+        numbers, hidden_row = fresh(user_rows)
+        assert numbers == ["201", "202"]
+        assert "(not listed)" in hidden_row
+        fresh(lambda: Select(browser.find_element(By.CSS_SELECTOR, '#pbxusers tbody tr[data-number="201"] select'))
+              .select_by_value("Away") or True)
         store = running.emu.xapi
         wait.until(lambda d: store.users[next(iter(store.users))]["CurrentProfileName"] == "Away")
-        dept = browser.find_element(By.CSS_SELECTOR, '#pbxdepts tbody tr[data-name="Sales"] select')
-        Select(dept).select_by_value("ForceHoliday")
+        fresh(lambda: Select(browser.find_element(By.CSS_SELECTOR, '#pbxdepts tbody tr[data-name="Sales"] select'))
+              .select_by_value("ForceHoliday") or True)
         wait.until(lambda d: running.worker.xapi.snapshot.group("Sales").CurrentGroupHours == "ForceHoliday")
         assert running.worker.xapi.snapshot.user("201").CurrentProfileName == "Away"
         browser.save_screenshot(str(tmp_path / "pbx-panel.png"))
