@@ -35,3 +35,14 @@ async def emulator_factory() -> AsyncIterator[EmulatorFactory]:
 async def emulator(emulator_factory: EmulatorFactory) -> Emulator:
     """A running emulator with the default config and fast timers (ring 0.1 s, no-answer 0.3 s)."""
     return await emulator_factory()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Any) -> Any:
+    """A real redis-server on a free loopback port (tests/redis_server.py), killed after the test."""
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.kill()

@@ -4,11 +4,8 @@ is missing (another machine of the cluster) calls nobody twice."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-import pytest
 from pydantic import SecretStr
-from redis_server import RedisServer
 
 from ivr.campaign.manager import CampaignSpec, build_runner
 from ivr.config import ClusterSettings, PbxSettings, Route, WorkerConfig
@@ -16,14 +13,6 @@ from ivr.speech.services import SpeechServices
 from ivr.worker.runner import Worker
 
 SECRET = "campaign-redis-secret"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.kill()
 
 
 async def test_a_campaign_resumes_from_redis_when_its_state_file_is_gone(emulator_factory, redis_server, tmp_path):

@@ -4,11 +4,9 @@ and back, and a worker that finds a checkpoint whose call already ended (one rec
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from redis_server import RedisServer
 
 from ivr.cluster.checkpoints import Checkpoint, MemoryCheckpoints, RedisCheckpoints
 from ivr.config import PbxSettings, Route, WorkerConfig
@@ -16,14 +14,6 @@ from ivr.flow.position import FlowPosition, Frame
 from ivr.worker.runner import Worker
 
 SECRET = "checkpoint-secret"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.kill()
 
 
 def checkpoint(call_id: str, step: int, *, waiting: str | None = None, route_point: str = "800") -> Checkpoint:

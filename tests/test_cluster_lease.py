@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-from redis_server import RedisServer
 
 from ivr.cluster import LOST, OWNER, STANDBY, UNCONFIRMED, LeaseStoreError, LocalLease, Ownership, RedisLease, lease_name
 
@@ -107,14 +106,6 @@ async def test_a_standby_stops_waiting_when_told_to(tmp_path: Path):
 
 
 # --- Redis lease, on a real redis-server ----------------------------------------------------------
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.kill()
 
 
 async def test_redis_lease_is_exclusive_expires_after_its_ttl_and_is_released_at_once(redis_server):

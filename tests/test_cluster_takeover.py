@@ -87,8 +87,8 @@ async def one_record_per_call(tmp_path: Path, callids: list[int], owner_pid: int
     return mine
 
 
-async def test_killed_owner_its_standby_resumes_every_call_at_its_step(rig, tmp_path: Path):
-    cluster, redis = rig
+async def owner_and_standby(cluster: Cluster, redis: RedisServer, tmp_path: Path) -> tuple[Any, Any, int]:
+    """An owner (ready) and a standby (waiting) on "different machines": (owner, standby, its port)."""
     owner, owner_port = cluster.worker("a", cluster=redis_cluster(redis, tmp_path, "host-a"))
     await cluster.ready(owner_port)
     standby, standby_port = cluster.worker("b", cluster=redis_cluster(redis, tmp_path, "host-b"))
@@ -97,6 +97,12 @@ async def test_killed_owner_its_standby_resumes_every_call_at_its_step(rig, tmp_
         return "standby:" in standby.text()
 
     await eventually(waiting, what="the standby")
+    return owner, standby, standby_port
+
+
+async def test_killed_owner_its_standby_resumes_every_call_at_its_step(rig, tmp_path: Path):
+    cluster, redis = rig
+    owner, standby, standby_port = await owner_and_standby(cluster, redis, tmp_path)
     callids = await callers_in_the_menu(cluster)
 
     owner.proc.send_signal(signal.SIGKILL)
@@ -109,14 +115,7 @@ async def test_killed_owner_its_standby_resumes_every_call_at_its_step(rig, tmp_
 
 async def test_sigterm_hands_calls_in_progress_to_the_waiting_standby(rig, tmp_path: Path):
     cluster, redis = rig
-    owner, owner_port = cluster.worker("a", cluster=redis_cluster(redis, tmp_path, "host-a"))
-    await cluster.ready(owner_port)
-    standby, standby_port = cluster.worker("b", cluster=redis_cluster(redis, tmp_path, "host-b"))
-
-    async def waiting() -> bool:
-        return "standby:" in standby.text()
-
-    await eventually(waiting, what="the standby")
+    owner, _standby, standby_port = await owner_and_standby(cluster, redis, tmp_path)
     callids = await callers_in_the_menu(cluster)
 
     owner.proc.send_signal(signal.SIGTERM)
