@@ -221,12 +221,14 @@ async def _manage(endpoint: Any, action: str, cid: str | None) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ivr.cluster import LeaseStoreError
     from ivr.config import ConfigError
     from ivr.flow import FlowLoadError
 
     try:
         return asyncio.run(command(args))
-    except (CampaignCliError, ConfigError, FlowLoadError, ContactListError, WindowError, CampaignFileError) as exc:
+    except (CampaignCliError, ConfigError, FlowLoadError, ContactListError, WindowError, CampaignFileError,
+            LeaseStoreError) as exc:
         print(f"ivr campaign: {' '.join(str(exc).split()) if not isinstance(exc, FlowLoadError) else exc}",
               file=sys.stderr)
         return 1
