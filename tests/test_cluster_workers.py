@@ -47,8 +47,9 @@ async def test_second_worker_is_a_standby_and_takes_over_a_killed_owner(cluster:
     standby, standby_port = cluster.worker("b", cluster=lease_dir(tmp_path / "leases"))
 
     async def waiting() -> bool:
+        # /readyz says standby from the start; the log line comes once the lease was tried.
         got = await cluster.readyz(standby_port)
-        return got is not None and got[0] == 503 and got[1].get("lease") == "standby"
+        return got is not None and got[0] == 503 and got[1].get("lease") == "standby" and "standby:" in standby.text()
 
     await eventually(waiting, what="the second worker to wait as a standby")
     assert f"held by {os.uname().nodename} pid {owner.proc.pid}" in standby.text()
@@ -92,7 +93,7 @@ async def test_standbys_on_other_machines_wait_for_the_redis_lease(cluster: Clus
 
         async def waiting() -> bool:
             got = await cluster.readyz(standby_port)
-            return got is not None and got[1].get("lease") == "standby"
+            return got is not None and got[1].get("lease") == "standby" and "standby:" in standby.text()
 
         await eventually(waiting, what="the second worker to wait for the Redis lease")
         assert "Redis key" in standby.text() and f"pid {owner.proc.pid}" in standby.text()
