@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -28,6 +29,10 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ivr.flow.hours import HoursError, parse_days, parse_ranges, parse_schedule
 from ivr.pbx.xapi.models import GroupHoursMode
 from ivr.pbx.xapi.timezones import UnknownTimeZone, to_iana
+
+# Numbers in YAML may be written bare (101): they are DN strings everywhere.
+Number = Annotated[str, BeforeValidator(str)]
+Numbers = Annotated[list[str], BeforeValidator(lambda v: [str(x) for x in v] if isinstance(v, list) else v)]
 
 __all__ = ["PbxDescription", "PbxDescriptionError", "load_description"]
 
@@ -185,7 +190,7 @@ class DepartmentSpec(_Strict):
     timezone: str | None = None
     language: str | None = None
     forced: ForcedSpec | None = None
-    members: list[str] = Field(default_factory=list)
+    members: Numbers = Field(default_factory=list)
     routes: RoutesSpec = Field(default_factory=RoutesSpec)
 
     _tz = field_validator("timezone")(_check_tz)
@@ -205,48 +210,23 @@ class DepartmentSpec(_Strict):
     def _hol(cls, v: Any) -> Any:
         return [_holiday(x) for x in v] if isinstance(v, list) else v
 
-    @field_validator("members", mode="before")
-    @classmethod
-    def _members(cls, v: Any) -> Any:
-        return [str(x) for x in v] if isinstance(v, list) else v
-
 
 class QueueSpec(_Strict):
-    number: str
+    number: Number
     name: str = ""
     polling_strategy: str = "RingAll"
-    agents: list[str] = Field(default_factory=list)
+    agents: Numbers = Field(default_factory=list)
     max_callers: int = Field(default=10, ge=0)
     ring_timeout: int = Field(default=20, ge=0)
     master_timeout: int = Field(default=0, ge=0)
 
-    @field_validator("number", mode="before")
-    @classmethod
-    def _num(cls, v: Any) -> Any:
-        return str(v)
-
-    @field_validator("agents", mode="before")
-    @classmethod
-    def _agents(cls, v: Any) -> Any:
-        return [str(x) for x in v] if isinstance(v, list) else v
-
 
 class RingGroupSpec(_Strict):
-    number: str
+    number: Number
     name: str = ""
     strategy: str = "RingAll"
     ring_time: int = Field(default=20, ge=0)
-    members: list[str] = Field(default_factory=list)
-
-    @field_validator("number", mode="before")
-    @classmethod
-    def _num(cls, v: Any) -> Any:
-        return str(v)
-
-    @field_validator("members", mode="before")
-    @classmethod
-    def _members(cls, v: Any) -> Any:
-        return [str(x) for x in v] if isinstance(v, list) else v
+    members: Numbers = Field(default_factory=list)
 
 
 class PbxDescription(_Strict):
