@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,6 +51,23 @@ steps:
 """
 INBOUND = "steps:\n  - answer\n  - say: Welcome\n  - transfer: {to: '101', timeout: 5}\n"
 START = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+
+
+@asynccontextmanager
+async def worker_on(emu: Emulator, folder: Path, inbound_flow: str) -> AsyncIterator[Worker]:
+    """The real worker against ``emu`` (inbound calls run ``inbound_flow``; tone TTS), ready."""
+    config = WorkerConfig(pbx=PbxSettings(url=emu.url, client_id="900"), records=None, base_dir=folder,
+                          routes=[Route(route_point="800", flow=str(folder / inbound_flow))])
+    speech_services = SpeechServices.from_settings(config.speech.model_copy(update={"tts": "tone"}))
+    worker = Worker(config, secret=SecretStr(SECRET), reload_interval=60, speech=speech_services)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 30)
+        yield worker
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
 
 
 def speech(name: str) -> np.ndarray:
@@ -98,14 +117,7 @@ async def scenario(tmp_path: Path, flow: str = REMINDER) -> tuple[dict[str, int]
                                   extensions={"100": "answer", "101": "answer", "102": "busy", "103": "no_answer",
                                               "104": "not_registered", "105": "answer"}))
     inbound_records: list[dict] = []
-    async with emu.running():
-        config = WorkerConfig(pbx=PbxSettings(url=emu.url, client_id="900"), records=None, base_dir=tmp_path,
-                              routes=[Route(route_point="800", flow=str(tmp_path / "inbound.yaml"))])
-        speech_services = SpeechServices.from_settings(config.speech.model_copy(update={"tts": "tone"}))
-        worker = Worker(config, secret=SecretStr(SECRET), reload_interval=60, speech=speech_services)
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        await asyncio.wait_for(worker.ready.wait(), 30)
+    async with emu.running(), worker_on(emu, tmp_path, "inbound.yaml") as worker:
         t0 = asyncio.get_running_loop().time()
 
         def clock() -> datetime:
@@ -129,8 +141,6 @@ async def scenario(tmp_path: Path, flow: str = REMINDER) -> tuple[dict[str, int]
         await acting
         inbound_records = [r.to_dict() for r in worker.completed if r.direction == "inbound"]
         info = emu.call_info(inbound)
-        stop.set()
-        await asyncio.wait_for(task, 30)
     assert info["location"] == "101" or any(str(e.get("destination")) == "101" for e in info["log"])
     return counts, worker, emu, pressed, inbound_records
 
@@ -173,14 +183,7 @@ async def simple_campaign(tmp_path: Path, start: datetime, settings: CampaignSet
     (tmp_path / "in.yaml").write_text(INBOUND)
     (tmp_path / "list.csv").write_text("number,timezone\n101,Europe/Berlin\n102,Europe/Berlin\n103,America/New_York\n")
     emu = Emulator(EmulatorConfig(client_secret=SECRET, ring_seconds=0.5))
-    async with emu.running():
-        config = WorkerConfig(pbx=PbxSettings(url=emu.url, client_id="900"), records=None, base_dir=tmp_path,
-                              routes=[Route(route_point="800", flow=str(tmp_path / "in.yaml"))])
-        speech_services = SpeechServices.from_settings(config.speech.model_copy(update={"tts": "tone"}))
-        worker = Worker(config, secret=SecretStr(SECRET), reload_interval=60, speech=speech_services)
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        await asyncio.wait_for(worker.ready.wait(), 30)
+    async with emu.running(), worker_on(emu, tmp_path, "in.yaml") as worker:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         dialer = WorkerDialer(worker, "out.yaml", ring_timeout=3)
@@ -190,8 +193,6 @@ async def simple_campaign(tmp_path: Path, start: datetime, settings: CampaignSet
         await act(runner)
         counts = await asyncio.wait_for(campaign, 12 * 3600)
         dialled_at = sorted(a.started for st in runner.plan.states.values() for a in st.attempts)
-        stop.set()
-        await asyncio.wait_for(task, 30)
     return [(datetime.fromisoformat(d) - start).total_seconds() for d in dialled_at], counts
 
 
