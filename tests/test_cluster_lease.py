@@ -81,6 +81,7 @@ async def test_ownership_waits_as_a_standby_says_so_once_and_takes_over(tmp_path
     stop = asyncio.Event()
     assert await first.acquire(stop) and first.state == OWNER
     caplog.set_level(logging.INFO, logger="ivr.cluster")
+    assert second.state == "starting"  # not a standby before it tried the lease (/readyz shows it)
     waiting = asyncio.create_task(second.acquire(stop))
     await asyncio.sleep(0.3)  # many polls
     assert not waiting.done() and second.state == STANDBY

@@ -2,6 +2,7 @@
 
 States (``state``, shown on ``/readyz``):
 
+- ``starting``: the lease has not been tried yet.
 - ``standby``: another process holds the lease; we poll until it is free.
 - ``owner``: we hold it and renewed it within the last ``ttl``.
 - ``unconfirmed``: we hold it, but its store (Redis) has not answered lately. The owner keeps
@@ -21,7 +22,7 @@ from .lease import Lease, LeaseStoreError
 
 log = logging.getLogger("ivr.cluster")
 
-STANDBY, OWNER, UNCONFIRMED, LOST = "standby", "owner", "unconfirmed", "lost"
+STARTING, STANDBY, OWNER, UNCONFIRMED, LOST = "starting", "standby", "owner", "unconfirmed", "lost"
 
 
 class Ownership:
@@ -32,7 +33,7 @@ class Ownership:
         self.poll = poll
         # A third of the TTL: two renewals may fail before the lease could expire.
         self.renew_every = renew_every if renew_every is not None else (lease.ttl / 3 if lease.ttl else 1.0)
-        self.state = STANDBY
+        self.state = STARTING
         self._keeper: asyncio.Task[None] | None = None
 
     async def acquire(self, stop: asyncio.Event) -> bool:
@@ -49,6 +50,7 @@ class Ownership:
                     self.state = OWNER
                     log.info("lease taken: this process owns %s", self.lease.description)
                     return True
+                self.state = STANDBY
                 if loop.time() - announced >= max(self.lease.ttl, self.poll):
                     await self.lease.announce_standby()
                     announced = loop.time()
