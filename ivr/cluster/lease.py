@@ -239,9 +239,10 @@ class RedisLease:
         return int(result) != 0
 
     async def announce_standby(self) -> None:
-        # Lives three TTLs: a standby that died drops out of the count by itself.
+        # Lives three TTLs (10 s at least, so a standby slowed by load is not missed and the
+        # owner drains instead of handing over); a standby that died drops out by itself.
         await self._call("SET standby", self._redis.set(self._standby_prefix + self._me.rsplit(" ", 1)[-1],
-                                                        self._me, px=self._ttl_ms * 3))
+                                                        self._me, px=max(self._ttl_ms * 3, 10_000)))
 
     async def standbys(self) -> int:
         keys = await self._call("SCAN standbys", _collect(self._redis.scan_iter(match=self._standby_prefix + "*")))
