@@ -174,6 +174,9 @@ class ClusterSettings(_Strict):
     key_prefix: str = Field(default="ivr3cx", min_length=1, description="Prefix of the Redis keys")
     handover: bool = Field(default=True, description="On SIGTERM with a standby waiting (Redis), hand the calls "
                            "in progress over instead of draining them")
+    local_checkpoints: bool = Field(default=True, description="Without Redis, keep each call's position in a "
+                                    "folder beside the lease file, so a standby on this machine resumes the calls "
+                                    "(false: in memory only)")
 
     @model_validator(mode="after")
     def _one_url(self) -> ClusterSettings:
@@ -203,20 +206,53 @@ class XapiSettings(_Strict):
     retry_seconds: float = Field(default=5.0, gt=0, description="how soon after a failed read to try again")
 
 
+class ControlTls(_Strict):
+    """The owner serves its control API over HTTPS with this certificate and key (PEM files)."""
+
+    cert: str = Field(description="Certificate chain (PEM), relative to the config file")
+    key: str = Field(description="Private key (PEM), relative to the config file")
+
+
 class ControlSettings(_Strict):
-    """The owner's control API (ivr/worker/control.py): ``ivr dial`` goes through it."""
+    """The owner's control API (ivr/worker/control.py): ``ivr dial`` and ``ivr campaign`` go through it.
+
+    With a Redis cluster the owner publishes its URL (never its token) under the lease's key
+    space, so tools on other machines find it; they send the token this file configures.
+    """
 
     enabled: bool = True
     host: str = Field(default="127.0.0.1", description="Bind address; keep it on loopback unless you need it remote")
     port: int = Field(default=0, ge=0, le=65535, description="0: any free port, published for local tools")
     token_env: str | None = Field(default=None, description="Environment variable with the bearer token (default: a random one)")
     token_file: str | None = Field(default=None, description="File with the bearer token")
+    tls: ControlTls | None = Field(default=None, description="Serve HTTPS with this certificate and key")
+    url: str | None = Field(default=None, description="The URL other machines reach the owner at (default: from "
+                            "host and port; this machine's name when bound to all addresses)")
+    verify_tls: bool | str = Field(default=True, description="Tools check the owner's certificate: true, false, "
+                                   "or a CA bundle path")
 
     @model_validator(mode="after")
     def _one_token(self) -> ControlSettings:
         if self.token_env and self.token_file:
             raise ValueError("give token_env or token_file, not both")
+        if self.enabled and not is_loopback(self.host) and not (self.token_env or self.token_file):
+            raise ValueError(f"host {self.host} is not a loopback address: give token_env or token_file, the token "
+                             "remote tools must send")
+        if self.url is not None and not re.match(r"^https?://[^/\s]+$", self.url.rstrip("/")):
+            raise ValueError(f"url must be http(s)://host:port, got {self.url!r}")
         return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address (or ``localhost``) that only this machine can reach."""
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any address
 
 
 class WorkerConfig(_Strict):

@@ -131,7 +131,8 @@ async def faults(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     cfg = request.app[CTL].config
     return web.json_response({"ok": True, "route_point": cfg.route_point, "extensions": list(cfg.extensions),
-                              "queues": cfg.queues, "ivrs": cfg.ivrs})
+                              "queues": cfg.queues, "ivrs": cfg.ivrs,
+                              "tokens_issued": request.app[CTL].tokens.issued})
 
 
 def add_routes(app: web.Application) -> None:

@@ -130,6 +130,11 @@ async def serve(config: WorkerConfig, stop: asyncio.Event | None = None, *, spee
         ownership.keep(on_lost)
         if control is not None:
             await control.start()
+            if control.url is not None:
+                try:  # tools on other machines find it with the lease (a Redis lease; a local one ignores it)
+                    await ownership.lease.advertise(control.url)
+                except LeaseStoreError as exc:
+                    log.warning("control API not advertised yet (%s); every lease renewal retries", exc)
         decider = asyncio.create_task(decide_stop(), name="stop-decision")
         await worker.run(worker_stop)
     finally:
