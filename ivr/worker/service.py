@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ivr.cluster import Lease, LeaseStoreError, LocalLease, Ownership, RedisLease, lease_name
 from ivr.cluster.checkpoints import CheckpointStore, MemoryCheckpoints, RedisCheckpoints
+from ivr.cluster.file_checkpoints import FileCheckpoints
 from ivr.config import WorkerConfig
 from ivr.worker.control import ControlServer, endpoint_file
 from ivr.worker.runner import Worker, install_signal_handlers
@@ -74,12 +75,21 @@ async def start_status_server(worker: Worker, host: str, port: int, ownership: O
     return runner
 
 
+def checkpoint_dir(config: WorkerConfig) -> Path:
+    """The folder of the local checkpoint files, beside the local lease file."""
+    lock = LocalLease(config.pbx.url, config.pbx.client_id, lease_dir=config.cluster.lease_dir).path
+    return lock.with_name(lock.name.removesuffix(".lock") + ".calls")
+
+
 def make_checkpoints(config: WorkerConfig) -> CheckpointStore:
-    """Where calls' positions go: Redis with a cluster (a standby can resume them), else memory."""
+    """Where calls' positions go, so the next owner resumes them: Redis with a cluster, else files
+    beside the local lease (a standby on this machine), else (``local_checkpoints: false``) memory."""
     redis_url = config.cluster.resolve_redis_url()
     if redis_url:
         return RedisCheckpoints(redis_url, lease_name(config.pbx.url, config.pbx.client_id),
                                 prefix=config.cluster.key_prefix)
+    if config.cluster.local_checkpoints:
+        return FileCheckpoints(checkpoint_dir(config))
     return MemoryCheckpoints()
 
 
