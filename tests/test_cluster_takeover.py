@@ -325,3 +325,28 @@ async def test_a_local_standby_resumes_the_calls_of_a_killed_owner_from_its_chec
         await eventually(files_gone, what="each ended call's checkpoint file to go")
     finally:
         await cluster.close()
+
+
+async def test_sigterm_hands_calls_to_a_local_standby_without_redis(tmp_path: Path):
+    cluster = Cluster(tmp_path)
+    (tmp_path / "menu.yaml").write_text(MENU)
+    local = f"cluster: {{lease_dir: {tmp_path / 'run'}}}\n"
+    try:
+        await cluster.up()
+        owner, owner_port = cluster.worker("a", cluster=local)
+        await cluster.ready(owner_port)
+        standby, standby_port = cluster.worker("b", cluster=local)
+
+        async def waiting() -> bool:
+            return "standby:" in standby.text()
+
+        await eventually(waiting, what="the standby")
+        callids = await callers_in_the_menu(cluster)
+        owner.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(owner.proc.wait, 30) == 0  # no drain: it hands over at once
+        assert f"hand-over: {CALLS} call(s) left to the standby" in owner.text()
+        await cluster.ready(standby_port)
+        await every_caller_reaches_101(cluster, callids)
+        await one_record_per_call(tmp_path, callids, owner.proc.pid)
+    finally:
+        await cluster.close()

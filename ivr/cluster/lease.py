@@ -109,8 +109,12 @@ class LocalLease:
     def __init__(self, pbx_url: str, client_id: str, *, lease_dir: str | Path | None = None) -> None:
         folder = Path(lease_dir) if lease_dir else Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
         self.path = folder / f"ivr3cx-{lease_name(pbx_url, client_id)}.lock"
+        # Standbys hold a shared flock on this file while they wait: the owner sees whether anyone
+        # waits (an exclusive try fails), and the kernel drops a dead standby's hold.
+        self.standby_path = self.path.with_suffix(".standby")
         self._client_id = client_id
         self._fd: int | None = None
+        self._standby_fd: int | None = None
 
     @property
     def description(self) -> str:
@@ -136,6 +140,7 @@ class LocalLease:
             os.close(fd)
             return False
         self._fd = fd
+        self._stop_waiting()  # an owner is no standby: its shared hold would look like one
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"holder": owner_label(), "since": time.time()}).encode(), 0)
         return True
@@ -152,10 +157,40 @@ class LocalLease:
         return self._fd is not None
 
     async def announce_standby(self) -> None:
-        return None  # local standbys could not resume calls anyway: checkpoints live in memory
+        import fcntl
+
+        if self._standby_fd is not None:
+            return
+        try:
+            fd = os.open(self.standby_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return  # the owner then drains instead of handing over: slower, never wrong
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return
+        self._standby_fd = fd
 
     async def standbys(self) -> int:
+        import fcntl
+
+        try:
+            fd = os.open(self.standby_path, os.O_RDWR)
+        except OSError:
+            return 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return 1  # someone holds it shared: at least one standby waits
+        finally:
+            os.close(fd)  # closing drops our exclusive try at once
         return 0
+
+    def _stop_waiting(self) -> None:
+        fd, self._standby_fd = self._standby_fd, None
+        if fd is not None:
+            os.close(fd)
 
     async def advertise(self, url: str) -> None:
         return None
@@ -164,6 +199,7 @@ class LocalLease:
         return None
 
     async def release(self) -> None:
+        self._stop_waiting()
         fd, self._fd = self._fd, None
         if fd is not None:
             try:

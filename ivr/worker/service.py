@@ -97,9 +97,9 @@ async def serve(config: WorkerConfig, stop: asyncio.Event | None = None, *, spee
                 ownership: Ownership | None = None) -> int:
     """Take the lease (waiting as a standby), then run until SIGTERM/SIGINT (or ``stop``).
 
-    On a stop with a standby waiting (Redis cluster), the calls in progress are handed over:
-    their checkpoints are flushed and the lease is released at once, so the standby resumes
-    them; without one, the worker drains. Returns the process exit status: 1 when the lease
+    On a stop with a standby waiting (checkpoints in Redis or in files on this machine), the
+    calls in progress are handed over: their checkpoints are flushed and the lease is released
+    at once, so the standby resumes them; without one, the worker drains. Returns the process exit status: 1 when the lease
     was lost to another process. ``paced_gc``: this process is the worker (see :class:`Worker`)."""
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
@@ -122,11 +122,11 @@ async def serve(config: WorkerConfig, stop: asyncio.Event | None = None, *, spee
 
     async def decide_stop() -> None:
         await stop.wait()
-        if not lost and config.cluster.handover and isinstance(checkpoints, RedisCheckpoints):
+        if not lost and config.cluster.handover and isinstance(checkpoints, (RedisCheckpoints, FileCheckpoints)):
             try:
                 waiting = await ownership.lease.standbys()
             except LeaseStoreError as exc:
-                log.warning("stop: cannot ask Redis for standbys (%s); draining", exc)
+                log.warning("stop: cannot ask the lease store for standbys (%s); draining", exc)
                 waiting = 0
             if waiting:
                 await worker.hand_over()
