@@ -66,14 +66,14 @@ async def tokens_issued(cluster: Cluster) -> int:
 
 
 def tool(cluster: Cluster, tmp_path: Path, config: Path, *args: str, env: dict[str, str] | None = None,
-         ) -> subprocess.CompletedProcess[str]:
+         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ivr.cli", *args, "--config", str(config)], capture_output=True,
-                          text=True, env=env or cluster.env, timeout=120, cwd=tmp_path)
+                          text=True, env=env or cluster.env, timeout=120, cwd=cwd or tmp_path)
 
 
 def dial(cluster: Cluster, tmp_path: Path, config: Path, flow: str = "reminder.yaml",
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return tool(cluster, tmp_path, config, "dial", "+4930999", "--flow", flow, env=env)
+         env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return tool(cluster, tmp_path, config, "dial", "+4930999", "--flow", flow, env=env, cwd=cwd)
 
 
 def records(tmp_path: Path, name: str) -> list[dict[str, Any]]:
@@ -245,7 +245,9 @@ async def test_over_tls_the_tool_checks_the_owners_certificate(rig, tmp_path: Pa
     assert "control API on https://127.0.0.1:" in owner.text()
     before = await tokens_issued(cluster)
     trusting, _ = cluster.config("b", cluster=machine(redis, tmp_path, "host-b", control=", verify_tls: ca.pem"))
-    done = await asyncio.to_thread(dial, cluster, tmp_path, trusting)
+    elsewhere = tmp_path / "elsewhere"  # the CA path is relative to the config file, not to the folder we run in
+    elsewhere.mkdir()
+    done = await asyncio.to_thread(dial, cluster, tmp_path, trusting, cwd=elsewhere)
     assert done.returncode == 0 and done.stdout.strip() == "call to +4930999: ivr_hangup", done.stderr
 
     default, _ = cluster.config("c", cluster=machine(redis, tmp_path, "host-c"))  # the system CAs only

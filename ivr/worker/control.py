@@ -68,7 +68,11 @@ class ControlEndpoint:
         """A client session that sends the token and checks the owner's certificate as configured."""
         check: ssl.SSLContext | bool = True
         if isinstance(self.verify, str):
-            check = ssl.create_default_context(cafile=self.verify)
+            try:
+                check = ssl.create_default_context(cafile=self.verify)
+            except (OSError, ssl.SSLError) as exc:
+                reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+                raise ConfigError(f"control.verify_tls: cannot load the CA bundle {self.verify}: {reason}") from None
         elif not self.verify:
             check = False  # the user turned verification off (control.verify_tls: false)
         return aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"},

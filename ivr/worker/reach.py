@@ -41,6 +41,8 @@ async def find_owner(config: WorkerConfig, lease: Lease) -> ControlEndpoint:
         raise OwnerUnavailable(f"cannot check who owns client id {client_id}: {exc}") from None
     who = holder or "another process"
     verify = config.control.verify_tls
+    if isinstance(verify, str):
+        verify = str(config.path(verify))  # a CA bundle, relative to the config file
     local = read_published(control_endpoint_path(config))
     if local is not None and local.owner and holder and local.owner != holder:
         local = None  # left by an owner that died on this machine; someone else holds the lease now
