@@ -31,7 +31,7 @@ steps:
 """
 SLOW = """\
 steps:
-  - pause: 3
+  - pause: 6
   - set: {reached: "yes"}
   - hangup
 """
@@ -178,16 +178,22 @@ async def test_alone_ivr_dial_keeps_the_redis_lease_for_the_whole_call(rig, tmp_
 
         await eventually(dial_owns, what="ivr dial to take the lease")
         standby, standby_port = cluster.worker("a", cluster=machine(redis, tmp_path, "host-a", ttl=0.5))
-        states = set()
-        while not dialling.done():
+        during_the_call = set()  # the standby's lease states seen while the dialled call was live
+        while True:
             got = await cluster.readyz(standby_port)
-            if got is not None:
-                states.add(got[1]["lease"])
+            async with cluster.session.get(f"{cluster.url}/_emulator/calls") as resp:
+                calls = [c for c in await resp.json() if c["direction"] == "outbound"]
+            live = bool(calls) and calls[0]["state"] != "ended"
+            if got is not None and live:  # live after the answer: it was live when the state was read
+                during_the_call.add(got[1]["lease"])
+            if (calls and not live) or (dialling.done() and not calls):
+                break
             await asyncio.sleep(0.1)
         done = await dialling
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "call to +4930999: ivr_hangup"
-        assert "standby" in states and states <= {"starting", "standby"}, states  # never the owner meanwhile
+        # Waiting (once it had tried the lease), never the owner while the call lasted.
+        assert "standby" in during_the_call and during_the_call <= {"starting", "standby"}, during_the_call
         await cluster.ready(standby_port)  # it takes over once ivr dial let go
         assert "token issued" in standby.text()
     finally:
