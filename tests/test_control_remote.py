@@ -264,3 +264,28 @@ async def test_over_tls_the_tool_checks_the_owners_certificate(rig, tmp_path: Pa
     assert "certificate" in lines[0].lower()
     assert await tokens_issued(cluster) == before
     assert len([r for r in records(tmp_path, "a") if r["caller_number"] == "+4930999"]) == 1
+
+
+async def test_a_loopback_url_of_an_owner_on_another_host_says_why_it_cannot_work(redis_server, tmp_path, monkeypatch):
+    from cluster_rig import free_port
+
+    from ivr.config import PbxSettings, Route, WorkerConfig
+    from ivr.worker.reach import OwnerUnavailable, find_owner
+
+    monkeypatch.setenv("IVR_CONTROL_TOKEN", TOKEN)
+    config = WorkerConfig(pbx=PbxSettings(url="http://pbx:5000", client_id="900"),
+                          routes=[Route(route_point="800", flow="m.yaml")], base_dir=tmp_path,
+                          cluster={"redis_url": redis_server.url, "lease_dir": str(tmp_path)},  # type: ignore[arg-type]
+                          control={"token_env": "IVR_CONTROL_TOKEN"})  # type: ignore[arg-type]
+    lease = RedisLease(redis_server.url, "http://pbx:5000", "900")
+    holder = "other-host pid 42 0123456789ab"  # an owner elsewhere that listens on its own loopback
+    await lease._redis.set(lease.key, holder, px=30_000)
+    await lease._redis.set(lease.control_key, json.dumps({"url": f"http://127.0.0.1:{free_port()}", "owner": holder}))
+    try:
+        with pytest.raises(OwnerUnavailable) as err:
+            await find_owner(config, lease)
+        [line] = str(err.value).splitlines()
+        assert "other-host pid 42" in line and "could not be reached at http://127.0.0.1:" in line
+        assert "listens on loopback on other-host" in line and "no token is taken" in line
+    finally:
+        await lease._redis.aclose()

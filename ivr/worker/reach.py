@@ -16,10 +16,13 @@ takes a token while someone else holds the lease.
 
 from __future__ import annotations
 
+import socket
+from urllib.parse import urlsplit
+
 import aiohttp
 
 from ivr.cluster.lease import Lease, LeaseStoreError
-from ivr.config import ConfigError, WorkerConfig
+from ivr.config import ConfigError, WorkerConfig, is_loopback
 from ivr.worker.control import ControlEndpoint, read_published, resolve_token
 
 PROBE_TIMEOUT_S = 5.0  # an owner that does not answer its status within this is unreachable
@@ -75,11 +78,21 @@ async def check(endpoint: ControlEndpoint, client_id: str, who: str) -> None:
         if isinstance(exc, TimeoutError):
             reason = f"no answer within {PROBE_TIMEOUT_S:.0f} s"
         raise OwnerUnavailable(
-            f"the owner of client id {client_id} ({who}) could not be reached at {endpoint.url}: {reason}; "
-            "nothing was done (it holds the lease, so no token is taken here)") from None
+            f"the owner of client id {client_id} ({who}) could not be reached at {endpoint.url}: {reason}"
+            f"{_loopback_hint(endpoint.url, who)}; nothing was done (it holds the lease, so no token is taken here)"
+        ) from None
     if status == 401:
         raise OwnerUnavailable(
             f"the owner's control API at {endpoint.url} refused our token (HTTP 401): control.token_env or "
             "control.token_file must give the token the owner was started with")
     if status != 200:
         raise OwnerUnavailable(f"the owner's control API at {endpoint.url} answered HTTP {status} to GET /v1/status")
+
+
+def _loopback_hint(url: str, who: str) -> str:
+    """Why a loopback URL of an owner on another host cannot work, when that is the case."""
+    owner_host = who.split(" pid ", 1)[0]
+    if is_loopback(urlsplit(url).hostname or "") and owner_host not in ("", socket.gethostname()):
+        return (f" (it listens on loopback on {owner_host}: give it control.host, a token and TLS to be reached "
+                "from other machines)")
+    return ""
