@@ -24,11 +24,14 @@ import sys
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ivr.audio.prompts import flow_folder
 
 from .diagnostics import Diagnostic, FlowLoadError
+
+if TYPE_CHECKING:
+    from ivr.call.api import CallApi
 
 __all__ = ["PythonFlow", "current_flow_dir", "load_python_flow"]
 
@@ -92,20 +95,20 @@ class PythonFlow:
         self.module = module
         self.main = main
 
-    async def run(self, call: Any, params: dict[str, Any] | None = None) -> Any:
-        """Run ``main``; a Python flow can call YAML subflows with ``call.subflow(path, **params)``."""
-        if getattr(call, "subflow_runner", "absent") is None:
-            from . import run_subflow
-
-            call.subflow_runner = run_subflow
+    async def run(self, call: CallApi, params: dict[str, Any] | None = None) -> Any:
+        """Run ``main`` with the call's proxy (``FlowCall``: each action it awaits is a step,
+        recorded in the call record as the interpreter records YAML steps); a Python flow can
+        call other flows with ``call.subflow(path, **params)``."""
         from ivr.call.action_steps import record_actions  # on use: loading a flow needs no Call
 
-        record_actions(call)  # the interpreter records YAML steps; a Python flow's are its actions
+        from .python_call import FlowCall
+
+        record_actions(call.observers, call.call_record)
         # Relative paths given to call.subflow() mean "next to this flow file"; prompt names
         # are looked up from here as a YAML flow's are (ivr.audio.prompts.prompt_search_path).
         token = current_flow_dir.set(self.path.resolve().parent)
         try:
-            return await self.main(call, **(params or {}))
+            return await self.main(FlowCall(call), **(params or {}))
         finally:
             current_flow_dir.reset(token)
 

@@ -480,7 +480,7 @@ class Worker:
         call.xapi = self.xapi  # the PBX's configuration, for hours/directory/presence steps
         trace = self.tracing.start(record) if self.tracing is not None else None
         if trace is not None:
-            call.step_observer = trace.observe
+            call.observers.add(trace)
         self.calls[key] = call
         for digits in self._early_digits.pop(key, []):
             call.on_pbx_digit(digits)

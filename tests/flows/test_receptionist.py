@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ivr.call.record import Outcome
-from ivr.flow.cli import validate_main
+from ivr.validate import validate_main
 from ivr.speech import ToolCall, register
 from ivr.speech.services import SpeechServices
 from ivr.speech.testing import ScriptedLLM, ScriptedSTT, ToneTTS, Turn
