@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.flow import validate_paths
+from ivr.validate import validate_paths
 from ivr.flow.cli import schema_main, schema_text
 from ivr.validate import validate_main
 

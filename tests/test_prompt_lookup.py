@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import write_tone
 
-from ivr.flow import validate_paths
+from ivr.validate import validate_paths
 from ivr.simulate import SimulatedCall, run_blocking
 
 PACKAGE_AUDIO = Path(__file__).resolve().parent.parent / "audio"

@@ -958,6 +958,10 @@ async def run_flow(flow: Flow, call: CallApi, *, params: dict[str, Any] | None =
     runs (again, if it was running: a prompt replays, a gather starts afresh; inside a YAML
     subflow, the subflow step resumes the subflow there). ``on_position`` is told the
     position after every step and as a step that waits starts."""
+    from .python_call import FlowCall
+
+    if isinstance(call, FlowCall):  # a Python flow running a YAML flow itself: its steps are not actions
+        call = call.call
     vars_ = getattr(call, "vars", None)
     if not isinstance(vars_, dict):
         vars_ = {}
