@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ivr.validate import validate_paths
 from ivr.flow.cli import schema_main, schema_text
-from ivr.validate import validate_main
+from ivr.validate import validate_main, validate_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_SCHEMA = ROOT / "ivr" / "flow" / "flow.schema.json"
