@@ -10,6 +10,10 @@ the agent and the worker call the Call itself and are not steps.
 
 Everything else (``vars``, ``caller``, ``call_id``, ``now()``, ``log_event``...) reads
 through to the Call.
+
+With a :class:`~ivr.flow.replay.Journal`, the proxy numbers the actions, checkpoints the
+journal as each starts and ends, and on a resumed call answers the actions done before the
+takeover from the journal (``ivr/flow/replay.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any
 from ivr.call.action_steps import FlowAction
 from ivr.call.api import CallApi
 
+from .replay import MISS, Journal
+
 __all__ = ["ACTIONS", "FlowCall"]
 
 #: The Call methods a Python flow's proxy offers as steps (plus ``subflow`` and ``agent``).
@@ -33,11 +39,13 @@ ACTIONS = ("answer", "hangup", "attach_data", "sleep", "play", "say", "play_prom
 class FlowCall:
     """A Python flow's view of its call (see the module text)."""
 
-    __slots__ = ("_call",)
+    __slots__ = ("_call", "_journal")
     _call: CallApi
+    _journal: Journal | None
 
-    def __init__(self, call: CallApi) -> None:
+    def __init__(self, call: CallApi, journal: Journal | None = None) -> None:
         object.__setattr__(self, "_call", call)
+        object.__setattr__(self, "_journal", journal)
 
     @property
     def call(self) -> CallApi:
@@ -79,9 +87,15 @@ def _step(name: str) -> Callable[..., Awaitable[Any]]:
         where = f"{os.path.basename(filename)}:{caller.f_lineno}"
         info = {"where": where, "label": f"{name} ({where})", "file": filename, "line": caller.f_lineno,
                 "function": caller.f_code.co_name}
-        call = self._call
+        call, journal = self._call, self._journal
+        if journal is None:
+            run = own(self, *args, **kwargs) if own is not None else getattr(call, name)(*args, **kwargs)
+            return _observed(call, FlowAction(name, where), info, run)
+        n, args_digest, recorded = journal.begin(name, args, kwargs)  # ReplayMismatch when it does not fit
+        if recorded is not MISS:
+            return _replayed(recorded)  # done before the takeover: not performed again, not a step here
         run = own(self, *args, **kwargs) if own is not None else getattr(call, name)(*args, **kwargs)
-        return _observed(call, FlowAction(name, where), info, run)
+        return _journaled(journal, n, name, args_digest, _observed(call, FlowAction(name, where), info, run))
 
     action.__name__ = action.__qualname__ = name
     action.__doc__ = (own.__doc__ if own is not None else None) or f"The Call's ``{name}``, as a step of the flow."
@@ -102,6 +116,17 @@ async def _observed(call: CallApi, step: FlowAction, info: dict[str, Any], run: 
         observers.step_ended(step, {"error": exc})
         raise
     observers.step_ended(step, {"result": result, "duration": clock() - started})
+    return result
+
+
+async def _replayed(result: Any) -> Any:
+    return result
+
+
+async def _journaled(journal: Journal, n: int, kind: str, args_digest: str, run: Awaitable[Any]) -> Any:
+    journal.started(n, kind)
+    result = await run
+    journal.ended(n, kind, args_digest, result)
     return result
 
 
