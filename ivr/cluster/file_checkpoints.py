@@ -29,7 +29,7 @@ from .lease import LeaseStoreError, _one_line
 
 log = logging.getLogger("ivr.cluster")
 
-MAX_CHECKPOINT_BYTES = 1024 * 1024  # a checkpoint file larger than this is not ours: ignored
+MAX_CHECKPOINT_BYTES = 16 * 1024 * 1024  # larger is not a checkpoint (a Python flow's journal stays far below)
 
 
 def file_name(call_id: str) -> str:
