@@ -114,21 +114,7 @@ class Worker:
     # --- lifecycle --------------------------------------------------------------------------
 
     def pbx_config(self) -> PbxConfig:
-        p = self.config.pbx
-        return PbxConfig(
-            url=p.url,
-            client_id=p.client_id,
-            client_secret=self._secret,
-            verify_tls=p.verify_tls,
-            outbound_lead_ms=p.outbound_lead_ms,
-            outbound_batch_frames=p.outbound_batch_frames,
-            inbound_block_ms=p.inbound_block_ms,
-            transfer_margin=p.transfer_margin,
-            outbound_tick_ms=p.outbound_tick_ms,
-            event_max_bytes=p.event_max_bytes,
-            rest_max_connections=p.rest_max_connections,
-            participant_fetches=p.participant_fetches,
-        )
+        return self.config.pbx.client_config(self._secret)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve calls until ``stop`` is set (or SIGTERM/SIGINT when run from the CLI), then drain."""
