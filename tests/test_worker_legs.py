@@ -16,6 +16,7 @@ from helpers import write_tone
 from ivr.call.record import Outcome
 from ivr.config import PbxSettings, Route, WorkerConfig
 from ivr.emulator import Emulator, EmulatorConfig
+from ivr.pbx.events import DtmfReceived, ParticipantUpdated
 from ivr.worker.legs import IllegalLegMove, Leg, Legs, LegState
 from ivr.worker.runner import Worker
 
@@ -186,3 +187,34 @@ async def test_the_legs_of_dialled_calls_go_answered_or_not(flow_dir: Path) -> N
         await ended(worker, "+4930999888")  # nothing left of the busy one either
     assert answered.outcome == Outcome.IVR_HANGUP and answered.dial_status == "answered"
     assert busy.dial_status != "answered" and busy.outcome != Outcome.IVR_HANGUP
+
+
+async def test_keys_that_overtake_the_first_upsert_reach_the_call(flow_dir: Path) -> None:
+    # The PBX's DTMF event for a participant can come before its first Upsert: the key is kept
+    # on the leg (offered, no task yet) and handed to the Call once its flow starts.
+    flow = write_flow(flow_dir, "menu.yaml", """
+        steps:
+          - answer
+          - menu:
+              prompt: hello.wav
+              timeout: 3
+              choices:
+                "2": [{set: {picked: two}}, hangup]
+              on_no_input: [hangup]
+    """)
+    async with worker_on(flow) as (emu, worker):
+        handle, seen = worker._handle, set()
+
+        def keys_first(event: Any) -> None:
+            if isinstance(event, ParticipantUpdated) and event.participant.id not in seen:
+                seen.add(event.participant.id)
+                handle(DtmfReceived(event.dn, event.participant.id, "2"))
+                leg = worker.legs.get((event.dn, event.participant.id))
+                assert leg is not None and leg.state is LegState.OFFERED and leg.early_digits == ["2"]
+            handle(event)
+
+        worker._handle = keys_first  # type: ignore[method-assign]
+        await emu.place_call("+4930006", "800")
+        record = await ended(worker, "+4930006")
+    assert record.digits == ["2"] and record.outcome == Outcome.IVR_HANGUP
+    assert [s.step for s in record.steps][:2] == ["answer", "menu"] and "set" in [s.step for s in record.steps]

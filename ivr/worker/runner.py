@@ -290,6 +290,7 @@ class Worker:
                 leg.call.on_removed()
             if leg.answered is not None and not leg.answered.done():
                 leg.answered.set_result(False)
+            leg.early_digits.clear()  # a Call not yet made gets none of them: the caller is gone
             leg.removed = True
             if leg.task is None or leg.task.done():
                 self.legs.forget(leg)  # else when its task ends
