@@ -190,7 +190,7 @@ async def test_an_agent_who_declines_is_not_rung_again_this_round(queue_wire: Wi
     callid = (await w.ctl("POST", "/calls", {"from": "+4930123456", "to": "810"}))[1]["callid"]
     status, legs = await w.get("/callcontrol/101/participants")
     status, res = await w.post(f"/callcontrol/101/participants/{legs[0]['id']}/drop")
-    assert status == 200
+    assert status == 200 and res["reasontext"] == "Dropped"
     assert ringing_at(w, "101") == [] and ringing_at(w, "102") == [callid]
     assert w.emu.call_info(callid)["state"] == "connected" and w.emu.call_info(callid)["queue"]["ringing"] == ["102"]
     assert any(e["event"] == "agent_declined" and e["agent"] == "101" for e in w.emu.call_info(callid)["log"])
