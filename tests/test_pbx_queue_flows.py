@@ -37,6 +37,26 @@ steps:
   - transfer: {to: "810"}
 """
 
+DOCS_FLOW = """\
+steps:
+  - answer
+  - id: sales
+    if: "pbx.queue('810').logged_in == 0 or (pbx.queue('810').waiting or 0) >= 3"
+    then:
+      - menu:
+          prompt: {say: "All our agents are busy. Press 1 and we will call you back, or 2 to hold."}
+          choices:
+            "1": [{goto: callback}]
+            "2": [{transfer: "810"}]
+          on_no_input: [{transfer: "810"}]
+    else:
+      - say: "{{ pbx.queue('810').waiting or 'No' }} callers are ahead of you."
+      - transfer: "810"
+  - hangup
+  - id: callback
+    say: "We will call you back."
+"""  # the example in docs/flows.md, "Callers waiting in a queue"
+
 PY_FLOW = '''\
 async def main(call):
     await call.answer()
@@ -101,6 +121,23 @@ async def test_callback_offered_when_no_agent_is_logged_in(ivr_sim, tmp_path, pb
     await caller.harness.refresh_pbx()
     caller = await ivr_sim.call(flow, pbx=pbx)
     await caller.hears("1 callers are waiting and 0 agents are logged in")
+
+
+async def test_the_docs_example(ivr_sim, tmp_path, pbx) -> None:
+    flow = write(tmp_path, "docs.yaml", DOCS_FLOW)
+    first = await ivr_sim.call(flow, pbx=pbx)
+    await first.hears("No callers are ahead of you")
+    await first.expect_transfer("810")
+    await first.emulator.place_call("+4930100002", to="810")
+    await first.harness.refresh_pbx()
+    second = await ivr_sim.call(flow, pbx=pbx)
+    await second.hears("2 callers are ahead of you")
+    await second.expect_transfer("810")
+    await second.harness.refresh_pbx()
+    third = await ivr_sim.call(flow, pbx=pbx)
+    await third.hears("All our agents are busy")
+    await third.press("1")
+    await third.hears("We will call you back")
 
 
 async def test_python_flow_reads_the_same_counts(ivr_sim, tmp_path, pbx) -> None:
