@@ -228,3 +228,16 @@ async def test_xapi_unavailable_fault_leaves_call_control_working(queue_wire: Wi
     assert (await w.get("/xapi/v1/ActiveCalls"))[0] == 200
     status, body = await w.ctl("POST", "/faults", {"xapi_unavailable": {"seconds": -1}})
     assert status == 400
+
+
+def test_cli_serves_the_descriptions_queues_as_queue_dns(tmp_path: Path) -> None:
+    from ivr.emulator.cli import build_parser, config_from_args, description_from_args
+
+    path = tmp_path / "pbx.yaml"
+    path.write_text(PBX_YAML, encoding="utf-8")
+    args = build_parser().parse_args(["--pbx-config", str(path), "--queues", "8000,810"])
+    cfg = config_from_args(args, description_from_args(args))
+    assert cfg.queues == ["8000", "810", "811"]
+    args = build_parser().parse_args(["--pbx-config", str(path), "--route-point", "810"])
+    with pytest.raises(ValueError, match=r"^queues: DN '810' is also the route_point$"):
+        config_from_args(args, description_from_args(args))
