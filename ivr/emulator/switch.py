@@ -135,7 +135,7 @@ class Pbx:
     # --- leg bookkeeping --------------------------------------------------------------------
 
     def new_leg(self, call: Call, dn: Dn, status: str, party: Party, device: Device | None = None,
-                 **kw: Any) -> Leg:
+                **kw: Any) -> Leg:
         device = device or dn.devices[0]
         leg = Leg(
             id=next(self._participant_ids),
@@ -440,7 +440,7 @@ class Pbx:
         target = None
         if target_dn is not None:
             target = self.new_leg(call, target_dn, RINGING, replace(call.far),
-                                   referred_by=(leg.dn.dn, leg.dn.type))
+                                  referred_by=(leg.dn.dn, leg.dn.type))
         offer = Offer(kind=kind, destination=dest, origin=leg, target=target, timeout=timeout)
         if self.config.transfer_answer == "blocking":
             offer.answer = asyncio.get_running_loop().create_future()
