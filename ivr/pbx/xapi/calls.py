@@ -12,7 +12,7 @@ call that is ``Talking`` has reached an agent; every other status (``Routing``, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .models import ActiveCall
@@ -50,13 +50,27 @@ class CallsSnapshot:
 
     calls: tuple[ActiveCall, ...]
     fetched_at: float
+    # queue number -> (calls waiting there, the longest wait at the read): counted once per read
+    _queues: dict[str, tuple[int, float | None]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for call in self.calls:
+            number = callee_number(call)
+            if not waits_at(call, number):
+                continue
+            count, longest = self._queues.get(number, (0, None))
+            waited = self._waited(call)
+            if waited is not None and (longest is None or waited > longest):
+                longest = waited
+            self._queues[number] = (count + 1, longest)
 
     def queue(self, number: str, now: float | None = None) -> QueueCalls:
         """Counters of queue ``number``; waits grow by the time since the read (``now``, wall clock)."""
-        waiting = [c for c in self.calls if waits_at(c, str(number).strip())]
+        count, longest = self._queues.get(str(number).strip(), (0, None))
+        if longest is None:
+            return QueueCalls(count, None)
         since_read = max(0.0, (now if now is not None else self.fetched_at) - self.fetched_at)
-        waits = [w + since_read for w in (self._waited(c) for c in waiting) if w is not None]
-        return QueueCalls(len(waiting), round(max(waits), 1) if waits else None)
+        return QueueCalls(count, round(longest + since_read, 1))
 
     @staticmethod
     def _waited(call: ActiveCall) -> float | None:
