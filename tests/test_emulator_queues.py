@@ -241,3 +241,27 @@ def test_cli_serves_the_descriptions_queues_as_queue_dns(tmp_path: Path) -> None
     args = build_parser().parse_args(["--pbx-config", str(path), "--route-point", "810"])
     with pytest.raises(ValueError, match=r"^queues: DN '810' is also the route_point$"):
         config_from_args(args, description_from_args(args))
+
+
+async def test_transferto_and_divert_to_a_queue(queue_wire: Wire) -> None:
+    """A blind transfer of a connected call and a divert of a ringing one are delivered the
+    same way: the queue takes the call, the leg that acted is gone, the call waits."""
+    w = queue_wire
+    callid = (await w.ctl("POST", "/calls", {"from": "+4930123456"}))[1]["callid"]
+    leg = await w.rp_participant()
+    status, res = await w.post(f"/callcontrol/800/participants/{leg['id']}/transferto", {"destination": "810"})
+    assert status == 200 and res["finalstatus"] == "Success"
+    info = w.emu.call_info(callid)
+    assert info["queue"]["dn"] == "810" and info["held"] is False
+    assert [e["event"] for e in info["log"] if e["event"] in ("held", "transferred", "queued")] == [
+        "held", "transferred", "queued"]
+
+    w.emu.config.inbound_status = "Ringing"
+    callid = (await w.ctl("POST", "/calls", {"from": "+4930123457"}))[1]["callid"]
+    leg = await w.rp_participant()
+    assert leg["status"] == "Ringing"
+    status, res = await w.post(f"/callcontrol/800/participants/{leg['id']}/divert", {"destination": "810"})
+    assert status == 200 and res["finalstatus"] == "Success"
+    assert w.emu.call_info(callid)["queue"] == {"dn": "810", "position": 2, "waited": pytest.approx(0, abs=10),
+                                                "ringing": []}
+    assert [c["callid"] for c in w.emu.queues()["810"]][1] == callid
