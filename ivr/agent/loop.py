@@ -29,7 +29,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ivr.audio.vad import SpeechCancelled, SpeechEnded, SpeechStarted
 from ivr.call.results import CallError, CallHangup
@@ -41,6 +41,9 @@ from .result import AgentResult
 from .sentences import SentenceSplitter
 from .speaker import Reply
 from .tools import AgentTools, ToolBox
+
+if TYPE_CHECKING:  # annotations only
+    from ivr.call.api import CallApi
 
 __all__ = ["AgentLoop", "AgentSettings", "run_agent"]
 
@@ -119,7 +122,7 @@ class AgentSettings:
 class AgentLoop:
     """One conversation on ``call``; ``await AgentLoop(call, settings).run()``."""
 
-    def __init__(self, call: Any, settings: AgentSettings) -> None:
+    def __init__(self, call: CallApi, settings: AgentSettings) -> None:
         self.call = call
         self.media = call.media
         self.s = settings
@@ -384,7 +387,7 @@ class AgentLoop:
     async def _settle(self) -> None:
         """Let the reply so far play out before a tool acts ("I'll put you through...")."""
         for reply in self._replies:
-            await self.call._until_hangup(reply.played())
+            await self.call.until_hangup(reply.played())
 
     # --- one turn ---------------------------------------------------------------------------
 
@@ -505,6 +508,6 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-async def run_agent(call: Any, **options: Any) -> AgentResult:
+async def run_agent(call: CallApi, **options: Any) -> AgentResult:
     """Run one LLM voice conversation on ``call`` (what ``Call.agent`` does); see AgentSettings."""
     return await AgentLoop(call, AgentSettings(**options)).run()
