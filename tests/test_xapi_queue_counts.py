@@ -74,8 +74,8 @@ def test_waits_without_usable_times_are_unknown_not_wrong() -> None:
 
 def test_templates_read_the_counts_and_nothing_behind_them() -> None:
     from ivr.call.pbx_view import PbxFacts
-    from ivr.flow.templates import TemplateError, render
     from ivr.pbx.xapi import OfficeHours, PbxSnapshot, Queue
+    from ivr.templating.templates import TemplateError, render
 
     snap = PbxSnapshot(OfficeHours(), (), (), (), (Queue(Number="810", Name="Sales queue"),), (), fetched_at=0.0)
     calls = CallsSnapshot((call("810 Sales queue"), call("810 Sales queue", status="Talking")), fetched_at=100.0)
