@@ -186,6 +186,8 @@ class XapiSettings(_Strict):
     enabled: bool = False
     refresh_seconds: float = Field(default=30.0, ge=1, description="how often the configuration is read again")
     retry_seconds: float = Field(default=5.0, gt=0, description="how soon after a failed read to try again")
+    calls_seconds: float = Field(default=5.0, ge=0,
+                                 description="how often the active calls (queues' waiting counts) are read; 0: never")
 
 
 class ControlSettings(_Strict):

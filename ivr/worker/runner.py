@@ -126,7 +126,8 @@ class Worker:
             collector = None
             if self.config.xapi.enabled:  # the PBX's configuration, on the same token
                 xs = self.config.xapi
-                self.xapi = XapiCache(XapiClient.sharing(pbx), interval=xs.refresh_seconds, retry=xs.retry_seconds)
+                self.xapi = XapiCache(XapiClient.sharing(pbx), interval=xs.refresh_seconds, retry=xs.retry_seconds,
+                                      calls_interval=xs.calls_seconds)
                 self.metrics.xapi_cache = self.xapi
                 await self.xapi.start()
             try:  # from here on, whatever fails: the tasks end and the collector gives GC back
