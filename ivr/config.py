@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from ivr.pbx.config import PbxConfig, PbxOptions
+
 
 class ConfigError(Exception):
     """A configuration problem; ``str()`` is one line that says what and where."""
@@ -39,38 +41,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PbxSettings(_Strict):
-    url: str = Field(description="Base URL of the 3CX (or the emulator), e.g. https://pbx.example.com:5001")
-    client_id: str
+class PbxSettings(PbxOptions):
+    """ivr.yaml's ``pbx:`` section: the client's options (:class:`~ivr.pbx.config.PbxOptions`,
+    defined and bounded once there) and where the secret lives; :meth:`client_config` makes
+    the client's :class:`~ivr.pbx.PbxConfig` from them."""
+
     client_secret: SecretStr | None = Field(
         default=None, description="Discouraged: prefer client_secret_env or client_secret_file"
     )
     client_secret_env: str | None = Field(default=None, description="Environment variable holding the secret")
     client_secret_file: str | None = Field(default=None, description="File holding the secret")
-    verify_tls: bool | str = Field(default=True, description="true, false, or a CA bundle path")
-    outbound_lead_ms: int = Field(default=80, ge=20, le=500, description="IVR audio kept ahead of real time (bounds barge-in)")
-    outbound_batch_frames: int = Field(default=2, ge=1, le=10, description="20 ms frames per pacer wake-up")
-    outbound_tick_ms: int = Field(default=5, ge=0, le=20, description="pacers' shared wake-up grid (0: a timer each)")
-    inbound_block_ms: int = Field(default=40, ge=0, le=200, description="caller audio analysed in blocks of this much")
-    event_max_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024,
-                                 description="largest event-socket message accepted (bytes); larger drops the socket")
-    rest_max_connections: int = Field(default=100, ge=2, le=10000, description="REST connections open at once at most")
-    participant_fetches: int = Field(default=16, ge=1, le=1000,
-                                     description="participant GETs after Upsert events in flight at once")
-    transfer_margin: float = Field(default=15.0, gt=0, le=600, description="a routeto/divert/transferto request "
-                                   "may take the transfer's timeout plus this long (3CX answers once delivered or failed)")
 
-    @field_validator("client_id", mode="before")
-    @classmethod
-    def _id_as_str(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int) else v
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
-        return v.rstrip("/")
+    def client_config(self, secret: SecretStr | str) -> PbxConfig:
+        """The PBX client's settings: these options as they are, with ``secret``."""
+        options = {name: getattr(self, name) for name in PbxOptions.model_fields}
+        return PbxConfig(client_secret=secret, **options)
 
     def resolve_secret(self) -> SecretStr:
         """The client secret from wherever the config says it lives."""
@@ -204,6 +189,8 @@ class XapiSettings(_Strict):
     enabled: bool = False
     refresh_seconds: float = Field(default=30.0, ge=1, description="how often the configuration is read again")
     retry_seconds: float = Field(default=5.0, gt=0, description="how soon after a failed read to try again")
+    calls_seconds: float = Field(default=5.0, ge=0,
+                                 description="how often the active calls (queues' waiting counts) are read; 0: never")
 
 
 class ControlTls(_Strict):
