@@ -45,6 +45,15 @@ class Proc:
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    async def exit_status(self, timeout: float = 30.0) -> int:
+        """Wait for the process to exit; if it does not, fail with the end of its log (what it
+        was doing is the only clue a run under load leaves)."""
+        try:
+            return await asyncio.to_thread(self.proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            tail = "\n".join(self.text().splitlines()[-40:])
+            raise AssertionError(f"{self.log.name}: still running {timeout:.0f} s later; its log ends:\n{tail}") from None
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

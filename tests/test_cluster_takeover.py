@@ -119,7 +119,7 @@ async def test_sigterm_hands_calls_in_progress_to_the_waiting_standby(rig, tmp_p
     callids = await callers_in_the_menu(cluster)
 
     owner.proc.send_signal(signal.SIGTERM)
-    assert await asyncio.to_thread(owner.proc.wait, 30) == 0  # no drain: it hands over at once
+    assert await owner.exit_status(30) == 0  # no drain: it hands over at once
     assert f"hand-over: {CALLS} call(s) left to the standby" in owner.text()
     await cluster.ready(standby_port)
     await every_caller_reaches_101(cluster, callids)
@@ -137,7 +137,7 @@ async def test_without_a_standby_sigterm_drains_as_before(rig, tmp_path: Path):
     assert owner.proc.poll() is None  # draining: the call in progress goes on
     await cluster.press(callid, "1")
     await cluster.reaches_101(callid)
-    assert await asyncio.to_thread(owner.proc.wait, 30) == 0
+    assert await owner.exit_status(30) == 0
     assert "hand-over" not in owner.text()
     [record] = records(tmp_path, "a")
     assert record["outcome"] == "transferred" and record["taken_over"] is None
@@ -245,12 +245,12 @@ async def test_a_rolling_restart_under_continuous_arrivals_loses_no_call(rig, tm
     arriving = asyncio.create_task(arrivals())
     await asyncio.sleep(2.0)
     a.proc.send_signal(signal.SIGTERM)  # update a: b takes over
-    assert await asyncio.to_thread(a.proc.wait, 30) == 0
+    assert await a.exit_status(30) == 0
     await cluster.ready(b_port)
     c, c_port = cluster.worker("c", cluster=redis_cluster(redis, tmp_path, "host-c"))  # a's replacement
     await eventually(lambda: standby(c), what="c to wait")
     b.proc.send_signal(signal.SIGTERM)  # update b: c takes over
-    assert await asyncio.to_thread(b.proc.wait, 30) == 0
+    assert await b.exit_status(30) == 0
     await cluster.ready(c_port)
     await arriving
     await asyncio.gather(*(cluster.press_until(c, "1", lambda info: info["location"] == "101") for c in callids))
@@ -343,7 +343,7 @@ async def test_sigterm_hands_calls_to_a_local_standby_without_redis(tmp_path: Pa
         await eventually(waiting, what="the standby")
         callids = await callers_in_the_menu(cluster)
         owner.proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(owner.proc.wait, 30) == 0  # no drain: it hands over at once
+        assert await owner.exit_status(30) == 0  # no drain: it hands over at once
         assert f"hand-over: {CALLS} call(s) left to the standby" in owner.text()
         await cluster.ready(standby_port)
         await every_caller_reaches_101(cluster, callids)

@@ -73,7 +73,7 @@ async def test_sigterm_hands_the_lease_to_the_standby(cluster: Cluster, tmp_path
 
     await eventually(waiting, what="the standby line")
     owner.proc.send_signal(signal.SIGTERM)
-    assert owner.proc.wait(30) == 0
+    assert await owner.exit_status(30) == 0
     assert "lease released" in owner.text()
     await cluster.ready(standby_port)
     await cluster.call_reaches_101()
