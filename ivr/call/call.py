@@ -22,7 +22,7 @@ import numpy as np
 
 from ivr.audio.prompts import PromptError, find_prompt, flow_folder, prompt_cache, prompt_search_path
 from ivr.call.actions import flow_action
-from ivr.call.collector import DigitCollector, DigitRules, GatherSession, PromptPlan
+from ivr.call.collector import AttemptMark, DigitCollector, DigitRules, GatherSession, PromptPlan
 from ivr.call.collector import Outcome as AttemptOutcome
 from ivr.call.collector import menu as menu_rules
 from ivr.call.record import CallRecord, Outcome
@@ -329,6 +329,8 @@ class Call:
         no_match_prompt: Prompt | list[Prompt] | None = None,
         barge_in: bool = True,
         speech: SpeechOptions | Mapping[str, Any] | None = None,
+        start: AttemptMark | None = None,
+        on_attempt: Callable[[AttemptMark], None] | None = None,
         **rule_fields: Any,
     ) -> GatherResult:
         """Collect digits by the VoiceXML timer rules (docs/dtmf-timers.md), with retries.
@@ -338,6 +340,10 @@ class Call:
         ``speech`` (:class:`SpeechOptions`) also listens for spoken phrases: keys and speech
         race, the first to complete decides (``result.source``). If the STT fails, the call
         goes on with keys only and ``result.speech_error`` says why.
+
+        ``start``: begin at that attempt, with its prompt and only the attempts after it (a
+        gather resumed on another worker). ``on_attempt`` is told each attempt as it starts
+        (the flow interpreter checkpoints it); it must not block.
         """
         self._check()
         if rules is None:
@@ -366,11 +372,13 @@ class Call:
             no_match=tuple(key(p) for p in _as_list(no_match_prompt)),
         )
         pending = self.media.take_digits() if rules.type_ahead else (self.media.take_digits() and "")
-        session = GatherSession(rules, retries=retries, prompts=plan, pending=pending)
+        session = GatherSession(rules, retries=retries, prompts=plan, pending=pending, start=start)
         loop = asyncio.get_running_loop()
         heard = None  # what speech decided the last attempt with, if it did
         while (attempt := session.next_attempt()) is not None:
             heard = None
+            if on_attempt is not None:
+                on_attempt(attempt.mark)
             outcome = attempt.collector.outcome  # type-ahead may already have decided it
             if outcome is None:
                 listen = None
@@ -440,11 +448,14 @@ class Call:
         timeout: float = 5.0,
         barge_in: bool = True,
         speech: SpeechOptions | Mapping[str, Any] | None = None,
+        start: AttemptMark | None = None,
+        on_attempt: Callable[[AttemptMark], None] | None = None,
     ) -> GatherResult:
         """A single-key menu: the result's ``choice`` is the key pressed, or None.
 
         With ``speech`` (phrases as a mapping key -> phrases, e.g. ``{"1": ["sales", "buy"]}``)
         a choice can also be said; ``choice`` is then that key and ``source`` is "speech".
+        ``start`` and ``on_attempt``: as for :meth:`gather`.
         """
         keys = list(choices.keys() if isinstance(choices, Mapping) else choices)
         rules = menu_rules(keys, first_digit_timeout=timeout, barge_in=barge_in)
@@ -464,6 +475,8 @@ class Call:
             no_match_prompt=no_match_prompt,
             barge_in=barge_in,
             speech=options,
+            start=start,
+            on_attempt=on_attempt,
         )
         if result.status == "match" and result.source == "dtmf":
             result.choice = result.digits
