@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from ivr.call.clock import VirtualClock
 from ivr.call.collector import (
-    AttemptMark,
     DTMF_KEYS,
+    AttemptMark,
     DigitCollector,
     DigitRules,
     GatherSession,

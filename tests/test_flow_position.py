@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from helpers import write_tone
 
+from ivr.call.collector import AttemptMark
 from ivr.call.record import Outcome
 from ivr.flow import load_flow
 from ivr.flow.interpreter import HANDLERS, run_flow
 from ivr.flow.position import FlowPosition, Frame, PositionError, frames_of, stack_of
-from ivr.call.collector import AttemptMark
 from ivr.simulate import FlowHarness, until_listening, until_next_listen
 
 ROOT = Path(__file__).resolve().parent.parent

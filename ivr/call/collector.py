@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -556,7 +556,7 @@ class Attempt:
     prompts: tuple[str, ...]
     collector: DigitCollector
     after: Status | None = None  # the status of the previous attempt (None on attempt 1)
-    mark: AttemptMark = AttemptMark()  # where the gather is as this attempt starts
+    mark: AttemptMark = field(default_factory=AttemptMark)  # where the gather is as this attempt starts
 
 
 class GatherResult(BaseModel):
