@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -25,6 +26,7 @@ from ivr.call.actions import flow_action
 from ivr.call.collector import AttemptMark, DigitCollector, DigitRules, GatherSession, PromptPlan
 from ivr.call.collector import Outcome as AttemptOutcome
 from ivr.call.collector import menu as menu_rules
+from ivr.call.inputs import HUNG_UP, Digit, HungUp, Input, InputStream, PromptDone, WorkDone, stop
 from ivr.call.record import CallRecord, Outcome
 from ivr.call.results import (
     Caller,
@@ -140,6 +142,7 @@ class Call:
         """The PBX removed our participant: the caller hung up or the call moved away."""
         if not self._ended.is_set():
             self._ended.set()
+            self.inputs.push(HUNG_UP)
             if not self._transfer_pending:  # a pending transfer decides the outcome itself
                 self.call_record.finish(Outcome.CALLER_HANGUP, detail)
                 self._notify("hangup", {"by": "caller", "detail": detail})
@@ -160,26 +163,36 @@ class Call:
         if self._ended.is_set():
             raise CallHangup(f"call {self.call_id} has ended")
 
+    @property
+    def inputs(self) -> InputStream:
+        """The call's one input stream: keys, speech, hang-up, ends of watched work."""
+        return self.media.inputs
+
+    @contextmanager
+    def _listening_for_input(self) -> Iterator[None]:
+        """While a gather or menu attempt listens (the simulator presses keys then)."""
+        self.listen_count += 1
+        self.listening.set()
+        try:
+            yield
+        finally:
+            self.listening.clear()
+
     async def _until_hangup(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` but raise CallHangup the moment the caller leaves."""
         self._check()
-        task = asyncio.ensure_future(awaitable)
-        ended = asyncio.ensure_future(self._ended.wait())
+        task = self.inputs.watch(asyncio.ensure_future(awaitable), WorkDone)
         try:
-            await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
+            item = await self.inputs.next(lambda i: isinstance(i, WorkDone) and i.task is task)
         except BaseException:
             task.cancel()
             raise
         finally:
-            ended.cancel()
-        if task.done() and not self._ended.is_set():
-            return task.result()
-        task.cancel()
-        try:
-            await task
-        except BaseException:
-            pass
-        raise CallHangup(f"call {self.call_id} has ended")
+            self.inputs.forget(task)
+        if isinstance(item, HungUp):
+            await stop(task)
+            raise CallHangup(f"call {self.call_id} has ended")
+        return task.result()
 
     def now(self) -> datetime:
         """The current time, timezone-aware: what `hours` steps and `{{ now }}` see."""
@@ -224,6 +237,7 @@ class Call:
         except NotFoundError:
             pass  # already gone: the goal is reached
         self._ended.set()
+        self.inputs.push(HUNG_UP)
         self.media.close_nowait()
 
     @flow_action
@@ -496,74 +510,58 @@ class Call:
         recognised utterance decides, and a DTMF no-input waits while the caller is still
         speaking or being recognised.
         """
-        digits = self.media.digit_queue
-        play_task: asyncio.Task | None = None
+        inputs = self.inputs
+        play_task: asyncio.Future[None] | None = None
         if prompts:
             collector.prompt_started(loop.time())
-            play_task = asyncio.ensure_future(self._play_prompts(prompts, barge_in))
+            play_task = inputs.watch(asyncio.ensure_future(self._play_prompts(prompts, barge_in)), PromptDone)
             if speech is not None:
                 speech.prompt_started()
         else:
             collector.start(loop.time())
-        ended = asyncio.ensure_future(self._ended.wait())
-        get_digit: asyncio.Future | None = None
-        self.listen_count += 1
-        self.listening.set()
+
+        def wanted(item: Input) -> bool:
+            if isinstance(item, PromptDone):
+                return item.task is play_task
+            return isinstance(item, Digit) or (speech is not None and speech.wants(item))
+
         try:
-            while (decided := _decide(collector, speech)) is None:
-                if get_digit is None:
-                    get_digit = asyncio.ensure_future(digits.get())
-                waiters: set[asyncio.Future] = {ended, get_digit}
-                if play_task is not None:
-                    waiters.add(play_task)
-                deadlines = [d for d in (collector.deadline, speech.deadline if speech else None) if d is not None]
-                timeout = max(0.0, min(deadlines) - loop.time()) if deadlines else None
+            with self._listening_for_input():
                 if speech is not None:
-                    waiters |= speech.waiters()
-                done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                now = loop.time()
-                if ended in done:
-                    raise CallHangup(f"call {self.call_id} has ended")
-                if get_digit in done:
-                    digit, _at = get_digit.result()
-                    get_digit = None
-                    if play_task is not None and collector.barge_in_wanted(digit):
-                        self.media.cut("dtmf")
-                    collector.digit(digit, now)
-                if speech is not None:
-                    speech.handle(done, now)
-                    speech.poll(now)
-                if collector.outcome is None and play_task is not None and play_task.done():
-                    play_task.result()  # surface errors of the prompt (missing file, TTS failure)
-                    play_task = None
-                    collector.prompt_finished(now)
+                    speech.open()
+                while (decided := _decide(collector, speech)) is None:
+                    deadlines = [d for d in (collector.deadline, speech.deadline if speech else None) if d is not None]
+                    item = await inputs.next(wanted, min(deadlines) if deadlines else None)
+                    now = loop.time()
+                    if isinstance(item, HungUp):
+                        raise CallHangup(f"call {self.call_id} has ended")
+                    if isinstance(item, Digit):
+                        if play_task is not None and collector.barge_in_wanted(item.key):
+                            self.media.cut("dtmf")
+                        collector.digit(item.key, now)
+                    elif speech is not None and item is not None and not isinstance(item, PromptDone):
+                        speech.feed(item, now)
                     if speech is not None:
-                        speech.prompt_finished()
-                if collector.outcome is None:
-                    collector.poll(now)
-            return decided
+                        speech.poll(now)
+                    if collector.outcome is None and play_task is not None and play_task.done():
+                        play_task.result()  # surface errors of the prompt (missing file, TTS failure)
+                        inputs.forget(play_task)
+                        play_task = None
+                        collector.prompt_finished(now)
+                        if speech is not None:
+                            speech.prompt_finished()
+                    if collector.outcome is None:
+                        collector.poll(now)
+                return decided
         finally:
-            self.listening.clear()
-            ended.cancel()
-            if get_digit is not None:
-                if get_digit.done() and not get_digit.cancelled():
-                    self.media.unread_digits(get_digit.result()[0])  # read but not used: keep it
-                else:
-                    get_digit.cancel()
-                    await asyncio.gather(get_digit, return_exceptions=True)
+            inputs.forget(play_task)
             if speech is not None:
                 await speech.close()
             if play_task is not None and not play_task.done():
                 self.media.cut("gather_done")
-                play_task.cancel()
-                try:
-                    await play_task
-                except BaseException:
-                    pass
-            elif play_task is not None and not play_task.cancelled():
-                # The prompt ended with the attempt (e.g. CallHangup as the caller left):
-                # retrieve its exception, or asyncio logs "Task exception was never retrieved".
-                play_task.exception()
+            # A prompt still playing stops; one that ended with the attempt (e.g. CallHangup as
+            # the caller left) has its exception retrieved, or asyncio logs it as never retrieved.
+            await stop(play_task)
 
     async def _play_prompts(self, prompts: Sequence[Any], barge_in: bool) -> None:
         for prompt in prompts:
@@ -935,7 +933,6 @@ class Call:
             beep=beep,
             mode=mode,
             metadata=meta,
-            ended=self._ended,
             initial_silence=initial_silence,
             discard_empty=discard_empty,
         )
