@@ -281,7 +281,7 @@ class AgentLoop:
         Raises _Deadline at max_seconds (an endless reply must not hold the call) and
         _KeyPressed on one of the agent's keys."""
         inputs = self.call.inputs
-        task = inputs.watch(asyncio.ensure_future(work), WorkDone)
+        task = inputs.start(work, WorkDone)
         try:
             while not task.done():
                 if self.deadline - self.loop.time() <= 0:

@@ -181,7 +181,7 @@ class Call:
     async def _until_hangup(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` but raise CallHangup the moment the caller leaves."""
         self._check()
-        task = self.inputs.watch(asyncio.ensure_future(awaitable), WorkDone)
+        task = self.inputs.start(awaitable, WorkDone)
         try:
             item = await self.inputs.next(lambda i: isinstance(i, WorkDone) and i.task is task)
         except BaseException:
@@ -514,7 +514,7 @@ class Call:
         play_task: asyncio.Future[None] | None = None
         if prompts:
             collector.prompt_started(loop.time())
-            play_task = inputs.watch(asyncio.ensure_future(self._play_prompts(prompts, barge_in)), PromptDone)
+            play_task = inputs.start(self._play_prompts(prompts, barge_in), PromptDone)
             if speech is not None:
                 speech.prompt_started()
         else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +119,10 @@ class InputStream:
         self._watched.add(task)
         task.add_done_callback(lambda t: self.push(kind(t)))
         return task
+
+    def start(self, work: Awaitable[Any], kind: type[Done]) -> asyncio.Future[Any]:
+        """Run ``work`` as a task whose end is pushed as ``kind`` (see :meth:`watch`)."""
+        return self.watch(asyncio.ensure_future(work), kind)
 
     def forget(self, task: asyncio.Future[Any] | None) -> None:
         """Stop watching ``task``: its Done, queued or still to come, is dropped."""

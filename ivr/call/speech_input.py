@@ -264,7 +264,7 @@ class SpeechAttempt:
                 self._drop(event.start)
                 return
             if self._recognition is None:  # one utterance at a time; a second one is dropped
-                self._recognition = self.media.inputs.watch(asyncio.ensure_future(self._recognise(event)), Transcript)
+                self._recognition = self.media.inputs.start(self._recognise(event), Transcript)
             else:
                 self._drop(event.start)
 
