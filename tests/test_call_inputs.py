@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from ivr.audio.vad import SpeechStarted
-from ivr.call.inputs import HUNG_UP, Digit, HungUp, InputStream, PromptDone, WorkDone, stop
+from ivr.call.inputs import HUNG_UP, MAX_QUEUED, Digit, HungUp, InputStream, PromptDone, WorkDone, stop
 from ivr.testing.clock import run
 
 
@@ -84,3 +84,13 @@ def test_the_end_of_watched_work_is_an_input_until_forgotten() -> None:
         assert stream.pending() == []
 
     run(main())
+
+
+def test_speech_nobody_listened_for_is_bounded_and_keys_are_kept() -> None:
+    stream = InputStream()
+    stream.push(Digit("1", 0.0))
+    for n in range(MAX_QUEUED * 2):
+        stream.push(SpeechStarted(t=float(n)))
+    queued = stream.pending()
+    assert len(queued) == MAX_QUEUED and queued[0] == Digit("1", 0.0)
+    assert queued[-1] == SpeechStarted(t=float(MAX_QUEUED * 2 - 1))  # the newest are kept

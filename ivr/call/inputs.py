@@ -26,6 +26,7 @@ from ivr.audio.vad import SpeechCancelled, SpeechEnded, SpeechStarted
 
 __all__ = [
     "HUNG_UP",
+    "MAX_QUEUED",
     "Digit",
     "Done",
     "HungUp",
@@ -85,6 +86,9 @@ class WorkDone(Done):
 Input = Digit | SpeechStarted | SpeechEnded | SpeechCancelled | Done | HungUp
 Wanted = Callable[[Input], bool]
 _SPEECH = (SpeechStarted, SpeechEnded, SpeechCancelled)
+#: Queued inputs kept at most: past it the oldest speech event goes (nobody listened for
+#: them: a long hold or a prompt loop over background noise). Keys are always kept.
+MAX_QUEUED = 256
 
 
 class InputStream:
@@ -92,7 +96,7 @@ class InputStream:
 
     def __init__(self) -> None:
         self._items: deque[Input] = deque()
-        self._waiters: list[asyncio.Future[bool]] = []  # result: True when the deadline woke it
+        self._waiters: list[asyncio.Future[None]] = []
         self._watched: set[asyncio.Future[Any]] = set()
         self._hung_up = False
 
@@ -110,9 +114,11 @@ class InputStream:
             return
         else:
             self._items.append(item)
+            if len(self._items) > MAX_QUEUED:
+                self._drop_oldest_speech()
         for waiter in self._waiters:
             if not waiter.done():
-                waiter.set_result(False)
+                waiter.set_result(None)
 
     def watch(self, task: asyncio.Future[Any], kind: type[Done]) -> asyncio.Future[Any]:
         """Push ``kind(task)`` when ``task`` ends (until :meth:`forget`); returns ``task``."""
@@ -138,25 +144,26 @@ class InputStream:
         the call ended, or None when ``deadline`` (loop time) comes first. Cancelling the
         caller leaves the queue as it was."""
         loop = asyncio.get_running_loop()
-        while True:
-            if self._hung_up:
-                return HUNG_UP
-            item = self._take(wanted)
-            if item is not None:
-                return item
-            if deadline is not None and loop.time() >= deadline:
-                return None
-            waiter: asyncio.Future[bool] = loop.create_future()
-            timer = loop.call_at(deadline, _deadline, waiter) if deadline is not None else None
-            self._waiters.append(waiter)
-            try:
-                timed_out = await waiter
-            finally:
-                self._waiters.remove(waiter)
-                if timer is not None:
-                    timer.cancel()
-            if timed_out and not self._hung_up and not self._any(wanted):
-                return None  # (a timer may fire a clock tick early: the caller polls with its now)
+        alarm = _Alarm()
+        timer = loop.call_at(deadline, alarm.ring) if deadline is not None else None
+        try:
+            while True:
+                if self._hung_up:
+                    return HUNG_UP
+                item = self._take(wanted)
+                if item is not None:
+                    return item
+                if alarm.rang or (deadline is not None and loop.time() >= deadline):
+                    return None  # (a timer may ring a clock tick early: the caller polls with its now)
+                alarm.waiter = loop.create_future()
+                self._waiters.append(alarm.waiter)
+                try:
+                    await alarm.waiter
+                finally:
+                    self._waiters.remove(alarm.waiter)
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def _take(self, wanted: Wanted) -> Input | None:
         for n, item in enumerate(self._items):
@@ -165,8 +172,11 @@ class InputStream:
                 return item
         return None
 
-    def _any(self, wanted: Wanted) -> bool:
-        return any(wanted(item) for item in self._items)
+    def _drop_oldest_speech(self) -> None:
+        for n, item in enumerate(self._items):
+            if isinstance(item, _SPEECH):
+                del self._items[n]
+                return
 
     # --- keys and speech between waits ------------------------------------------------------------
 
@@ -209,6 +219,16 @@ async def stop(task: asyncio.Future[Any] | None) -> None:
         task.exception()
 
 
-def _deadline(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(True)
+class _Alarm:
+    """A wait's deadline: rings once, waking the wait's current waiter."""
+
+    __slots__ = ("rang", "waiter")
+
+    def __init__(self) -> None:
+        self.rang = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def ring(self) -> None:
+        self.rang = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
