@@ -530,28 +530,10 @@ class Call:
                 if speech is not None:
                     speech.open()
                 while (decided := _decide(collector, speech)) is None:
-                    deadlines = [d for d in (collector.deadline, speech.deadline if speech else None) if d is not None]
-                    item = await inputs.next(wanted, min(deadlines) if deadlines else None)
-                    now = loop.time()
+                    item = await inputs.next(wanted, _earliest(collector.deadline, speech.deadline if speech else None))
                     if isinstance(item, HungUp):
                         raise CallHangup(f"call {self.call_id} has ended")
-                    if isinstance(item, Digit):
-                        if play_task is not None and collector.barge_in_wanted(item.key):
-                            self.media.cut("dtmf")
-                        collector.digit(item.key, now)
-                    elif speech is not None and item is not None and not isinstance(item, PromptDone):
-                        speech.feed(item, now)
-                    if speech is not None:
-                        speech.poll(now)
-                    if collector.outcome is None and play_task is not None and play_task.done():
-                        play_task.result()  # surface errors of the prompt (missing file, TTS failure)
-                        inputs.forget(play_task)
-                        play_task = None
-                        collector.prompt_finished(now)
-                        if speech is not None:
-                            speech.prompt_finished()
-                    if collector.outcome is None:
-                        collector.poll(now)
+                    play_task = self._attempt_input(item, loop.time(), collector, speech, play_task)
                 return decided
         finally:
             inputs.forget(play_task)
@@ -562,6 +544,29 @@ class Call:
             # A prompt still playing stops; one that ended with the attempt (e.g. CallHangup as
             # the caller left) has its exception retrieved, or asyncio logs it as never retrieved.
             await stop(play_task)
+
+    def _attempt_input(self, item: Input | None, now: float, collector: DigitCollector, speech: SpeechAttempt | None,
+                       play_task: asyncio.Future[None] | None) -> asyncio.Future[None] | None:
+        """Feed one input (None: a deadline) to the attempt's rules; the prompt task, or None
+        once the prompt has ended."""
+        if isinstance(item, Digit):
+            if play_task is not None and collector.barge_in_wanted(item.key):
+                self.media.cut("dtmf")
+            collector.digit(item.key, now)
+        elif speech is not None and item is not None and not isinstance(item, PromptDone):
+            speech.feed(item, now)
+        if speech is not None:
+            speech.poll(now)
+        if collector.outcome is None and play_task is not None and play_task.done():
+            play_task.result()  # surface errors of the prompt (missing file, TTS failure)
+            self.inputs.forget(play_task)
+            play_task = None
+            collector.prompt_finished(now)
+            if speech is not None:
+                speech.prompt_finished()
+        if collector.outcome is None:
+            collector.poll(now)
+        return play_task
 
     async def _play_prompts(self, prompts: Sequence[Any], barge_in: bool) -> None:
         for prompt in prompts:
@@ -990,6 +995,10 @@ def _decide(collector: DigitCollector, speech: SpeechAttempt | None) -> AttemptO
     if keys is not None and not speech.busy:
         return keys  # no key and no speech: no_input
     return None
+
+
+def _earliest(*deadlines: float | None) -> float | None:
+    return min((d for d in deadlines if d is not None), default=None)
 
 
 def _directory_ask(match: str, by_speech: bool) -> str:
