@@ -1,13 +1,18 @@
 """The call's one input stream (ivr/call/inputs.py): what a wait gets, what stays queued for
-the next one, deadlines, sticky hang-up, and the ends of watched work. On the virtual-time
-loop (ivr.testing.clock), so deadlines cost no real time."""
+the next one, deadlines, sticky hang-up, and the ends of watched work (on the virtual-time
+loop, ivr.testing.clock); and the key semantics the Call builds on it, over the emulator."""
 
 from __future__ import annotations
 
 import asyncio
+import textwrap
+from pathlib import Path
+
+from helpers import write_tone
 
 from ivr.audio.vad import SpeechStarted
 from ivr.call.inputs import HUNG_UP, MAX_QUEUED, Digit, HungUp, InputStream, PromptDone, WorkDone, stop
+from ivr.simulate import FlowHarness, until_listening, until_next_listen
 from ivr.testing.clock import run
 
 
@@ -94,3 +99,49 @@ def test_speech_nobody_listened_for_is_bounded_and_keys_are_kept() -> None:
     queued = stream.pending()
     assert len(queued) == MAX_QUEUED and queued[0] == Digit("1", 0.0)
     assert queued[-1] == SpeechStarted(t=float(MAX_QUEUED * 2 - 1))  # the newest are kept
+
+
+KEYS_FLOW = """
+    async def main(call):
+        await call.answer()
+        pin = await call.gather(max_digits=2, terminator="#", final_timeout=0, first_digit_timeout=5,
+                                inter_digit_timeout=3, retries=0)
+        call.vars["pin"] = [pin.status, pin.digits, pin.reason]
+        menu = await call.menu(prompt="hello.wav", choices=["1", "2"], timeout=5, retries=0)
+        call.vars["menu"] = [menu.status, menu.choice, menu.reason]
+        played = await call.play("long.wav", barge_in=False)
+        call.vars["play"] = [played.completed, played.interrupted_by]
+        first = await call.gather(max_digits=1, first_digit_timeout=5, retries=0)
+        second = await call.gather(prompt="hello.wav", max_digits=1, first_digit_timeout=5, retries=0)
+        call.vars["typed_ahead"] = [first.digits, second.digits]
+        await call.hangup()
+"""
+
+
+async def test_late_terminator_type_ahead_and_unread_keys_over_the_emulator(tmp_path: Path) -> None:
+    write_tone(tmp_path / "hello.wav", 0.3)
+    write_tone(tmp_path / "long.wav", 1.5)
+    flow = tmp_path / "keys.py"
+    flow.write_text(textwrap.dedent(KEYS_FLOW).lstrip())
+    async with FlowHarness(flow, ring_seconds=0.1) as h:
+        callid, call = await h.place_call()
+        assert await until_listening(call, 10)
+        await h.emulator.send_dtmf(callid, "12")  # max_digits: the gather ends at the 2
+        seen = call.listen_count
+        assert await until_next_listen(call, seen, 10)
+        # The "then press #" comes after the gather returned: it belongs to it, neither cutting
+        # the menu's prompt nor making the menu a no_match.
+        await h.emulator.send_dtmf(callid, "#1")
+        for _ in range(500):
+            if "long.wav" in [Path(p).name for p in call.call_record.prompts]:
+                break
+            await asyncio.sleep(0.01)
+        # Keys typed over a prompt stay queued: the next gather takes both and decides on the
+        # first; the one it did not use goes back, read first by the gather after it.
+        await h.emulator.send_dtmf(callid, "34")
+        record = await asyncio.wait_for(h.record_of(call), 20)
+    assert call.vars["pin"] == ["match", "12", "max_digits"]
+    assert call.vars["menu"] == ["match", "1", "max_digits"]
+    assert call.vars["play"] == [True, None]
+    assert call.vars["typed_ahead"] == ["3", "4"]
+    assert record.digits == ["12", "1", "3", "4"]
