@@ -238,6 +238,34 @@ def test_a_position_from_before_attempts_loads_and_an_attempt_round_trips(tmp_pa
             FlowPosition.model_validate({**old, "attempt": bad})
 
 
+def test_a_restored_attempt_goes_to_its_own_step_only(tmp_path: Path) -> None:
+    # The gather the position points at starts at the attempt; if a `when` skips it on the
+    # resume, the next gather starts afresh.
+    from ivr.call.results import GatherResult
+
+    flow = load_flow(write(tmp_path, "f.yaml", """
+        steps:
+          - when: "go"
+            gather: {max_digits: 1, into: a}
+          - gather: {max_digits: 1, into: b}
+    """), check_files=False)
+
+    class Keys(SimpleNamespace):
+        async def gather(self, **kwargs: Any) -> GatherResult:
+            self.starts.append(kwargs["start"])
+            return GatherResult("match", "5", attempts=1)
+
+    mark = AttemptMark(number=2, after="no_match", no_match=1)
+    at_first = FlowPosition(flow=str(flow.path), version=flow.version, frames=[Frame(branch=("steps",), at=0)],
+                            waiting_for="input", attempt=mark, vars={"go": True})
+    call = Keys(vars={}, starts=[])
+    asyncio.run(run_flow(flow, call, resume=at_first))
+    assert call.starts == [mark, None]
+    call = Keys(vars={}, starts=[])
+    asyncio.run(run_flow(flow, call, resume=at_first.model_copy(update={"vars": {"go": False}})))
+    assert call.starts == [None]
+
+
 def test_a_position_that_does_not_fit_the_flow_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "f.yaml", """
         steps:

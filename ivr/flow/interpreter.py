@@ -183,6 +183,7 @@ class _Runner:
         # The running gather/menu's attempt once past the first (positions keep it; a resume
         # starts the step there).
         self.attempt: AttemptMark | None = None
+        self._attempt_step: StepBase | None = None  # the step a restored attempt belongs to
         self.resume_subflow: FlowPosition | None = None
         self._nested = 0
 
@@ -312,6 +313,8 @@ class _Runner:
             if observe is not None:
                 observe("start", step, {"where": self.where(step), "file": str(self.flow.path or self.flow.name),
                                         "line": self.line_of(step)})
+            if step is not self._attempt_step:  # a restored attempt is only that step's
+                self.attempt = self._attempt_step = None
             if step.waits_for is not None:
                 self.checkpoint(step.waits_for)
             try:
@@ -389,6 +392,8 @@ class _Runner:
         self.hung_up_mode = self.hung_up_mode or position.hung_up
         self.resume_subflow = position.subflow
         self.attempt = position.attempt if position.waiting_for == "input" else None
+        items, at = stack[-1]
+        self._attempt_step = items[at] if self.attempt is not None and at < len(items) else None
         if position.waiting_for == "transfer" and position.waiting_since is not None:
             # The previous owner's offer may still ring: the transfer step checks before offering again.
             self.transfer_in_flight_since = position.waiting_since
@@ -497,7 +502,7 @@ class _Runner:
                 speech=a.speech.options if a.speech is not None else None, **self._attempts(),
             )
         finally:
-            self.attempt = None
+            self.attempt = self._attempt_step = None
         out = self._gather_result(step, result, a.into, "choice")
         if out["status"] == "match":
             return _Take(out["choice"] or out["digits"])
@@ -512,7 +517,7 @@ class _Runner:
                 speech=a.speech.options if a.speech is not None else None, **self._attempts(),
             )
         finally:
-            self.attempt = None
+            self.attempt = self._attempt_step = None
         out = self._gather_result(step, result, a.into, "digits")
         return _Take(out["status"])
 
