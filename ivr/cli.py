@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Sub-commands with parsers of their own get their arguments untouched.
     delegated = {
         "emulator": ("ivr.emulator.cli", "main"),
-        "validate": ("ivr.flow.cli", "validate_main"),
+        "validate": ("ivr.validate", "validate_main"),
         "schema": ("ivr.flow.cli", "schema_main"),
         "graph": ("ivr.flow.graph_cli", "graph_main"),
         "dev": ("ivr.dev.cli", "main"),

@@ -12,7 +12,7 @@ plays a recording. Speech starts as the IVR listens, so it barges in on the prom
 during a recording, it is what the recording keeps (``#`` there stops it). ``hangup_after``
 (``--hangup-after``) hangs up that many seconds after the call was placed.
 
-``ivr call`` runs on a virtual clock (:mod:`ivr.testing.clock`, see :func:`run_blocking`):
+``ivr call`` runs on a virtual clock (:mod:`ivr.virtual_time`, see :func:`run_blocking`):
 waits on timers are skipped, so a call with 30 s of prompts ends in about a second.
 """
 
@@ -53,7 +53,7 @@ def run_blocking(main: Awaitable[T], *, realtime: bool = False) -> T:
     LLM server, needs the loop to wait for real)."""
     if realtime:
         return asyncio.run(main)  # type: ignore[arg-type]
-    from ivr.testing.clock import run  # here, not at the top: ivr.testing imports this module
+    from ivr.virtual_time import run
 
     return run(main)
 
@@ -369,7 +369,7 @@ class SimulatedCall:
         return ready
 
     async def run(self) -> SimReport:
-        from ivr.testing.clock import is_virtual
+        from ivr.virtual_time import is_virtual
 
         script = await self._prepare()
         loop = asyncio.get_running_loop()

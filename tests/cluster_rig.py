@@ -72,6 +72,7 @@ class Cluster:
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: list[Proc] = []
         (tmp / "menu.yaml").write_text(FLOW)
+        self.flow = "menu.yaml"  # the flow route point 800 runs (a file in tmp)
         self.env = {**os.environ, "IVR_CLIENT_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
         self.emulator = self._start([sys.executable, "-m", "ivr.cli", "emulator", "--port", str(self.port),
                                      "--client-id", "900", "--client-secret", SECRET,
@@ -109,7 +110,7 @@ class Cluster:
               client_secret_env: IVR_CLIENT_SECRET
             routes:
               - route_point: "800"
-                flow: menu.yaml
+                flow: {self.flow}
             records: {name}-calls.jsonl
             metrics: {{port: {metrics}}}
             speech: {{tts: tone}}

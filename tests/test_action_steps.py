@@ -173,13 +173,18 @@ def test_a_record_keeps_at_most_max_steps_and_counts_the_rest() -> None:
 
 
 def test_call_actions_still_look_async_to_mocks() -> None:
-    # flow_action wraps each action in a plain function: a flow author's unit test mocking a
-    # Call must still get awaitable actions.
+    # A Python flow's proxy (FlowCall) makes each action a plain function returning the
+    # observed coroutine: a flow author's unit test mocking the call must still get awaitable actions.
     from unittest.mock import AsyncMock, create_autospec
 
     from ivr.call import Call
+    from ivr.flow.python_call import FlowCall
 
     mock = create_autospec(Call, instance=True)
-    for name in ("answer", "play", "say", "menu", "gather", "transfer", "record", "hangup", "subflow"):
+    proxy = create_autospec(FlowCall, instance=True)
+    for name in ("answer", "play", "say", "menu", "gather", "transfer", "record", "hangup"):
         assert asyncio.iscoroutinefunction(getattr(Call, name)), name
         assert isinstance(getattr(mock, name), AsyncMock), name
+    for name in ("answer", "play", "say", "menu", "gather", "transfer", "record", "hangup", "subflow", "agent"):
+        assert asyncio.iscoroutinefunction(getattr(FlowCall, name)), name
+        assert isinstance(getattr(proxy, name), AsyncMock), name

@@ -287,3 +287,60 @@ async def test_redis_restarting_never_stops_the_calls_in_progress(rig, tmp_path:
     assert owner.proc.poll() is None  # still the owner, still running
     got = await cluster.readyz(port)
     assert got is not None and got[0] == 200
+
+
+PY_FLOW = """\
+async def main(call):
+    await call.answer()
+    first = await call.menu(prompt={"say": "Press 2 for sales."}, choices=["2"], timeout=8, retries=5)
+    call.log_event(f"chose {first.choice}")
+    if first.choice != "2":
+        await call.hangup()
+        return
+    second = await call.menu(prompt={"say": "Press 1 to be put through."}, choices=["1"], timeout=8, retries=5)
+    if second.choice == "1":
+        await call.transfer("101", timeout=5)
+"""
+PY_CALLS = 4
+
+
+async def test_killed_owner_its_standby_resumes_a_python_flow_by_replay(rig, tmp_path: Path):
+    """A Python flow's callers past its first menu: after SIGKILL the standby replays answer and
+    the first menu from the checkpointed journal (no audio, no PBX request) and runs the second
+    menu for real; nobody is asked to press 2 again."""
+    cluster, redis = rig
+    (tmp_path / "menu.py").write_text(PY_FLOW)
+    cluster.flow = "menu.py"
+    owner, standby, standby_port = await owner_and_standby(cluster, redis, tmp_path)
+    callids = [await cluster.place_call(f"+49302000{i:02d}") for i in range(PY_CALLS)]
+    for callid in callids:
+        await cluster.hears_the_menu(callid, 0.3)
+        # keys pressed while the prompt plays take the menu (barge-in); again until the flow has it
+        await cluster.press_until(callid, "2", lambda info, c=callid: f"[{c}] ivr.call: chose 2" in owner.text(),
+                                  every=1.0)
+    for callid in callids:
+        await cluster.hears_the_menu(callid, 0.2)  # and the second menu is playing
+
+    owner.proc.send_signal(signal.SIGKILL)
+    owner.proc.wait(10)
+    await cluster.ready(standby_port)
+    await asyncio.gather(*(cluster.press_until(c, "1", lambda info: info["location"] == "101") for c in callids))
+    await asyncio.gather(*(cluster.reaches_101(c) for c in callids))
+
+    async def all_written() -> bool:
+        return len(records(tmp_path, "b")) >= len(callids)
+
+    await eventually(all_written, what="the standby's call records")
+    mine = [r for r in records(tmp_path, "b") if int(r["call_id"]) in callids]
+    assert sorted(int(r["call_id"]) for r in mine) == sorted(callids)  # one record each
+    assert not [r for r in records(tmp_path, "a") if int(r["call_id"]) in callids]
+    for r in mine:
+        assert r["outcome"] == "transferred" and r["transferred_to"] == "101", r
+        taken = r["taken_over"]
+        assert taken["resumed"] is True and taken["replayed_actions"] == 2, taken  # answer and the first menu
+        assert taken["step"] == [["steps", 2]], taken
+        # The steps this owner ran: the second menu (menu.py:8) and the transfer, nothing before.
+        assert [(s["step"], s["id"]) for s in r["steps"]] == [("menu", "menu.py:8"), ("transfer", "menu.py:10")], r
+        assert r["steps"][0]["result"]["choice"] == "1"
+        # The flow's own side effects between actions run again in the replay (docs/flows.md).
+        assert f"[{r['call_id']}] ivr.call: chose 2" in standby.text()

@@ -1,4 +1,4 @@
-"""Office hours (ivr.flow.hours): schedules, holidays, overnight ranges, DST edges."""
+"""Office hours (ivr.pbx.hours): schedules, holidays, overnight ranges, DST edges."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from ivr.flow.hours import HoursError, is_open, parse_days, parse_ranges, parse_schedule
+from ivr.pbx.hours import HoursError, is_open, parse_days, parse_ranges, parse_schedule
 
 UTC = UTC
 

@@ -15,6 +15,7 @@ import pytest
 import soundfile
 from aiohttp import web
 
+from ivr.call.observer import CallObservers
 from ivr.flow import FlowError, FlowLoadError, load_any
 from ivr.simulate import FlowHarness, SimulatedCall, until_listening
 
@@ -286,6 +287,7 @@ async def test_a_gather_that_gets_no_gather_result_says_where(folder: Path) -> N
     class WrongCall:
         vars: ClassVar[dict[str, Any]] = {}
         call_record = None
+        observers = CallObservers()
 
         async def gather(self, **kwargs: Any) -> PlayResult:
             return PlayResult(completed=True)

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from ivr.flow import load_flow, validate_paths
+from ivr.flow import load_flow
 from ivr.flow.graph import build_graph
 from ivr.flow.schema import STEP_TYPES
 from ivr.simulate import SimulatedCall
+from ivr.validate import validate_paths
 
 EMPTY_BRANCHES = """
     steps:

@@ -1,4 +1,4 @@
-"""Sandboxed templates and conditions (ivr.flow.templates)."""
+"""Sandboxed templates and conditions (ivr.templating.templates)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from ivr.flow.templates import (
+from ivr.templating.templates import (
     Condition,
     Template,
     TemplateError,
@@ -104,7 +104,7 @@ def test_compile_cache_and_render_cost() -> None:
     assert per_render < 500e-6
 
 
-# Each of these stalled the worker or took gigabytes before the limits (ivr.flow.limits).
+# Each of these stalled the worker or took gigabytes before the limits (ivr.templating.limits).
 @pytest.mark.parametrize(("source", "reason"), [
     ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
      "more than 100000 loop items and calls"),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ivr.flow import validate_paths
-from ivr.flow.cli import schema_main, schema_text, validate_main
+from ivr.flow.cli import schema_main, schema_text
+from ivr.validate import validate_main, validate_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_SCHEMA = ROOT / "ivr" / "flow" / "flow.schema.json"
@@ -147,7 +147,7 @@ def test_unknown_suffix_is_reported(tmp_path: Path) -> None:
 def test_cli_in_a_subprocess_never_shows_a_traceback(tmp_path: Path) -> None:
     path = tmp_path / "garbage.yaml"
     path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)))
-    proc = subprocess.run([sys.executable, "-m", "ivr.flow.cli", str(path), str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "ivr.validate", str(path), str(tmp_path)],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr

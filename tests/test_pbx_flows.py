@@ -413,7 +413,7 @@ async def test_python_flow_same_behaviour(ivr_sim, tmp_path, pbx) -> None:
 
 
 def test_validate_checks_pbx_hours_directory_and_presence(tmp_path: Path) -> None:
-    from ivr.flow import validate_paths
+    from ivr.validate import validate_paths
 
     good = write(tmp_path, "good.yaml", """\
 steps:

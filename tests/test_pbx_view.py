@@ -16,7 +16,7 @@ from ivr.call.pbx_view import (
     presence_of,
 )
 from ivr.call.speech_input import SpeechOptions
-from ivr.flow.hours import parse_schedule
+from ivr.pbx.hours import parse_schedule
 from ivr.pbx.xapi import User
 
 

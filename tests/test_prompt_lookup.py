@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import write_tone
 
-from ivr.flow import validate_paths
 from ivr.simulate import SimulatedCall, run_blocking
+from ivr.validate import validate_paths
 
 PACKAGE_AUDIO = Path(__file__).resolve().parent.parent / "audio"
 

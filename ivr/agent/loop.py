@@ -3,7 +3,7 @@
 One :class:`AgentLoop` runs one conversation on one call:
 
 1. the greeting is spoken (the caller may interrupt it);
-2. listen: the call's input stream (``call.inputs``) gives SpeechStarted / SpeechEnded(audio) /
+2. listen: the call's input stream (``call.media.inputs``) gives SpeechStarted / SpeechEnded(audio) /
    SpeechCancelled, keys and hang-up; no speech for ``silence_timeout`` s -> the reprompt line, and after
    ``max_reprompts`` of those the conversation ends ``no_input``;
 3. the utterance goes to the STT while the caller speaks (:class:`~ivr.call.utterance.UtteranceRecognizer`),
@@ -29,7 +29,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ivr.audio.vad import SpeechCancelled, SpeechEnded, SpeechStarted
 from ivr.call.inputs import Digit, HungUp, Input, WorkDone, stop
@@ -42,6 +42,9 @@ from .result import AgentResult
 from .sentences import SentenceSplitter
 from .speaker import Reply
 from .tools import AgentTools, ToolBox
+
+if TYPE_CHECKING:  # annotations only
+    from ivr.call.api import CallApi
 
 __all__ = ["AgentLoop", "AgentSettings", "run_agent"]
 
@@ -120,7 +123,7 @@ class AgentSettings:
 class AgentLoop:
     """One conversation on ``call``; ``await AgentLoop(call, settings).run()``."""
 
-    def __init__(self, call: Any, settings: AgentSettings) -> None:
+    def __init__(self, call: CallApi, settings: AgentSettings) -> None:
         self.call = call
         self.media = call.media
         self.s = settings
@@ -247,7 +250,7 @@ class AgentLoop:
         CallHangup when the call ends and _KeyPressed on one of the agent's keys; other keys
         are dropped."""
         while True:
-            item = await self.call.inputs.next(
+            item = await self.media.inputs.next(
                 lambda i: self._hears(i) or (isinstance(i, WorkDone) and i.task is work), deadline)
             if isinstance(item, HungUp):
                 raise CallHangup(f"call {self.call.call_id} has ended")
@@ -280,7 +283,7 @@ class AgentLoop:
         """Await ``work`` unless the caller starts speaking first: True on barge-in.
         Raises _Deadline at max_seconds (an endless reply must not hold the call) and
         _KeyPressed on one of the agent's keys."""
-        inputs = self.call.inputs
+        inputs = self.media.inputs
         task = inputs.start(work, WorkDone)
         try:
             while not task.done():
@@ -346,7 +349,7 @@ class AgentLoop:
     async def _settle(self) -> None:
         """Let the reply so far play out before a tool acts ("I'll put you through...")."""
         for reply in self._replies:
-            await self.call._until_hangup(reply.played())
+            await self.call.until_hangup(reply.played())
 
     # --- one turn ---------------------------------------------------------------------------
 
@@ -467,6 +470,6 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-async def run_agent(call: Any, **options: Any) -> AgentResult:
+async def run_agent(call: CallApi, **options: Any) -> AgentResult:
     """Run one LLM voice conversation on ``call`` (what ``Call.agent`` does); see AgentSettings."""
     return await AgentLoop(call, AgentSettings(**options)).run()

@@ -22,9 +22,15 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ivr.speech.base import ToolCall, ToolSpec
+from ivr.templating.httpclient import HttpFailure, fetch
+from ivr.templating.templates import TemplateError, render
+from ivr.templating.urls import render_url
+
+if TYPE_CHECKING:  # annotations only
+    from ivr.call.api import CallApi
 
 __all__ = [
     "AgentTools",
@@ -268,8 +274,6 @@ Render = Callable[[Any, Mapping[str, Any]], str]
 def _default_render(value: Any, context: Mapping[str, Any]) -> str:
     if hasattr(value, "render"):
         return value.render(context)
-    from ivr.flow.templates import render  # pure Jinja helper; imported late (the flow layer sits above)
-
     return render(str(value), context)
 
 
@@ -281,7 +285,7 @@ class ToolBox:
     "I'll put you through" is heard before the transfer).
     """
 
-    def __init__(self, tools: AgentTools, call: Any, *, variables: dict[str, Any] | None = None,
+    def __init__(self, tools: AgentTools, call: CallApi, *, variables: dict[str, Any] | None = None,
                  context: Callable[[], Mapping[str, Any]] | None = None, render: Render | None = None,
                  settle: Callable[[], Awaitable[None]] | None = None) -> None:
         self.tools = tools
@@ -349,10 +353,6 @@ class ToolBox:
         return ToolOutcome({"status": result.status, "note": f"{name} did not take the call ({result.status})"})
 
     async def _http_call(self, tool: HttpTool, raw: Mapping[str, Any]) -> ToolOutcome:
-        # imported late: the flow layer sits above this one
-        from ivr.flow.httpclient import HttpFailure, fetch
-        from ivr.flow.templates import TemplateError
-        from ivr.flow.urls import render_url
 
         args = validate_arguments(tool.parameters, raw)
         ctx = {**self.context(), "args": args}

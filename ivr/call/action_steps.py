@@ -1,68 +1,72 @@
 """Python-flow actions as steps of the call record, the way the YAML interpreter records its steps.
 
 The interpreter adds a step to ``record.steps`` for each YAML step it runs. A Python flow awaits
-the Call's methods itself, so :func:`record_actions` (called when a Python flow starts, see
-:class:`~ivr.flow.python_flow.PythonFlow`) makes an :class:`ActionRecorder` the Call's
-``step_observer``: each action :func:`~ivr.call.actions.flow_action` reports becomes a step named
-after the method (``play``, ``menu``, ``transfer``...), with the awaiting line as its ``id``
-(``pin.py:12``), a short result and its duration on the loop clock. The metrics
-(``ivr_step_duration_seconds``) and the trace (``ivr.call.steps``) read those steps.
+its call's methods itself, through the proxy it is given (``ivr.flow.python_call.FlowCall``),
+which reports each one to the call's observers as a :class:`FlowAction`. An
+:class:`ActionRecorder` (one per call, added as a Python flow starts) records each action that
+ended as a step named after the method (``play``, ``menu``, ``transfer``...), with the awaiting
+line as its ``id`` (``pin.py:12``), a short result and its duration on the loop clock. The
+metrics (``ivr_step_duration_seconds``) and the trace (``ivr.call.steps``) read those steps.
 
-The recorder passes every event on to the observer it replaced (the worker's tracing), so
-spans are unchanged. YAML steps reaching it (a YAML subflow of a Python flow) are recorded by
-the interpreter already and are only passed on. A YAML flow with tracing off keeps no
-observer, unless it ran a Python subflow (the recorder stays installed for the call).
-
-As with a YAML step, an action that raises leaves no step (the error that ends a flow is in
+YAML steps (a YAML subflow of a Python flow) are recorded by the interpreter already. As with
+a YAML step, an action that raises leaves no step (the error that ends a flow is in
 ``record.errors``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from ivr.call.actions import FlowAction
+from ivr.call.observer import CallObserver, CallObservers
+from ivr.call.record import CallRecord
 from ivr.call.results import step_result
 
-__all__ = ["ActionRecorder", "action_result", "record_actions"]
+__all__ = ["ActionRecorder", "FlowAction", "action_result", "record_actions"]
 
 log = logging.getLogger("ivr.call")
-
-Observer = Callable[[str, Any, dict[str, Any]], None]
 
 _SCALARS = (str, int, float, bool)
 _ABSENT = object()
 
 
-class ActionRecorder:
-    """A Call's ``step_observer``: records Python-flow actions, passes every event on."""
+class FlowAction:
+    """A Python-flow action as a step: ``kind`` is the Call method's name, ``where`` the
+    awaiting line (``pin.py:12``); ``id`` is None (only YAML steps have ids)."""
 
-    __slots__ = ("forward", "record")
+    __slots__ = ("id", "kind", "where")
 
-    def __init__(self, record: Any, forward: Observer | None = None) -> None:
-        self.record = record  # the CallRecord (anything with add_step)
-        self.forward = forward  # the observer it replaced, e.g. the worker's tracing
+    def __init__(self, kind: str, where: str) -> None:
+        self.kind = kind
+        self.id: str | None = None
+        self.where = where
 
-    def __call__(self, event: str, step: Any, info: dict[str, Any]) -> None:
-        if event == "end" and isinstance(step, FlowAction):
-            try:
-                self.record.add_step(step.kind, step.where, action_result(info.get("result")), info["duration"])
-            except Exception:  # the record must never break a call
-                log.exception("cannot record the %s step", step.kind)
-        if self.forward is not None:
-            self.forward(event, step, info)
+    def __repr__(self) -> str:
+        return f"FlowAction({self.kind!r})"
 
 
-def record_actions(call: Any) -> None:
-    """Make ``call`` record the actions a Python flow awaits; once per call, keeping its observer."""
-    observer = getattr(call, "step_observer", _ABSENT)
-    record = getattr(call, "call_record", None)
-    if observer is _ABSENT or isinstance(observer, ActionRecorder) or not hasattr(record, "add_step"):
-        # a stand-in call without the hook or a record (tests of pieces), or recording already
-        return
-    call.step_observer = ActionRecorder(record, observer)  # type: ignore[arg-type]  # getattr: a StepObserver or None
+class ActionRecorder(CallObserver):
+    """Records the Python-flow actions that ended as steps of ``record``."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: CallRecord) -> None:
+        self.record = record
+
+    def step_ended(self, step: Any, info: Mapping[str, Any]) -> None:
+        if not isinstance(step, FlowAction) or "error" in info:
+            return
+        try:
+            self.record.add_step(step.kind, step.where, action_result(info.get("result")), info["duration"])
+        except Exception:  # the record must never break a call
+            log.exception("cannot record the %s step", step.kind)
+
+
+def record_actions(observers: CallObservers, record: CallRecord | None) -> None:
+    """Make a call record the actions its Python flows await; once per call."""
+    if record is not None and not any(isinstance(o, ActionRecorder) for o in observers):
+        observers.add(ActionRecorder(record))  # (a stand-in call of a test may have no record)
 
 
 def action_result(result: Any) -> Any:

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from ivr.audio.prompts import PromptError, find_prompt, flow_folder, prompt_cache, prompt_search_path
-from ivr.call.actions import flow_action
 from ivr.call.collector import AttemptMark, DigitCollector, DigitRules, GatherSession, PromptPlan
 from ivr.call.collector import Outcome as AttemptOutcome
 from ivr.call.collector import menu as menu_rules
 from ivr.call.inputs import HUNG_UP, Digit, HungUp, Input, InputStream, PromptDone, WorkDone, stop
+from ivr.call.observer import CallObservers
 from ivr.call.record import CallRecord, Outcome
 from ivr.call.results import (
     Caller,
@@ -48,8 +48,8 @@ from ivr.pbx.models import CallControlResultResponse, ParticipantInfo, Participa
 if TYPE_CHECKING:
     from ivr.call.media import CallMedia
     from ivr.call.pbx_view import HoursAnswer, NameMatch, PbxFacts, Presence
-    from ivr.flow.hours import Schedule
     from ivr.pbx.client import PbxClient
+    from ivr.pbx.hours import Schedule
     from ivr.pbx.xapi import PbxSnapshot, User, XapiCache
     from ivr.speech.services import SpeechServices
 
@@ -112,18 +112,13 @@ class Call:
         # How many times listening started: a driver waiting for "the next listen" counts, since
         # the event can clear and set again (a reprompt) between two of its polls.
         self.listen_count = 0
-        self.current_step = ""  # the flow step running now, e.g. "menu #main (main_menu.yaml:21)"
-        # Set by the flow layer so Python flows can run YAML subflows (see ivr.flow).
-        self.subflow_runner: Callable[..., Awaitable[Any]] | None = None
         # Wall-clock time as flows see it (office hours); the simulator can pin it.
         self.clock: Callable[[], datetime] | None = None
         # Why speech input stopped working on this call (STT failed): gathers then take DTMF only.
         self.speech_down: str | None = None
-        # Told (event, step, info) about flow steps ("start"/"end"/"error", from the interpreter,
-        # and from @flow_action for the methods a Python flow awaits) and call events
-        # ("transfer"/"hangup", step None); the worker's tracing sets it, and a Python flow
-        # puts its step recorder in front (ivr.call.action_steps).
-        self.step_observer: Callable[[str, Any, dict[str, Any]], None] | None = None
+        # Who watches this call (ivr.call.observer): the worker's tracing, a Python flow's step
+        # recorder, a live view; the interpreter and a Python flow's proxy report steps to them.
+        self.observers = CallObservers()
         # The PBX's configuration as the worker keeps it (xapi.enabled): office hours, users,
         # presence, queues. Read through pbx_hours, presence, directory and pbx_facts.
         self.xapi: XapiCache | None = None
@@ -155,13 +150,33 @@ class Call:
         for d in digits:
             self.media.pbx_digit(d)
 
+    @property
+    def current_step(self) -> str:
+        """The flow step running now, e.g. "menu #main (main_menu.yaml:21)" (live views show it)."""
+        return self.observers.current_step
+
     def _notify(self, event: str, info: dict[str, Any]) -> None:
-        if self.step_observer is not None:
-            self.step_observer(event, None, info)
+        if event == "transfer":
+            self.observers.transfer(info)
+        else:
+            self.observers.hangup(info)
+
+    def _listening(self, on: bool) -> None:
+        """A gather or menu attempt starts (or stops) waiting for the caller's keys."""
+        if on:
+            self.listen_count += 1
+            self.listening.set()
+        else:
+            self.listening.clear()
+        self.observers.listening(on, self.listen_count)
 
     def _check(self) -> None:
         if self._ended.is_set():
             raise CallHangup(f"call {self.call_id} has ended")
+
+    async def until_hangup(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable``, or raise CallHangup as soon as the caller hangs up."""
+        return await self._until_hangup(awaitable)
 
     @property
     def inputs(self) -> InputStream:
@@ -171,12 +186,11 @@ class Call:
     @contextmanager
     def _listening_for_input(self) -> Iterator[None]:
         """While a gather or menu attempt listens (the simulator presses keys then)."""
-        self.listen_count += 1
-        self.listening.set()
+        self._listening(True)
         try:
             yield
         finally:
-            self.listening.clear()
+            self._listening(False)
 
     async def _until_hangup(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` but raise CallHangup the moment the caller leaves."""
@@ -204,7 +218,6 @@ class Call:
 
     # --- answer / hangup / data -------------------------------------------------------------
 
-    @flow_action  # a Python flow's step (call record, tracing)
     async def answer(self) -> None:
         """Connect the leg. Calls often reach a route point already Connected: then a no-op."""
         self._check()
@@ -221,7 +234,6 @@ class Call:
             self.call_record.answered_at = time.time()
         await self.media.start()
 
-    @flow_action
     async def hangup(self) -> None:
         """Drop our leg: the call ends for the caller."""
         if self._ended.is_set():
@@ -240,7 +252,6 @@ class Call:
         self.inputs.push(HUNG_UP)
         self.media.close_nowait()
 
-    @flow_action
     async def attach_data(self, data: Mapping[str, Any]) -> None:
         """Store key/value data on the leg (3CX shows it to the agent who takes the call)."""
         self._check()
@@ -253,7 +264,6 @@ class Call:
             self.pbx_failure = f"attach_data: {exc.status or 'no answer'}: {exc.message}"
             raise
 
-    @flow_action
     async def sleep(self, seconds: float) -> None:
         await self._until_hangup(asyncio.sleep(max(0.0, float(seconds))))
 
@@ -277,7 +287,6 @@ class Call:
         except PromptError as exc:
             raise CallError(str(exc)) from None
 
-    @flow_action
     async def play(self, *files: str | Path, loop: int = 1, barge_in: bool = True) -> PlayResult:
         """Play audio files in order (``loop`` times). Stops early on barge-in."""
         self._check()
@@ -293,7 +302,6 @@ class Call:
                     return result
         return result
 
-    @flow_action
     async def say(
         self, text: str, *, voice: str | None = None, tts: str | None = None, barge_in: bool = True
     ) -> PlayResult:
@@ -307,7 +315,6 @@ class Call:
             self.media.play_stream(chunks, barge_in_speech=barge_in, barge_in_dtmf=barge_in, tag=f"say:{text[:40]}")
         )
 
-    @flow_action
     async def play_prompt(self, prompt: Prompt | None, *, barge_in: bool = True) -> PlayResult:
         """Play a Prompt: a file, ``{"say": text}``, or a list of those."""
         if prompt is None:
@@ -331,7 +338,6 @@ class Call:
 
     # --- digits -----------------------------------------------------------------------------
 
-    @flow_action
     async def gather(
         self,
         *,
@@ -449,7 +455,6 @@ class Call:
             self.speech_down = message
             self.log.warning("speech input failed, DTMF only from now on: %s", message)
 
-    @flow_action
     async def menu(
         self,
         *,
@@ -576,7 +581,6 @@ class Call:
 
     # --- transfer ---------------------------------------------------------------------------
 
-    @flow_action  # a Python flow's step (call record, tracing)
     async def transfer(
         self, destination: str, *, mode: str = "routeto", timeout: float = 20, ringback: Any = TONE,
         in_flight_since: float | None = None,
@@ -756,11 +760,10 @@ class Call:
 
         return facts_for(self.xapi, self.now())
 
-    @flow_action
     async def pbx_hours(self, department: str | None = None, *, fallback: Schedule | None = None) -> HoursAnswer:
         """Open, closed, break or holiday now, by the PBX's settings: ``department``'s (its
         admin's forced mode first), else the system's. When the PBX's hours are unknown,
-        ``fallback`` (a flow's schedule, :func:`ivr.flow.hours.parse_schedule`) decides;
+        ``fallback`` (a flow's schedule, :func:`ivr.pbx.hours.parse_schedule`) decides;
         without one that is a CallError."""
         from ivr.call.pbx_view import HoursUnknown, hours_state
 
@@ -770,7 +773,6 @@ class Call:
             hint = "" if self.xapi is not None else " (this worker does not read it: xapi: {enabled: true} in ivr.yaml)"
             raise CallError(f"hours: {exc}{hint}") from None
 
-    @flow_action
     async def presence(self, number: str) -> Presence | None:
         """The presence of the user with extension ``number`` (None: the PBX has no such user,
         or its configuration is not known): ``.available``, ``.state``, ``.reason``."""
@@ -780,7 +782,6 @@ class Call:
         user = snap.user(str(number).strip()) if snap is not None else None
         return presence_of(user) if user is not None else None
 
-    @flow_action
     async def directory(
         self,
         *,
@@ -899,7 +900,6 @@ class Call:
 
     # --- recording --------------------------------------------------------------------------
 
-    @flow_action
     async def record(
         self,
         path: str | Path,
@@ -945,14 +945,6 @@ class Call:
             self.call_record.recordings.append(str(result.path))
         return result
 
-    @flow_action
-    async def subflow(self, path: str | Path, **params: Any) -> Any:
-        """Run another flow file (YAML or Python) on this call; returns its `return` values."""
-        if self.subflow_runner is None:
-            raise CallError("subflow: no flow runner is attached to this call")
-        return await self.subflow_runner(self, path, params)
-
-    @flow_action
     async def detect_machine(self, *, wait_for_beep: bool = False, max_greeting: float = 30.0,
                              **thresholds: Any) -> Any:
         """Human, machine or unknown, from the callee's voice cadence since now (ivr/audio/amd.py):
@@ -972,15 +964,6 @@ class Call:
         self.log.info("answering-machine detection: %s (%s) after %.2f s", result.result, result.reason,
                       result.decided_after)
         return result
-
-    @flow_action
-    async def agent(self, **options: Any) -> Any:
-        """An LLM voice conversation inside the flow; returns an AgentResult (docs/agent.md)."""
-        from ivr.agent import run_agent  # imported on use: flows without agents never load it
-
-        return await run_agent(self, **options)
-
-
 
 
 def _decide(collector: DigitCollector, speech: SpeechAttempt | None) -> AttemptOutcome | None:

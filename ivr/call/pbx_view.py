@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ivr.flow.hours import Schedule, is_open
+from ivr.pbx.hours import Schedule, is_open
 from ivr.pbx.xapi import Group, OfficeStatus, PbxSnapshot, User, office_status
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Syntax: one or more ``DAYS HH:MM-HH:MM`` parts separated by ``;`` or ``,`` before a day name,
 e.g. ``"mon-fri 09:00-12:00 14:00-18:00; sat 10:00-13:00"``. Days and ranges are those of the
-flow ``hours`` step (ivr/flow/hours.py), which also does the time-zone arithmetic.
+flow ``hours`` step (ivr/pbx/hours.py), which also does the time-zone arithmetic.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from ivr.flow.hours import HoursError, Schedule, is_open, parse_schedule
+from ivr.pbx.hours import HoursError, Schedule, is_open, parse_schedule
 
 _PART = re.compile(r"^\s*([A-Za-z][A-Za-z,\-\s]*?)\s+(\d.*)$")
 ALWAYS = "always"

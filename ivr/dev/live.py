@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ivr.call import Call
+from ivr.call.observer import CallObserver
 from ivr.emulator import Emulator
 from ivr.flow.schema import StepBase
 
@@ -34,20 +36,17 @@ def json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-class StepTrail:
+class StepTrail(CallObserver):
     """The flow steps of one call as they start: ``(file, line, label)`` of each, in order."""
 
-    def __init__(self, passed_on: Any) -> None:
-        self.passed_on = passed_on  # the observer that was there (tracing), still called
+    def __init__(self) -> None:
         self.steps: list[tuple[str, int, str]] = []
 
-    def __call__(self, event: str, step: Any, info: dict[str, Any]) -> None:
-        if event == "start" and isinstance(step, StepBase) and len(self.steps) < MAX_TRAIL:
+    def step_started(self, step: Any, info: Mapping[str, Any]) -> None:
+        if isinstance(step, StepBase) and len(self.steps) < MAX_TRAIL:
             file, line = info.get("file"), info.get("line")
             if isinstance(file, str) and isinstance(line, int) and line:
                 self.steps.append((file, line, step_label(step)))
-        if self.passed_on is not None:
-            self.passed_on(event, step, info)
 
 
 _trails: weakref.WeakKeyDictionary[Call, StepTrail] = weakref.WeakKeyDictionary()
@@ -55,8 +54,8 @@ _trails: weakref.WeakKeyDictionary[Call, StepTrail] = weakref.WeakKeyDictionary(
 
 def follow_steps(call: Call) -> StepTrail:
     """Note every step of ``call`` as it starts (call before its flow runs)."""
-    trail = StepTrail(call.step_observer)
-    call.step_observer = trail
+    trail = StepTrail()
+    call.observers.add(trail)
     _trails[call] = trail
     return trail
 

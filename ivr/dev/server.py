@@ -24,8 +24,8 @@ from ivr.call import Call
 from ivr.call.record import CallRecord
 from ivr.emulator import Emulator, EmulatorConfig
 from ivr.emulator.xapi import PbxDescription
-from ivr.flow import validate_paths
 from ivr.simulate import pin_call_clock
+from ivr.validate import validate_paths
 from ivr.worker.library import FlowLibrary
 from ivr.worker.runner import Worker
 

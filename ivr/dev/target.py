@@ -15,8 +15,9 @@ import yaml
 from pydantic import SecretStr
 
 from ivr.config import ConfigError, PbxSettings, Route, WorkerConfig
-from ivr.flow import FlowLoadError, validate_paths
+from ivr.flow import FlowLoadError
 from ivr.flow.diagnostics import Diagnostic
+from ivr.validate import validate_paths
 
 DEFAULT_ROUTE_POINT = "800"
 FLOW_SUFFIXES = (".yaml", ".yml", ".py")

@@ -4,11 +4,10 @@ Public API:
 
 - :func:`load_flow` (YAML -> validated :class:`Flow`, or :class:`FlowLoadError` listing
   every problem as ``file:line:col: error: message``)
-- :func:`validate_paths` -> list of :class:`Diagnostic`
 - :func:`render`, :func:`evaluate` (sandboxed Jinja2)
 - :func:`run_flow` (a Flow over a Call -> :class:`FlowOutcome`)
 - :func:`load_any` (.yaml/.yml/.py -> a runnable with ``async run(call, params=None)``)
-- :func:`run_subflow` (what ``call.subflow(path, **params)`` runs)
+- :func:`run_subflow` (what a Python flow's ``call.subflow(path, **params)`` runs)
 
 See ``docs/flows.md`` for the format.
 """
@@ -16,13 +15,16 @@ See ``docs/flows.md`` for the format.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ivr.templating.templates import TemplateError, evaluate, render, render_value
 
 from .diagnostics import Diagnostic, FlowLoadError
 from .loader import load_flow, load_flow_text
 from .schema import Flow, StepBase, flow_json_schema
-from .templates import TemplateError, evaluate, render, render_value
-from .validate import validate_paths
+
+if TYPE_CHECKING:  # annotations only
+    from ivr.call.api import CallApi
 
 __all__ = [
     "Diagnostic",
@@ -41,7 +43,6 @@ __all__ = [
     "render_value",
     "run_flow",
     "run_subflow",
-    "validate_paths",
 ]
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -64,10 +65,10 @@ def load_any(path: str | Path) -> Any:
                                     f"unknown flow type {p.suffix or '(no suffix)'!r}: use .yaml, .yml or .py")])
 
 
-async def run_subflow(call: Any, path: str | Path, params: dict[str, Any] | None = None) -> dict[str, Any]:
+async def run_subflow(call: CallApi, path: str | Path, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the flow file at ``path`` on ``call`` with its own variables; returns what its
     ``return`` step gave back ({} if none). Errors raise :class:`FlowError`; the caller
-    hanging up raises ``CallHangup``. Wire as ``call.subflow_runner = run_subflow``."""
+    hanging up raises ``CallHangup``."""
     from .interpreter import MAX_STEPS, _budget_of, _run_path
     from .python_flow import current_flow_dir
 

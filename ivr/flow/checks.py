@@ -14,6 +14,7 @@ from typing import Any
 # One prompt lookup for every flow (YAML, Python) and for validate: ivr.audio.prompts.
 from ivr.audio.prompts import find_prompt
 from ivr.audio.prompts import prompt_search_path as audio_search_path
+from ivr.templating.templates import Condition, Template
 
 from .diagnostics import Diagnostic, Severity
 from .schema import (
@@ -33,7 +34,6 @@ from .schema import (
     VoicemailArgs,
     suggest,
 )
-from .templates import Condition, Template
 
 __all__ = ["AUDIO_STEPS", "audio_search_path", "check_flow", "resolve_audio", "walk_nodes"]
 
@@ -149,7 +149,7 @@ class _Checker:
                      " (set it with 'set:' or 'vars:' first)")
 
     def _http(self, node: HttpArgs | AgentHttpTool, src: Any) -> None:
-        from .urls import body_warning, url_warning
+        from ivr.templating.urls import body_warning, url_warning
 
         problem = url_warning(node.url)
         if problem:

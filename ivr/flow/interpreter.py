@@ -32,13 +32,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ivr.call.collector import AttemptMark
 from ivr.call.results import CallHangup, step_result
+from ivr.pbx.hours import is_open
+from ivr.templating.templates import Template, TemplateError, evaluate, render_value
 
 from .checks import audio_search_path, resolve_audio, walk_nodes
-from .hours import is_open
 from .paths import UnsafePathError, within_any, within_root
 from .position import FlowPosition, PositionError, frames_of, stack_of
 from .schema import (
@@ -84,7 +85,9 @@ from .schema import (
     VoicemailArgs,
     VoicemailStep,
 )
-from .templates import Template, TemplateError, evaluate, render_value
+
+if TYPE_CHECKING:  # annotations only
+    from ivr.call.api import CallApi
 
 __all__ = ["HANDLERS", "MAX_STEPS", "FlowError", "FlowOutcome", "PositionObserver", "StepHandlers", "run_flow"]
 
@@ -163,7 +166,7 @@ _Signal = _Stop | _Goto | _Branch | _Take | None
 
 
 class _Runner:
-    def __init__(self, flow: Flow, call: Any, params: dict[str, Any], vars_: dict[str, Any], budget: _Budget,
+    def __init__(self, flow: Flow, call: CallApi, params: dict[str, Any], vars_: dict[str, Any], budget: _Budget,
                  *, parent: _Runner | None = None, observer: PositionObserver | None = None) -> None:
         self.flow, self.call, self.budget = flow, call, budget
         self.params = params
@@ -307,12 +310,10 @@ class _Runner:
                 continue
             clock = asyncio.get_running_loop().time
             started = clock()
-            if hasattr(self.call, "current_step"):  # what live views show while the step runs
-                self.call.current_step = f"{step.kind}{' #' + step.id if step.id else ''} ({self.where(step)})"
-            observe = getattr(self.call, "step_observer", None)  # e.g. the worker's tracing
-            if observe is not None:
-                observe("start", step, {"where": self.where(step), "file": str(self.flow.path or self.flow.name),
-                                        "line": self.line_of(step)})
+            observers = self.call.observers  # the worker's tracing, a live view...
+            observers.step_started(step, {
+                "where": self.where(step), "file": str(self.flow.path or self.flow.name), "line": self.line_of(step),
+                "label": f"{step.kind}{' #' + step.id if step.id else ''} ({self.where(step)})"})
             if step is not self._attempt_step:  # a restored attempt is only that step's
                 self.attempt = self._attempt_step = None
             if step.waits_for is not None:
@@ -320,13 +321,11 @@ class _Runner:
             try:
                 signal = await self.execute(step)
             except BaseException as exc:
-                if observe is not None:
-                    observe("error", step, {"error": exc})
+                observers.step_ended(step, {"error": exc})
                 raise
             duration = clock() - started  # one reading: the record and the trace agree
             self.record(step, self.last, duration)
-            if observe is not None:
-                observe("end", step, {"result": self.last, "duration": duration})
+            observers.step_ended(step, {"result": self.last, "duration": duration})
             if isinstance(signal, _Branch):
                 if signal.steps:
                     stack.append([signal.steps, 0])
@@ -671,8 +670,8 @@ class _Runner:
         self.store(a.into, returned)
 
     async def do_http(self, step: HttpStep, a: HttpArgs) -> _Take:
-        from .httpclient import HttpFailure, fetch
-        from .urls import host_of, render_url
+        from ivr.templating.httpclient import HttpFailure, fetch
+        from ivr.templating.urls import host_of, render_url
 
         try:
             url = render_url(a.url, self.context())  # values percent-encoded unless | raw_url
@@ -721,8 +720,10 @@ class _Runner:
         self.last = values
 
     async def do_agent(self, step: AgentStep, a: AgentArgs) -> _Stop | _Take:
-        result = await self.call.agent(
-            system=self.text(a.system), greeting=None if a.greeting is None else self.text(a.greeting),
+        from ivr.agent import run_agent  # on use: flows without agents never load it
+
+        result = await run_agent(
+            self.call, system=self.text(a.system), greeting=None if a.greeting is None else self.text(a.greeting),
             llm=a.llm, stt=a.stt, tts=a.tts, voice=a.voice, tools=self._agent_tools(a.tools),
             max_turns=a.max_turns, max_seconds=a.max_seconds, silence_timeout=a.silence_timeout,
             max_reprompts=a.max_reprompts, reprompt=self.text(a.reprompt), apology=self.prompt(a.apology),
@@ -825,7 +826,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-async def _run(flow: Flow, call: Any, params: dict[str, Any] | None, budget: _Budget,
+async def _run(flow: Flow, call: CallApi, params: dict[str, Any] | None, budget: _Budget,
                vars_: dict[str, Any] | None, *, hung_up: bool = False, resume: FlowPosition | None = None,
                parent: _Runner | None = None, observer: PositionObserver | None = None) -> FlowOutcome:
     unknown = sorted(set(params or {}) - set(flow.params))
@@ -908,19 +909,19 @@ async def _after_hangup(runner: _Runner, stack: list[list[Any]] | None = None) -
         log.warning("flow %s: on_hangup failed: %s", runner.flow.name, exc)
 
 
-def _budget_of(call: Any, max_steps: int) -> _Budget:
+def _budget_of(call: CallApi, max_steps: int) -> _Budget:
     # One budget per call, shared by the flow and every subflow it runs.
     budget = getattr(call, "_flow_budget", None)
     if not isinstance(budget, _Budget):
         budget = _Budget(max_steps)
         try:
-            call._flow_budget = budget
+            setattr(call, "_flow_budget", budget)  # noqa: B010 - any stand-in call may carry it
         except AttributeError:  # pragma: no cover - a call object with __slots__
             pass
     return budget
 
 
-async def _run_path(call: Any, path: Path, params: dict[str, Any], budget: _Budget, *, hung_up: bool = False,
+async def _run_path(call: CallApi, path: Path, params: dict[str, Any], budget: _Budget, *, hung_up: bool = False,
                     parent: _Runner | None = None) -> dict[str, Any]:
     """Run a subflow file; its ``return`` values (or {}) come back. Errors propagate.
     ``parent``: the runner of the subflow step (its position includes the subflow's, and a
@@ -967,7 +968,7 @@ def runnable_hangup() -> BaseException:
     return CallHangup("caller hung up during a subflow")
 
 
-async def run_flow(flow: Flow, call: Any, *, params: dict[str, Any] | None = None,
+async def run_flow(flow: Flow, call: CallApi, *, params: dict[str, Any] | None = None,
                    max_steps: int = MAX_STEPS, resume: FlowPosition | None = None,
                    on_position: PositionObserver | None = None) -> FlowOutcome:
     """Run ``flow`` on ``call`` to its end; step failures become ``FlowOutcome("error")``
@@ -984,10 +985,10 @@ async def run_flow(flow: Flow, call: Any, *, params: dict[str, Any] | None = Non
     runs (again, if it was running: a prompt replays, a gather starts afresh; inside a YAML
     subflow, the subflow step resumes the subflow there). ``on_position`` is told the
     position after every step and as a step that waits starts."""
-    if getattr(call, "subflow_runner", "absent") is None:
-        from . import run_subflow
+    from .python_call import FlowCall
 
-        call.subflow_runner = run_subflow
+    if isinstance(call, FlowCall):  # a Python flow running a YAML flow itself: its steps are not actions
+        call = call.call
     vars_ = getattr(call, "vars", None)
     if not isinstance(vars_, dict):
         vars_ = {}
@@ -1006,7 +1007,7 @@ class YamlFlow:
         self.path = flow.path
         self.name = flow.name
 
-    async def run(self, call: Any, params: dict[str, Any] | None = None, *, resume: FlowPosition | None = None,
+    async def run(self, call: CallApi, params: dict[str, Any] | None = None, *, resume: FlowPosition | None = None,
                   on_position: PositionObserver | None = None) -> FlowOutcome:
         """Run the flow (from ``resume``, telling ``on_position``: see :func:`run_flow`);
         re-raises CallHangup, raises FlowError for an unhandled error."""
@@ -1021,7 +1022,7 @@ class YamlFlow:
         return f"YamlFlow({str(self.path or self.name)!r})"
 
 
-def _pbx_facts(call: Any) -> Any:
+def _pbx_facts(call: CallApi) -> Any:
     """``pbx`` in templates: the call's view of the PBX's configuration (never waits)."""
     facts = getattr(call, "pbx_facts", None)
     if callable(facts):
@@ -1031,7 +1032,7 @@ def _pbx_facts(call: Any) -> Any:
     return PbxFacts(None, _now(call))
 
 
-def _now(call: Any) -> datetime:
+def _now(call: CallApi) -> datetime:
     """Wall-clock time as the call sees it (a simulator may pin it); always timezone-aware."""
     now = getattr(call, "now", None)
     return now() if callable(now) else datetime.now().astimezone()

@@ -1,4 +1,7 @@
-"""Where a YAML flow run is, as a plain value: what a checkpoint stores and a resume starts from.
+"""Where a flow run is, as a plain value: what a checkpoint stores and a resume starts from.
+
+(A Python flow's position is its journal, ``actions``, with one frame counting them:
+``ivr/flow/replay.py``. The rest of this text is about YAML flows.)
 
 A :class:`FlowPosition` names the flow (file and content version), the step to run next as a
 chain of frames through nested branches, the flow's variables and parameters, ``digits``,
@@ -91,8 +94,11 @@ class FlowPosition(BaseModel):
     steps_run: int = Field(0, ge=0, description="Steps the call has run (the per-call budget).")
     step_limit: int = Field(0, ge=0, description="The call's step budget then (on_error raises it).")
     subflow: FlowPosition | None = Field(None, description="Inside a subflow step: where the subflow is.")
+    actions: list[dict[str, Any]] | None = Field(
+        None, description="A Python flow's journal: the actions it completed (ivr/flow/replay.py); the one frame "
+        "counts them.")
 
-    @field_validator("params", "vars", "last", mode="before")
+    @field_validator("params", "vars", "last", "actions", mode="before")
     @classmethod
     def _plain(cls, value: Any) -> Any:
         return plain(value)

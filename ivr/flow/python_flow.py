@@ -18,23 +18,32 @@ recorder as the call's observer (:mod:`ivr.call.action_steps`).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
+import logging
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ivr.audio.prompts import flow_folder
 
 from .diagnostics import Diagnostic, FlowLoadError
+from .position import FlowPosition
+from .replay import Journal, ReplayMismatch
+
+if TYPE_CHECKING:
+    from ivr.call.api import CallApi
 
 __all__ = ["PythonFlow", "current_flow_dir", "load_python_flow"]
 
 #: The folder of the Python flow running in this task (None outside one): relative subflow
 #: paths and prompt names are looked up from it.
 current_flow_dir = flow_folder
+log = logging.getLogger("ivr.flow")
 
 _counter = 0
 
@@ -80,34 +89,70 @@ def load_python_flow(path: str | Path) -> PythonFlow:
     if not inspect.iscoroutinefunction(main):
         line = getattr(getattr(main, "__code__", None), "co_firstlineno", 0)
         raise _fail(p, line, "'main' must be 'async def main(call)', not a plain function")
-    return PythonFlow(p, module, main)
+    return PythonFlow(p, module, main, hashlib.sha256(p.read_bytes()).hexdigest()[:12])
 
 
 class PythonFlow:
     """A loaded Python flow: ``await flow.run(call, params)`` calls ``main(call, **params)``."""
 
-    def __init__(self, path: Path, module: ModuleType, main: Any) -> None:
+    def __init__(self, path: Path, module: ModuleType, main: Any, version: str = "") -> None:
         self.path = path
         self.name = path.stem
         self.module = module
         self.main = main
+        self.version = version  # the file's content hash, as the worker's flow library has it
 
-    async def run(self, call: Any, params: dict[str, Any] | None = None) -> Any:
-        """Run ``main``; a Python flow can call YAML subflows with ``call.subflow(path, **params)``."""
-        if getattr(call, "subflow_runner", "absent") is None:
-            from . import run_subflow
+    async def run(self, call: CallApi, params: dict[str, Any] | None = None, *, resume: FlowPosition | None = None,
+                  on_position: Callable[[FlowPosition], None] | None = None) -> Any:
+        """Run ``main`` with the call's proxy (``FlowCall``: each action it awaits is a step,
+        recorded in the call record as the interpreter records YAML steps); a Python flow can
+        call other flows with ``call.subflow(path, **params)``.
 
-            call.subflow_runner = run_subflow
+        ``on_position`` is told the flow's journal (its position) as each action starts and
+        ends; ``resume`` (a position told before, in this process or another) runs ``main``
+        again answering the actions it holds from it (``ivr/flow/replay.py``); when the code
+        asks for other actions than it holds, the flow starts again from the top, live."""
         from ivr.call.action_steps import record_actions  # on use: loading a flow needs no Call
 
-        record_actions(call)  # the interpreter records YAML steps; a Python flow's are its actions
+        from .python_call import FlowCall
+
+        record_actions(call.observers, call.call_record)
+        params = dict(params or {})
         # Relative paths given to call.subflow() mean "next to this flow file"; prompt names
         # are looked up from here as a YAML flow's are (ivr.audio.prompts.prompt_search_path).
         token = current_flow_dir.set(self.path.resolve().parent)
         try:
-            return await self.main(call, **(params or {}))
+            if resume is None and on_position is None:
+                return await self.main(FlowCall(call), **params)
+            journal = self._journal(call, params, on_position, resume)
+            initial = dict(call.vars)
+            try:
+                result = await self.main(FlowCall(call, journal), **params)
+                if (leftover := journal.leftover()) is not None:
+                    raise ReplayMismatch(leftover)
+                return result
+            except ReplayMismatch as exc:
+                log.warning("flow %s: call %s cannot resume by replay (%s); it starts again from the top",
+                            self.path.name, getattr(call, "call_id", "?"), exc)
+                taken = getattr(call.call_record, "taken_over", None)
+                if isinstance(taken, dict):
+                    taken["resumed"] = False
+                    taken["replay"] = str(exc)
+                call.vars.clear()
+                call.vars.update(initial)
+                journal = self._journal(call, params, on_position, None)
+                return await self.main(FlowCall(call, journal), **params)
+            finally:
+                taken = getattr(call.call_record, "taken_over", None)
+                if resume is not None and isinstance(taken, dict) and taken.get("resumed"):
+                    taken["replayed_actions"] = journal.replayed
         finally:
             current_flow_dir.reset(token)
+
+    def _journal(self, call: CallApi, params: dict[str, Any], on_position: Callable[[FlowPosition], None] | None,
+                 resume: FlowPosition | None) -> Journal:
+        return Journal(str(self.path), self.version, params=params, variables=lambda: call.vars,
+                       on_position=on_position, resume=resume)
 
     def __repr__(self) -> str:
         return f"PythonFlow({str(self.path)!r})"

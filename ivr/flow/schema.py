@@ -37,8 +37,8 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
 
-from .hours import HoursError, Schedule, parse_days, parse_ranges, parse_schedule
-from .templates import Condition, Template, TemplateError
+from ivr.pbx.hours import HoursError, Schedule, parse_days, parse_ranges, parse_schedule
+from ivr.templating.templates import Condition, Template, TemplateError
 
 __all__ = [
     "RESERVED_NAMES",

@@ -28,7 +28,7 @@ from ivr.call import Call
 from ivr.call.record import CallRecord
 from ivr.emulator.xapi import PbxDescription, load_description
 from ivr.simulate import FlowHarness, spoken_wav, until_listening
-from ivr.testing.clock import VirtualTimeLoop
+from ivr.virtual_time import VirtualTimeLoop
 
 __all__ = ["FlowAssertionError", "IvrSim", "SimCaller"]
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ivr.testing import IvrSim
-from ivr.testing.clock import VirtualTimeLoop
+from ivr.virtual_time import VirtualTimeLoop
 
 try:
     import pytest_asyncio

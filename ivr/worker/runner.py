@@ -26,7 +26,7 @@ from ivr.cluster.checkpoints import Checkpoint, CheckpointStore, MemoryCheckpoin
 from ivr.cluster.lease import LeaseStoreError, owner_label
 from ivr.config import WorkerConfig
 from ivr.flow import FlowLoadError
-from ivr.flow.interpreter import PositionObserver, YamlFlow
+from ivr.flow.interpreter import PositionObserver
 from ivr.flow.position import FlowPosition, plain
 from ivr.pbx import PbxClient, PbxConfig
 from ivr.pbx.errors import PbxError
@@ -480,7 +480,7 @@ class Worker:
         call.xapi = self.xapi  # the PBX's configuration, for hours/directory/presence steps
         trace = self.tracing.start(record) if self.tracing is not None else None
         if trace is not None:
-            call.step_observer = trace.observe
+            call.observers.add(trace)
         self.calls[key] = call
         for digits in self._early_digits.pop(key, []):
             call.on_pbx_digit(digits)
@@ -509,13 +509,9 @@ class Worker:
             params = dict(route.params) if route is not None and route.params else None
             if dialled is not None:
                 params = dialled.params or None
-            runnable = flow.runnable
-            if isinstance(runnable, YamlFlow):
-                resume = self._resume_point(record, flow.version)
-                await runnable.run(call, params, resume=resume, on_position=self._checkpointer(record))
-            else:
-                self._checkpoint(record, None)  # a Python flow cannot resume: a new owner starts it again
-                await runnable.run(call, params=params)
+            # YAML flows resume at their step, Python flows by replaying their journal (docs/ha.md)
+            resume = self._resume_point(record, flow.version)
+            await flow.runnable.run(call, params, resume=resume, on_position=self._checkpointer(record))
             if not call.hung_up:
                 await call.hangup()  # the flow ran to its end
         except CallHangup:

@@ -30,6 +30,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ivr.call import CallHangup
+from ivr.call.observer import CallObserver, Step
 from ivr.call.record import CallRecord, Outcome
 from ivr.config import ConfigError, TracingSettings
 
@@ -103,8 +104,8 @@ class CallTracing:
         return CallSpan(self.tracer, span)
 
 
-class CallSpan:
-    """One call's span and its open step spans; :meth:`observe` is the Call's ``step_observer``."""
+class CallSpan(CallObserver):
+    """One call's span and its open step spans; one of the Call's observers."""
 
     def __init__(self, tracer: Any, span: Any) -> None:
         from opentelemetry import context, trace
@@ -116,8 +117,20 @@ class CallSpan:
         self._live: dict[int, Any] = {}
         self._token = context.attach(trace.set_span_in_context(span))
 
+    def step_started(self, step: Step, info: Mapping[str, Any]) -> None:
+        self.observe("start", step, info)
+
+    def step_ended(self, step: Step, info: Mapping[str, Any]) -> None:
+        self.observe("end", step, info)
+
+    def transfer(self, info: Mapping[str, Any]) -> None:
+        self.observe("transfer", None, info)
+
+    def hangup(self, info: Mapping[str, Any]) -> None:
+        self.observe("hangup", None, info)
+
     def observe(self, event: str, step: Any, info: Mapping[str, Any]) -> None:
-        """Step start/end/error from the interpreter; transfer/hangup events from the Call."""
+        """Step start/end (from the interpreter, a Python flow's proxy); transfer/hangup (the Call)."""
         try:
             if event == "start":
                 self._step_started(step, info)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from ivr.call.record import Outcome
-from ivr.flow.cli import validate_main
 from ivr.speech import ToolCall, register
 from ivr.speech.services import SpeechServices
 from ivr.speech.testing import ScriptedLLM, ScriptedSTT, ToneTTS, Turn
+from ivr.validate import validate_main
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOW = ROOT / "examples" / "receptionist.yaml"

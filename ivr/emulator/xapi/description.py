@@ -3,7 +3,7 @@ holds - users and their extensions, departments, system hours and holidays, queu
 groups. The Call Control side takes its extensions from the same users (``extensions()``), the
 Configuration API (``/xapi/v1``) serves all of it. docs/pbx-config.md documents the format.
 
-Hours use the ``hours`` step's syntax (ivr/flow/hours.py): ``{mon-fri: "08:00-18:00"}``,
+Hours use the ``hours`` step's syntax (ivr/pbx/hours.py): ``{mon-fri: "08:00-18:00"}``,
 holidays ``"2026-12-25"``, ``"12-25"`` (every year) or ``"2026-12-24..2026-12-26"``.
 """
 
@@ -26,7 +26,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from ivr.flow.hours import HoursError, parse_days, parse_ranges, parse_schedule
+from ivr.pbx.hours import HoursError, parse_days, parse_ranges, parse_schedule
 from ivr.pbx.xapi.models import GroupHoursMode
 from ivr.pbx.xapi.timezones import UnknownTimeZone, to_iana
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from tzlocal.windows_tz import tz_win
 
-from ivr.flow.hours import parse_days, parse_ranges
+from ivr.pbx.hours import parse_days, parse_ranges
 from ivr.pbx.xapi.models import GroupHoursMode
 from ivr.pbx.xapi.timezones import to_iana
 

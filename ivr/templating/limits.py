@@ -10,8 +10,8 @@ Every call of a worker shares one event loop, so a template is allowed a small b
   ``replace``, padding, the output itself) may exceed :data:`MAX_TEXT` characters, and no
   format width or precision, padding width or indent may exceed :data:`MAX_WIDTH`.
 
-The checks raise :class:`jinja2.sandbox.SecurityError`; :mod:`ivr.flow.templates` turns it
-into a one-line :class:`~ivr.flow.templates.TemplateError`. The size checks run *before*
+The checks raise :class:`jinja2.sandbox.SecurityError`; :mod:`ivr.templating.templates` turns it
+into a one-line :class:`~ivr.templating.templates.TemplateError`. The size checks run *before*
 the big value is built, from the operands' sizes.
 """
 

@@ -9,7 +9,7 @@ Policy (documented in ``docs/flows.md``):
 
 * The environment is :class:`jinja2.sandbox.ImmutableSandboxedEnvironment`: no access to
   ``_private`` or dunder attributes, no mutation of lists/dicts, bounded ``range``; on top,
-  :mod:`ivr.flow.limits` bounds each render's steps, time and the size of every string it
+  :mod:`ivr.templating.limits` bounds each render's steps, time and the size of every string it
   builds (format widths included), so a template cannot eat the CPU or the memory.
 * Undefined names raise (:class:`jinja2.StrictUndefined`); use ``x | default('y')`` or
   ``x is defined`` for optional values. ``None`` renders as an empty string.
@@ -64,7 +64,7 @@ class TemplateError(ValueError):
 
 
 class _FlowSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox plus the limits of :mod:`ivr.flow.limits`, so no template can stall the
+    """The sandbox plus the limits of :mod:`ivr.templating.limits`, so no template can stall the
     loop or blow the memory: capped ``**``, ``*``, ``+``, ``%``, ``~`` and string methods, a
     step budget charged by every loop item and call, a time budget per render."""
 
@@ -154,7 +154,7 @@ ENV.filters.update({
     "format": limits.format_filter, "center": limits.center_filter, "indent": limits.indent_filter,
     "join": limits.join_filter, "replace": limits.replace_filter, "wordwrap": limits.wordwrap_filter,
     "tojson": limits.tojson_filter, "slice": limits.slice_filter,
-    # marks a trusted value that an http step's url takes as it is (see ivr.flow.urls)
+    # marks a trusted value that an http step's url takes as it is (see ivr.templating.urls)
     "raw_url": RawUrl,
 })
 ENV.globals["lipsum"] = limits.lipsum

@@ -1,24 +1,35 @@
-"""``validate_paths``: check flow files and the subflows they call, collecting every problem.
+"""``ivr validate FILE...``: ``validate_paths`` checks flow files (and worker configs) and the
+subflows they call, collecting every problem.
 
 Per file this is :func:`~ivr.flow.loader.load_flow` (YAML, schema, templates, ids, gotos,
 files, reachability). Across files it adds what one file cannot know: subflow cycles and
 subflow parameters the called flow does not declare. Nothing here raises for bad input:
 every problem, even an unreadable path, is a :class:`Diagnostic`.
+
+``validate_main`` prints one ``file:line:col: severity: message`` line per problem and exits 1
+if any is an error (0 otherwise). It sits above ``ivr.config_loader`` (a config given to it
+is checked with every flow it routes to), so it is not part of the flow package.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from .checks import walk_nodes
-from .diagnostics import Diagnostic, FlowLoadError
-from .loader import load_flow
-from .schema import Flow, SubflowStep
+from ivr.config import ConfigError
+from ivr.config_loader import load_config
+from ivr.flow.checks import walk_nodes
+from ivr.flow.diagnostics import Diagnostic, FlowLoadError
+from ivr.flow.loader import load_flow
+from ivr.flow.python_flow import load_python_flow
+from ivr.flow.python_prompts import check_python_prompts
+from ivr.flow.schema import Flow, SubflowStep
 
-__all__ = ["FLOW_SUFFIXES", "Diagnostic", "expand_paths", "validate_paths"]
+__all__ = ["FLOW_SUFFIXES", "Diagnostic", "expand_paths", "validate_main", "validate_paths"]
 
 FLOW_SUFFIXES = (".yaml", ".yml", ".py")
 
@@ -59,9 +70,6 @@ class _Validator:
                 self.out.append(Diagnostic(name, 0, 0, "error",
                                            f"unknown flow type {path.suffix or '(no suffix)'!r}: use .yaml, .yml or .py"))
             elif path.suffix == ".py":
-                from .python_flow import load_python_flow
-                from .python_prompts import check_python_prompts
-
                 load_python_flow(path)
                 if self.check_files:
                     self.out.extend(check_python_prompts(path))
@@ -81,9 +89,6 @@ class _Validator:
 
     def load_config(self, path: Path, name: str) -> None:
         """A worker config (ivr.yaml) given to validate: check it, then every flow it routes to."""
-        from ivr.config import ConfigError  # the worker layer, imported only for config files
-        from ivr.config_loader import load_config
-
         try:
             config = load_config(path)
         except ConfigError as exc:
@@ -166,3 +171,34 @@ def _parse_diagnostic(line: str, name: str) -> Diagnostic:
         return Diagnostic(name, 0, 0, "error", line.removeprefix(f"{name}: "))
     severity: Literal["error", "warning"] = "warning" if m["sev"] == "warning" else "error"
     return Diagnostic(m["file"], int(m["line"]), int(m["col"]), severity, m["msg"])
+
+
+def validate_main(argv: Sequence[str] | None = None) -> int:
+    """Check flow files; exit status 1 on any error, 0 otherwise (2 for bad usage)."""
+    parser = argparse.ArgumentParser(prog="ivr validate", description="Check flow files (YAML or Python).")
+    parser.add_argument("paths", nargs="+", metavar="FILE", help="flow files or folders of flows")
+    parser.add_argument("--no-file-checks", action="store_true",
+                        help="do not check that audio and subflow files exist")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print errors only, no warnings or summary")
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # argparse already printed the usage message
+        return int(exc.code or 0)
+    try:
+        diagnostics = validate_paths(args.paths, check_files=not args.no_file_checks)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
+        print(f"ivr validate: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    errors = sum(d.is_error for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    for d in diagnostics:
+        if d.is_error or not args.quiet:
+            print(d.format())
+    if not args.quiet:
+        summary = f"{errors} error(s), {warnings} warning(s)" if diagnostics else "ok"
+        print(summary, file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":  # python -m ivr.validate FILE...
+    sys.exit(validate_main())
