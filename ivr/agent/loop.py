@@ -286,6 +286,9 @@ class AgentLoop:
         inputs = self.media.inputs
         task = inputs.start(work, WorkDone)
         try:
+            # The work takes its first step before a barge-in already queued stops it (a model
+            # request is made, then cancelled), as when this raced futures with asyncio.wait.
+            await asyncio.sleep(0)
             while not task.done():
                 if self.deadline - self.loop.time() <= 0:
                     raise _Deadline()
