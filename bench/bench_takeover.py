@@ -7,9 +7,10 @@ cluster). Each caller hears a continuous tone prompt; the owner is killed with S
 from the emulator's record of what each caller heard (timing preserved): the longest stretch
 without the tone around the takeover.
 
-The checkpoint cost runs a flow that takes a step every ~0.25 s per call, once with Redis
-checkpoints and once without (memory), and reports the worker's CPU per call-second and the
-checkpoint writes and Redis round trips per call-second (the worker's own counters).
+The checkpoint cost runs a flow that takes a step every ~0.25 s per call, with checkpoints in
+memory (none survive the process), in files beside the local lease (the default without Redis)
+and in Redis, and reports the worker's CPU per call-second and the checkpoint writes and
+round trips (batches) per call-second (the worker's own counters).
 
     python bench/bench_takeover.py                 # 20 calls; kill and handover; cost at 50 calls
     python bench/bench_takeover.py --calls 50 --cost-calls 100 --seconds 20
@@ -71,9 +72,10 @@ class Procs:
             proc.wait(10)
 
 
-def write_worker(folder: Path, name: str, emulator: str, metrics: int, flow: str, redis: str | None) -> Path:
+def write_worker(folder: Path, name: str, emulator: str, metrics: int, flow: str, redis: str | None,
+                 local_checkpoints: bool = True) -> Path:
     cluster = f"cluster: {{redis_url: '{redis}', lease_ttl: 1.0, lease_dir: {folder / name}}}\n" if redis else \
-        f"cluster: {{lease_dir: {folder / name}}}\n"
+        f"cluster: {{lease_dir: {folder / name}, local_checkpoints: {str(local_checkpoints).lower()}}}\n"
     path = folder / f"{name}.yaml"
     path.write_text(f"pbx: {{url: '{emulator}', client_id: '900', client_secret_env: IVR_CLIENT_SECRET}}\n"
                     f"routes: [{{route_point: '800', flow: {flow}}}]\nrecords: {name}-calls.jsonl\n"
@@ -162,11 +164,12 @@ async def takeover_gaps(folder: Path, calls: int, mode: str) -> list[float]:
         procs.stop_all()
 
 
-async def checkpoint_cost(folder: Path, calls: int, seconds: float, with_redis: bool) -> dict[str, float]:
+async def checkpoint_cost(folder: Path, calls: int, seconds: float, store: str) -> dict[str, float]:
+    """``store``: memory, files or redis."""
     procs = Procs(folder)
     redis_port, emu_port, metrics = free_port(), free_port(), free_port()
     emulator = f"http://127.0.0.1:{emu_port}"
-    redis = f"redis://127.0.0.1:{redis_port}/0" if with_redis else None
+    redis = f"redis://127.0.0.1:{redis_port}/0" if store == "redis" else None
     (folder / "steps.yaml").write_text(STEPPING_FLOW)
     try:
         if redis:
@@ -175,7 +178,8 @@ async def checkpoint_cost(folder: Path, calls: int, seconds: float, with_redis: 
         procs.start([sys.executable, "-m", "ivr.cli", "emulator", "--port", str(emu_port), "--client-id", "900",
                      "--client-secret", SECRET, "--ring-seconds", "0.1"], "emulator")
         worker = procs.start([sys.executable, "-m", "ivr.cli", "run", "--config",
-                              str(write_worker(folder, "w", emulator, metrics, "steps.yaml", redis))], "w")
+                              str(write_worker(folder, "w", emulator, metrics, "steps.yaml", redis,
+                                               local_checkpoints=store == "files"))], "w")
         async with aiohttp.ClientSession() as session:
             await wait_until(lambda: ready(session, metrics), 60, "the worker")
             for i in range(calls):
@@ -212,6 +216,7 @@ async def main() -> int:
     parser.add_argument("--cost-calls", type=int, default=50, help="calls for the checkpoint cost")
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds measured for the cost")
     parser.add_argument("--modes", default="kill,handover")
+    parser.add_argument("--stores", default="memory,files,redis", help="checkpoint stores whose cost to measure")
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
         print("bench_takeover: redis-server is missing (apt-get install redis-server)", file=sys.stderr)
@@ -222,12 +227,12 @@ async def main() -> int:
             gaps = await takeover_gaps(Path(tmp), args.calls, mode)
         print(f"takeover ({mode}, {args.calls} calls, lease_ttl 1 s): silence heard "
               f"p50 {pct(gaps, 50):.2f} s, p95 {pct(gaps, 95):.2f} s, max {max(gaps):.2f} s")
-    for with_redis in (False, True):
+    for store in [s for s in args.stores.split(",") if s in ("memory", "files", "redis")]:
         with tempfile.TemporaryDirectory() as tmp:
-            cost = await checkpoint_cost(Path(tmp), args.cost_calls, args.seconds, with_redis)
-        print(f"checkpoints {'in Redis' if with_redis else 'in memory'} ({args.cost_calls} calls, a step every ~0.25 s): "
+            cost = await checkpoint_cost(Path(tmp), args.cost_calls, args.seconds, store)
+        print(f"checkpoints in {store} ({args.cost_calls} calls, a step every ~0.25 s): "
               f"{cost['cpu_ms_per_call_s']:.2f} CPU-ms per call-second, {cost['writes_per_call_s']:.2f} checkpoints "
-              f"and {cost['round_trips_per_call_s']:.2f} Redis round trips per call-second")
+              f"and {cost['round_trips_per_call_s']:.2f} round trips (batches) per call-second")
     return 0
 
 

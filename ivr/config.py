@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from ivr.pbx.config import PbxConfig, PbxOptions
+
 
 class ConfigError(Exception):
     """A configuration problem; ``str()`` is one line that says what and where."""
@@ -39,38 +41,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PbxSettings(_Strict):
-    url: str = Field(description="Base URL of the 3CX (or the emulator), e.g. https://pbx.example.com:5001")
-    client_id: str
+class PbxSettings(PbxOptions):
+    """ivr.yaml's ``pbx:`` section: the client's options (:class:`~ivr.pbx.config.PbxOptions`,
+    defined and bounded once there) and where the secret lives; :meth:`client_config` makes
+    the client's :class:`~ivr.pbx.PbxConfig` from them."""
+
     client_secret: SecretStr | None = Field(
         default=None, description="Discouraged: prefer client_secret_env or client_secret_file"
     )
     client_secret_env: str | None = Field(default=None, description="Environment variable holding the secret")
     client_secret_file: str | None = Field(default=None, description="File holding the secret")
-    verify_tls: bool | str = Field(default=True, description="true, false, or a CA bundle path")
-    outbound_lead_ms: int = Field(default=80, ge=20, le=500, description="IVR audio kept ahead of real time (bounds barge-in)")
-    outbound_batch_frames: int = Field(default=2, ge=1, le=10, description="20 ms frames per pacer wake-up")
-    outbound_tick_ms: int = Field(default=5, ge=0, le=20, description="pacers' shared wake-up grid (0: a timer each)")
-    inbound_block_ms: int = Field(default=40, ge=0, le=200, description="caller audio analysed in blocks of this much")
-    event_max_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024,
-                                 description="largest event-socket message accepted (bytes); larger drops the socket")
-    rest_max_connections: int = Field(default=100, ge=2, le=10000, description="REST connections open at once at most")
-    participant_fetches: int = Field(default=16, ge=1, le=1000,
-                                     description="participant GETs after Upsert events in flight at once")
-    transfer_margin: float = Field(default=15.0, gt=0, le=600, description="a routeto/divert/transferto request "
-                                   "may take the transfer's timeout plus this long (3CX answers once delivered or failed)")
 
-    @field_validator("client_id", mode="before")
-    @classmethod
-    def _id_as_str(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int) else v
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
-        return v.rstrip("/")
+    def client_config(self, secret: SecretStr | str) -> PbxConfig:
+        """The PBX client's settings: these options as they are, with ``secret``."""
+        options = {name: getattr(self, name) for name in PbxOptions.model_fields}
+        return PbxConfig(client_secret=secret, **options)
 
     def resolve_secret(self) -> SecretStr:
         """The client secret from wherever the config says it lives."""
@@ -174,6 +159,9 @@ class ClusterSettings(_Strict):
     key_prefix: str = Field(default="ivr3cx", min_length=1, description="Prefix of the Redis keys")
     handover: bool = Field(default=True, description="On SIGTERM with a standby waiting (Redis), hand the calls "
                            "in progress over instead of draining them")
+    local_checkpoints: bool = Field(default=True, description="Without Redis, keep each call's position in a "
+                                    "folder beside the lease file, so a standby on this machine resumes the calls "
+                                    "(false: in memory only)")
 
     @model_validator(mode="after")
     def _one_url(self) -> ClusterSettings:
@@ -201,22 +189,57 @@ class XapiSettings(_Strict):
     enabled: bool = False
     refresh_seconds: float = Field(default=30.0, ge=1, description="how often the configuration is read again")
     retry_seconds: float = Field(default=5.0, gt=0, description="how soon after a failed read to try again")
+    calls_seconds: float = Field(default=5.0, ge=0,
+                                 description="how often the active calls (queues' waiting counts) are read; 0: never")
+
+
+class ControlTls(_Strict):
+    """The owner serves its control API over HTTPS with this certificate and key (PEM files)."""
+
+    cert: str = Field(description="Certificate chain (PEM), relative to the config file")
+    key: str = Field(description="Private key (PEM), relative to the config file")
 
 
 class ControlSettings(_Strict):
-    """The owner's control API (ivr/worker/control.py): ``ivr dial`` goes through it."""
+    """The owner's control API (ivr/worker/control.py): ``ivr dial`` and ``ivr campaign`` go through it.
+
+    With a Redis cluster the owner publishes its URL (never its token) under the lease's key
+    space, so tools on other machines find it; they send the token this file configures.
+    """
 
     enabled: bool = True
     host: str = Field(default="127.0.0.1", description="Bind address; keep it on loopback unless you need it remote")
     port: int = Field(default=0, ge=0, le=65535, description="0: any free port, published for local tools")
     token_env: str | None = Field(default=None, description="Environment variable with the bearer token (default: a random one)")
     token_file: str | None = Field(default=None, description="File with the bearer token")
+    tls: ControlTls | None = Field(default=None, description="Serve HTTPS with this certificate and key")
+    url: str | None = Field(default=None, description="The URL other machines reach the owner at (default: from "
+                            "host and port; this machine's name when bound to all addresses)")
+    verify_tls: bool | str = Field(default=True, description="Tools check the owner's certificate: true, false, "
+                                   "or a CA bundle path")
 
     @model_validator(mode="after")
     def _one_token(self) -> ControlSettings:
         if self.token_env and self.token_file:
             raise ValueError("give token_env or token_file, not both")
+        if self.enabled and not is_loopback(self.host) and not (self.token_env or self.token_file):
+            raise ValueError(f"host {self.host} is not a loopback address: give token_env or token_file, the token "
+                             "remote tools must send")
+        if self.url is not None and not re.match(r"^https?://[^/\s]+$", self.url.rstrip("/")):
+            raise ValueError(f"url must be http(s)://host:port, got {self.url!r}")
         return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address (or ``localhost``) that only this machine can reach."""
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any address
 
 
 class WorkerConfig(_Strict):

@@ -100,8 +100,11 @@ class Cluster:
         return proc, metrics
 
     def config(self, name: str, *, cluster: str = "") -> tuple[Path, int]:
-        """Write ``<name>.yaml`` for a worker; its metrics port."""
+        """Write ``<name>.yaml`` for a worker; its metrics port. Without a ``cluster`` part the
+        lease (and the checkpoint files beside it) live in this test's folder, never in a temp
+        folder another test (with the same emulator port) could read."""
         metrics = free_port()
+        cluster = cluster or f"cluster: {{lease_dir: {self.tmp / 'leases'}}}\n"
         config = self.tmp / f"{name}.yaml"
         config.write_text(textwrap.dedent(f"""\
             pbx:

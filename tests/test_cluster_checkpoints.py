@@ -102,3 +102,19 @@ async def test_a_call_that_ended_while_nobody_owned_it_gets_one_record(emulator_
         stop.set()
         await asyncio.wait_for(task, 20)
         await store.aclose()
+
+
+async def test_a_call_id_that_is_not_unicode_stops_no_other_checkpoint(redis_server):
+    store = RedisCheckpoints(redis_server.url, "lease-x")
+    try:
+        bad = checkpoint("1", 2).model_copy(update={"call_id": "\udcff../x"})
+        store.save(bad)
+        store.save(checkpoint("2", 5))
+        await store.flush()
+        assert set(await store.load_all()) == {"2"}
+        store.forget(bad.call_id)
+        store.save(checkpoint("3", 1))
+        await store.flush()
+        assert set(await store.load_all()) == {"2", "3"}
+    finally:
+        await store.aclose()

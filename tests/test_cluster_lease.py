@@ -109,6 +109,32 @@ async def test_a_standby_stops_waiting_when_told_to(tmp_path: Path):
 # --- Redis lease, on a real redis-server ----------------------------------------------------------
 
 
+async def test_local_standbys_are_seen_by_the_owner_and_gone_with_their_process(tmp_path: Path):
+    owner = LocalLease(PBX, "900", lease_dir=tmp_path)
+    standby = LocalLease(PBX, "900", lease_dir=tmp_path)
+    assert await owner.try_acquire()
+    assert await owner.standbys() == 0
+    # A standby in another process, killed: the kernel drops its hold.
+    code = (f"import asyncio, sys, time; from ivr.cluster import LocalLease; "
+            f"asyncio.run(LocalLease({PBX!r}, '900', lease_dir={str(tmp_path)!r}).announce_standby()) or "
+            "print('waiting', flush=True) or time.sleep(60)")
+    other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "waiting"
+        assert await owner.standbys() == 1
+    finally:
+        other.kill()
+        other.wait(10)
+    assert await owner.standbys() == 0
+    await standby.announce_standby()
+    await standby.announce_standby()  # again, as Ownership does while it waits: still one hold
+    assert await owner.standbys() == 1
+    await owner.release()
+    assert await standby.try_acquire()  # the standby becomes the owner: it waits no longer
+    assert await standby.standbys() == 0
+    await standby.release()
+
+
 async def test_redis_lease_is_exclusive_expires_after_its_ttl_and_is_released_at_once(redis_server):
     a = RedisLease(redis_server.url, PBX, "900", ttl=0.5)
     b = RedisLease(redis_server.url, PBX, "900", ttl=0.5)

@@ -289,6 +289,69 @@ async def test_redis_restarting_never_stops_the_calls_in_progress(rig, tmp_path:
     assert got is not None and got[0] == 200
 
 
+async def test_a_local_standby_resumes_the_calls_of_a_killed_owner_from_its_checkpoint_files(tmp_path: Path):
+    """No Redis: owner and standby on one machine share the lease folder, and the checkpoint
+    files beside the lease file carry each call's step across the ``kill -9``."""
+    cluster = Cluster(tmp_path)
+    (tmp_path / "menu.yaml").write_text(MENU)
+    local = f"cluster: {{lease_dir: {tmp_path / 'run'}}}\n"
+    try:
+        await cluster.up()
+        owner, owner_port = cluster.worker("a", cluster=local)
+        await cluster.ready(owner_port)
+        standby, standby_port = cluster.worker("b", cluster=local)
+
+        async def waiting() -> bool:
+            return "standby:" in standby.text()
+
+        await eventually(waiting, what="the standby")
+        callids = await callers_in_the_menu(cluster)
+        [calls_dir] = (tmp_path / "run").glob("*.calls")
+
+        async def checkpointed() -> bool:
+            return len(list(calls_dir.glob("*.json"))) == CALLS
+
+        await eventually(checkpointed, what="a checkpoint file per call")
+        owner.proc.send_signal(signal.SIGKILL)
+        owner.proc.wait(10)
+        await cluster.ready(standby_port)
+        assert f"takeover: {CALLS} call(s) in progress left by a previous owner" in standby.text()
+        await every_caller_reaches_101(cluster, callids)
+        await one_record_per_call(tmp_path, callids, owner.proc.pid)
+
+        async def files_gone() -> bool:
+            return not list(calls_dir.iterdir())
+
+        await eventually(files_gone, what="each ended call's checkpoint file to go")
+    finally:
+        await cluster.close()
+
+
+async def test_sigterm_hands_calls_to_a_local_standby_without_redis(tmp_path: Path):
+    cluster = Cluster(tmp_path)
+    (tmp_path / "menu.yaml").write_text(MENU)
+    local = f"cluster: {{lease_dir: {tmp_path / 'run'}}}\n"
+    try:
+        await cluster.up()
+        owner, owner_port = cluster.worker("a", cluster=local)
+        await cluster.ready(owner_port)
+        standby, standby_port = cluster.worker("b", cluster=local)
+
+        async def waiting() -> bool:
+            return "standby:" in standby.text()
+
+        await eventually(waiting, what="the standby")
+        callids = await callers_in_the_menu(cluster)
+        owner.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(owner.proc.wait, 30) == 0  # no drain: it hands over at once
+        assert f"hand-over: {CALLS} call(s) left to the standby" in owner.text()
+        await cluster.ready(standby_port)
+        await every_caller_reaches_101(cluster, callids)
+        await one_record_per_call(tmp_path, callids, owner.proc.pid)
+    finally:
+        await cluster.close()
+
+
 PY_FLOW = """\
 async def main(call):
     await call.answer()

@@ -90,4 +90,4 @@ async def test_worker_reads_the_pbx_configuration_on_its_own_token(tmp_path: Pat
         finally:
             stop.set()
             await asyncio.wait_for(task, 15)
-    assert worker.xapi is not None and worker.xapi._task is None  # stopped with the worker
+    assert worker.xapi is not None and not worker.xapi.running  # stopped with the worker

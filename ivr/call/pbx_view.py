@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ivr.pbx.hours import Schedule, is_open
-from ivr.pbx.xapi import Group, OfficeStatus, PbxSnapshot, User, office_status
+from ivr.pbx.xapi import CallsSnapshot, Group, OfficeStatus, PbxSnapshot, User, office_status
 
 if TYPE_CHECKING:
     from ivr.pbx.xapi import XapiCache
@@ -241,13 +241,18 @@ class PbxFacts:
 
     ``pbx.known`` (a first read exists), ``pbx.age`` (seconds since it), ``pbx.user('101')``,
     ``pbx.queue('810')``, ``pbx.department('Sales')``; each a mapping, or None when the PBX has
-    no such entity (or nothing was read yet)."""
+    no such entity (or nothing was read yet). A queue's ``waiting`` and ``longest_wait`` come
+    from the active calls as last read (``pbx.calls_age`` seconds ago; None: never read)."""
 
-    def __init__(self, snap: PbxSnapshot | None, now: datetime, age: float | None = None) -> None:
+    def __init__(self, snap: PbxSnapshot | None, now: datetime, age: float | None = None,
+                 calls: CallsSnapshot | None = None, wall: float | None = None) -> None:
         self._snap = snap
         self._now = now
+        self._calls = calls
+        self._wall = wall  # wall clock (time.time) now, to age the waits read earlier
         self.known = snap is not None
         self.age = age
+        self.calls_age = None if calls is None or wall is None else max(0.0, wall - calls.fetched_at)
 
     def user(self, number: Any) -> dict[str, Any] | None:
         u = self._snap.user(str(number)) if self._snap is not None else None
@@ -268,8 +273,11 @@ class PbxFacts:
             logged_in = u is not None and u.QueueStatus != "LoggedOut" and bool(p and p.registered)
             agents.append({"number": a.Number or "", "name": (u.name if u else a.Name) or "",
                            "logged_in": logged_in, "available": bool(logged_in and p and p.available)})
+        counts = self._calls.queue(q.Number or "", self._wall) if self._calls is not None else None
         return {"number": q.Number or "", "name": q.Name or "", "agents": agents,
-                "logged_in": sum(a["logged_in"] for a in agents), "available": sum(a["available"] for a in agents)}
+                "logged_in": sum(a["logged_in"] for a in agents), "available": sum(a["available"] for a in agents),
+                "waiting": counts.waiting if counts is not None else None,
+                "longest_wait": counts.longest_wait_s if counts is not None else None}
 
     def department(self, name: Any) -> dict[str, Any] | None:
         g = self._snap.group(str(name)) if self._snap is not None else None
@@ -290,8 +298,9 @@ class PbxFacts:
 
 def facts_for(cache: XapiCache | None, now: datetime) -> PbxFacts:
     """The ``pbx`` template object of a call whose worker keeps ``cache`` (None: unknown)."""
-    snap = cache.snapshot if cache is not None else None
-    return PbxFacts(snap, now, cache.age() if cache is not None else None)
+    if cache is None:
+        return PbxFacts(None, now)
+    return PbxFacts(cache.snapshot, now, cache.age(), cache.calls, cache.now())
 
 
 def entries(users: Sequence[User]) -> list[dict[str, str]]:

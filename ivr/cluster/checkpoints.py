@@ -42,6 +42,23 @@ class Checkpoint(BaseModel):
     position: FlowPosition | None = None  # None: a flow that cannot resume (a Python flow)
 
 
+def encode(checkpoint: Checkpoint) -> bytes | None:
+    """The checkpoint as JSON, or None when it cannot be (a call id or variable holding text that
+    is not valid Unicode: outside data). That call keeps its previous checkpoint; the writer and
+    the other calls go on."""
+    try:
+        return checkpoint.model_dump_json().encode()
+    except ValueError as exc:
+        log.warning("checkpoints: call %r cannot be saved (%s); its previous checkpoint stays",
+                    checkpoint.call_id[:64], " ".join(str(exc).split())[:200])
+        return None
+
+
+def key_bytes(namespace: str, call_id: str) -> bytes:
+    """A store key for a call id, whatever text the PBX sent as that id."""
+    return (namespace + call_id).encode("utf-8", "surrogatepass")
+
+
 class CheckpointStore(Protocol):
     def save(self, checkpoint: Checkpoint) -> None:
         """Remember the newest checkpoint of a call; returns at once."""
@@ -145,11 +162,11 @@ class RedisCheckpoints:
         batch, self._dirty = self._dirty, {}
         pipe = self._redis.pipeline(transaction=False)
         for call_id, checkpoint in batch.items():
-            key = self.namespace + call_id
+            key = key_bytes(self.namespace, call_id)
             if checkpoint is None:
                 pipe.delete(key)
-            else:
-                pipe.set(key, checkpoint.model_dump_json(), px=self.ttl_ms)
+            elif (data := encode(checkpoint)) is not None:
+                pipe.set(key, data, px=self.ttl_ms)
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:

@@ -75,6 +75,16 @@ class Lease(Protocol):
         """How many processes wait for the lease now (0 when unknown)."""
         ...
 
+    async def advertise(self, url: str) -> None:
+        """While we hold the lease, tell tools on other machines where our control API listens
+        (its URL, never its token); it goes with the lease. A local lease does nothing: local
+        tools read the file the owner writes beside it."""
+        ...
+
+    async def advertised(self) -> str | None:
+        """The control API URL the current holder advertises, or None (none, or no holder)."""
+        ...
+
 
 def lease_name(pbx_url: str, client_id: str) -> str:
     """A stable, filesystem- and key-safe name for (PBX, client id): the host, port and id hashed."""
@@ -99,8 +109,12 @@ class LocalLease:
     def __init__(self, pbx_url: str, client_id: str, *, lease_dir: str | Path | None = None) -> None:
         folder = Path(lease_dir) if lease_dir else Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
         self.path = folder / f"ivr3cx-{lease_name(pbx_url, client_id)}.lock"
+        # Standbys hold a shared flock on this file while they wait: the owner sees whether anyone
+        # waits (an exclusive try fails), and the kernel drops a dead standby's hold.
+        self.standby_path = self.path.with_suffix(".standby")
         self._client_id = client_id
         self._fd: int | None = None
+        self._standby_fd: int | None = None
 
     @property
     def description(self) -> str:
@@ -126,6 +140,7 @@ class LocalLease:
             os.close(fd)
             return False
         self._fd = fd
+        self._stop_waiting()  # an owner is no standby: its shared hold would look like one
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"holder": owner_label(), "since": time.time()}).encode(), 0)
         return True
@@ -142,12 +157,49 @@ class LocalLease:
         return self._fd is not None
 
     async def announce_standby(self) -> None:
-        return None  # local standbys could not resume calls anyway: checkpoints live in memory
+        import fcntl
+
+        if self._standby_fd is not None:
+            return
+        try:
+            fd = os.open(self.standby_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return  # the owner then drains instead of handing over: slower, never wrong
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return
+        self._standby_fd = fd
 
     async def standbys(self) -> int:
+        import fcntl
+
+        try:
+            fd = os.open(self.standby_path, os.O_RDWR)
+        except OSError:
+            return 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return 1  # someone holds it shared: at least one standby waits
+        finally:
+            os.close(fd)  # closing drops our exclusive try at once
         return 0
 
+    def _stop_waiting(self) -> None:
+        fd, self._standby_fd = self._standby_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    async def advertise(self, url: str) -> None:
+        return None
+
+    async def advertised(self) -> str | None:
+        return None
+
     async def release(self) -> None:
+        self._stop_waiting()
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
@@ -158,20 +210,29 @@ class LocalLease:
 
 # Extend the key only if we hold it; take it again if it expired while nobody else took it
 # (Redis restarted, or we were cut off for longer than the TTL); 0 when someone else holds it.
+# While it is ours, the control API's advertisement (KEYS[2], ARGV[3] unless empty) lives as
+# long as the lease: it can never outlive it by more than one renewal.
 _RENEW = """
 local v = redis.call('GET', KEYS[1])
+local r = 0
 if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+  r = 1
 elseif not v then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 2
+  r = 2
+else
+  return 0
 end
-return 0
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+end
+return r
 """
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -191,6 +252,8 @@ class RedisLease:
         if ttl <= 0:
             raise ValueError("RedisLease: ttl must be > 0")
         self.key = f"{prefix}:lease:{lease_name(pbx_url, client_id)}"
+        self.control_key = f"{prefix}:control:{lease_name(pbx_url, client_id)}"
+        self._advert = ""  # JSON {"url", "owner"} once advertise() was called
         self._standby_prefix = f"{prefix}:standby:{lease_name(pbx_url, client_id)}:"
         self._ttl = float(ttl)
         self._ttl_ms = max(1, int(ttl * 1000))
@@ -235,8 +298,28 @@ class RedisLease:
         return text.rsplit(" ", 1)[0]
 
     async def renew(self) -> bool:
-        result = await self._call("renew", self._redis.eval(_RENEW, 1, self.key, self._me, self._ttl_ms))
+        result = await self._call("renew", self._redis.eval(_RENEW, 2, self.key, self.control_key, self._me,
+                                                            self._ttl_ms, self._advert))
         return int(result) != 0
+
+    async def advertise(self, url: str) -> None:
+        # The holder's full lease value goes with the URL: a reader trusts an advertisement only
+        # when it names the lease's current holder.
+        self._advert = json.dumps({"url": url, "owner": self._me})
+        await self.renew()  # a failure here is retried by every renewal
+
+    async def advertised(self) -> str | None:
+        lease, advert = await self._call("MGET control", self._redis.mget([self.key, self.control_key]))
+        if lease is None or advert is None:
+            return None
+        try:
+            data = json.loads(advert)
+        except ValueError:
+            return None
+        owner = lease.decode(errors="replace") if isinstance(lease, bytes) else str(lease)
+        if not isinstance(data, dict) or data.get("owner") != owner or not isinstance(data.get("url"), str):
+            return None
+        return str(data["url"])
 
     async def announce_standby(self) -> None:
         # Lives three TTLs (10 s at least, so a standby slowed by load is not missed and the
@@ -251,7 +334,7 @@ class RedisLease:
 
     async def release(self) -> None:
         try:
-            await self._call("release", self._redis.eval(_RELEASE, 1, self.key, self._me))
+            await self._call("release", self._redis.eval(_RELEASE, 2, self.key, self.control_key, self._me))
             await self._call("DEL standby", self._redis.delete(self._standby_prefix + self._me.rsplit(" ", 1)[-1]))
         except LeaseStoreError:
             pass  # it expires by itself after ttl

@@ -117,6 +117,7 @@ def build_app(ctl: Controller, xapi: XapiStore | None = None) -> web.Application
     control.add_routes(app)
     if xapi is None:
         xapi = XapiStore(default_description(ctl.config), reserved=lambda: [ctl.config.route_point])
+    ctl.pbx.queues.plan_of = xapi.queue_plan  # a queue's agents and limits: the one model both APIs serve
     add_xapi_routes(app, xapi)
     return app
 
@@ -134,6 +135,11 @@ class Emulator:
         if pbx is not None and "extensions" not in base.model_fields_set and "extensions" not in overrides:
             # one PBX model: the description's users are the Call Control extensions
             overrides = {"extensions": pbx.extensions(), **overrides}
+        if pbx is not None:  # ... and its queues are Call Control queue DNs (Wqueue)
+            listed = list(overrides.get("queues", base.queues))
+            more = [q.number for q in pbx.queues if q.number not in listed]
+            if more:
+                overrides = {**overrides, "queues": listed + more}
         # overrides are validated like the config itself (a typo raises, not ignored)
         self.config = EmulatorConfig.model_validate({**base.model_dump(), **overrides}) if overrides else base
         self.controller = Controller(self.config)
@@ -220,6 +226,15 @@ class Emulator:
     async def hangup(self, callid: int) -> None:
         """The caller hangs up."""
         self.controller.hangup(callid)
+
+    async def pick_up(self, dn: str) -> int:
+        """The person at extension ``dn`` answers the call ringing there (an agent takes a
+        queue's call); returns its callid. ApiError 409 when nothing rings there."""
+        return self.controller.pick_up(dn).callid
+
+    def queues(self) -> dict[str, list[dict[str, Any]]]:
+        """The same JSON as ``GET /_emulator/queues``: each queue's waiting calls, oldest first."""
+        return self.controller.queues()
 
     def call_info(self, callid: int) -> dict[str, Any]:
         """The same JSON as ``GET /_emulator/calls/{callid}``."""

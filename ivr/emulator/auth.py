@@ -41,6 +41,7 @@ class TokenStore:
         self._clock = clock
         self._key = secrets.token_bytes(32)
         self._tokens: dict[str, Token] = {}
+        self.issued = 0  # tokens issued since start: a test sees who fetched one
 
     def issue(self, client_id: str) -> Token:
         """A new token; revokes the client's earlier ones when so configured."""
@@ -64,6 +65,7 @@ class TokenStore:
         value = signing_input + "." + _b64url(sig)
         tok = Token(value=value, client_id=client_id, expires_at=self._clock() + self.lifetime)
         self._tokens[value] = tok
+        self.issued += 1
         return tok
 
     def validate(self, value: str | None) -> Token | None:

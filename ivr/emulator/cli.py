@@ -115,6 +115,8 @@ def config_from_args(args: argparse.Namespace, pbx: PbxDescription | None = None
             raise ValueError(f"--answer-audio {item!r}: cannot read {path}: {exc.strerror}") from None
         answer_audio[number] = str(Path(path).resolve())
     queues = parse_extensions(args.queues) if args.queues else []
+    if pbx is not None:  # the description's queues are queue DNs too (calls wait there for agents)
+        queues += [q.number for q in pbx.queues if q.number not in queues]
     ivrs = parse_extensions(args.ivrs) if args.ivrs else []
     try:
         return EmulatorConfig(

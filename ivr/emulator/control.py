@@ -1,5 +1,6 @@
 """The caller/control API under ``/_emulator/`` (no auth): place calls, press keys, speak,
-hang up, inspect calls, set extension behaviour, inject faults. See docs/emulator.md.
+hang up, inspect calls and queues, set extension behaviour, answer as the person at an
+extension, inject faults. See docs/emulator.md.
 """
 
 from __future__ import annotations
@@ -112,6 +113,16 @@ async def set_extension(request: web.Request) -> web.Response:
     return web.json_response({"dn": dn, "behaviour": body.behaviour})
 
 
+async def pick_up(request: web.Request) -> web.Response:
+    dn = request.match_info["dn"]
+    call = request.app[CTL].pick_up(dn)
+    return web.json_response({"dn": dn, "callid": call.callid})
+
+
+async def list_queues(request: web.Request) -> web.Response:
+    return web.json_response(request.app[CTL].queues())
+
+
 async def get_settings(request: web.Request) -> web.Response:
     cfg = request.app[CTL].config
     return web.json_response({name: getattr(cfg, name) for name in TRANSFER_SETTINGS})
@@ -131,7 +142,8 @@ async def faults(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     cfg = request.app[CTL].config
     return web.json_response({"ok": True, "route_point": cfg.route_point, "extensions": list(cfg.extensions),
-                              "queues": cfg.queues, "ivrs": cfg.ivrs})
+                              "queues": cfg.queues, "ivrs": cfg.ivrs,
+                              "tokens_issued": request.app[CTL].tokens.issued})
 
 
 def add_routes(app: web.Application) -> None:
@@ -148,6 +160,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/_emulator/calls/{callid}/arrivals", arrivals)
     r.add_get("/_emulator/extensions", list_extensions)
     r.add_put("/_emulator/extensions/{dn}", set_extension)
+    r.add_post("/_emulator/extensions/{dn}/answer", pick_up)
+    r.add_get("/_emulator/queues", list_queues)
     r.add_get("/_emulator/settings", get_settings)
     r.add_put("/_emulator/settings", put_settings)
     r.add_post("/_emulator/faults", faults)

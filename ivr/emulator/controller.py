@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from ivr.pbx.models import DNType
+
 from .auth import Token, TokenStore
 from .config import TRANSFER_SETTINGS, EmulatorConfig
 from .events import EventBus
@@ -35,6 +37,8 @@ class Controller:
         self.tokens = TokenStore(config.token_lifetime, config.revoke_previous_tokens, _loop_time)
         self.fail_next = FailNextCounter()
         self.sockets: set[web.WebSocketResponse] = set()
+        self.xapi_down_until = 0.0  # loop time: /xapi/v1 answers xapi_down_status until then
+        self.xapi_down_status = 503
 
     # --- the caller ("the outside world") ---------------------------------------------------
 
@@ -79,6 +83,14 @@ class Controller:
         """The far party hangs up."""
         self.pbx.hangup(self.pbx.get_call(callid))
 
+    def pick_up(self, dn: str) -> Call:
+        """The person at extension ``dn`` answers the call ringing there (a queue's call too)."""
+        return self.pbx.pick_up_at(dn)
+
+    def xapi_down(self) -> int | None:
+        """The status /xapi/v1 answers now while an ``xapi_unavailable`` fault lasts, else None."""
+        return self.xapi_down_status if _loop_time() < self.xapi_down_until else None
+
     # --- inspection -------------------------------------------------------------------------
 
     def call_info(self, callid: int | str) -> dict[str, Any]:
@@ -102,12 +114,28 @@ class Controller:
             "location": call.location,
             "held": call.held,
             "offer": {"action": offer.kind, "destination": offer.destination} if offer else None,
+            "queue": self._queue_info(call, now),
             "duration": round((call.ended_at or now) - call.t0, 3),
             "participants": [leg.info().model_dump(mode="json") for leg in call.legs.values()],
             "attached_data": attached,
             "heard_seconds": round(call.heard.duration_samples() / RATE, 3),
             "log": list(call.log),
         }
+
+    @staticmethod
+    def _queue_info(call: Call, now: float) -> dict[str, Any] | None:
+        waiting = call.waiting
+        if waiting is None:
+            return None
+        return {"dn": waiting.queue.dn, "position": waiting.queue.waiting.index(waiting) + 1,
+                "waited": round(now - waiting.since, 3), "ringing": [leg.dn.dn for leg in waiting.ringing]}
+
+    def queues(self) -> dict[str, list[dict[str, Any]]]:
+        """Every queue DN with the calls waiting there, oldest first."""
+        now = _loop_time()
+        return {dn.dn: [{"callid": w.call.callid, "from": w.call.caller, "waited": round(now - w.since, 3),
+                         "ringing": [leg.dn.dn for leg in w.ringing]} for w in dn.waiting]
+                for dn in self.pbx.dns.values() if dn.type == DNType.QUEUE}
 
     def list_calls(self) -> list[dict[str, Any]]:
         """A short summary of every known call, oldest first."""
@@ -175,6 +203,9 @@ class Controller:
                 stream.end("abort")
             affected = len(streams)
             self.pbx.log(call, "fault", fault="truncate_stream", streams=affected)
+        elif kind == "xapi_unavailable" and req.xapi_unavailable:
+            self.xapi_down_until = _loop_time() + req.xapi_unavailable.seconds
+            self.xapi_down_status = req.xapi_unavailable.status
         return {"fault": kind, "affected": affected}
 
 

@@ -22,6 +22,14 @@ class TruncateStream(BaseModel):
     callid: int
 
 
+class XapiUnavailable(BaseModel):
+    """The Configuration API answers ``status`` for ``seconds`` (0 ends it); Call Control keeps working."""
+
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(ge=0, le=86400)
+    status: int = Field(default=503, ge=400, le=599)
+
+
 class FaultRequest(BaseModel):
     """Body of ``POST /_emulator/faults``: exactly one field set."""
 
@@ -31,6 +39,7 @@ class FaultRequest(BaseModel):
     fail_next: FailNext | None = None
     stall_stream: StallStream | None = None
     truncate_stream: TruncateStream | None = None
+    xapi_unavailable: XapiUnavailable | None = None
 
     def kind(self) -> str:
         """The one fault requested; ValueError if none or several."""

@@ -67,6 +67,7 @@ class Dn:
     devices: list[Device]
     behaviour: str | None = None  # extensions: answer | busy | no_answer
     legs: dict[int, Leg] = field(default_factory=dict)
+    waiting: list[Waiting] = field(default_factory=list)  # queues: the calls waiting here, oldest first
 
     @property
     def device(self) -> DeviceInfo:
@@ -198,6 +199,20 @@ class Ringing:
 
 
 @dataclass(eq=False)
+class Waiting:
+    """A call waiting at a queue: its leg on the queue's DN, since when (loop clock), and the
+    legs ringing at agents for it (only the oldest call of a queue rings agents)."""
+
+    call: Call
+    queue: Dn
+    leg: Leg
+    since: float
+    ringing: list[Leg] = field(default_factory=list)
+    declined: set[str] = field(default_factory=set)  # agents who rejected it this round
+    round_timer: asyncio.TimerHandle | None = None  # ends a ring round after the queue's RingTimeout
+
+
+@dataclass(eq=False)
 class Call:
     """One call: the far party (a person), our legs, its audio and its log."""
 
@@ -212,6 +227,7 @@ class Call:
     location: str = ""  # where the call is: a DN, or an external number after routing out
     offer: Offer | None = None
     ringing: Ringing | None = None  # a call straight to an extension, not yet answered
+    waiting: Waiting | None = None  # the call waits at a queue for an agent
     held: bool = False
     legs: dict[int, Leg] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)
@@ -220,6 +236,7 @@ class Call:
     arrivals: Arrivals = field(default_factory=Arrivals)  # when the IVR's audio chunks came in
     stall_until: float = 0.0
     ended_at: float | None = None
+    status_at: float | None = None  # loop time its state last changed (None: at creation)
 
     def sample_at(self, t: float) -> int:
         """Sample index on this call's timeline for loop time ``t``."""

@@ -29,6 +29,7 @@ from ivr.pbx.models import (
 from .config import BEHAVIOURS, EmulatorConfig
 from .events import EventBus
 from .media import RATE, decode_audio
+from .queues import QueueDesk
 from .state import ApiError, Call, Device, Dn, Leg, Offer, Party, Ringing, device_id_for
 
 CONNECTED, RINGING, DIALING = ParticipantStatus.CONNECTED, ParticipantStatus.RINGING, ParticipantStatus.DIALING
@@ -81,6 +82,7 @@ class Pbx:
         self._call_ids = itertools.count(1001)
         self._external = re.compile(rf"^\+?\d{{{config.external_min_digits},}}$")
         self.has_legs = asyncio.Event()  # set while any participant exists (Upserts repeat then)
+        self.queues = QueueDesk(self)  # calls waiting at queue DNs, offered to their agents
 
     # --- clock and log ----------------------------------------------------------------------
 
@@ -127,11 +129,13 @@ class Pbx:
         if behaviour not in BEHAVIOURS:
             raise ApiError(400, f"behaviour {behaviour!r}: must be one of {', '.join(BEHAVIOURS)}")
         ext.behaviour = behaviour
+        self.queues.behaviour_changed(ext)
+        self.queues.offer_soon()  # an agent may take queue calls now (or no longer)
 
     # --- leg bookkeeping --------------------------------------------------------------------
 
-    def _new_leg(self, call: Call, dn: Dn, status: str, party: Party, device: Device | None = None,
-                 **kw: Any) -> Leg:
+    def new_leg(self, call: Call, dn: Dn, status: str, party: Party, device: Device | None = None,
+                **kw: Any) -> Leg:
         device = device or dn.devices[0]
         leg = Leg(
             id=next(self._participant_ids),
@@ -151,13 +155,16 @@ class Pbx:
         self.bus.upsert(dn.dn, leg.id)
         return leg
 
-    def _set_status(self, leg: Leg, status: str) -> None:
+    def set_status(self, leg: Leg, status: str) -> None:
         leg.status = status
         self.bus.upsert(leg.dn.dn, leg.id)
 
-    def _remove_leg(self, leg: Leg) -> None:
+    def remove_leg(self, leg: Leg) -> None:
         if leg.gone:
             return
+        waiting = leg.call.waiting
+        if waiting is not None and waiting.leg is leg:  # its leg at the queue went elsewhere
+            self.queues.leave(leg.call)
         leg.gone = True
         leg.dn.legs.pop(leg.id, None)
         leg.call.legs.pop(leg.id, None)
@@ -167,6 +174,8 @@ class Pbx:
         for stream in list(leg.streams):
             stream.end("end")
         self.bus.remove(leg.dn.dn, leg.id)
+        if leg.dn.type == DNType.EXTENSION:  # a free extension may be an agent a queue waits for
+            self.queues.offer_soon()
 
     def _store(self, call: Call) -> None:
         self.calls[call.callid] = call
@@ -178,7 +187,7 @@ class Pbx:
 
     def inbound(self, caller: str, to: str | None = None, name: str = "", did: str | None = None) -> Call:
         """An external caller dials one of our DNs (control API ``POST /_emulator/calls``): the
-        route point (default), a queue or IVR (like the route point), or an extension (it rings)."""
+        route point (default) or an IVR, an extension (it rings) or a queue (the call waits there)."""
         to = to or self.route_point.dn
         if not caller:
             raise ApiError(400, "calls: 'from' (the caller's number) is required")
@@ -195,12 +204,48 @@ class Pbx:
         if dest.type == DNType.EXTENSION:
             self._ring_extension(call, dest)
             return call
+        if dest.type == DNType.QUEUE:
+            self._to_queue(call, dest, far)
+            return call
         status = self.config.inbound_status
-        call.holder = self._new_leg(call, dest, status, far)
+        call.holder = self.new_leg(call, dest, status, far)
         if status == CONNECTED:
             call.state = "connected"
             self.log(call, "answered", dn=dest.dn, by="pbx")
         return call
+
+    def _to_queue(self, call: Call, queue: Dn, far: Party) -> None:
+        """A call dialled straight to a queue: the queue takes it at once, or it is full (busy)."""
+        if self.queues.full(queue):
+            self.log(call, "rejected", dn=queue.dn, result="busy")
+            self.end_call(call, by="busy")
+            return
+        call.holder = self.new_leg(call, queue, CONNECTED, far)
+        call.state = "connected"
+        self.log(call, "answered", dn=queue.dn, by="pbx")
+        self.queues.enter(call.holder)
+
+    def pick_up_at(self, dn: str) -> Call:
+        """The person at extension ``dn`` picks up the call ringing there (control API ``POST
+        /_emulator/extensions/{dn}/answer``): a queue's call offered to this agent, a call
+        straight to the extension, or an offer (routeto/transferto/divert) to it."""
+        ext = self.dns.get(dn)
+        if ext is None or ext.type != DNType.EXTENSION:
+            raise ApiError(404, f"extension {dn!r} not found")
+        for leg in list(ext.legs.values()):
+            if leg.status != RINGING:
+                continue
+            call = leg.call
+            if self.queues.ringing_for(leg) is not None:
+                self.queues.answer(leg, by="user")
+            elif self._ringing_here(leg):
+                self._pick_up(leg, by="user")
+            elif call.offer is not None and call.offer.target is leg:
+                self._finish_offer(call.offer, "answered")
+            else:
+                continue
+            return call
+        raise ApiError(409, f"extension {dn!r}: no call is ringing there")
 
     # --- calls straight to an extension -----------------------------------------------------
 
@@ -213,7 +258,7 @@ class Pbx:
             self.log(call, "rejected", dn=ext.dn, result="busy")
             self.end_call(call, by="busy")
             return
-        legs = [self._new_leg(call, ext, RINGING, replace(call.far), device=d) for d in ext.devices]
+        legs = [self.new_leg(call, ext, RINGING, replace(call.far), device=d) for d in ext.devices]
         call.ringing = Ringing(dn=ext, legs=legs)
         call.ringing.task = asyncio.get_running_loop().create_task(self._ring_direct(call, call.ringing))
 
@@ -246,14 +291,15 @@ class Pbx:
             ringing.task.cancel()
         for other in ringing.legs:
             if other is not leg:
-                self._remove_leg(other)
+                self.remove_leg(other)
         call.holder = leg
 
     def _pick_up(self, leg: Leg, by: str) -> None:
         """The call is answered on ``leg``'s device."""
         self._claim(leg)
-        self._set_status(leg, CONNECTED)
+        self.set_status(leg, CONNECTED)
         leg.call.state = "connected"
+        leg.call.status_at = self.now()
         self.log(leg.call, "answered", dn=leg.dn.dn, device=leg.device_id, by=by)
 
     def hangup(self, call: Call) -> None:
@@ -283,6 +329,7 @@ class Pbx:
         """End the whole call: every leg removed (Remove events), streams end."""
         if call.state == "ended":
             return
+        self.queues.leave(call)  # first, so no agent is rung for it while its legs go
         offer, call.offer = call.offer, None
         if offer and offer.task:
             offer.task.cancel()
@@ -293,13 +340,13 @@ class Pbx:
         ringing = offer.target if offer and offer.target and by == "caller" else None
         for leg in list(call.legs.values()):
             if leg is not ringing:
-                self._remove_leg(leg)
+                self.remove_leg(leg)
         if ringing is not None:  # the phone that rang is cancelled a moment after the caller left
             delay = self.config.cancel_delay
             if delay > 0:
-                asyncio.get_running_loop().call_later(delay, self._remove_leg, ringing)
+                asyncio.get_running_loop().call_later(delay, self.remove_leg, ringing)
             else:
-                self._remove_leg(ringing)
+                self.remove_leg(ringing)
         call.state, call.holder, call.held = "ended", None, False
         call.ended_at = self.now()
         self.log(call, "dropped", by=by)
@@ -317,11 +364,14 @@ class Pbx:
         if self._ringing_here(leg):
             self._pick_up(leg, by="api")
             return _result(leg.info(), "Answered")
+        if self.queues.ringing_for(leg) is not None:  # an agent's device takes a queue's call
+            self.queues.answer(leg, by="api")
+            return _result(leg.info(), "Answered")
         offer = leg.call.offer
         if offer and offer.target is leg:  # the destination answers: the offer is delivered
             self._finish_offer(offer, "answered")
             return _result(leg.info(), "Answered")
-        self._set_status(leg, CONNECTED)
+        self.set_status(leg, CONNECTED)
         if leg is leg.call.holder:
             leg.call.state = "connected"
         self.log(leg.call, "answered", dn=leg.dn.dn, by="api")
@@ -335,6 +385,8 @@ class Pbx:
             # Dropping the ringing leg at the destination rejects the offer only.
             self.log(call, "dropped_leg", dn=leg.dn.dn, by="api")
             self._finish_offer(offer, "rejected")
+        elif self.queues.ringing_for(leg) is not None:  # the agent rejects a queue's call
+            self.queues.decline(leg)
         else:
             self.end_call(call, by=f"api:{leg.dn.dn}")
         return _result(info, "Dropped")
@@ -376,7 +428,7 @@ class Pbx:
         timeout = self._timeout(body.timeout, where)
         info = leg.info()
         dest = body.destination
-        target_dn, failure = self._classify(dest, leg.dn)
+        target_dn, failure = self._classify(dest, leg.dn, queues=True)
         if failure:
             self.log(call, _PAST[kind], destination=dest, result=failure)
             return self._failure_answer(info, failure)
@@ -387,8 +439,8 @@ class Pbx:
             self.log(call, "held")
         target = None
         if target_dn is not None:
-            target = self._new_leg(call, target_dn, RINGING, replace(call.far),
-                                   referred_by=(leg.dn.dn, leg.dn.type))
+            target = self.new_leg(call, target_dn, RINGING, replace(call.far),
+                                  referred_by=(leg.dn.dn, leg.dn.type))
         offer = Offer(kind=kind, destination=dest, origin=leg, target=target, timeout=timeout)
         if self.config.transfer_answer == "blocking":
             offer.answer = asyncio.get_running_loop().create_future()
@@ -421,14 +473,14 @@ class Pbx:
                     caller=dn.dn, to=dest, state="dialing")
         self._store(call)
         self.log(call, "created", direction="outbound", **{"from": dn.dn, "to": dest})
-        origin = self._new_leg(call, dn, DIALING, far, device=device, originated_by=(dn.dn, dn.type))
+        origin = self.new_leg(call, dn, DIALING, far, device=device, originated_by=(dn.dn, dn.type))
         if body.attacheddata:
             origin.attached.update(body.attacheddata)
         call.holder, call.location = origin, dn.dn
         target = None
         if target_dn is not None:
             me = Party(name=dn.dn, dn=dn.dn, caller_id=dn.dn, dn_type=dn.type)
-            target = self._new_leg(call, target_dn, RINGING, me, originated_by=(dn.dn, dn.type))
+            target = self.new_leg(call, target_dn, RINGING, me, originated_by=(dn.dn, dn.type))
         self._start_offer(Offer(kind="makecall", destination=dest, origin=origin, target=target, timeout=timeout))
         return _result(origin.info(), "Dialing")
 
@@ -441,9 +493,12 @@ class Pbx:
             raise ApiError(400, f"{where}: 'timeout' must be a positive number of seconds, got {value}")
         return float(value)
 
-    def _classify(self, dest: str, origin: Dn) -> tuple[Dn | None, str | None]:
-        """(extension DN or None for an external number, failure result or None)."""
+    def _classify(self, dest: str, origin: Dn, *, queues: bool = False) -> tuple[Dn | None, str | None]:
+        """(extension or, with ``queues``, queue DN, or None for an external number; failure
+        result or None). A full queue is busy."""
         dn = self.dns.get(dest)
+        if queues and dn is not None and dn.type == DNType.QUEUE and dn is not origin:
+            return (None, "busy") if self.queues.full(dn) else (dn, None)
         if dn is not None and dn.type == DNType.EXTENSION and dn is not origin:
             if dn.behaviour in ("busy", "not_registered"):
                 return None, dn.behaviour
@@ -457,6 +512,10 @@ class Pbx:
         offer.task = asyncio.get_running_loop().create_task(self._ring(offer))
 
     async def _ring(self, offer: Offer) -> None:
+        if offer.target is not None and offer.target.dn.type == DNType.QUEUE:
+            await asyncio.sleep(0)  # a queue takes the call at once, unless it filled up meanwhile
+            self._finish_offer(offer, "busy" if self.queues.full(offer.target.dn) else "answered")
+            return
         ring, timeout = self.config.ring_seconds, offer.timeout
         if ring < timeout:
             await asyncio.sleep(ring)
@@ -483,23 +542,26 @@ class Pbx:
         info = origin.info()
         if result == "answered":
             if kind == "makecall":
-                self._set_status(origin, CONNECTED)
+                self.set_status(origin, CONNECTED)
                 if target:
-                    self._set_status(target, CONNECTED)
+                    self.set_status(target, CONNECTED)
                 self._say_on_answer(call, offer.destination)
             else:
-                self._remove_leg(origin)  # the answering leg replaces the route point's (Remove first)
+                self.remove_leg(origin)  # the answering leg replaces the route point's (Remove first)
                 if target:
-                    self._set_status(target, CONNECTED)
+                    self.set_status(target, CONNECTED)
                 call.holder = target
                 call.location = target.dn.dn if target else offer.destination
                 call.held = False
             call.state = "connected"
+            call.status_at = self.now()
             self.log(call, _PAST[kind], destination=offer.destination, result="answered")
+            if target is not None and target.dn.type == DNType.QUEUE:
+                self.queues.enter(target)
             self._settle(offer, _result(info, "Connected"))
             return
         if target:
-            self._remove_leg(target)
+            self.remove_leg(target)
         self.log(call, _PAST[kind], destination=offer.destination, result=result)
         if kind != "makecall" and not origin.gone:
             if kind == "transferto":

@@ -6,9 +6,11 @@
     ivr campaign status|pause|resume|stop [ID] [--config ivr.yaml]
 
 While a worker owns the client id (``ivr run``), the campaign runs inside it, started through
-its control API; this command shows progress until the campaign ends (Ctrl-C stops the
-campaign after its calls in progress). With no worker running, this process takes the lease,
-runs a worker for the campaign's calls and stops when the campaign is done.
+its control API (on this machine, or on another one found through the Redis lease:
+ivr/worker/reach.py); this command shows progress until the campaign ends (Ctrl-C stops the
+campaign after its calls in progress). With no worker running, this process takes the lease
+(renewing it while the campaign runs), runs a worker for the campaign's calls and stops when
+the campaign is done.
 """
 
 from __future__ import annotations
@@ -102,18 +104,18 @@ class Progress:
             print(line, flush=True)
 
 
-async def run_here(config: Any, spec: CampaignSpec) -> dict[str, int]:
-    """This process is the owner: a worker for the campaign's calls, then stop."""
-    from ivr.cluster import Ownership
+async def run_here(config: Any, spec: CampaignSpec, ownership: Any) -> dict[str, int]:
+    """This process holds the lease (``ownership``): a worker for the campaign's calls, then stop."""
     from ivr.worker.runner import Worker
-    from ivr.worker.service import make_lease
 
-    ownership = Ownership(make_lease(config))
-    if not await ownership.lease.try_acquire():
-        raise CampaignCliError("another process took the client id meanwhile; try again")
-    ownership.state = "owner"
     worker = Worker(config)
     stop = asyncio.Event()
+
+    def on_lost() -> None:  # someone else holds the lease now: fetch no token that would revoke theirs
+        worker.abandon("the lease went to another process")
+        stop.set()
+
+    ownership.keep(on_lost)  # a Redis lease expires unless renewed while the campaign runs
     task = asyncio.create_task(worker.run(stop))
     try:
         ready = asyncio.ensure_future(worker.ready.wait())
@@ -124,23 +126,29 @@ async def run_here(config: Any, spec: CampaignSpec) -> dict[str, int]:
         runner: CampaignRunner = await build_runner(worker, spec)
         progress = Progress(len(runner.plan.contacts))
         runner.on_change = lambda r: progress.show(r.plan.counts(), r.status()["state"])
+        running = asyncio.ensure_future(runner.run())
         try:
-            counts = await runner.run()
+            await asyncio.wait({running, task}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             runner.stop()
+            await asyncio.gather(running, return_exceptions=True)
             raise
+        if not running.done():  # the worker stopped under the campaign: the lease was lost
+            runner.stop()
+            await asyncio.gather(running, return_exceptions=True)
+            raise CampaignCliError(f"the lease on client id {config.pbx.client_id} went to another process; "
+                                   "run the same command again to resume the campaign")
+        counts = running.result()
         progress.show(counts, "done" if runner.plan.finished else "stopped", final=True)
         return counts
     finally:
         stop.set()
         await asyncio.gather(task, return_exceptions=True)
-        await ownership.release()
 
 
 async def through_owner(endpoint: Any, spec: CampaignSpec) -> dict[str, int]:
     """Start the campaign in the running worker and follow it until it ends."""
-    headers = {"Authorization": f"Bearer {endpoint.token}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with endpoint.session() as session:
         status = await _call(session, "POST", f"{endpoint.url}/v1/campaigns", json=spec.model_dump())
         cid = status["id"]
         print(f"campaign {cid} runs in the worker (ivr campaign status|pause|resume|stop {cid})", flush=True)
@@ -176,35 +184,33 @@ async def _call(session: aiohttp.ClientSession, method: str, url: str, **kwargs:
 
 
 async def command(args: argparse.Namespace) -> int:
+    from ivr.cluster import OWNER, Ownership
     from ivr.config_loader import load_config
-    from ivr.worker.control import read_published
-    from ivr.worker.service import control_endpoint_path, make_lease
+    from ivr.worker.reach import find_owner
+    from ivr.worker.service import make_lease
 
     config = load_config(args.config)
-    lease = make_lease(config)
-    taken = await lease.try_acquire()
-    if taken:
-        await lease.release()
-    endpoint = None if taken else read_published(control_endpoint_path(config))
-    if args.campaign_action != "run":
-        if endpoint is None:
-            raise CampaignCliError("no running worker publishes a control API on this machine")
+    ownership = Ownership(make_lease(config))
+    if await ownership.lease.try_acquire():  # nobody owns the client id
+        ownership.state = OWNER
+        try:
+            if args.campaign_action != "run":
+                raise CampaignCliError(f"no running worker publishes a control API: nobody owns client id "
+                                       f"{config.pbx.client_id}, so no campaign runs")
+            counts = await run_here(config, spec_of(args), ownership)
+        finally:
+            await ownership.release()
+        return 0 if counts.get("pending", 0) == 0 else 3
+    spec = spec_of(args) if args.campaign_action == "run" else None
+    endpoint = await find_owner(config, ownership.lease)  # one line and no token if it cannot be reached
+    if spec is None:
         return await _manage(endpoint, args.campaign_action, args.id)
-    spec = spec_of(args)
-    if endpoint is not None:
-        counts = await through_owner(endpoint, spec)
-    elif not taken:
-        holder = await lease.holder()
-        raise CampaignCliError(f"client id {config.pbx.client_id} is owned by {holder or 'another process'} "
-                               "whose control API is not published on this machine (docs/ha.md)")
-    else:
-        counts = await run_here(config, spec)
+    counts = await through_owner(endpoint, spec)
     return 0 if counts.get("pending", 0) == 0 else 3
 
 
 async def _manage(endpoint: Any, action: str, cid: str | None) -> int:
-    headers = {"Authorization": f"Bearer {endpoint.token}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with endpoint.session() as session:
         if cid is None:
             statuses = await _call(session, "GET", f"{endpoint.url}/v1/campaigns")
             ids = [s["id"] for s in statuses]

@@ -12,8 +12,11 @@ owner over this small HTTP API:
   the worker; ``GET /v1/campaigns[/{id}]``: status; ``POST /v1/campaigns/{id}/pause|resume|stop``.
 
 Every request carries ``Authorization: Bearer <token>``. The server binds to 127.0.0.1 unless
-``control.host`` says otherwise. Local tools find it through a file next to the lease file
-(mode 0600: URL and token), written when the worker owns the lease and removed when it stops.
+``control.host`` says otherwise (another address needs a configured token), over HTTPS with
+``control.tls``. Local tools find it through a file next to the lease file (mode 0600: URL and
+token), written when the worker owns the lease and removed when it stops; with a Redis cluster
+the owner also advertises its URL (not its token) with the lease, for tools on other machines
+(ivr/worker/reach.py finds it).
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ import json
 import logging
 import os
 import secrets
-from dataclasses import asdict, dataclass
+import socket
+import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -34,6 +40,7 @@ from ivr.campaign.contacts import ContactListError
 from ivr.campaign.manager import CampaignManager, CampaignSpec
 from ivr.campaign.results import CampaignFileError
 from ivr.campaign.window import WindowError
+from ivr.cluster.lease import owner_label
 from ivr.config import ConfigError, ControlSettings, WorkerConfig
 from ivr.flow import FlowLoadError
 from ivr.pbx.errors import PbxError
@@ -46,13 +53,31 @@ log = logging.getLogger("ivr.worker.control")
 
 @dataclass(frozen=True)
 class ControlEndpoint:
-    """Where a running owner's control API listens, and the token it wants."""
+    """Where a running owner's control API listens, the token it wants, and how a tool checks
+    its certificate (``verify``: True, False, or a CA bundle path; for https URLs)."""
 
     url: str
     token: str
+    verify: bool | str = True
+    owner: str = ""  # host and pid of the process serving it, as the lease names its holder
 
     def __repr__(self) -> str:  # the token never reaches a log line
         return f"ControlEndpoint(url={self.url!r})"
+
+    def session(self, timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSession:
+        """A client session that sends the token and checks the owner's certificate as configured."""
+        check: ssl.SSLContext | bool = True
+        if isinstance(self.verify, str):
+            try:
+                check = ssl.create_default_context(cafile=self.verify)
+            except (OSError, ssl.SSLError) as exc:
+                reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+                raise ConfigError(f"control.verify_tls: cannot load the CA bundle {self.verify}: {reason}") from None
+        elif not self.verify:
+            check = False  # the user turned verification off (control.verify_tls: false)
+        return aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"},
+                                     connector=aiohttp.TCPConnector(ssl=check),
+                                     timeout=timeout or aiohttp.ClientTimeout(total=None, sock_connect=10))
 
 
 def resolve_token(settings: ControlSettings) -> str | None:
@@ -84,7 +109,7 @@ def publish(path: Path, endpoint: ControlEndpoint) -> None:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        json.dump(asdict(endpoint), out)
+        json.dump({"url": endpoint.url, "token": endpoint.token, "owner": endpoint.owner}, out)
     os.replace(tmp, path)
 
 
@@ -92,7 +117,7 @@ def read_published(path: Path) -> ControlEndpoint | None:
     """The endpoint a running owner published, or None."""
     try:
         data = json.loads(path.read_text())
-        return ControlEndpoint(url=str(data["url"]), token=str(data["token"]))
+        return ControlEndpoint(url=str(data["url"]), token=str(data["token"]), owner=str(data.get("owner") or ""))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -179,6 +204,33 @@ def control_app(worker: Worker, token: str, campaigns: CampaignManager | None = 
     return app
 
 
+def server_tls(config: WorkerConfig) -> ssl.SSLContext | None:
+    """The HTTPS context of ``control.tls``, or None for plain HTTP; a one-line ConfigError for
+    a certificate or key that cannot be loaded."""
+    tls = config.control.tls
+    if tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert, key = config.path(tls.cert), config.path(tls.key)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+        raise ConfigError(f"control.tls: cannot load the certificate {cert} with the key {key}: {reason}") from None
+    return context
+
+
+def advertised_url(settings: ControlSettings, scheme: str, host: str, port: int) -> str:
+    """The URL the owner gives tools on other machines: ``control.url``, else the bound
+    address (this machine's name when bound to all addresses)."""
+    if settings.url:
+        return settings.url.rstrip("/")
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
+
+
 class ControlServer:
     """Serves the control API while the worker owns the client id, and publishes where."""
 
@@ -190,21 +242,30 @@ class ControlServer:
         self.token = resolve_token(self.settings) or secrets.token_urlsafe(32)
         self.worker = worker
         self.publish_at = publish_at
+        self.tls = server_tls(config)  # before the lease: a bad certificate is a start-up error
         self.endpoint: ControlEndpoint | None = None
+        self.url: str | None = None  # what tools on other machines are told (advertised with a Redis lease)
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> ControlEndpoint:
         runner = web.AppRunner(control_app(self.worker, self.token, self.campaigns), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.host, self.settings.port)
-        await site.start()
+        site = web.TCPSite(runner, self.settings.host, self.settings.port, ssl_context=self.tls)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(f"control: cannot listen on {self.settings.host}:{self.settings.port}: "
+                              f"{exc.strerror or exc}") from None
         self._runner = runner
         host, port = runner.addresses[0][:2]
+        scheme = "https" if self.tls is not None else "http"
         shown = f"[{host}]" if ":" in str(host) else host
-        self.endpoint = ControlEndpoint(url=f"http://{shown}:{port}", token=self.token)
+        self.endpoint = ControlEndpoint(url=f"{scheme}://{shown}:{port}", token=self.token, owner=owner_label())
+        self.url = advertised_url(self.settings, scheme, str(host), int(port))
         if self.publish_at is not None:
             publish(self.publish_at, self.endpoint)
-        log.info("control API on %s", self.endpoint.url)
+        log.info("control API on %s", self.url)
         return self.endpoint
 
     async def stop(self) -> None:

@@ -2,8 +2,10 @@
 
 Only the owner of the client id talks to the PBX (docs/ha.md). While a worker owns it, the call
 goes through that worker's control API (ivr/worker/control.py), found through the file it
-publishes on this machine. With no owner running, this process becomes the owner for the one
-call: it takes the lease, starts a worker, dials, and stops.
+publishes on this machine or the URL it advertises in Redis (ivr/worker/reach.py); an owner
+that cannot be reached is a one-line error, never a reason to take a token. With no owner
+running, this process becomes the owner for the one call: it takes the lease (and renews it
+while the call lasts), starts a worker, dials, and stops.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import Any
 import aiohttp
 
 from ivr.call.record import CallRecord, StepRecord
-from ivr.cluster import LeaseStoreError, Ownership
+from ivr.cluster import OWNER, LeaseStoreError, Ownership
 from ivr.config import ConfigError, WorkerConfig
-from ivr.worker.control import ControlEndpoint, read_published
+from ivr.worker.control import ControlEndpoint
+from ivr.worker.reach import OwnerUnavailable, find_owner
 from ivr.worker.runner import Worker
-from ivr.worker.service import control_endpoint_path, make_lease
+from ivr.worker.service import make_lease
 
 
 async def dial(config: WorkerConfig, number: str, flow: str, *,
@@ -28,51 +31,61 @@ async def dial(config: WorkerConfig, number: str, flow: str, *,
     ownership = Ownership(make_lease(config))
     try:
         taken = await ownership.lease.try_acquire()
-        holder = None if taken else await ownership.lease.holder()
     except LeaseStoreError as exc:
         raise ConfigError(f"ivr dial: cannot check who owns client id {config.pbx.client_id}: {exc}") from None
     if not taken:
-        endpoint = read_published(control_endpoint_path(config))
-        if endpoint is None:
-            raise ConfigError(
-                f"ivr dial: client id {config.pbx.client_id} is owned by a running worker ({holder or 'another process'}) "
-                "whose control API is not published on this machine; dialling beside it would revoke its token "
-                "and cut its calls (docs/ha.md)")
+        try:
+            endpoint = await find_owner(config, ownership.lease)
+        except OwnerUnavailable as exc:
+            raise ConfigError(f"ivr dial: {exc}") from None
         return await dial_through(endpoint, number, str(config.path(flow).resolve()),
                                   route_point=route_point, timeout=timeout)
-    ownership.state = "owner"
+    ownership.state = OWNER
     try:
-        return await _dial_as_owner(config, number, flow, route_point=route_point, timeout=timeout)
+        return await _dial_as_owner(config, number, flow, ownership, route_point=route_point, timeout=timeout)
     finally:
         await ownership.release()
 
 
-async def _dial_as_owner(config: WorkerConfig, number: str, flow: str, *, route_point: str | None, timeout: float) -> CallRecord:
+async def _dial_as_owner(config: WorkerConfig, number: str, flow: str, ownership: Ownership, *,
+                         route_point: str | None, timeout: float) -> CallRecord:
     worker = Worker(config)
     stop = asyncio.Event()
+
+    def on_lost() -> None:  # someone else holds the lease now: fetch no token that would revoke theirs
+        worker.abandon("the lease went to another process")
+        stop.set()
+
+    ownership.keep(on_lost)  # a Redis lease expires unless renewed while the call lasts
     task = asyncio.create_task(worker.run(stop))
     ready = asyncio.ensure_future(worker.ready.wait())
     done, _ = await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         ready.cancel()
         task.result()
+    dialling = asyncio.ensure_future(worker.dial(number, flow, route_point=route_point, timeout=timeout))
     try:
-        return await worker.dial(number, flow, route_point=route_point, timeout=timeout)
+        await asyncio.wait({dialling, task}, return_when=asyncio.FIRST_COMPLETED)
+        if dialling.done():
+            return dialling.result()
+        dialling.cancel()  # the worker stopped under the call: the lease went to another process
+        task.result()
+        raise ConfigError(f"ivr dial: the lease on client id {config.pbx.client_id} went to another process "
+                          "during the call; the call is left to it")
     finally:
         stop.set()
-        await task
+        await asyncio.gather(task, dialling, return_exceptions=True)
 
 
 async def dial_through(endpoint: ControlEndpoint, number: str, flow: str, *, route_point: str | None = None,
                        timeout: float = 60) -> CallRecord:
     """Ask the running owner to place the call; its record when the call has ended."""
     body = {"number": number, "flow": flow, "route_point": route_point, "timeout": timeout}
-    headers = {"Authorization": f"Bearer {endpoint.token}"}
     # The answer comes when the call has ended, however long the flow runs.
     no_limit = aiohttp.ClientTimeout(total=None, sock_connect=10)
     try:
-        async with aiohttp.ClientSession(timeout=no_limit) as session:
-            async with session.post(f"{endpoint.url}/v1/calls", json=body, headers=headers) as resp:
+        async with endpoint.session(no_limit) as session:
+            async with session.post(f"{endpoint.url}/v1/calls", json=body) as resp:
                 text = await resp.text()
                 status = resp.status
     except aiohttp.ClientError as exc:

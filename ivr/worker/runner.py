@@ -12,7 +12,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -41,6 +40,7 @@ from ivr.pbx.outbound import slack_ms
 from ivr.pbx.xapi import XapiCache, XapiClient
 from ivr.speech.services import SpeechServices
 from ivr.worker.gcpacing import PacedCollector
+from ivr.worker.legs import Dialled, Leg, Legs, LegState
 from ivr.worker.library import FlowLibrary
 from ivr.worker.logs import current_call_id
 from ivr.worker.metrics import WorkerMetrics
@@ -50,15 +50,6 @@ log = logging.getLogger("ivr.worker")
 
 # How long the overflow destination rings for a call the worker or its flow could not place.
 OVERFLOW_RING_S = 20
-
-@dataclass(frozen=True)
-class _Dialled:
-    """A call this worker dialled: the flow to run when it is answered, and how."""
-
-    flow: Any  # a LoadedFlow
-    params: dict[str, Any]
-    keep_variables: bool
-
 
 # Statuses in which a participant on a route point is a call for us to take.
 _TAKE = (ParticipantStatus.CONNECTED, ParticipantStatus.RINGING)
@@ -91,44 +82,28 @@ class Worker:
         self.reload_interval = reload_interval
         self.library = FlowLibrary([config.path(r.flow) for r in config.routes])
         self.records = CallRecordWriter(config.path(config.records) if config.records else None)
-        self.calls: dict[tuple[str, int], Call] = {}
-        self._tasks: dict[tuple[str, int], asyncio.Task] = {}
-        self._claimed: set[tuple[str, int]] = set()
+        self.legs = Legs()  # every leg we know on our route points, by (route point, participant id)
         self.draining = False
         self.ready = asyncio.Event()
         self.pbx: PbxClient | None = None
         self.xapi: XapiCache | None = None  # the PBX's configuration, when xapi.enabled
         self.completed: list[CallRecord] = []  # most recent records, for `ivr call` and tests
-        self._outbound: dict[tuple[str, int], _Dialled] = {}  # dialled legs -> the flow to run on answer
-        self._waiters: dict[str, asyncio.Future[CallRecord]] = {}  # call id -> its record, when it ends
-        self._early_digits: dict[tuple[str, int], list[str]] = {}  # keys pressed before the call started
-        self._dial_watch: dict[tuple[str, int], asyncio.Future[bool]] = {}  # dialled legs not yet answered
         self.keep_records = 1000
         self._abandoned: str | None = None  # why this process gave its calls up (lease lost, handed over)
         # Each call's flow position after every step, for whoever owns the calls next (docs/ha.md).
         self.checkpoints: CheckpointStore = checkpoints if checkpoints is not None else MemoryCheckpoints()
         self.metrics.checkpoints = self.checkpoints
         self.owner = owner_label()
-        self._inherited: dict[str, Checkpoint] = {}  # checkpoints of calls a previous owner left
+
+    @property
+    def calls(self) -> dict[tuple[str, int], Call]:
+        """The calls whose flows run now, by (route point, participant id)."""
+        return self.legs.calls()
 
     # --- lifecycle --------------------------------------------------------------------------
 
     def pbx_config(self) -> PbxConfig:
-        p = self.config.pbx
-        return PbxConfig(
-            url=p.url,
-            client_id=p.client_id,
-            client_secret=self._secret,
-            verify_tls=p.verify_tls,
-            outbound_lead_ms=p.outbound_lead_ms,
-            outbound_batch_frames=p.outbound_batch_frames,
-            inbound_block_ms=p.inbound_block_ms,
-            transfer_margin=p.transfer_margin,
-            outbound_tick_ms=p.outbound_tick_ms,
-            event_max_bytes=p.event_max_bytes,
-            rest_max_connections=p.rest_max_connections,
-            participant_fetches=p.participant_fetches,
-        )
+        return self.config.pbx.client_config(self._secret)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve calls until ``stop`` is set (or SIGTERM/SIGINT when run from the CLI), then drain."""
@@ -151,7 +126,8 @@ class Worker:
             collector = None
             if self.config.xapi.enabled:  # the PBX's configuration, on the same token
                 xs = self.config.xapi
-                self.xapi = XapiCache(XapiClient.sharing(pbx), interval=xs.refresh_seconds, retry=xs.retry_seconds)
+                self.xapi = XapiCache(XapiClient.sharing(pbx), interval=xs.refresh_seconds, retry=xs.retry_seconds,
+                                      calls_interval=xs.calls_seconds)
                 self.metrics.xapi_cache = self.xapi
                 await self.xapi.start()
             try:  # from here on, whatever fails: the tasks end and the collector gives GC back
@@ -222,15 +198,17 @@ class Worker:
             log.warning("takeover: cannot read checkpoints (%s); calls on the route points start their flows", exc)
             return
         ours = set(self.config.route_points)
-        for call_id, checkpoint in left.items():
+        inherited = 0
+        for checkpoint in left.values():
             if checkpoint.route_point not in ours:
                 continue
             if pbx.state.participant(checkpoint.route_point, checkpoint.participant_id) is not None:
-                self._inherited[call_id] = checkpoint
+                self.legs.get_or_add(checkpoint.route_point, checkpoint.participant_id).checkpoint = checkpoint
+                inherited += 1
                 continue
             self._record_orphan(checkpoint)
-        if self._inherited:
-            log.info("takeover: %d call(s) in progress left by a previous owner", len(self._inherited))
+        if inherited:
+            log.info("takeover: %d call(s) in progress left by a previous owner", inherited)
 
     def _record_orphan(self, checkpoint: Checkpoint) -> None:
         """A call whose owner died and that ended before anyone took it over."""
@@ -279,7 +257,7 @@ class Worker:
         if self._abandoned is not None:
             timeout = 0.0
         self.draining = True
-        pending = [t for t in self._tasks.values() if not t.done()]
+        pending = [leg.task for leg in self.legs if leg.task is not None and not leg.task.done()]
         if pending:
             log.info("draining: waiting up to %.0f s for %d call(s)", timeout, len(pending))
             _done, still = await asyncio.wait(pending, timeout=timeout)
@@ -300,58 +278,62 @@ class Worker:
 
     def _handle(self, event: Any) -> None:
         if isinstance(event, ParticipantUpdated):
-            key = (event.dn, event.participant.id)
-            call = self.calls.get(key)
-            if call is not None:
-                call.on_updated(event.participant)
+            leg = self.legs.get((event.dn, event.participant.id))
+            if leg is not None and leg.call is not None:
+                leg.call.on_updated(event.participant)
             elif event.dn in self.config.route_points:
                 self._maybe_start(event.dn, event.participant)
         elif isinstance(event, ParticipantRemoved):
-            key = (event.dn, event.participant_id)
-            call = self.calls.get(key)
-            if call is not None:
-                call.on_removed()
-            self._claimed.discard(key)
-            self._early_digits.pop(key, None)
-            watch = self._dial_watch.get(key)
-            if watch is not None and not watch.done():
-                watch.set_result(False)
+            leg = self.legs.get((event.dn, event.participant_id))
+            if leg is None:
+                return
+            if leg.call is not None:
+                leg.call.on_removed()
+            if leg.answered is not None and not leg.answered.done():
+                leg.answered.set_result(False)
+            leg.early_digits.clear()  # a Call not yet made gets none of them: the caller is gone
+            leg.removed = True
+            if leg.task is None or leg.task.done():
+                self.legs.forget(leg)  # else when its task ends
         elif isinstance(event, DtmfReceived):
-            key = (event.dn, event.participant_id)
-            call = self.calls.get(key)
-            if call is not None:
-                call.on_pbx_digit(event.digits)
+            leg = self.legs.get((event.dn, event.participant_id))
+            if leg is not None and leg.call is not None:
+                leg.call.on_pbx_digit(event.digits)
             elif event.dn in self.config.route_points:
                 # Keys can overtake the participant's first Upsert: keep them for its call.
-                self._early_digits.setdefault(key, []).append(event.digits)
+                self.legs.get_or_add(event.dn, event.participant_id).early_digits.append(event.digits)
         elif isinstance(event, Resynced):
             assert self.pbx is not None
-            for (dn, pid), call in list(self.calls.items()):
-                if self.pbx.state.participant(dn, pid) is None:
+            for leg in self.legs:
+                if leg.call is not None and self.pbx.state.participant(*leg.key) is None:
                     # Its Remove event was missed (socket down, PBX restarted): say so.
-                    call.on_removed("the leg was gone at a resync (missed while the event socket was down)")
+                    leg.call.on_removed("the leg was gone at a resync (missed while the event socket was down)")
             self._take_existing(self.pbx)
 
     def _maybe_start(self, rp: str, participant: ParticipantInfo) -> None:
-        key = (rp, participant.id)
-        if key in self._claimed or participant.status not in _TAKE:
+        leg = self.legs.get((rp, participant.id))
+        if (leg is not None and leg.claimed) or participant.status not in _TAKE:
             return
-        if key in self._outbound and participant.status != ParticipantStatus.CONNECTED:
+        if leg is not None and leg.state is LegState.DIALLING and participant.status != ParticipantStatus.CONNECTED:
             return  # a call we dialled: its flow starts when the other side answers
-        self._claimed.add(key)
-        watch = self._dial_watch.get(key)
-        if watch is not None and not watch.done():
-            watch.set_result(True)
-        if self.draining or len(self.calls) >= self.config.max_calls:
+        if leg is None:
+            leg = self.legs.get_or_add(rp, participant.id)
+        leg.move(LegState.CLAIMED)
+        if leg.answered is not None and not leg.answered.done():
+            leg.answered.set_result(True)
+        if self.draining or self.legs.running >= self.config.max_calls:
             why = "draining" if self.draining else f"at max_calls={self.config.max_calls}"
             task = asyncio.create_task(self._overflow(participant, why), name=f"overflow-{participant.id}")
         else:
-            task = asyncio.create_task(self._run_call(participant), name=f"call-{participant.callid}")
-        self._tasks[key] = task
-        task.add_done_callback(partial(self._task_done, key))
+            task = asyncio.create_task(self._run_call(leg, participant), name=f"call-{participant.callid}")
+        leg.task = task
+        task.add_done_callback(partial(self._task_done, leg))
 
-    def _task_done(self, key: tuple[str, int], _task: asyncio.Task[None]) -> None:
-        self._tasks.pop(key, None)
+    def _task_done(self, leg: Leg, _task: asyncio.Task[None]) -> None:
+        if leg.state is not LegState.ENDED:
+            leg.move(LegState.ENDED)  # an overflow, or a call task that failed before its Call existed
+        if leg.removed:
+            self.legs.forget(leg)
 
     # --- outbound ---------------------------------------------------------------------------
 
@@ -385,14 +367,20 @@ class Worker:
                                 direction="outbound", dial_status=failure_status(reason))
             record.finish(Outcome.ERROR, f"makecall to {destination} failed: {reason}")
             return record
-        leg = result.result
-        key = (rp, leg.id)
-        self._outbound[key] = _Dialled(flow, dict(params or {}), keep_variables)
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters[f"{rp}/{leg.id}"] = waiter
-        answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._dial_watch[key] = answered  # True when its flow starts, False if the leg goes away
-        current = self.pbx.state.participant(rp, leg.id)
+        made = result.result
+        leg = self.legs.get_or_add(rp, made.id)  # it may exist already: keys pressed as it was made
+        if leg.state is not LegState.OFFERED:  # its Upsert (answered) overtook makecall's answer
+            record = CallRecord(call_id=str(made.callid), route_point=rp, participant_id=made.id,
+                                caller_number=destination, direction="outbound", dial_status="failed")
+            record.finish(Outcome.ERROR, f"makecall to {destination}: the leg was taken as a call in before "
+                          "makecall answered")
+            return record
+        leg.move(LegState.DIALLING)
+        leg.dialled = Dialled(flow, dict(params or {}), keep_variables)
+        loop = asyncio.get_running_loop()
+        waiter = leg.record_waiter = loop.create_future()
+        answered = leg.answered = loop.create_future()  # True when its flow starts, False if the leg goes away
+        current = self.pbx.state.participant(rp, made.id)
         if current is not None:
             self._maybe_start(rp, current)
         try:
@@ -400,18 +388,19 @@ class Worker:
         except TimeoutError:
             ok = None
         finally:
-            self._dial_watch.pop(key, None)
+            leg.answered = None
         if not ok:
-            self._outbound.pop(key, None)
-            self._waiters.pop(f"{rp}/{leg.id}", None)
-            record = CallRecord(call_id=str(leg.callid), route_point=rp, participant_id=leg.id, caller_number=destination,
-                                direction="outbound", dial_status="no_answer")
+            leg.dialled = leg.record_waiter = None
+            if leg.state is LegState.DIALLING:
+                leg.move(LegState.OFFERED)  # still there: ours no more (it is dropped below)
+            record = CallRecord(call_id=str(made.callid), route_point=rp, participant_id=made.id,
+                                caller_number=destination, direction="outbound", dial_status="no_answer")
             if ok is False:
                 record.finish(Outcome.CALLER_HANGUP, "not answered")
             else:
                 record.finish(Outcome.ERROR, f"no answer within {timeout:.0f} s")
                 try:
-                    await self.pbx.rest.drop(rp, leg.id)
+                    await self.pbx.rest.drop(rp, made.id)
                 except PbxError:
                     pass
             return record
@@ -456,14 +445,13 @@ class Worker:
             self.tracing.start(record).finish(record)
         self._finish_record(record, was_active=False)
 
-    async def _run_call(self, participant: ParticipantInfo) -> None:
+    async def _run_call(self, leg: Leg, participant: ParticipantInfo) -> None:
         assert self.pbx is not None
         pbx = self.pbx
         rp = participant.dn
-        key = (rp, participant.id)
         record = self._new_record(participant)
         current_call_id.set(record.call_id)
-        dialled = self._outbound.pop(key, None)
+        dialled = leg.dialled
         if dialled is not None:
             record.direction, record.dial_status = "outbound", "answered"
         route = None if dialled else self.config.route_for(rp, record.did, record.caller_number)
@@ -481,8 +469,9 @@ class Worker:
         trace = self.tracing.start(record) if self.tracing is not None else None
         if trace is not None:
             call.observers.add(trace)
-        self.calls[key] = call
-        for digits in self._early_digits.pop(key, []):
+        self.legs.attach(leg, call)
+        early, leg.early_digits = leg.early_digits, []
+        for digits in early:
             call.on_pbx_digit(digits)
         self.metrics.call_started()
         started = asyncio.get_running_loop().time()
@@ -510,7 +499,7 @@ class Worker:
             if dialled is not None:
                 params = dialled.params or None
             # YAML flows resume at their step, Python flows by replaying their journal (docs/ha.md)
-            resume = self._resume_point(record, flow.version)
+            resume = self._resume_point(leg, record, flow.version)
             await flow.runnable.run(call, params, resume=resume, on_position=self._checkpointer(record))
             if not call.hung_up:
                 await call.hangup()  # the flow ran to its end
@@ -537,7 +526,7 @@ class Worker:
             if dialled is not None and dialled.keep_variables:
                 record.variables = plain(getattr(call, "vars", None) or {})
             await media.close()
-            self.calls.pop(key, None)
+            self.legs.detach(leg)
             if self._abandoned is not None and record.outcome is None:
                 # Handed over: no record here; the next owner writes the call's one final record.
                 self.metrics.active_calls.dec()
@@ -555,11 +544,11 @@ class Worker:
             trace.finish(record)
         self._finish_record(record)
 
-    def _resume_point(self, record: CallRecord, version: str) -> FlowPosition | None:
+    def _resume_point(self, leg: Leg, record: CallRecord, version: str) -> FlowPosition | None:
         """Where a call a previous owner left goes on: its checkpoint's position when the flow
         is the same version; else None (the flow starts again). Marks the record taken over."""
-        checkpoint = self._inherited.pop(record.call_id, None)
-        if checkpoint is None:
+        checkpoint, leg.checkpoint = leg.checkpoint, None
+        if checkpoint is None or checkpoint.call_id != record.call_id:
             return None
         record.backdate(checkpoint.started_at)
         position = checkpoint.position
@@ -626,9 +615,12 @@ class Worker:
             log.error("cannot write call record: %s", exc)
         self.completed.append(record)
         del self.completed[: -self.keep_records]
-        waiter = self._waiters.pop(f"{record.route_point}/{record.participant_id}", None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(record)
+        leg = self.legs.get((record.route_point, record.participant_id))
+        waiter = leg.record_waiter if leg is not None else None
+        if leg is not None and waiter is not None:
+            leg.record_waiter = None
+            if not waiter.done():
+                waiter.set_result(record)
         self.metrics.call_ended(record, was_active=was_active)
         log.info("call ended: %s %s (%.1f s)", record.outcome, record.outcome_detail, record.duration)
 

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ivr.cluster import Lease, LeaseStoreError, LocalLease, Ownership, RedisLease, lease_name
 from ivr.cluster.checkpoints import CheckpointStore, MemoryCheckpoints, RedisCheckpoints
+from ivr.cluster.file_checkpoints import FileCheckpoints
 from ivr.config import WorkerConfig
 from ivr.worker.control import ControlServer, endpoint_file
 from ivr.worker.runner import Worker, install_signal_handlers
@@ -74,12 +75,21 @@ async def start_status_server(worker: Worker, host: str, port: int, ownership: O
     return runner
 
 
+def checkpoint_dir(config: WorkerConfig) -> Path:
+    """The folder of the local checkpoint files, beside the local lease file."""
+    lock = LocalLease(config.pbx.url, config.pbx.client_id, lease_dir=config.cluster.lease_dir).path
+    return lock.with_name(lock.name.removesuffix(".lock") + ".calls")
+
+
 def make_checkpoints(config: WorkerConfig) -> CheckpointStore:
-    """Where calls' positions go: Redis with a cluster (a standby can resume them), else memory."""
+    """Where calls' positions go, so the next owner resumes them: Redis with a cluster, else files
+    beside the local lease (a standby on this machine), else (``local_checkpoints: false``) memory."""
     redis_url = config.cluster.resolve_redis_url()
     if redis_url:
         return RedisCheckpoints(redis_url, lease_name(config.pbx.url, config.pbx.client_id),
                                 prefix=config.cluster.key_prefix)
+    if config.cluster.local_checkpoints:
+        return FileCheckpoints(checkpoint_dir(config))
     return MemoryCheckpoints()
 
 
@@ -87,9 +97,9 @@ async def serve(config: WorkerConfig, stop: asyncio.Event | None = None, *, spee
                 ownership: Ownership | None = None) -> int:
     """Take the lease (waiting as a standby), then run until SIGTERM/SIGINT (or ``stop``).
 
-    On a stop with a standby waiting (Redis cluster), the calls in progress are handed over:
-    their checkpoints are flushed and the lease is released at once, so the standby resumes
-    them; without one, the worker drains. Returns the process exit status: 1 when the lease
+    On a stop with a standby waiting (checkpoints in Redis or in files on this machine), the
+    calls in progress are handed over: their checkpoints are flushed and the lease is released
+    at once, so the standby resumes them; without one, the worker drains. Returns the process exit status: 1 when the lease
     was lost to another process. ``paced_gc``: this process is the worker (see :class:`Worker`)."""
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
@@ -112,11 +122,11 @@ async def serve(config: WorkerConfig, stop: asyncio.Event | None = None, *, spee
 
     async def decide_stop() -> None:
         await stop.wait()
-        if not lost and config.cluster.handover and isinstance(checkpoints, RedisCheckpoints):
+        if not lost and config.cluster.handover and isinstance(checkpoints, (RedisCheckpoints, FileCheckpoints)):
             try:
                 waiting = await ownership.lease.standbys()
             except LeaseStoreError as exc:
-                log.warning("stop: cannot ask Redis for standbys (%s); draining", exc)
+                log.warning("stop: cannot ask the lease store for standbys (%s); draining", exc)
                 waiting = 0
             if waiting:
                 await worker.hand_over()
@@ -130,6 +140,11 @@ async def serve(config: WorkerConfig, stop: asyncio.Event | None = None, *, spee
         ownership.keep(on_lost)
         if control is not None:
             await control.start()
+            if control.url is not None:
+                try:  # tools on other machines find it with the lease (a Redis lease; a local one ignores it)
+                    await ownership.lease.advertise(control.url)
+                except LeaseStoreError as exc:
+                    log.warning("control API not advertised yet (%s); every lease renewal retries", exc)
         decider = asyncio.create_task(decide_stop(), name="stop-decision")
         await worker.run(worker_stop)
     finally:

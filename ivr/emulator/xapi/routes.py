@@ -120,18 +120,32 @@ def _find(store: XapiStore, name: str, es: _Set, key: str) -> int:
     raise XapiError(400, f"{name}({key}): the key must be an Id or Number='...'")
 
 
+def _party(store: XapiStore, number: str) -> str:
+    """A DN as ActiveCalls names it: the number, then the user's or queue's name (``810 Sales queue``)."""
+    name = store.name_of(number)
+    return f"{number} {name}" if name else number
+
+
 def _active_calls(request: web.Request) -> list[Entity]:
+    """One entity per call the switch holds. A call waiting at a queue (agents ringing or not)
+    is ``Routing`` with the queue as ``Callee`` and ``LastChangeStatus`` when it arrived there;
+    once an agent answers it is ``Talking`` with the agent."""
     pbx = request.app[CTL].pbx
+    store = request.app[STORE]
     now = asyncio.get_running_loop().time()
     server_now = wall_time(now, now)
     out = []
     for call in pbx.calls.values():
         if call.state == "ended":
             continue
-        status = {"connected": "Talking", "ringing": "Ringing", "dialing": "Routing"}.get(call.state, call.state)
+        if call.waiting is not None:
+            status = "Routing"
+        else:
+            status = {"connected": "Talking", "ringing": "Ringing", "dialing": "Routing"}.get(call.state, call.state)
+        changed = call.t0 if call.status_at is None else call.status_at
         out.append({
-            "Id": call.callid, "Caller": call.caller, "Callee": call.location or call.to, "Status": status,
-            "EstablishedAt": wall_time(call.t0, now), "LastChangeStatus": wall_time(call.t0, now),
+            "Id": call.callid, "Caller": call.caller, "Callee": _party(store, call.location or call.to),
+            "Status": status, "EstablishedAt": wall_time(call.t0, now), "LastChangeStatus": wall_time(changed, now),
             "ServerNow": server_now,
         })
     return out
@@ -164,6 +178,9 @@ def _system(request: web.Request, what: str) -> Entity:
 async def xapi_handler(request: web.Request) -> web.StreamResponse:
     """Every ``/xapi/v1/...`` request."""
     ctl = request.app[CTL]
+    down = ctl.xapi_down()
+    if down is not None:  # the xapi_unavailable fault: this API is down, Call Control is not
+        return web.json_response({"error": {"code": "", "message": "Service Unavailable (emulator fault)"}}, status=down)
     if ctl.tokens.validate(bearer(request.headers.get("Authorization"))) is None:
         return web.json_response({"error": {"code": "", "message": "Unauthorized"}}, status=401,
                                  headers={"WWW-Authenticate": "Bearer"})
@@ -172,6 +189,9 @@ async def xapi_handler(request: web.Request) -> web.StreamResponse:
     except (XapiError, ODataError) as exc:
         err = exc if isinstance(exc, XapiError) else XapiError(400, str(exc))
         return web.json_response(err.body(), status=err.status)
+    finally:
+        if request.method != "GET":  # a change to users or queues may let an agent take a waiting call
+            ctl.pbx.queues.offer_soon()
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
@@ -251,6 +271,8 @@ async def _control(request: web.Request, action: Callable[[XapiStore, Entity], E
         return web.json_response(action(request.app[STORE], await _json_body(request)))
     except XapiError as exc:
         return web.json_response({"error": exc.message}, status=exc.status)
+    finally:
+        request.app[CTL].pbx.queues.offer_soon()  # an agent logged in, came back, ...
 
 
 async def set_user(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ from ivr.pbx.hours import parse_days, parse_ranges
 from ivr.pbx.xapi.models import GroupHoursMode
 from ivr.pbx.xapi.timezones import to_iana
 
+from ..queues import QueuePlan
 from .description import (
     DepartmentSpec,
     DestinationSpec,
@@ -34,6 +35,7 @@ Entity = dict[str, Any]
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 PROFILE_NAMES = ("Available", "Away", "Out of office", "Custom 1", "Custom 2")
 QUEUE_STATUSES = ("LoggedIn", "LoggedOut")
+UNAVAILABLE_PROFILES = ("Away", "Out of office")  # an agent in these takes no queue calls
 
 
 class XapiError(Exception):
@@ -126,6 +128,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "CurrentProfileName": (str,), "QueueStatus": (str,), "Language": (str,), "Members": (list,), "Groups": (list,),
     "Agents": (list,), "CurrentGroupHours": (str,), "Day": (int,), "Month": (int,), "Year": (int,),
     "DayEnd": (int,), "MonthEnd": (int,), "YearEnd": (int,), "IsRecurrent": (bool,),
+    "MaxCallersInQueue": (int,), "RingTimeout": (int,),
 }
 _NULLABLE_OK = {"Number", "OverrideExpiresAt", "Mobile", "DisplayName", "EmailAddress", "Language"}
 
@@ -471,6 +474,29 @@ class XapiStore:
             q["Agents"] = self._member_ids(body["Agents"], "Agents")
         self.queues[qid] = q
         return qid
+
+    def queue_plan(self, number: str) -> QueuePlan:
+        """What the switch needs of queue ``number`` now: the agents who may take a call (enabled,
+        a phone registered, logged in to queues, not Away / Out of office), in the queue's order,
+        its ring time and its caller limit. No such queue: no agents, no limits."""
+        q = next((q for q in self.queues.values() if q.get("Number") == number), None)
+        if q is None:
+            return QueuePlan()
+        agents = []
+        for uid in q.get("Agents", []):
+            u = self.users.get(uid)
+            if (u is not None and u.get("Enabled") is not False and u.get("IsRegistered") is True
+                    and u.get("QueueStatus") == "LoggedIn" and u.get("CurrentProfileName") not in UNAVAILABLE_PROFILES):
+                agents.append(str(u["Number"]))
+        return QueuePlan(tuple(agents), float(q.get("RingTimeout") or 0), int(q.get("MaxCallersInQueue") or 0))
+
+    def name_of(self, number: str) -> str:
+        """The display name of the user or queue numbered ``number`` ("" if none)."""
+        for table, field in ((self.users, "DisplayName"), (self.queues, "Name"), (self.ring_groups, "Name")):
+            for e in table.values():
+                if e.get("Number") == number:
+                    return str(e.get(field) or "")
+        return ""
 
     def update_queue(self, qid: int, body: Entity) -> None:
         _check_types(body)

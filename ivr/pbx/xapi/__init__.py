@@ -4,6 +4,7 @@
 """
 
 from .cache import PbxSnapshot, XapiCache, XapiCacheCollector
+from .calls import CallsSnapshot, QueueCalls
 from .client import XapiClient
 from .hours import OfficeState, OfficeStatus, office_status
 from .models import (
@@ -29,8 +30,8 @@ from .odata import Query
 from .timezones import UnknownTimeZone, to_iana, zone
 
 __all__ = [
-    "ActiveCall", "Destination", "ForwardingProfile", "Group", "GroupHoursMode", "Holiday",
-    "OfficeHours", "OfficeState", "OfficeStatus", "PbxSnapshot", "Period", "Query", "Queue", "QueueAgent", "RingGroup",
-    "RingGroupMember", "Route", "RuleHoursType", "Schedule", "UnknownTimeZone", "User", "UserGroup",
+    "ActiveCall", "CallsSnapshot", "Destination", "ForwardingProfile", "Group", "GroupHoursMode", "Holiday",
+    "OfficeHours", "OfficeState", "OfficeStatus", "PbxSnapshot", "Period", "Query", "Queue", "QueueAgent", "QueueCalls",
+    "RingGroup", "RingGroupMember", "Route", "RuleHoursType", "Schedule", "UnknownTimeZone", "User", "UserGroup",
     "XapiCache", "XapiCacheCollector", "XapiClient", "office_status", "to_iana", "zone",
 ]

@@ -5,12 +5,16 @@ complete read (office hours, holidays, departments with members, users, queues w
 ring groups with members), swapped in whole so readers never see half of a refresh. When a
 refresh fails the last snapshot keeps serving; the cache logs a warning once per outage, counts
 the failure and says it is stale (``ivr_xapi_stale`` 1) until a refresh succeeds again.
-Active calls change by the second and are not cached: ask ``XapiClient.active_calls``.
+
+Active calls change by the second: they are read on their own, shorter period
+(``calls_interval``, 5 s) into ``cache.calls`` (a :class:`CallsSnapshot`: the queues' waiting
+counters), and likewise keep serving their last read while the PBX cannot be reached.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..errors import PbxError
+from .calls import CallsSnapshot
 from .client import XapiClient
 from .models import Group, Holiday, OfficeHours, Queue, RingGroup, User
 from .odata import Query
@@ -72,7 +77,7 @@ class PbxSnapshot:
 
 class XapiCache:
     """Background refresh of a :class:`PbxSnapshot` every ``interval`` seconds (``retry`` after
-    a failure)."""
+    a failure), and of the active calls every ``calls_interval`` seconds (0: not read)."""
 
     def __init__(
         self,
@@ -80,22 +85,29 @@ class XapiCache:
         *,
         interval: float = 30.0,
         retry: float | None = None,
+        calls_interval: float = 5.0,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"XapiCache: interval must be > 0, got {interval}")
+        if calls_interval < 0:
+            raise ValueError(f"XapiCache: calls_interval must be >= 0 (0: off), got {calls_interval}")
         self.client = client
         self.interval = interval
         self.retry = min(interval, 5.0) if retry is None else retry
+        self.calls_interval = calls_interval
         self._wall = wall_clock
         self._snapshot: PbxSnapshot | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._calls: CallsSnapshot | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
         self.refreshes = 0  # successful refreshes (a metric)
         self.failures = 0  # failed refreshes (a metric)
         self.stale = False  # the last refresh failed: serving older values
         self.last_error = ""
+        self.calls_failures = 0  # failed reads of the active calls (a metric)
+        self.calls_stale = False  # the last read of the active calls failed: serving older counts
 
     @property
     def snapshot(self) -> PbxSnapshot | None:
@@ -106,10 +118,26 @@ class XapiCache:
         """Seconds since the snapshot was read (None before the first)."""
         return None if self._snapshot is None else max(0.0, self._wall() - self._snapshot.fetched_at)
 
+    @property
+    def calls(self) -> CallsSnapshot | None:
+        """The active calls as last read, or None (not read yet, or ``calls_interval`` 0); never waits."""
+        return self._calls
+
+    def calls_age(self) -> float | None:
+        """Seconds since the active calls were read (None before the first read)."""
+        return None if self._calls is None else max(0.0, self._wall() - self._calls.fetched_at)
+
+    def now(self) -> float:
+        """The cache's wall clock (what ``fetched_at`` is measured on)."""
+        return self._wall()
+
     async def start(self) -> None:
-        """Start refreshing in the background (the first read starts at once)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="xapi-cache")
+        """Start refreshing in the background (the first reads start at once)."""
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks.append(loop.create_task(self._run(), name="xapi-cache"))
+            if self.calls_interval > 0:
+                self._tasks.append(loop.create_task(self._run_calls(), name="xapi-active-calls"))
 
     async def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until a first snapshot exists; False on timeout."""
@@ -123,14 +151,43 @@ class XapiCache:
         """Refresh now instead of at the next interval (e.g. an admin changed something)."""
         self._wake.set()
 
+    @property
+    def running(self) -> bool:
+        """Refreshing in the background (between ``start`` and ``stop``)."""
+        return bool(self._tasks)
+
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def refresh(self) -> PbxSnapshot:
-        """Read everything once and swap the snapshot in; raises PbxError (the old stays)."""
+        """Read everything once now: the configuration (raises PbxError; the old snapshot stays)
+        and, when they are read at all, the active calls (a failure there is counted and logged
+        as in the background, the last counts keep serving)."""
+        snap = await self.refresh_config()
+        if self.calls_interval > 0:
+            with contextlib.suppress(PbxError):
+                await self.refresh_calls()
+        return snap
+
+    async def refresh_calls(self) -> CallsSnapshot:
+        """Read the active calls once and swap them in; raises PbxError (the last read stays)."""
+        try:
+            calls = await self.client.active_calls()
+        except PbxError as exc:
+            self._calls_failed(str(exc))
+            raise
+        read = CallsSnapshot(tuple(calls), fetched_at=self._wall())
+        self._calls = read
+        if self.calls_stale:
+            log.warning("3CX active calls: readable again; queue counts are current")
+        self.calls_stale = False
+        return read
+
+    async def refresh_config(self) -> PbxSnapshot:
+        """Read the configuration once and swap the snapshot in; raises PbxError (the old stays)."""
         c = self.client
         try:
             office, holidays, groups, users, queues, rings = await asyncio.gather(
@@ -166,10 +223,29 @@ class XapiCache:
                             reason, self.age() or 0.0)
         self.stale = True
 
+    def _calls_failed(self, reason: str) -> None:
+        self.calls_failures += 1
+        if not self.calls_stale:
+            age = self.calls_age()
+            log.warning("3CX active calls cannot be read (%s); %s", reason,
+                        "no queue counts yet" if age is None else f"serving the counts read {age:.0f} s ago")
+        self.calls_stale = True
+
+    async def _run_calls(self) -> None:
+        while True:
+            try:
+                await self.refresh_calls()
+            except PbxError:
+                pass  # counted and logged; the last counts keep serving
+            except Exception as exc:  # a bug or a surprise must not end the reading
+                log.exception("3CX active calls: read failed")
+                self._calls_failed(f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self.calls_interval)
+
     async def _run(self) -> None:
         while True:
             try:
-                await self.refresh()
+                await self.refresh_config()
                 delay = self.interval
             except PbxError:
                 delay = self.retry
@@ -202,6 +278,12 @@ class XapiCacheCollector:
         age = c.age()
         yield GaugeMetricFamily("ivr_xapi_age_seconds", "Age of the 3CX configuration served (-1: none yet)",
                                 value=-1 if age is None else age)
+        calls_age = c.calls_age()
+        yield GaugeMetricFamily("ivr_xapi_calls_age_seconds",
+                                "Age of the 3CX active calls (queue counts) served (-1: none yet)",
+                                value=-1 if calls_age is None else calls_age)
+        yield CounterMetricFamily("ivr_xapi_calls_failures", "Failed reads of the 3CX active calls",
+                                  value=c.calls_failures)
 
     def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         return iter(())

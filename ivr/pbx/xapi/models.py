@@ -257,6 +257,10 @@ class RingGroup(XapiModel):
 
 
 class ActiveCall(XapiModel):
+    """A call in progress (``GET /ActiveCalls``). ``Callee`` is where it is: a number, or a
+    number and a name (``810 Sales queue``); ``Status`` is a free string (``Talking``, ``Routing``,
+    ...); ``LastChangeStatus`` when it took that status, by the PBX's clock as ``ServerNow``."""
+
     Id: int | None = None
     Caller: str | None = None
     Callee: str | None = None
