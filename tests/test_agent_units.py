@@ -3,6 +3,7 @@ YAML step's validation, and per-turn metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from pathlib import Path
 
@@ -147,3 +148,34 @@ def test_agent_step_validates_with_positions(tmp_path: Path) -> None:
     assert "f.yaml:5:23: error: http tool name 'transfer' is taken by a built-in tool" in text
     assert "f.yaml:5:38: error: url 'ftp://x' must start with http:// or https://" in text
     assert "f.yaml:6:7: error: unknown field 'on_retuned' in agent (did you mean 'on_returned'?)" in text
+
+
+def test_a_barge_in_queued_before_the_reply_still_lets_it_start_then_stops_it() -> None:
+    # The agent's wait on a reply takes the caller's inputs from the call's one stream; speech
+    # already queued stops the reply, but only after its first step (the model request made,
+    # then cancelled), as when the agent raced futures. Virtual-time loop: no real waiting.
+    from types import SimpleNamespace
+
+    from ivr.agent.loop import AgentLoop, AgentSettings
+    from ivr.audio.vad import SpeechStarted
+    from ivr.call.inputs import InputStream
+    from ivr.testing.clock import run
+
+    async def main() -> tuple[bool, list[str]]:
+        steps: list[str] = []
+        media = SimpleNamespace(inputs=InputStream())
+        agent = AgentLoop(SimpleNamespace(media=media, call_id="c1"), AgentSettings())
+        media.inputs.push(SpeechStarted(t=0.0))
+
+        async def reply() -> None:
+            steps.append("started")
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                steps.append("cancelled")
+                raise
+
+        barged = await agent._watch(reply())
+        return barged, steps
+
+    assert run(main()) == (True, ["started", "cancelled"])

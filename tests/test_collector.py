@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from ivr.call.clock import VirtualClock
 from ivr.call.collector import (
     DTMF_KEYS,
+    AttemptMark,
     DigitCollector,
     DigitRules,
     GatherSession,
@@ -527,6 +528,34 @@ def test_gather_stops_at_the_first_match():
     s.record()
     assert s.next_attempt() is None
     assert (s.result.status, s.result.digits, s.result.attempts) == ("match", "2", 2)
+
+
+def test_gather_started_at_a_mark_plays_that_attempt_and_has_only_the_rest():
+    marks = []
+    s = GatherSession(menu("1"), retries=3, prompts=PLAN)
+    while (a := s.next_attempt()) is not None:
+        marks.append(a.mark)
+        a.collector.start(0.0)
+        a.collector.digit("5", 1.0) if a.number == 1 else a.collector.poll(a.collector.deadline)
+        s.record()
+    assert marks[0] == AttemptMark() and marks[2] == AttemptMark(number=3, after="no_input", no_input=1, no_match=1)
+    # Resumed at the third attempt (a takeover): its prompt, then the fourth, then over.
+    resumed = GatherSession(menu("1"), retries=3, prompts=PLAN, start=marks[2])
+    played = []
+    while (a := resumed.next_attempt()) is not None:
+        played.append((a.number, a.prompts, a.mark))
+        _no_input(a)
+        resumed.record()
+    assert played == [(3, ("ni1", "menu"), marks[2]),
+                      (4, ("ni2", "menu"), AttemptMark(number=4, after="no_input", no_input=2, no_match=1))]
+    assert (resumed.result.status, resumed.result.attempts, len(resumed.result.outcomes)) == ("no_input", 4, 2)
+    # A mark past the last attempt (fewer retries than when it was taken) runs the last one.
+    short = GatherSession(menu("1"), retries=1, prompts=PLAN, start=marks[3])
+    a = short.next_attempt()
+    assert a is not None and a.number == 2
+    _no_input(a)
+    short.record()
+    assert short.next_attempt() is None and short.result.attempts == 2
 
 
 def test_gather_with_zero_retries_has_one_attempt():

@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 from helpers import write_tone
 
+from ivr.call.collector import AttemptMark
 from ivr.call.observer import CallObservers
 from ivr.call.record import Outcome
 from ivr.flow import load_flow
 from ivr.flow.interpreter import HANDLERS, run_flow
 from ivr.flow.position import FlowPosition, Frame, PositionError, frames_of, stack_of
-from ivr.simulate import FlowHarness, until_listening
+from ivr.simulate import FlowHarness, until_listening, until_next_listen
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,6 +177,94 @@ async def test_a_position_inside_a_subflow_resumes_the_subflow_there(flow_dir: P
     # the subflow's first step (log) does not run again; its gather does
     assert [s.step for s in record.steps] == ["gather", "return", "subflow", "log", "hangup"]
     assert record.steps[3].result == {"message": "pressed 7"}
+
+
+MENU = """
+    steps:
+      - answer
+      - menu:
+          prompt: hello.wav
+          no_input_prompt: [again1.wav, again2.wav]
+          choices: {"1": [{log: "one"}]}
+          timeout: 1
+          retries: 2
+          into: key
+          on_no_input: [{log: "nothing after {{ last.attempts }} tries"}]
+      - hangup
+"""
+
+
+async def test_a_menu_taken_over_at_its_second_attempt_has_only_the_tries_left(flow_dir: Path) -> None:
+    for name in ("again1.wav", "again2.wav"):
+        write_tone(flow_dir / name, 0.2)
+    flow = write(flow_dir, "menu.yaml", MENU)
+    first_log = flow_dir / "first.jsonl"
+    params = {"flow": str(flow), "log": str(first_log)}
+    async with FlowHarness(flow_dir / "wrapper.py", params=params, ring_seconds=0.1) as h:
+        callid, call = await h.place_call("+4930123456")
+        assert await until_next_listen(call, 1, 15)  # the second attempt listens: the first timed out
+        await h.emulator.hangup(callid)
+        await asyncio.wait_for(h.record_of(call), 15)
+    taken = positions(first_log)
+    # the menu as it starts (no attempt: the first), then again as its second attempt starts
+    assert [(frames(p), p.waiting_for, p.attempt) for p in taken[1:]] == [
+        ([(("steps",), 1)], "input", None),
+        ([(("steps",), 1)], "input", AttemptMark(number=2, after="no_input", no_input=1))]
+    assert json.loads(taken[-1].model_dump_json())["attempt"] == {
+        "number": 2, "after": "no_input", "no_input": 1, "no_match": 0}
+
+    # Resumed there: the second attempt's prompt (the first no-input one, then the question),
+    # the third and last attempt, then the no-input branch: 3 tries in all, not 3 more.
+    (flow_dir / "at_second.json").write_text(taken[-1].model_dump_json())
+    record = await call_flow(flow_dir, flow, flow_dir / "second.jsonl", resume=flow_dir / "at_second.json")
+    assert [Path(p).name for p in record.prompts] == ["again1.wav", "hello.wav", "again2.wav", "hello.wav"]
+    menu, said = record.steps[0], record.steps[1]
+    assert menu.step == "menu" and menu.result["status"] == "no_input" and menu.result["attempts"] == 3
+    assert said.result == {"message": "nothing after 3 tries"}
+    later = positions(flow_dir / "second.jsonl")
+    assert [p.attempt.number if p.attempt else None for p in later if p.waiting_for == "input"] == [2, 3]
+
+
+def test_a_position_from_before_attempts_loads_and_an_attempt_round_trips(tmp_path: Path) -> None:
+    old = {"format": 1, "flow": "f.yaml", "version": "abc", "frames": [{"branch": ["steps"], "at": 1}],
+           "waiting_for": "input"}
+    assert FlowPosition.model_validate_json(json.dumps(old)).attempt is None  # a checkpoint from before
+    mark = AttemptMark(number=3, after="no_match", no_input=1, no_match=1)
+    position = FlowPosition.model_validate({**old, "attempt": mark.model_dump()})
+    assert FlowPosition.model_validate_json(position.model_dump_json()) == position
+    assert position.attempt == mark
+    for bad in ({"number": 2}, {"number": 2, "after": "match", "no_input": 1}, {"number": 0},
+                {"number": 2, "after": "no_match", "no_input": 1}):
+        with pytest.raises(ValueError):
+            FlowPosition.model_validate({**old, "attempt": bad})
+
+
+def test_a_restored_attempt_goes_to_its_own_step_only(tmp_path: Path) -> None:
+    # The gather the position points at starts at the attempt; if a `when` skips it on the
+    # resume, the next gather starts afresh.
+    from ivr.call.results import GatherResult
+
+    flow = load_flow(write(tmp_path, "f.yaml", """
+        steps:
+          - when: "go"
+            gather: {max_digits: 1, into: a}
+          - gather: {max_digits: 1, into: b}
+    """), check_files=False)
+
+    class Keys(SimpleNamespace):
+        async def gather(self, **kwargs: Any) -> GatherResult:
+            self.starts.append(kwargs["start"])
+            return GatherResult("match", "5", attempts=1)
+
+    mark = AttemptMark(number=2, after="no_match", no_match=1)
+    at_first = FlowPosition(flow=str(flow.path), version=flow.version, frames=[Frame(branch=("steps",), at=0)],
+                            waiting_for="input", attempt=mark, vars={"go": True})
+    call = Keys(vars={}, starts=[], observers=CallObservers())
+    asyncio.run(run_flow(flow, call, resume=at_first))
+    assert call.starts == [mark, None]
+    call = Keys(vars={}, starts=[], observers=CallObservers())
+    asyncio.run(run_flow(flow, call, resume=at_first.model_copy(update={"vars": {"go": False}})))
+    assert call.starts == [None]
 
 
 def test_a_position_that_does_not_fit_the_flow_is_refused(tmp_path: Path) -> None:

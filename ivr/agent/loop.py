@@ -3,8 +3,8 @@
 One :class:`AgentLoop` runs one conversation on one call:
 
 1. the greeting is spoken (the caller may interrupt it);
-2. listen: ``call.media.speech_events`` gives SpeechStarted / SpeechEnded(audio) /
-   SpeechCancelled; no speech for ``silence_timeout`` s -> the reprompt line, and after
+2. listen: the call's input stream (``call.media.inputs``) gives SpeechStarted / SpeechEnded(audio) /
+   SpeechCancelled, keys and hang-up; no speech for ``silence_timeout`` s -> the reprompt line, and after
    ``max_reprompts`` of those the conversation ends ``no_input``;
 3. the utterance goes to the STT while the caller speaks (:class:`~ivr.call.utterance.UtteranceRecognizer`),
    so the transcript is ready just after the end of the turn (``end_of_turn_ms`` of silence);
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ivr.audio.vad import SpeechCancelled, SpeechEnded, SpeechStarted
+from ivr.call.inputs import Digit, HungUp, Input, WorkDone, stop
 from ivr.call.results import CallError, CallHangup
 from ivr.call.utterance import UtteranceRecognizer
 from ivr.speech.base import ChatMessage, SpeechError, TextDelta, ToolCall, iter_with_timeout, with_timeout
@@ -132,8 +133,6 @@ class AgentLoop:
         self.turns = 0
         self.turn_metrics: list[dict[str, Any]] = []
         self._turn: TurnMetrics | None = None
-        self._speech_get: asyncio.Future | None = None
-        self._digit_get: asyncio.Future | None = None  # the pending key read, while keys end the agent
         self._open_reply: Reply | None = None  # the reply not yet in the history (cut at an early end)
         self._replies: list[Reply] = []
         self.deadline = self.loop.time() + settings.max_seconds
@@ -149,8 +148,7 @@ class AgentLoop:
             raise CallError("agent: no speech services are configured for this worker (speech: llm/stt/tts)")
         await self.call.answer()  # the media must run; a no-op when the flow answered already
         self.media.take_digits()
-        while not self.media.speech_events.empty():  # speech from before the agent started
-            self.media.speech_events.get_nowait()
+        self.media.inputs.drop_speech()  # speech from before the agent started
         remove = self.media.add_output_listener(self._frame_out)
         # Gathers keep the media's shorter end_ms; a turn needs a longer pause to end.
         end_ms, self.media.vad.end_ms = self.media.vad.end_ms, self.s.end_of_turn_ms
@@ -174,13 +172,6 @@ class AgentLoop:
                 await self.recognizer.close()
             for reply in self._replies:
                 await reply.aclose()
-            if self._speech_get is not None:
-                self._speech_get.cancel()
-            if self._digit_get is not None:
-                if self._digit_get.done() and not self._digit_get.cancelled():
-                    self.media.unread_digits(self._digit_get.result()[0])  # read, not used: keep it
-                else:
-                    self._digit_get.cancel()
             if self.turn_metrics:
                 self.call.call_record.metrics.setdefault("agent_turns", []).extend(self.turn_metrics)
 
@@ -249,96 +240,70 @@ class AgentLoop:
 
     # --- listening --------------------------------------------------------------------------
 
-    def _speech_waiter(self) -> asyncio.Future:
-        # One pending get() at a time, kept across waits, so no speech event is ever lost.
-        if self._speech_get is None:
-            self._speech_get = asyncio.ensure_future(self.media.speech_events.get())
-        return self._speech_get
+    def _hears(self, item: Input) -> bool:
+        """What the agent listens to: speech, and keys when keys end it (other keys stay queued)."""
+        return isinstance(item, (SpeechStarted, SpeechEnded, SpeechCancelled)) or (
+            bool(self.s.keys) and isinstance(item, Digit))
 
-    def _take_speech(self) -> Any:
-        assert self._speech_get is not None
-        event, self._speech_get = self._speech_get.result(), None
-        return event
+    async def _next(self, deadline: float, work: asyncio.Future[Any] | None = None) -> Input | None:
+        """The next input the agent hears (or ``work`` ending), None at ``deadline``. Raises
+        CallHangup when the call ends and _KeyPressed on one of the agent's keys; other keys
+        are dropped."""
+        while True:
+            item = await self.media.inputs.next(
+                lambda i: self._hears(i) or (isinstance(i, WorkDone) and i.task is work), deadline)
+            if isinstance(item, HungUp):
+                raise CallHangup(f"call {self.call.call_id} has ended")
+            if not isinstance(item, Digit):
+                return item
+            if item.key.upper() in self.s.keys:
+                raise _KeyPressed(item.key.upper())
+            log.debug("agent: key %s ignored (keys that end the agent: %s)", item.key, self.s.keys)
 
     async def _listen(self, speaking: bool) -> SpeechEnded | str:
         """The caller's next utterance, or "silence" / "timeout" (max_seconds reached)."""
         silence_at = self.loop.time() + self.s.silence_timeout
-        ended = asyncio.ensure_future(self.call.ended.wait())
-        try:
-            while True:
-                limit = self.deadline if speaking else min(self.deadline, silence_at)
-                getter = self._speech_waiter()
-                waiters = {getter, ended, *self._key_waiters()}
-                done, _ = await asyncio.wait(waiters, timeout=max(0.0, limit - self.loop.time()),
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if ended in done:
-                    raise CallHangup(f"call {self.call.call_id} has ended")
-                if self._check_key(done) and getter not in done:
-                    continue  # a key that ends nothing: keep listening
-                if getter not in done:
-                    return "timeout" if self.loop.time() >= self.deadline else "silence"
-                event = self._take_speech()
-                if isinstance(event, SpeechStarted):
-                    speaking = True
-                elif isinstance(event, SpeechCancelled):
-                    speaking = False
-                    self._drop(event.start)
-                    silence_at = self.loop.time() + self.s.silence_timeout
-                elif isinstance(event, SpeechEnded):
-                    return event
-        finally:
-            ended.cancel()
+        while True:
+            limit = self.deadline if speaking else min(self.deadline, silence_at)
+            event = await self._next(limit)
+            if event is None:
+                if self.loop.time() < limit:
+                    continue  # a timer a clock tick early
+                return "timeout" if self.loop.time() >= self.deadline else "silence"
+            if isinstance(event, SpeechStarted):
+                speaking = True
+            elif isinstance(event, SpeechCancelled):
+                speaking = False
+                self._drop(event.start)
+                silence_at = self.loop.time() + self.s.silence_timeout
+            elif isinstance(event, SpeechEnded):
+                return event
 
     async def _watch(self, work: Awaitable[Any]) -> bool:
         """Await ``work`` unless the caller starts speaking first: True on barge-in.
         Raises _Deadline at max_seconds (an endless reply must not hold the call) and
         _KeyPressed on one of the agent's keys."""
-        task = asyncio.ensure_future(work)
-        ended = asyncio.ensure_future(self.call.ended.wait())
+        inputs = self.media.inputs
+        task = inputs.start(work, WorkDone)
         try:
+            # The work takes its first step before a barge-in already queued stops it (a model
+            # request is made, then cancelled), as when this raced futures with asyncio.wait.
+            await asyncio.sleep(0)
             while not task.done():
-                getter = self._speech_waiter()
-                left = self.deadline - self.loop.time()
-                if left <= 0:
+                if self.deadline - self.loop.time() <= 0:
                     raise _Deadline()
-                done, _ = await asyncio.wait({task, getter, ended, *self._key_waiters()}, timeout=left,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if ended in done:
-                    raise CallHangup(f"call {self.call.call_id} has ended")
-                self._check_key(done)
-                if getter in done:
-                    event = self._take_speech()
-                    if isinstance(event, SpeechStarted):
-                        return True
+                event = await self._next(self.deadline, task)
+                if isinstance(event, SpeechStarted):
+                    return True
+                if isinstance(event, (SpeechEnded, SpeechCancelled)):
                     # an end or cancel of speech that began before this wait: nothing to interrupt
                     self._drop(event.start)
             task.result()
             return False
         finally:
-            ended.cancel()
+            inputs.forget(task)
             if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-
-    def _key_waiters(self) -> set[asyncio.Future]:
-        """The pending key read (kept across waits, like speech), if keys end the agent."""
-        if not self.s.keys:
-            return set()
-        if self._digit_get is None:
-            self._digit_get = asyncio.ensure_future(self.media.digit_queue.get())
-        return {self._digit_get}
-
-    def _check_key(self, done: set[asyncio.Future]) -> bool:
-        """Raise _KeyPressed if the key read completed with one of the agent's keys;
-        True if it completed with another key (dropped)."""
-        if self._digit_get is None or self._digit_get not in done:
-            return False
-        key, _at = self._digit_get.result()
-        self._digit_get = None
-        if key.upper() in self.s.keys:
-            raise _KeyPressed(key.upper())
-        log.debug("agent: key %s ignored (keys that end the agent: %s)", key, self.s.keys)
-        return True
+                await stop(task)
 
     async def _transcribe(self, heard: SpeechEnded) -> str:
         """The utterance's transcript: decoded while the caller spoke, finished now."""

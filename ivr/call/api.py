@@ -21,7 +21,7 @@ from ivr.call.ringback import TONE
 
 if TYPE_CHECKING:  # annotations only
     from ivr.call.call import Call
-    from ivr.call.collector import DigitRules
+    from ivr.call.collector import AttemptMark, DigitRules
     from ivr.call.media import CallMedia
     from ivr.call.pbx_view import HoursAnswer, NameMatch, PbxFacts, Presence
     from ivr.call.speech_input import SpeechOptions
@@ -97,9 +97,12 @@ class CallApi(Protocol):
         no_match_prompt: Prompt | list[Prompt] | None = None,
         barge_in: bool = True,
         speech: SpeechOptions | Mapping[str, Any] | None = None,
+        start: AttemptMark | None = None,
+        on_attempt: Callable[[AttemptMark], None] | None = None,
         **rule_fields: Any,
     ) -> GatherResult:
-        """Collect digits by the VoiceXML timer rules (docs/dtmf-timers.md), with retries."""
+        """Collect digits by the VoiceXML timer rules (docs/dtmf-timers.md), with retries;
+        ``start``/``on_attempt``: begin at an attempt, be told each one (a resumed step)."""
 
     async def menu(
         self,
@@ -113,6 +116,8 @@ class CallApi(Protocol):
         timeout: float = 5.0,
         barge_in: bool = True,
         speech: SpeechOptions | Mapping[str, Any] | None = None,
+        start: AttemptMark | None = None,
+        on_attempt: Callable[[AttemptMark], None] | None = None,
     ) -> GatherResult:
         """A single-key menu: the result's ``choice`` is the key pressed, or None."""
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from ivr.audio.prompts import PromptError, find_prompt, flow_folder, prompt_cache, prompt_search_path
-from ivr.call.collector import DigitCollector, DigitRules, GatherSession, PromptPlan
+from ivr.call.collector import AttemptMark, DigitCollector, DigitRules, GatherSession, PromptPlan
 from ivr.call.collector import Outcome as AttemptOutcome
 from ivr.call.collector import menu as menu_rules
+from ivr.call.inputs import HUNG_UP, Digit, HungUp, Input, InputStream, PromptDone, WorkDone, stop
 from ivr.call.observer import CallObservers
 from ivr.call.record import CallRecord, Outcome
 from ivr.call.results import (
@@ -135,6 +137,7 @@ class Call:
         """The PBX removed our participant: the caller hung up or the call moved away."""
         if not self._ended.is_set():
             self._ended.set()
+            self.inputs.push(HUNG_UP)
             if not self._transfer_pending:  # a pending transfer decides the outcome itself
                 self.call_record.finish(Outcome.CALLER_HANGUP, detail)
                 self._notify("hangup", {"by": "caller", "detail": detail})
@@ -175,26 +178,35 @@ class Call:
         """Await ``awaitable``, or raise CallHangup as soon as the caller hangs up."""
         return await self._until_hangup(awaitable)
 
+    @property
+    def inputs(self) -> InputStream:
+        """The call's one input stream: keys, speech, hang-up, ends of watched work."""
+        return self.media.inputs
+
+    @contextmanager
+    def _listening_for_input(self) -> Iterator[None]:
+        """While a gather or menu attempt listens (the simulator presses keys then)."""
+        self._listening(True)
+        try:
+            yield
+        finally:
+            self._listening(False)
+
     async def _until_hangup(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` but raise CallHangup the moment the caller leaves."""
         self._check()
-        task = asyncio.ensure_future(awaitable)
-        ended = asyncio.ensure_future(self._ended.wait())
+        task = self.inputs.start(awaitable, WorkDone)
         try:
-            await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
+            item = await self.inputs.next(lambda i: isinstance(i, WorkDone) and i.task is task)
         except BaseException:
             task.cancel()
             raise
         finally:
-            ended.cancel()
-        if task.done() and not self._ended.is_set():
-            return task.result()
-        task.cancel()
-        try:
-            await task
-        except BaseException:
-            pass
-        raise CallHangup(f"call {self.call_id} has ended")
+            self.inputs.forget(task)
+        if isinstance(item, HungUp):
+            await stop(task)
+            raise CallHangup(f"call {self.call_id} has ended")
+        return task.result()
 
     def now(self) -> datetime:
         """The current time, timezone-aware: what `hours` steps and `{{ now }}` see."""
@@ -237,6 +249,7 @@ class Call:
         except NotFoundError:
             pass  # already gone: the goal is reached
         self._ended.set()
+        self.inputs.push(HUNG_UP)
         self.media.close_nowait()
 
     async def attach_data(self, data: Mapping[str, Any]) -> None:
@@ -336,6 +349,8 @@ class Call:
         no_match_prompt: Prompt | list[Prompt] | None = None,
         barge_in: bool = True,
         speech: SpeechOptions | Mapping[str, Any] | None = None,
+        start: AttemptMark | None = None,
+        on_attempt: Callable[[AttemptMark], None] | None = None,
         **rule_fields: Any,
     ) -> GatherResult:
         """Collect digits by the VoiceXML timer rules (docs/dtmf-timers.md), with retries.
@@ -345,6 +360,10 @@ class Call:
         ``speech`` (:class:`SpeechOptions`) also listens for spoken phrases: keys and speech
         race, the first to complete decides (``result.source``). If the STT fails, the call
         goes on with keys only and ``result.speech_error`` says why.
+
+        ``start``: begin at that attempt, with its prompt and only the attempts after it (a
+        gather resumed on another worker). ``on_attempt`` is told each attempt as it starts
+        (the flow interpreter checkpoints it); it must not block.
         """
         self._check()
         if rules is None:
@@ -373,11 +392,13 @@ class Call:
             no_match=tuple(key(p) for p in _as_list(no_match_prompt)),
         )
         pending = self.media.take_digits() if rules.type_ahead else (self.media.take_digits() and "")
-        session = GatherSession(rules, retries=retries, prompts=plan, pending=pending)
+        session = GatherSession(rules, retries=retries, prompts=plan, pending=pending, start=start)
         loop = asyncio.get_running_loop()
         heard = None  # what speech decided the last attempt with, if it did
         while (attempt := session.next_attempt()) is not None:
             heard = None
+            if on_attempt is not None:
+                on_attempt(attempt.mark)
             outcome = attempt.collector.outcome  # type-ahead may already have decided it
             if outcome is None:
                 listen = None
@@ -446,11 +467,14 @@ class Call:
         timeout: float = 5.0,
         barge_in: bool = True,
         speech: SpeechOptions | Mapping[str, Any] | None = None,
+        start: AttemptMark | None = None,
+        on_attempt: Callable[[AttemptMark], None] | None = None,
     ) -> GatherResult:
         """A single-key menu: the result's ``choice`` is the key pressed, or None.
 
         With ``speech`` (phrases as a mapping key -> phrases, e.g. ``{"1": ["sales", "buy"]}``)
         a choice can also be said; ``choice`` is then that key and ``source`` is "speech".
+        ``start`` and ``on_attempt``: as for :meth:`gather`.
         """
         keys = list(choices.keys() if isinstance(choices, Mapping) else choices)
         rules = menu_rules(keys, first_digit_timeout=timeout, barge_in=barge_in)
@@ -470,6 +494,8 @@ class Call:
             no_match_prompt=no_match_prompt,
             barge_in=barge_in,
             speech=options,
+            start=start,
+            on_attempt=on_attempt,
         )
         if result.status == "match" and result.source == "dtmf":
             result.choice = result.digits
@@ -489,73 +515,63 @@ class Call:
         recognised utterance decides, and a DTMF no-input waits while the caller is still
         speaking or being recognised.
         """
-        digits = self.media.digit_queue
-        play_task: asyncio.Task | None = None
+        inputs = self.inputs
+        play_task: asyncio.Future[None] | None = None
         if prompts:
             collector.prompt_started(loop.time())
-            play_task = asyncio.ensure_future(self._play_prompts(prompts, barge_in))
+            play_task = inputs.start(self._play_prompts(prompts, barge_in), PromptDone)
             if speech is not None:
                 speech.prompt_started()
         else:
             collector.start(loop.time())
-        ended = asyncio.ensure_future(self._ended.wait())
-        get_digit: asyncio.Future | None = None
-        self._listening(True)
+
+        def wanted(item: Input) -> bool:
+            if isinstance(item, PromptDone):
+                return item.task is play_task
+            return isinstance(item, Digit) or (speech is not None and speech.wants(item))
+
         try:
-            while (decided := _decide(collector, speech)) is None:
-                if get_digit is None:
-                    get_digit = asyncio.ensure_future(digits.get())
-                waiters: set[asyncio.Future] = {ended, get_digit}
-                if play_task is not None:
-                    waiters.add(play_task)
-                deadlines = [d for d in (collector.deadline, speech.deadline if speech else None) if d is not None]
-                timeout = max(0.0, min(deadlines) - loop.time()) if deadlines else None
+            with self._listening_for_input():
                 if speech is not None:
-                    waiters |= speech.waiters()
-                done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                now = loop.time()
-                if ended in done:
-                    raise CallHangup(f"call {self.call_id} has ended")
-                if get_digit in done:
-                    digit, _at = get_digit.result()
-                    get_digit = None
-                    if play_task is not None and collector.barge_in_wanted(digit):
-                        self.media.cut("dtmf")
-                    collector.digit(digit, now)
-                if speech is not None:
-                    speech.handle(done, now)
-                    speech.poll(now)
-                if collector.outcome is None and play_task is not None and play_task.done():
-                    play_task.result()  # surface errors of the prompt (missing file, TTS failure)
-                    play_task = None
-                    collector.prompt_finished(now)
-                    if speech is not None:
-                        speech.prompt_finished()
-                if collector.outcome is None:
-                    collector.poll(now)
-            return decided
+                    speech.open()
+                while (decided := _decide(collector, speech)) is None:
+                    item = await inputs.next(wanted, _earliest(collector.deadline, speech.deadline if speech else None))
+                    if isinstance(item, HungUp):
+                        raise CallHangup(f"call {self.call_id} has ended")
+                    play_task = self._attempt_input(item, loop.time(), collector, speech, play_task)
+                return decided
         finally:
-            self._listening(False)
-            ended.cancel()
-            if get_digit is not None:
-                if get_digit.done() and not get_digit.cancelled():
-                    self.media.unread_digits(get_digit.result()[0])  # read but not used: keep it
-                else:
-                    get_digit.cancel()
-                    await asyncio.gather(get_digit, return_exceptions=True)
+            inputs.forget(play_task)
             if speech is not None:
                 await speech.close()
             if play_task is not None and not play_task.done():
                 self.media.cut("gather_done")
-                play_task.cancel()
-                try:
-                    await play_task
-                except BaseException:
-                    pass
-            elif play_task is not None and not play_task.cancelled():
-                # The prompt ended with the attempt (e.g. CallHangup as the caller left):
-                # retrieve its exception, or asyncio logs "Task exception was never retrieved".
-                play_task.exception()
+            # A prompt still playing stops; one that ended with the attempt (e.g. CallHangup as
+            # the caller left) has its exception retrieved, or asyncio logs it as never retrieved.
+            await stop(play_task)
+
+    def _attempt_input(self, item: Input | None, now: float, collector: DigitCollector, speech: SpeechAttempt | None,
+                       play_task: asyncio.Future[None] | None) -> asyncio.Future[None] | None:
+        """Feed one input (None: a deadline) to the attempt's rules; the prompt task, or None
+        once the prompt has ended."""
+        if isinstance(item, Digit):
+            if play_task is not None and collector.barge_in_wanted(item.key):
+                self.media.cut("dtmf")
+            collector.digit(item.key, now)
+        elif speech is not None and item is not None and not isinstance(item, PromptDone):
+            speech.feed(item, now)
+        if speech is not None:
+            speech.poll(now)
+        if collector.outcome is None and play_task is not None and play_task.done():
+            play_task.result()  # surface errors of the prompt (missing file, TTS failure)
+            self.inputs.forget(play_task)
+            play_task = None
+            collector.prompt_finished(now)
+            if speech is not None:
+                speech.prompt_finished()
+        if collector.outcome is None:
+            collector.poll(now)
+        return play_task
 
     async def _play_prompts(self, prompts: Sequence[Any], barge_in: bool) -> None:
         for prompt in prompts:
@@ -922,7 +938,6 @@ class Call:
             beep=beep,
             mode=mode,
             metadata=meta,
-            ended=self._ended,
             initial_silence=initial_silence,
             discard_empty=discard_empty,
         )
@@ -963,6 +978,10 @@ def _decide(collector: DigitCollector, speech: SpeechAttempt | None) -> AttemptO
     if keys is not None and not speech.busy:
         return keys  # no key and no speech: no_input
     return None
+
+
+def _earliest(*deadlines: float | None) -> float | None:
+    return min((d for d in deadlines if d is not None), default=None)
 
 
 def _directory_ask(match: str, by_speech: bool) -> str:

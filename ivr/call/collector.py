@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 __all__ = [
     "DTMF_KEYS",
     "Attempt",
+    "AttemptMark",
     "DigitCollector",
     "DigitRules",
     "GatherResult",
@@ -518,6 +519,33 @@ class PromptPlan(BaseModel):
         return tuple(played)
 
 
+class AttemptMark(BaseModel):
+    """Where a gather is, as a plain value: attempt ``number`` is starting, ``after`` the
+    previous attempt's status, ``no_input`` / ``no_match`` how many of each came before.
+    That is all :class:`PromptPlan` needs to pick the prompt, so a gather started at a mark
+    (another worker resuming the call) plays what this attempt would have played and has
+    only the attempts left that the caller had not used."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    number: int = Field(1, ge=1)
+    after: Status | None = None
+    no_input: int = Field(0, ge=0)
+    no_match: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AttemptMark:
+        if self.number > 1 and self.after is None:
+            raise ValueError(f"attempt {self.number}: a retry says after which status (no_input or no_match)")
+        if self.number > 1 and self.after == "match":
+            raise ValueError(f"attempt {self.number}: no retry comes after a match")
+        if self.number == 1 and (self.after is not None or self.no_input or self.no_match):
+            raise ValueError("attempt 1 has no attempt before it")
+        if self.after is not None and getattr(self, self.after) < 1:
+            raise ValueError(f"attempt {self.number}: after {self.after} needs {self.after} >= 1")
+        return self
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One attempt of a gather: play ``prompts`` (in order, as one bargeable prompt), then
@@ -528,6 +556,7 @@ class Attempt:
     prompts: tuple[str, ...]
     collector: DigitCollector
     after: Status | None = None  # the status of the previous attempt (None on attempt 1)
+    mark: AttemptMark = field(default_factory=AttemptMark)  # where the gather is as this attempt starts
 
 
 class GatherResult(BaseModel):
@@ -558,8 +587,12 @@ class GatherSession:
         retries: int = 2,
         prompts: PromptPlan | None = None,
         pending: str = "",
+        start: AttemptMark | None = None,
     ) -> None:
-        """``pending``: type-ahead left over by whatever ran before (fed to attempt 1)."""
+        """``pending``: type-ahead left over by whatever ran before (fed to the first attempt).
+        ``start``: begin at that attempt (a resumed gather; the attempts before it count as
+        used, and its prompt is the one it would have had). A mark past the last attempt
+        runs the last one."""
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be a whole number >= 0, got {retries!r}")
         for key in pending:
@@ -571,6 +604,11 @@ class GatherSession:
         self._attempts: list[Attempt] = []
         self._outcomes: list[Outcome] = []
         self._counts: dict[str, int] = {"no_input": 0, "no_match": 0}
+        self._start = start if start is not None and start.number > 1 else None
+        self._used = 0  # attempts used before this session (a resumed gather)
+        if self._start is not None:
+            self._used = min(self._start.number, self.max_attempts) - 1
+            self._counts = {"no_input": self._start.no_input, "no_match": self._start.no_match}
 
     @property
     def max_attempts(self) -> int:
@@ -581,7 +619,7 @@ class GatherSession:
         """True after a match, or once every attempt has an outcome."""
         if not self._outcomes:
             return False
-        return self._outcomes[-1].status == "match" or len(self._outcomes) >= self.max_attempts
+        return self._outcomes[-1].status == "match" or self._used + len(self._outcomes) >= self.max_attempts
 
     def next_attempt(self) -> Attempt | None:
         """The next attempt to run, or None when the gather is over."""
@@ -589,15 +627,23 @@ class GatherSession:
             raise RuntimeError(f"attempt {len(self._attempts)} has no outcome yet: call record() first")
         if self.done:
             return None
-        number = len(self._attempts) + 1
+        number = self._used + len(self._attempts) + 1
+        after: Status | None
         if number == 1:
             after, pending, prompts = None, self._pending, self.prompts.for_attempt(1)
         else:
-            after = self._outcomes[-1].status
-            # After a mistake, keys typed on are noise; after silence they are the answer.
-            pending = "" if after == "no_match" else self._attempts[-1].collector.leftover()
+            if self._attempts:
+                after = self._outcomes[-1].status
+                # After a mistake, keys typed on are noise; after silence they are the answer.
+                pending = "" if after == "no_match" else self._attempts[-1].collector.leftover()
+            else:  # resumed: the attempt before ran elsewhere
+                assert self._start is not None
+                after, pending = self._start.after, self._pending
+            assert after in ("no_input", "no_match")
             prompts = self.prompts.for_attempt(number, after, self._counts[after])
-        attempt = Attempt(number, prompts, DigitCollector(self.rules, pending=pending), after)
+        mark = AttemptMark(number=number, after=after, no_input=self._counts["no_input"],
+                           no_match=self._counts["no_match"]) if number > 1 else AttemptMark()
+        attempt = Attempt(number, prompts, DigitCollector(self.rules, pending=pending), after, mark)
         self._attempts.append(attempt)
         return attempt
 
@@ -624,7 +670,7 @@ class GatherSession:
             digits=last.digits,
             terminator=last.terminator,
             reason=last.reason,
-            attempts=len(self._outcomes),
+            attempts=self._used + len(self._outcomes),
             outcomes=tuple(self._outcomes),
         )
 

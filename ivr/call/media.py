@@ -1,8 +1,9 @@
 """The audio side of one call: the two PBX streams joined to the audio pipeline.
 
 Inbound: PBX GET stream -> :class:`~ivr.audio.pipeline.InboundProcessor` (DTMF first, then
-VAD) -> digits (merged with the PBX's DTMF events so a key press counts once), speech
-events, utterances, recorder and STT taps.
+VAD) -> digits (merged with the PBX's DTMF events so a key press counts once) and speech
+events on the call's one input stream (:class:`~ivr.call.inputs.InputStream`), utterances,
+recorder and STT taps.
 
 Outbound: prompts go on a :class:`~ivr.audio.playback.PlaybackQueue`; the PBX POST stream's
 pacer pulls one 20 ms frame at a time from it, a small lead ahead of real time. Barge-in
@@ -28,6 +29,7 @@ from ivr.audio.prompts import beep as make_beep
 from ivr.audio.recorder import Recorder
 from ivr.audio.vad import SpeechCancelled, SpeechEnded, SpeechStarted, VoiceActivityDetector
 from ivr.call.audio_batch import shared_batch
+from ivr.call.inputs import Digit, HungUp, Input, InputStream
 from ivr.call.results import CallError, PlayResult, RecordResult
 
 if TYPE_CHECKING:
@@ -68,8 +70,7 @@ class CallMedia:
         self.processor = InboundProcessor(dtmf=s.inband_dtmf, vad=self.vad, on_frame=self._tap)
         self.merger = DigitMerger()
         self.playback = PlaybackQueue()
-        self.digit_queue: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
-        self.speech_events: asyncio.Queue[Any] = asyncio.Queue()  # SpeechStarted/Ended/Cancelled
+        self.inputs = InputStream()  # keys and speech events (and the Call's hang-up), in order
         self._listeners: list[FrameListener] = []
         self._out_listeners: list[Callable[[bytes], None]] = []  # frames as handed to the PBX
         self._waiters: dict[int, asyncio.Future[PlayResult]] = {}
@@ -291,44 +292,29 @@ class CallMedia:
 
     def take_digits(self) -> str:
         """Remove and return the keys pressed but not yet read (type-ahead)."""
-        keys = []
-        while not self.digit_queue.empty():
-            keys.append(self.digit_queue.get_nowait()[0])
-        return "".join(keys)
+        return self.inputs.take_digits()
 
     def unread_digits(self, keys: str) -> None:
         """Put keys back in front of the queue, for the next gather to read first."""
-        if not keys:
-            return
-        now = asyncio.get_running_loop().time()
-        rest = []
-        while not self.digit_queue.empty():
-            rest.append(self.digit_queue.get_nowait())
-        for k in keys:
-            self.digit_queue.put_nowait((k, now))
-        for item in rest:
-            self.digit_queue.put_nowait(item)
+        if keys:
+            self.inputs.unread_digits(keys, asyncio.get_running_loop().time())
 
     def absorb_late_key(self, key: str, until: float) -> None:
         """``key``, if it is the next key and comes by ``until`` (loop time), belongs to the
         input that just ended (a terminator typed after max_digits): drop it, so it neither
         cuts the next prompt nor starts the next gather."""
-        queued: list[tuple[str, float]] = []
-        while not self.digit_queue.empty():
-            queued.append(self.digit_queue.get_nowait())
+        first = self.inputs.first_digit()
         self._late_key = None
-        if queued and queued[0][0] == key and queued[0][1] <= until:
-            queued.pop(0)
-        elif not queued:
+        if first is not None and first.key == key and first.at <= until:
+            self.inputs.remove(first)
+        elif first is None:
             self._late_key = (key, until)
-        for item in queued:
-            self.digit_queue.put_nowait(item)
 
     def _on_digit(self, digit: str, now: float) -> None:
         late, self._late_key = self._late_key, None
         if late is not None and digit == late[0] and now <= late[1]:
             return  # it belongs to the gather that just ended
-        self.digit_queue.put_nowait((digit, now))
+        self.inputs.push(Digit(digit, now))
         self._after_barge_in("dtmf", self.playback.on_digit())
 
     def _on_speech_start(self) -> None:
@@ -359,9 +345,9 @@ class CallMedia:
                     self._on_digit(event.digit, now)
             elif isinstance(event, SpeechStarted):
                 self._on_speech_start()
-                self.speech_events.put_nowait(event)
+                self.inputs.push(event)
             elif isinstance(event, (SpeechEnded, SpeechCancelled)):
-                self.speech_events.put_nowait(event)
+                self.inputs.push(event)
 
     def _inbound_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -394,7 +380,6 @@ class CallMedia:
         beep: bool,
         mode: str,
         metadata: dict[str, Any],
-        ended: asyncio.Event,
         initial_silence: float | None = None,
         discard_empty: bool = False,
     ) -> RecordResult:
@@ -414,61 +399,73 @@ class CallMedia:
         self._recorder = recorder
         loop = asyncio.get_running_loop()
         started = loop.time()
-        heard_speech = False
-        last_voice = started
-        reason = "max_length"
-        ended_wait = asyncio.ensure_future(ended.wait())
+        rules = _RecordRules(started, max_seconds, silence_end, initial_silence)
         try:
-            while True:
-                now = loop.time()
-                if now - started >= max_seconds:
-                    reason = "max_length"
-                    break
-                deadline = started + max_seconds
-                if initial_silence is not None and silence_end is not None and not heard_speech:
-                    deadline = min(deadline, started + initial_silence)
-                    if now >= started + initial_silence:
-                        reason = "no_speech"
-                        break
-                elif silence_end is not None:
-                    deadline = min(deadline, last_voice + silence_end)
-                    if now >= last_voice + silence_end:
-                        reason = "silence"
-                        break
-                get_digit = asyncio.ensure_future(self.digit_queue.get())
-                get_speech = asyncio.ensure_future(self.speech_events.get())
-                done, _ = await asyncio.wait(
-                    {get_digit, get_speech, ended_wait}, timeout=max(0.0, deadline - now), return_when=asyncio.FIRST_COMPLETED
-                )
-                pending = [f for f in (get_digit, get_speech) if not f.done()]
-                for fut in pending:
-                    fut.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)  # never leave a get() task behind
-                if ended_wait in done:
+            while (reason := rules.reason(loop.time())) is None:
+                item = await self.inputs.next(_record_input, rules.deadline())
+                if isinstance(item, HungUp):
                     reason = "hangup"
                     break
-                if get_digit in done and get_digit.result()[0] in stop_keys:
+                if isinstance(item, Digit) and item.key in stop_keys:
                     reason = "key"
                     break
-                if get_speech in done:
-                    event = get_speech.result()
-                    if isinstance(event, SpeechStarted):
-                        heard_speech = True
-                        last_voice = float("inf")  # no silence timeout while the caller speaks
-                    elif isinstance(event, (SpeechEnded, SpeechCancelled)):
-                        last_voice = loop.time()
+                if item is not None:
+                    rules.speech(item, loop.time())
         finally:
-            ended_wait.cancel()
-            await asyncio.gather(ended_wait, return_exceptions=True)
             self._recorder = None
         duration = recorder.duration
-        meta = {**metadata, "reason": reason, "speech_detected": heard_speech, "started_at": time.time() - duration}
-        empty = not heard_speech
+        meta = {**metadata, "reason": reason, "speech_detected": rules.heard_speech, "started_at": time.time() - duration}
+        empty = not rules.heard_speech
         if duration <= 0 or (empty and discard_empty):
             return RecordResult(None, round(max(duration, 0.0), 3), reason, meta, empty=empty)
         target.parent.mkdir(parents=True, exist_ok=True)
         path = await asyncio.to_thread(recorder.save, target, meta)
         return RecordResult(path, round(duration, 3), reason, meta, empty=empty)
+
+
+def _record_input(item: Input) -> bool:
+    return isinstance(item, (Digit, SpeechStarted, SpeechEnded, SpeechCancelled))
+
+
+class _RecordRules:
+    """When a recording stops, sans-I/O: told the caller's speech and the time, says why
+    (``max_length``, ``no_speech``, ``silence``) and when to look again."""
+
+    def __init__(self, started: float, max_seconds: float, silence_end: float | None,
+                 initial_silence: float | None) -> None:
+        self.started, self.max_seconds = started, max_seconds
+        self.silence_end, self.initial_silence = silence_end, initial_silence
+        self.heard_speech = False
+        self.last_voice = started
+
+    def _waiting_for_speech(self) -> bool:
+        return self.initial_silence is not None and self.silence_end is not None and not self.heard_speech
+
+    def reason(self, now: float) -> str | None:
+        if now - self.started >= self.max_seconds:
+            return "max_length"
+        if self._waiting_for_speech():
+            assert self.initial_silence is not None
+            return "no_speech" if now >= self.started + self.initial_silence else None
+        if self.silence_end is not None and now >= self.last_voice + self.silence_end:
+            return "silence"
+        return None
+
+    def deadline(self) -> float:
+        deadline = self.started + self.max_seconds
+        if self._waiting_for_speech():
+            assert self.initial_silence is not None
+            return min(deadline, self.started + self.initial_silence)
+        if self.silence_end is not None:
+            return min(deadline, self.last_voice + self.silence_end)
+        return deadline
+
+    def speech(self, event: Input, now: float) -> None:
+        if isinstance(event, SpeechStarted):
+            self.heard_speech = True
+            self.last_voice = float("inf")  # no silence timeout while the caller speaks
+        elif isinstance(event, (SpeechEnded, SpeechCancelled)):
+            self.last_voice = now
 
 
 def _outcome_seen(fut: asyncio.Future[Any]) -> None:

@@ -4,9 +4,10 @@
   grammar), which STT adapter, and the confidence / length limits. Pure data; the flow
   schema embeds it.
 * :meth:`SpeechOptions.match` - a transcript -> the choice (or why there is none); sans-I/O.
-* :class:`SpeechAttempt` - the I/O of one gather attempt: reads the VAD's speech events,
-  recognises each utterance and says when speech decided the attempt. The Call's attempt
-  loop (``Call._collect_once``) races it against the DTMF collector.
+* :class:`SpeechAttempt` - one gather attempt's speech: fed the VAD's speech events from the
+  call's input stream, it recognises each utterance and says when speech decided the
+  attempt. The Call's attempt loop (``Call._collect_once``) feeds it and the DTMF collector
+  from the one stream.
 
 Recognition streams each utterance to the STT while the caller speaks
 (:class:`~ivr.call.utterance.UtteranceRecognizer`) and finishes at ``SpeechEnded``. The audio
@@ -28,11 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ivr.audio.vad import SpeechCancelled, SpeechEnded, SpeechStarted
 from ivr.call.collector import Outcome
+from ivr.call.inputs import Input, Transcript, stop
 from ivr.call.utterance import UtteranceRecognizer
 
 if TYPE_CHECKING:
     from ivr.call.media import CallMedia
-    from ivr.speech.base import SpeechToText, Transcript
+    from ivr.speech.base import SpeechToText
+    from ivr.speech.base import Transcript as SttTranscript
 
 log = logging.getLogger("ivr.call.speech")
 
@@ -158,8 +161,9 @@ class SpeechHeard:
 class SpeechAttempt:
     """Speech input during one gather attempt.
 
-    The Call's loop adds :meth:`waiters` to what it waits on, calls :meth:`handle` with what
-    completed, and :meth:`poll` at :attr:`deadline`. :attr:`outcome` is set once speech
+    The Call's loop calls :meth:`open`, then hands it the inputs it :meth:`wants` (speech
+    events, its own recognitions' :class:`~ivr.call.inputs.Transcript`) with :meth:`feed`,
+    and calls :meth:`poll` at :attr:`deadline`. :attr:`outcome` is set once speech
     decided the attempt; :attr:`busy` is True while an utterance is being spoken or
     recognised (a DTMF no-input timeout then waits for it). An STT failure calls
     ``on_failure(message)`` and the attempt goes on with DTMF only.
@@ -188,13 +192,11 @@ class SpeechAttempt:
         self._prompting = False
         self._speaking = False
         self._skip_utterance = False
-        self._get_event: asyncio.Future | None = None
-        self._recognition: asyncio.Task | None = None
-        self._recognizer: UtteranceRecognizer | None = None  # made by the first waiters() call
+        self._recognition: asyncio.Future[SttTranscript] | None = None
+        self._recognizer: UtteranceRecognizer | None = None  # made by open()
         # Events queued before this attempt are stale; an utterance already under way is
         # not: its SpeechEnded carries the whole audio.
-        while not media.speech_events.empty():
-            media.speech_events.get_nowait()
+        media.inputs.drop_speech()
         if media.vad.in_speech:
             self._speaking = True
 
@@ -209,30 +211,29 @@ class SpeechAttempt:
     def prompt_finished(self) -> None:
         self._prompting = False
 
-    def waiters(self) -> set[asyncio.Future]:
-        """Futures the Call's loop must wait on besides its own."""
-        if self.failed is not None or self.outcome is not None:
-            return set()
+    def open(self) -> None:
+        """Start listening (the Call's loop calls it inside the try/finally that close()s us)."""
         if self._recognizer is None:
-            # Here, not in __init__: the Call's loop is inside its try/finally that close()s us.
             o = self.options
             self._recognizer = UtteranceRecognizer(self.media, self.stt, phrases=None if o.grammar else o.phrase_list(),
                                                    grammar=o.grammar, language=o.language)
-        if self._get_event is None:
-            self._get_event = asyncio.ensure_future(self.media.speech_events.get())
-        out: set[asyncio.Future] = {self._get_event}
-        if self._recognition is not None:
-            out.add(self._recognition)
-        return out
 
-    def handle(self, done: set[asyncio.Future], now: float) -> None:
-        """Act on whichever of our waiters completed."""
-        if self._get_event is not None and self._get_event in done:
-            event, self._get_event = self._get_event.result(), None
-            self._on_event(event, now)
-        if self._recognition is not None and self._recognition in done:
-            task, self._recognition = self._recognition, None
-            self._on_recognised(task)
+    def wants(self, item: Input) -> bool:
+        """Whether ``item`` is ours: a speech event while we listen, or our recognition's end."""
+        if isinstance(item, Transcript):
+            return item.task is self._recognition
+        return (self.failed is None and self.outcome is None
+                and isinstance(item, (SpeechStarted, SpeechEnded, SpeechCancelled)))
+
+    def feed(self, item: Input, now: float) -> None:
+        """Act on one of the inputs we :meth:`wants`."""
+        if isinstance(item, Transcript):
+            if item.task is self._recognition:
+                self.media.inputs.forget(item.task)
+                self._recognition = None
+                self._on_recognised(item.task)
+        else:
+            self._on_event(item, now)
 
     def poll(self, now: float) -> None:
         """The max-speech deadline passed: the utterance is too long (VoiceXML maxspeechtimeout)."""
@@ -263,7 +264,7 @@ class SpeechAttempt:
                 self._drop(event.start)
                 return
             if self._recognition is None:  # one utterance at a time; a second one is dropped
-                self._recognition = asyncio.ensure_future(self._recognise(event))
+                self._recognition = self.media.inputs.start(self._recognise(event), Transcript)
             else:
                 self._drop(event.start)
 
@@ -271,14 +272,14 @@ class SpeechAttempt:
         if self._recognizer is not None:
             self._recognizer.drop(start)
 
-    async def _recognise(self, event: SpeechEnded) -> Transcript:
+    async def _recognise(self, event: SpeechEnded) -> SttTranscript:
         from ivr.speech.base import with_timeout
 
         assert self._recognizer is not None
         return await with_timeout(self._recognizer.result(event), self.options.recognition_timeout,
                                   adapter=getattr(self.stt, "name", "stt"), what="recognition")
 
-    def _on_recognised(self, task: asyncio.Task) -> None:
+    def _on_recognised(self, task: asyncio.Future[SttTranscript]) -> None:
         from ivr.speech.base import SpeechError
 
         try:
@@ -304,14 +305,9 @@ class SpeechAttempt:
 
     async def close(self) -> None:
         """Stop listening; a recognition still running is cancelled (its stream closes itself)."""
-        if self._get_event is not None and not self._get_event.done():
-            self._get_event.cancel()
-        if self._recognition is not None and not self._recognition.done():
-            self._recognition.cancel()
-            try:
-                await self._recognition
-            except BaseException:  # cancelled or failed: either way no longer ours
-                pass
-        self._get_event = self._recognition = None
+        recognition, self._recognition = self._recognition, None
+        if recognition is not None:
+            self.media.inputs.forget(recognition)
+            await stop(recognition)  # cancelled or failed: either way no longer ours
         if self._recognizer is not None:
             await self._recognizer.close()

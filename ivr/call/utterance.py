@@ -88,7 +88,7 @@ class UtteranceRecognizer:
     """Recognise every utterance the call's VAD finds, streaming while the caller speaks.
 
     ``phrases`` / ``grammar`` / ``language`` are passed to ``stt.start()``. Consumers read
-    the VAD's events from ``media.speech_events`` as before and hand them over:
+    the VAD's events from the call's input stream (``media.inputs``) and hand them over:
     ``await result(ended)`` for the transcript of a ``SpeechEnded``, ``drop(start)`` for an
     utterance they will not use (cancelled, ignored). Always ``await close()``.
 

@@ -34,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from ivr.call.collector import AttemptMark
 from ivr.call.results import CallHangup, step_result
 from ivr.pbx.hours import is_open
 from ivr.templating.templates import Template, TemplateError, evaluate, render_value
@@ -182,6 +183,10 @@ class _Runner:
         self.stack: list[list[Any]] = []
         self.child: _Runner | None = None
         self.transfer_in_flight_since: float | None = None  # a resumed transfer step: when it was offered
+        # The running gather/menu's attempt once past the first (positions keep it; a resume
+        # starts the step there).
+        self.attempt: AttemptMark | None = None
+        self._attempt_step: StepBase | None = None  # the step a restored attempt belongs to
         self.resume_subflow: FlowPosition | None = None
         self._nested = 0
 
@@ -309,6 +314,8 @@ class _Runner:
             observers.step_started(step, {
                 "where": self.where(step), "file": str(self.flow.path or self.flow.name), "line": self.line_of(step),
                 "label": f"{step.kind}{' #' + step.id if step.id else ''} ({self.where(step)})"})
+            if step is not self._attempt_step:  # a restored attempt is only that step's
+                self.attempt = self._attempt_step = None
             if step.waits_for is not None:
                 self.checkpoint(step.waits_for)
             try:
@@ -348,6 +355,7 @@ class _Runner:
             flow=str(self.flow.path) if self.flow.path else (self.flow.name or "flow"), version=self.flow.version,
             frames=frames_of(self.flow, self.stack, in_step=inner is not None or waiting_for is not None),
             waiting_for=waiting_for if inner is None else None, waiting_since=since if inner is None else None,
+            attempt=self.attempt if inner is None and waiting_for is not None else None,
             params=self.params, vars=self.vars, digits=self.digits, last=self.last, error=self.error,
             hung_up=self.hung_up_mode, steps_run=steps_run, step_limit=self.budget.limit, subflow=inner)
 
@@ -382,6 +390,9 @@ class _Runner:
         self.digits, self.last, self.error = position.digits, position.last, position.error
         self.hung_up_mode = self.hung_up_mode or position.hung_up
         self.resume_subflow = position.subflow
+        self.attempt = position.attempt if position.waiting_for == "input" else None
+        items, at = stack[-1]
+        self._attempt_step = items[at] if self.attempt is not None and at < len(items) else None
         if position.waiting_for == "transfer" and position.waiting_since is not None:
             # The previous owner's offer may still ring: the transfer step checks before offering again.
             self.transfer_in_flight_since = position.waiting_since
@@ -471,25 +482,41 @@ class _Runner:
         self.store(into, out[key] if out["status"] == "match" else None)
         return out
 
+    def _attempts(self) -> dict[str, Any]:
+        """A gather's or menu's start attempt (a resumed step) and the hook that checkpoints
+        each later attempt as it starts, so a takeover leaves the caller only the tries left."""
+        def started(mark: AttemptMark) -> None:
+            if mark.number > 1 and mark != self.attempt:
+                self.attempt = mark
+                self.checkpoint("input")
+
+        return {"start": self.attempt, "on_attempt": started}
+
     async def do_menu(self, step: MenuStep, a: MenuArgs) -> _Take:
-        result = await self.call.menu(
-            prompt=self.prompt(a.prompt), choices=list(a.choices), retries=a.retries,
-            reprompt=self.prompt(a.reprompt), no_input_prompt=self.prompts(a.no_input_prompt),
-            no_match_prompt=self.prompts(a.no_match_prompt), timeout=a.timeout, barge_in=a.barge_in,
-            speech=a.speech.options if a.speech is not None else None,
-        )
+        try:
+            result = await self.call.menu(
+                prompt=self.prompt(a.prompt), choices=list(a.choices), retries=a.retries,
+                reprompt=self.prompt(a.reprompt), no_input_prompt=self.prompts(a.no_input_prompt),
+                no_match_prompt=self.prompts(a.no_match_prompt), timeout=a.timeout, barge_in=a.barge_in,
+                speech=a.speech.options if a.speech is not None else None, **self._attempts(),
+            )
+        finally:
+            self.attempt = self._attempt_step = None
         out = self._gather_result(step, result, a.into, "choice")
         if out["status"] == "match":
             return _Take(out["choice"] or out["digits"])
         return _Take("no_input" if out["status"] == "no_input" else "no_match")
 
     async def do_gather(self, step: GatherStep, a: GatherArgs) -> _Take:
-        result = await self.call.gather(
-            prompt=self.prompt(a.prompt), rules=a.rules, retries=a.retries,
-            reprompt=self.prompt(a.reprompt), no_input_prompt=self.prompts(a.no_input_prompt),
-            no_match_prompt=self.prompts(a.no_match_prompt), barge_in=a.barge_in,
-            speech=a.speech.options if a.speech is not None else None,
-        )
+        try:
+            result = await self.call.gather(
+                prompt=self.prompt(a.prompt), rules=a.rules, retries=a.retries,
+                reprompt=self.prompt(a.reprompt), no_input_prompt=self.prompts(a.no_input_prompt),
+                no_match_prompt=self.prompts(a.no_match_prompt), barge_in=a.barge_in,
+                speech=a.speech.options if a.speech is not None else None, **self._attempts(),
+            )
+        finally:
+            self.attempt = self._attempt_step = None
         out = self._gather_result(step, result, a.into, "digits")
         return _Take(out["status"])
 

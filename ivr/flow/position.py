@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ivr.call.collector import AttemptMark
+
 from .schema import Flow, StepBase
 
 __all__ = ["FlowPosition", "Frame", "PositionError", "frames_of", "plain", "stack_of"]
@@ -70,7 +72,9 @@ class FlowPosition(BaseModel):
     """A flow run's position; see the module text. ``waiting_for`` is set when the position
     was taken as the step at it started and waits for something (``input``, ``prompt``,
     ``transfer``, ``recording``, ``http``, ``conversation``: the step model's ``waits_for``);
-    resuming runs that step again either way (a prompt replays, a gather starts afresh)."""
+    resuming runs that step again either way (a prompt replays). A gather or menu past its
+    first attempt also has ``attempt``: the resumed step starts at that attempt, with its
+    prompt and only the tries the caller had left."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -80,6 +84,7 @@ class FlowPosition(BaseModel):
     frames: list[Frame] = Field(min_length=1)
     waiting_for: str | None = None
     waiting_since: float | None = Field(None, description="Wall-clock time (Unix seconds) the waiting step started.")
+    attempt: AttemptMark | None = Field(None, description="A gather or menu: the attempt that started (absent: the first).")
     params: dict[str, Any] = Field(default_factory=dict)
     vars: dict[str, Any] = Field(default_factory=dict)
     digits: str = ""
