@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from fake_call import FakeCall
 
 from ivr.agent import AgentTools, ParamSpec, SentenceSplitter, ToolArgumentError, TurnMetrics, speakable
 from ivr.agent.tools import ToolBox, validate_arguments
@@ -61,7 +62,7 @@ def test_tool_specs_enumerate_the_allowlist() -> None:
 
 
 def test_destination_resolution_accepts_only_the_allowlist() -> None:
-    box = ToolBox(AgentTools(transfer={"Sales": "101"}), call=None, variables={})
+    box = ToolBox(AgentTools(transfer={"Sales": "101"}), call=FakeCall(), variables={})
     assert box.resolve_destination("sales") == ("Sales", "101")
     assert box.resolve_destination(" 101 ") == ("Sales", "101")
     for bad in ("102", "1010", "sales; 0900", "+49101", "", None, {"to": "101"}):
@@ -70,7 +71,7 @@ def test_destination_resolution_accepts_only_the_allowlist() -> None:
 
 async def test_refusals_and_bad_arguments_go_back_to_the_model() -> None:
     variables: dict[str, str] = {}
-    box = ToolBox(AgentTools(transfer={"sales": "101"}, set={"name": ""}), call=None, variables=variables)
+    box = ToolBox(AgentTools(transfer={"sales": "101"}, set={"name": ""}), call=FakeCall(), variables=variables)
     out = await box.run(ToolCall("1", "transfer", {"destination": "0900 123"}))
     assert out.end is None and out.result["error"].startswith("transfer refused: '0900 123' is not an allowed")
     out = await box.run(ToolCall("2", "transfer", {"destination": "sales", "via": "x"}))
@@ -164,7 +165,7 @@ def test_a_barge_in_queued_before_the_reply_still_lets_it_start_then_stops_it() 
     async def main() -> tuple[bool, list[str]]:
         steps: list[str] = []
         media = SimpleNamespace(inputs=InputStream())
-        agent = AgentLoop(SimpleNamespace(media=media, call_id="c1"), AgentSettings())
+        agent = AgentLoop(FakeCall(media=media, call_id="c1"), AgentSettings())  # type: ignore[arg-type]
         media.inputs.push(SpeechStarted(t=0.0))
 
         async def reply() -> None:

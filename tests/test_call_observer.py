@@ -6,6 +6,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from fake_call import FakeCall
+
 from ivr.call.action_steps import FlowAction
 from ivr.call.observer import CallObserver, CallObservers
 from ivr.call.results import PlayResult
@@ -33,13 +35,11 @@ class Broken(CallObserver):
         raise RuntimeError("observer bug")
 
 
-class StandIn:
-    """Just what the interpreter and the proxy use of a call."""
+class StandIn(FakeCall):
+    """A call that plays (in memory) and keeps what it played."""
 
     def __init__(self) -> None:
-        self.vars: dict[str, Any] = {}
-        self.observers = CallObservers()
-        self.call_record = None
+        super().__init__()
         self.played: list[str] = []
 
     async def play(self, *files: str, loop: int = 1, barge_in: bool = True) -> PlayResult:
@@ -61,7 +61,7 @@ def test_an_observer_that_raises_is_logged_and_the_others_still_hear(caplog) -> 
 async def test_the_proxy_reports_each_action_with_the_awaiting_line() -> None:
     call, seen = StandIn(), Seen()
     call.observers.add(seen)
-    proxy = FlowCall(call)  # type: ignore[arg-type]
+    proxy = FlowCall(call)
     result = await proxy.play("hello.wav")  # this line is the step's where
     line = test_the_proxy_reports_each_action_with_the_awaiting_line.__code__.co_firstlineno + 4
     assert result.completed and call.played == ["hello.wav"]
@@ -74,7 +74,7 @@ async def test_a_yaml_flow_run_with_a_proxy_reports_its_steps_not_actions() -> N
     call, seen = StandIn(), Seen()
     call.observers.add(seen)
     flow = load_flow_text("steps:\n  - play: hello.wav\n", "f.yaml", check_files=False)
-    outcome = await run_flow(flow, FlowCall(call))  # type: ignore[arg-type]
+    outcome = await run_flow(flow, FlowCall(call))
     assert outcome.status == "completed", outcome
     assert [e[:2] for e in seen.events] == [("start", "play"), ("end", "play")]
     assert seen.events[0][2].startswith("f.yaml:2")  # the YAML step, not a FlowAction of the interpreter

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from fake_call import FakeCall
 
 from ivr.simulate import SimulatedCall
 
@@ -136,7 +137,7 @@ async def test_a_crlf_in_an_agent_http_tool_header_is_an_error_result(services: 
     urls, seen = services
     tools = AgentTools(http=(HttpTool(name="lookup", url=urls["a"] + "/orders/{{ args.id }}",
                                       headers={"X-Order": "{{ args.id }}"}, parameters={"id": "string"}),))
-    box = ToolBox(tools, call=None, variables={})
+    box = ToolBox(tools, call=FakeCall(), variables={})
     outcome = await box.run(ToolCall(id="1", name="lookup", arguments={"id": "7\r\nX-Injected: 1"}))
     assert outcome.end is None
     assert outcome.result == {"error": "lookup: request failed: 127.0.0.1: header 'X-Order' has a line break or NUL in it"}
@@ -153,7 +154,7 @@ async def test_an_agent_argument_over_the_template_limits_is_an_error_result(ser
     urls, seen = services
     tools = AgentTools(http=(HttpTool(name="lookup", url=urls["a"] + "/orders/{{ args.id * 3 }}",
                                       parameters={"id": "string"}),))
-    outcome = await ToolBox(tools, call=None, variables={}).run(
+    outcome = await ToolBox(tools, call=FakeCall(), variables={}).run(
         ToolCall(id="1", name="lookup", arguments={"id": "x" * 50_000}))
     assert outcome.result["error"].startswith("lookup: url template") and "repetition" in outcome.result["error"]
     assert seen == []

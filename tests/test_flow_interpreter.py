@@ -7,15 +7,15 @@ import shutil
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 import soundfile
 from aiohttp import web
+from fake_call import FakeCall
 
-from ivr.call.observer import CallObservers
 from ivr.flow import FlowError, FlowLoadError, load_any
 from ivr.simulate import FlowHarness, SimulatedCall, until_listening
 
@@ -284,11 +284,7 @@ async def test_a_gather_that_gets_no_gather_result_says_where(folder: Path) -> N
           - gather: {prompt: hello.wav, into: pin}
     """)
 
-    class WrongCall:
-        vars: ClassVar[dict[str, Any]] = {}
-        call_record = None
-        observers = CallObservers()
-
+    class WrongCall(FakeCall):
         async def gather(self, **kwargs: Any) -> PlayResult:
             return PlayResult(completed=True)
 

@@ -9,14 +9,13 @@ import json
 import textwrap
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from fake_call import FakeCall
 from helpers import write_tone
 
 from ivr.call.collector import AttemptMark
-from ivr.call.observer import CallObservers
 from ivr.call.record import Outcome
 from ivr.flow import load_flow
 from ivr.flow.interpreter import HANDLERS, run_flow
@@ -251,7 +250,11 @@ def test_a_restored_attempt_goes_to_its_own_step_only(tmp_path: Path) -> None:
           - gather: {max_digits: 1, into: b}
     """), check_files=False)
 
-    class Keys(SimpleNamespace):
+    class Keys(FakeCall):
+        def __init__(self) -> None:
+            super().__init__()
+            self.starts: list[AttemptMark | None] = []
+
         async def gather(self, **kwargs: Any) -> GatherResult:
             self.starts.append(kwargs["start"])
             return GatherResult("match", "5", attempts=1)
@@ -259,10 +262,10 @@ def test_a_restored_attempt_goes_to_its_own_step_only(tmp_path: Path) -> None:
     mark = AttemptMark(number=2, after="no_match", no_match=1)
     at_first = FlowPosition(flow=str(flow.path), version=flow.version, frames=[Frame(branch=("steps",), at=0)],
                             waiting_for="input", attempt=mark, vars={"go": True})
-    call = Keys(vars={}, starts=[], observers=CallObservers())
+    call = Keys()
     asyncio.run(run_flow(flow, call, resume=at_first))
     assert call.starts == [mark, None]
-    call = Keys(vars={}, starts=[], observers=CallObservers())
+    call = Keys()
     asyncio.run(run_flow(flow, call, resume=at_first.model_copy(update={"vars": {"go": False}})))
     assert call.starts == [None]
 
@@ -279,7 +282,7 @@ def test_a_position_that_does_not_fit_the_flow_is_refused(tmp_path: Path) -> Non
 
     def fails(position: FlowPosition) -> str:
         with pytest.raises(PositionError) as err:
-            asyncio.run(run_flow(flow, SimpleNamespace(vars={}, observers=CallObservers()), resume=position))
+            asyncio.run(run_flow(flow, FakeCall(), resume=position))
         return str(err.value)
 
     other = good.model_copy(update={"version": "0123456789ab"})
@@ -308,13 +311,13 @@ def test_positions_go_to_the_observer_and_one_that_fails_stops_nothing(tmp_path:
         seen.append(position)
         raise ConnectionError("redis is down")
 
-    outcome = asyncio.run(run_flow(flow, SimpleNamespace(vars={}, observers=CallObservers()), on_position=broken))
+    outcome = asyncio.run(run_flow(flow, FakeCall(), on_position=broken))
     assert outcome.status == "returned" and outcome.returned == {"n": 11}
     assert [(frames(p), p.vars["n"]) for p in seen] == [
         ([(("steps",), 1)], 1), ([(("steps",), 2), (("then",), 0)], 1), ([(("steps",), 2)], 11)]
 
     # Resumed from the middle of the run, it ends the same way.
-    outcome = asyncio.run(run_flow(flow, SimpleNamespace(vars={}, observers=CallObservers()), resume=seen[1]))
+    outcome = asyncio.run(run_flow(flow, FakeCall(), resume=seen[1]))
     assert outcome.status == "returned" and outcome.returned == {"n": 11}
 
 
@@ -327,12 +330,12 @@ def test_a_run_resumed_in_on_error_keeps_the_error(tmp_path: Path) -> None:
           - log: "sorry"
     """))
     seen: list[FlowPosition] = []
-    outcome = asyncio.run(run_flow(flow, SimpleNamespace(vars={}, observers=CallObservers()), on_position=seen.append))
+    outcome = asyncio.run(run_flow(flow, FakeCall(), on_position=seen.append))
     assert outcome.status == "error" and outcome.handled and "ZeroDivisionError" in (outcome.error or "")
     inside = seen[0]
     assert frames(inside) == [(("on_error",), 1)] and inside.error == outcome.error
     assert inside.steps_run == 2 and inside.vars["seen"] == outcome.error
-    again = asyncio.run(run_flow(flow, SimpleNamespace(vars={}, observers=CallObservers()), resume=inside))
+    again = asyncio.run(run_flow(flow, FakeCall(), resume=inside))
     assert (again.status, again.error, again.handled, again.steps) == ("error", outcome.error, True, 1)
 
 

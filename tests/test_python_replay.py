@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_call import FakeCall
 
-from ivr.call.observer import CallObservers
-from ivr.call.record import CallRecord
 from ivr.call.results import GatherResult, PlayResult, RecordResult, TransferResult
 from ivr.flow.position import FlowPosition
 from ivr.flow.python_flow import load_python_flow
@@ -30,14 +29,11 @@ FLOW = """
 """
 
 
-class StandIn:
-    """What a Python flow's proxy uses of a call; counts what was performed."""
+class StandIn(FakeCall):
+    """A call whose actions a Python flow's proxy performs; counts what was performed."""
 
     def __init__(self, digits: str = "1234", block: str | None = None) -> None:
-        self.vars: dict[str, Any] = {}
-        self.observers = CallObservers()
-        self.call_record = CallRecord("c1", "800", 1)
-        self.call_id = "c1"
+        super().__init__(call_id="c1", route_point="800")
         self.performed: list[str] = []
         self.digits = digits
         self.block = block  # an action that never ends (the owner dies in it)

@@ -143,7 +143,7 @@ class AgentLoop:
 
     async def run(self) -> AgentResult:
         """Talk until a tool ends it, a limit is reached, or an adapter fails."""
-        speech = getattr(self.call, "speech", None)
+        speech = self.call.speech
         if speech is None:
             raise CallError("agent: no speech services are configured for this worker (speech: llm/stt/tts)")
         await self.call.answer()  # the media must run; a no-op when the flow answered already
@@ -427,9 +427,9 @@ class AgentLoop:
     async def _fail(self, exc: BaseException) -> AgentResult:
         message = str(exc) or type(exc).__name__
         if isinstance(exc, (SpeechError, LookupError, TimeoutError)):
-            log.warning("agent on call %s: %s", getattr(self.call, "call_id", "?"), message)
+            log.warning("agent on call %s: %s", self.call.call_id, message)
         else:
-            log.warning("agent on call %s failed", getattr(self.call, "call_id", "?"), exc_info=exc)
+            log.warning("agent on call %s failed", self.call.call_id, exc_info=exc)
         for reply in self._replies:
             await reply.aclose()
         self.media.cut("agent_error")

@@ -290,7 +290,7 @@ class ToolBox:
                  settle: Callable[[], Awaitable[None]] | None = None) -> None:
         self.tools = tools
         self.call = call
-        self.variables = variables if variables is not None else getattr(call, "vars", {})
+        self.variables = variables if variables is not None else call.vars
         self.context = context or (lambda: {"vars": self.variables})
         self.render = render or _default_render
         self.settle = settle

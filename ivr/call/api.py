@@ -18,6 +18,7 @@ from ivr.call.observer import CallObservers
 from ivr.call.record import CallRecord
 from ivr.call.results import Caller, DirectoryResult, GatherResult, PlayResult, Prompt, RecordResult, TransferResult
 from ivr.call.ringback import TONE
+from ivr.call.step_budget import StepBudget
 
 if TYPE_CHECKING:  # annotations only
     from ivr.call.call import Call
@@ -38,20 +39,39 @@ class CallApi(Protocol):
     """What a flow may use of a call (``ivr.call.call.Call`` has it all)."""
 
     call_id: str
+    """The PBX's call id (the participant's ``callid``): logs, records and ``{{ call.id }}``."""
     caller: Caller
+    """Who is calling: ``{{ caller.number }}``, ``{{ caller.name }}``."""
     did: str
+    """The number dialled to reach us (``{{ call.did }}``)."""
+    route_point: str
+    """The route point's number the call sits on (``{{ call.route_point }}``)."""
     vars: dict[str, Any]
+    """The flow's variables: YAML ``set``/``into``, a Python flow's ``call.vars``, the agent's ``set_variable``."""
     call_record: CallRecord
+    """What the call did (steps, errors, outcome): the record the worker writes at its end."""
     media: CallMedia
+    """The leg's audio pipeline: inputs (keys, speech events), output listeners, the VAD (the agent)."""
     speech: SpeechServices | None
+    """The worker's STT/TTS/LLM adapters; None when none is configured (the agent then refuses)."""
     observers: CallObservers
+    """Who watches the call: the interpreter and a Python flow's proxy report steps to them."""
     clock: Callable[[], datetime] | None
+    """Wall-clock time as flows see it when something pins it (a simulator); None: the real clock."""
+    audio_dirs: list[Path]
+    """The worker's prompt folders, searched after the flow's own (templated prompt names)."""
+    recordings_dir: Path
+    """Where `record` and `voicemail` files go; a flow's file names cannot leave it."""
+    flow_budget: StepBudget | None
+    """The call's step count and limit, shared by its flow and every subflow (None until a flow runs)."""
 
     @property
-    def hung_up(self) -> bool: ...
+    def hung_up(self) -> bool:
+        """The caller has hung up (or the call left the route point)."""
 
     @property
-    def ended(self) -> asyncio.Event: ...
+    def ended(self) -> asyncio.Event:
+        """Set when the call ends: await it to wait for the hang-up."""
 
     async def until_hangup(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable``, or raise CallHangup as soon as the caller hangs up."""
@@ -73,7 +93,7 @@ class CallApi(Protocol):
         """Store key/value data on the leg (3CX shows it to the agent who takes the call)."""
 
     async def sleep(self, seconds: float) -> None:
-        ...
+        """The `pause` step: wait ``seconds`` (CallHangup if the caller hangs up meanwhile)."""
 
     async def play(self, *files: str | Path, loop: int = 1, barge_in: bool = True) -> PlayResult:
         """Play audio files in order (``loop`` times). Stops early on barge-in."""
@@ -125,16 +145,17 @@ class CallApi(Protocol):
         self, destination: str, *, mode: str = "routeto", timeout: float = 20, ringback: Any = TONE,
         in_flight_since: float | None = None,
     ) -> TransferResult:
-        ...
+        """Hand the call to ``destination`` (``mode``: routeto, transferto, divert); the result
+        says whether it was answered, busy, not answered or failed."""
 
     def pbx_facts(self) -> PbxFacts:
         """What templates read as ``pbx``: users' presence, queues' agents, departments' state."""
 
     async def pbx_hours(self, department: str | None = None, *, fallback: Schedule | None = None) -> HoursAnswer:
-        ...
+        """Open, closed, break or holiday now, by the PBX's office hours (``fallback`` when unknown)."""
 
     async def presence(self, number: str) -> Presence | None:
-        ...
+        """The presence of extension ``number``; None when the PBX has no such user or is not read."""
 
     async def directory(
         self,
@@ -155,7 +176,7 @@ class CallApi(Protocol):
         speech: SpeechOptions | Mapping[str, Any] | bool | None = None,
         barge_in: bool = True,
     ) -> DirectoryResult:
-        ...
+        """Dial-by-name: the caller spells a name on the keypad (or says it), then picks a match."""
 
     async def record(
         self,
@@ -174,7 +195,7 @@ class CallApi(Protocol):
 
     async def detect_machine(self, *, wait_for_beep: bool = False, max_greeting: float = 30.0,
                              **thresholds: Any) -> Any:
-        ...
+        """Answering-machine detection on the far end's greeting: human, machine or unknown."""
 
 
 if TYPE_CHECKING:

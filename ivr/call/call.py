@@ -42,6 +42,7 @@ from ivr.call.results import (
 )
 from ivr.call.ringback import NONE, TONE, Ringback, ringback_tone
 from ivr.call.speech_input import SpeechAttempt, SpeechOptions
+from ivr.call.step_budget import StepBudget
 from ivr.pbx.errors import NotFoundError, PbxError, UnprocessableError
 from ivr.pbx.models import CallControlResultResponse, ParticipantInfo, ParticipantStatus
 
@@ -122,6 +123,9 @@ class Call:
         # The PBX's configuration as the worker keeps it (xapi.enabled): office hours, users,
         # presence, queues. Read through pbx_hours, presence, directory and pbx_facts.
         self.xapi: XapiCache | None = None
+        # The flow steps this call has run and may run (ivr.call.step_budget): made by the
+        # first flow that runs, shared with its subflows.
+        self.flow_budget: StepBudget | None = None
 
     # --- state ------------------------------------------------------------------------------
 

@@ -30,12 +30,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ivr.call.collector import AttemptMark
 from ivr.call.results import CallHangup, step_result
+from ivr.call.step_budget import StepBudget
 from ivr.pbx.hours import is_open
 from ivr.templating.templates import Template, TemplateError, evaluate, render_value
 
@@ -132,12 +132,6 @@ class FlowOutcome:
 
 
 @dataclass
-class _Budget:
-    limit: int
-    used: int = 0
-
-
-@dataclass
 class _Stop:
     status: str
     returned: dict[str, Any] | None = None
@@ -166,7 +160,7 @@ _Signal = _Stop | _Goto | _Branch | _Take | None
 
 
 class _Runner:
-    def __init__(self, flow: Flow, call: CallApi, params: dict[str, Any], vars_: dict[str, Any], budget: _Budget,
+    def __init__(self, flow: Flow, call: CallApi, params: dict[str, Any], vars_: dict[str, Any], budget: StepBudget,
                  *, parent: _Runner | None = None, observer: PositionObserver | None = None) -> None:
         self.flow, self.call, self.budget = flow, call, budget
         self.params = params
@@ -194,26 +188,15 @@ class _Runner:
 
     def context(self, **extra: Any) -> dict[str, Any]:
         call = self.call
-        caller = getattr(call, "caller", None)
         ctx: dict[str, Any] = dict(self.vars)  # vars are also top-level names (never reserved ones)
         ctx.update(
-            caller={"number": getattr(caller, "number", ""), "name": getattr(caller, "name", "")},
-            call={"id": getattr(call, "call_id", ""), "did": getattr(call, "did", ""),
-                  "route_point": getattr(call, "route_point", "")},
+            caller={"number": call.caller.number, "name": call.caller.name},
+            call={"id": call.call_id, "did": call.did, "route_point": call.route_point},
             vars=self.vars, params=self.params, digits=self.digits, last=self.last,
-            now=_now(self.call), error=self.error, pbx=_pbx_facts(self.call),
+            now=call.now(), error=self.error, pbx=call.pbx_facts(),
         )
         ctx.update(extra)
         return ctx
-
-    def now(self) -> datetime:
-        """The call's wall clock: ``call.clock()`` when the call has one (tests pin it)."""
-        clock = getattr(self.call, "clock", None)
-        if callable(clock):
-            value = clock()
-            if isinstance(value, datetime) and value.tzinfo is not None:
-                return value
-        return datetime.now().astimezone()
 
     def text(self, value: Any, **extra: Any) -> str:
         if isinstance(value, Template):
@@ -399,13 +382,7 @@ class _Runner:
         return section, stack
 
     def record(self, step: StepBase, result: Any, duration: float) -> None:
-        rec = getattr(self.call, "call_record", None)
-        if rec is not None and hasattr(rec, "add_step"):
-            rec.add_step(step.kind, step.id, _plain(result), duration)
-            return
-        steps = getattr(getattr(self.call, "record", None), "steps", None)
-        if isinstance(steps, list):
-            steps.append({"name": step.kind, "id": step.id, "result": _plain(result)})
+        self.call.call_record.add_step(step.kind, step.id, _plain(result), duration)
 
     async def execute(self, step: StepBase) -> _Branch | _Goto | _Stop | None:
         signal = await HANDLERS.handler(step)(self, step, step.action)
@@ -447,14 +424,11 @@ class _Runner:
     async def do_hours(self, step: HoursStep, a: HoursArgs) -> _Take:
         if a.pbx is None:
             assert a.schedule is not None  # the model requires weekly without pbx
-            open_now = is_open(a.schedule, _now(self.call))
+            open_now = is_open(a.schedule, self.call.now())
             self.last = {"open": open_now}
             self.store(a.into, open_now)
             return _Take("open" if open_now else "closed")
-        pbx_hours = getattr(self.call, "pbx_hours", None)
-        if pbx_hours is None:
-            raise FlowError(f"{self.where(step)}: hours from the PBX need a call that reads the PBX")
-        answer = await pbx_hours(a.pbx.department, fallback=a.schedule)
+        answer = await self.call.pbx_hours(a.pbx.department, fallback=a.schedule)
         self.last = answer.to_dict()
         self.store(a.into, answer.open)
         # break and holiday run `closed` unless the flow wrote a branch for them
@@ -595,8 +569,7 @@ class _Runner:
     def _audio_roots(self) -> list[Path]:
         """Where a prompt rendered from a template may come from: the audio folders and the
         recordings (a flow may play back what it recorded)."""
-        roots = [*audio_search_path(self.flow.folder), *getattr(self.call, "audio_dirs", [])]
-        return [*roots, Path(getattr(self.call, "recordings_dir", "var/recordings"))]
+        return [*audio_search_path(self.flow.folder), *self.call.audio_dirs, self.call.recordings_dir]
 
     def _where_node(self, node: Any) -> str:
         """file:line of a template inside the flow (for errors about its value)."""
@@ -612,9 +585,8 @@ class _Runner:
 
     def _recording_path(self, step: StepBase, rendered: str) -> str:
         """A record/voicemail file inside the call's recordings_dir, or a FlowError."""
-        root = getattr(self.call, "recordings_dir", None) or Path("var/recordings")
         try:
-            return within_root(rendered, root, f"{step.kind} file")
+            return within_root(rendered, self.call.recordings_dir, f"{step.kind} file")
         except UnsafePathError as exc:
             raise FlowError(f"{self.where(step)}: {exc}") from None
 
@@ -707,9 +679,8 @@ class _Runner:
 
     async def do_log(self, step: LogStep, a: LogArgs) -> None:
         message = self.text(a.message)
-        emit = getattr(self.call, "log_event", None)
-        if a.level == "info" and callable(emit):
-            emit(message, step=step.id or step.kind)
+        if a.level == "info":
+            self.call.log_event(message, step=step.id or step.kind)
         else:
             logging.getLogger("ivr.flow.log").log(logging.getLevelName(a.level.upper()), "%s", message)
         self.last = {"message": message}
@@ -826,7 +797,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-async def _run(flow: Flow, call: CallApi, params: dict[str, Any] | None, budget: _Budget,
+async def _run(flow: Flow, call: CallApi, params: dict[str, Any] | None, budget: StepBudget,
                vars_: dict[str, Any] | None, *, hung_up: bool = False, resume: FlowPosition | None = None,
                parent: _Runner | None = None, observer: PositionObserver | None = None) -> FlowOutcome:
     unknown = sorted(set(params or {}) - set(flow.params))
@@ -871,8 +842,7 @@ async def _run_sections(runner: _Runner, section: str, stack: list[list[Any]] | 
         except Exception as exc:  # noqa: BLE001 - any step failure goes to on_error
             message = str(exc) or type(exc).__name__
             log.warning("flow %s: %s", flow.name, message)
-            if hasattr(getattr(call, "call_record", None), "errors"):
-                call.call_record.errors.append(message)
+            call.call_record.errors.append(message)
             if not flow.on_error or hung_up:
                 return FlowOutcome("error", error=message, steps=budget.used - start)
             runner.error = message
@@ -909,19 +879,15 @@ async def _after_hangup(runner: _Runner, stack: list[list[Any]] | None = None) -
         log.warning("flow %s: on_hangup failed: %s", runner.flow.name, exc)
 
 
-def _budget_of(call: CallApi, max_steps: int) -> _Budget:
-    # One budget per call, shared by the flow and every subflow it runs.
-    budget = getattr(call, "_flow_budget", None)
-    if not isinstance(budget, _Budget):
-        budget = _Budget(max_steps)
-        try:
-            setattr(call, "_flow_budget", budget)  # noqa: B010 - any stand-in call may carry it
-        except AttributeError:  # pragma: no cover - a call object with __slots__
-            pass
-    return budget
+def _budget_of(call: CallApi, max_steps: int) -> StepBudget:
+    """The call's budget (made with ``max_steps`` by the first flow that runs on it): one per
+    call, shared by the flow, every subflow it runs and a Python flow's subflows."""
+    if call.flow_budget is None:
+        call.flow_budget = StepBudget(max_steps)
+    return call.flow_budget
 
 
-async def _run_path(call: CallApi, path: Path, params: dict[str, Any], budget: _Budget, *, hung_up: bool = False,
+async def _run_path(call: CallApi, path: Path, params: dict[str, Any], budget: StepBudget, *, hung_up: bool = False,
                     parent: _Runner | None = None) -> dict[str, Any]:
     """Run a subflow file; its ``return`` values (or {}) come back. Errors propagate.
     ``parent``: the runner of the subflow step (its position includes the subflow's, and a
@@ -989,9 +955,7 @@ async def run_flow(flow: Flow, call: CallApi, *, params: dict[str, Any] | None =
 
     if isinstance(call, FlowCall):  # a Python flow running a YAML flow itself: its steps are not actions
         call = call.call
-    vars_ = getattr(call, "vars", None)
-    if not isinstance(vars_, dict):
-        vars_ = {}
+    vars_ = call.vars
     budget = _budget_of(call, max_steps)
     if resume is not None:  # the call's step count goes on where the position left it
         budget.used = resume.steps_run
@@ -1020,19 +984,3 @@ class YamlFlow:
 
     def __repr__(self) -> str:
         return f"YamlFlow({str(self.path or self.name)!r})"
-
-
-def _pbx_facts(call: CallApi) -> Any:
-    """``pbx`` in templates: the call's view of the PBX's configuration (never waits)."""
-    facts = getattr(call, "pbx_facts", None)
-    if callable(facts):
-        return facts()
-    from ivr.call.pbx_view import PbxFacts
-
-    return PbxFacts(None, _now(call))
-
-
-def _now(call: CallApi) -> datetime:
-    """Wall-clock time as the call sees it (a simulator may pin it); always timezone-aware."""
-    now = getattr(call, "now", None)
-    return now() if callable(now) else datetime.now().astimezone()

@@ -133,9 +133,9 @@ class PythonFlow:
                 return result
             except ReplayMismatch as exc:
                 log.warning("flow %s: call %s cannot resume by replay (%s); it starts again from the top",
-                            self.path.name, getattr(call, "call_id", "?"), exc)
-                taken = getattr(call.call_record, "taken_over", None)
-                if isinstance(taken, dict):
+                            self.path.name, call.call_id, exc)
+                taken = call.call_record.taken_over
+                if taken is not None:
                     taken["resumed"] = False
                     taken["replay"] = str(exc)
                 call.vars.clear()
@@ -143,8 +143,8 @@ class PythonFlow:
                 journal = self._journal(call, params, on_position, None)
                 return await self.main(FlowCall(call, journal), **params)
             finally:
-                taken = getattr(call.call_record, "taken_over", None)
-                if resume is not None and isinstance(taken, dict) and taken.get("resumed"):
+                taken = call.call_record.taken_over
+                if resume is not None and taken is not None and taken.get("resumed"):
                     taken["replayed_actions"] = journal.replayed
         finally:
             current_flow_dir.reset(token)
