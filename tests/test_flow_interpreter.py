@@ -134,6 +134,24 @@ async def test_endless_goto_is_stopped_and_on_error_runs(folder: Path) -> None:
     assert report.record.outcome == "ivr_hangup"
 
 
+async def test_one_step_budget_per_call_across_a_python_flows_subflows(tmp_path: Path) -> None:
+    # Each subflow is one step; the call's budget (call.flow_budget), not each subflow's,
+    # stops the loop: the 1001st subflow fails, and the YAML flow run next on the call goes on counting.
+    flow(tmp_path, "steps:\n  - set: {n: 1}\n", "one.yaml")
+    flow(tmp_path, """
+    async def main(call):
+        for _ in range(1500):
+            await call.subflow("one.yaml")
+    """, "loop.py")
+    call = FakeCall()
+    with pytest.raises(FlowError, match=r"subflow one\.yaml: one\.yaml:2: more than 1000 steps ran"):
+        await load_any(tmp_path / "loop.py").run(call)
+    assert call.flow_budget is not None and call.flow_budget.used == 1001
+    with pytest.raises(FlowError, match="more than 1000 steps ran"):
+        await load_any(tmp_path / "one.yaml").run(call)
+    assert call.flow_budget.used == 1002
+
+
 async def test_failing_step_runs_on_error_or_reaches_the_worker(folder: Path) -> None:
     handled = flow(folder, """
     steps:
