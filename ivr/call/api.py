@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # annotations only
     from ivr.call.collector import AttemptMark, DigitRules
     from ivr.call.media import CallMedia
     from ivr.call.pbx_view import HoursAnswer, NameMatch, PbxFacts, Presence
+    from ivr.call.results import DirectoryMark
     from ivr.call.speech_input import SpeechOptions
     from ivr.pbx.hours import Schedule
     from ivr.pbx.xapi import User
@@ -154,8 +155,10 @@ class CallApi(Protocol):
         announce: Callable[[str, User], Prompt] | None = None,
         speech: SpeechOptions | Mapping[str, Any] | bool | None = None,
         barge_in: bool = True,
+        start: DirectoryMark | None = None,
+        on_attempt: Callable[[DirectoryMark], None] | None = None,
     ) -> DirectoryResult:
-        ...
+        """``start``/``on_attempt``: begin at a try, be told each one (a resumed step)."""
 
     async def record(
         self,
