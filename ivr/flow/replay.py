@@ -86,10 +86,10 @@ def decode_result(encoded: Mapping[str, Any]) -> Any:
 
 
 def _stable(value: Any) -> Any:
-    # A function (an ``announce``, an ``on_attempt``) by its name: its text has an address
-    # that differs in the process that replays.
+    # A function (an ``announce``, an ``on_attempt``) by its name: its text has an address,
+    # and a flow's module a load counter, that differ in the process that replays.
     if callable(value) and hasattr(value, "__qualname__"):
-        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+        return f"function {value.__qualname__}"
     return value
 
 
