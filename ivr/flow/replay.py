@@ -6,7 +6,9 @@ its result as JSON (``plain()``) and a digest of its arguments. Resuming runs ``
 from the top; the first actions it asks for are answered from the journal without being
 performed (no audio, no PBX request, no observer sees them) as long as each has the kind and
 arguments recorded; the first action not in the journal (the one that was in progress) runs
-for real, and so does everything after it. This is deterministic replay, as durable-execution
+for real, and so does everything after it. A gather, menu or directory in progress also left
+the attempt it was at (``FlowPosition.attempt``, checkpointed as each attempt from the second
+on starts): run again, it starts there (:meth:`Journal.tries`). This is deterministic replay, as durable-execution
 engines (Temporal) do it: the flow's code must take the same path given the same results (the
 rule for flow authors is in docs/flows.md, "Python flows after a takeover").
 
