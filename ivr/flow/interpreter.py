@@ -183,8 +183,8 @@ class _Runner:
         self.stack: list[list[Any]] = []
         self.child: _Runner | None = None
         self.transfer_in_flight_since: float | None = None  # a resumed transfer step: when it was offered
-        # The running gather/menu's attempt once past the first (positions keep it; a resume
-        # starts the step there).
+        # The running gather/menu's attempt (a directory's try) once past the first (positions
+        # keep it; a resume starts the step there).
         self.attempt: AttemptMark | DirectoryMark | None = None
         self._attempt_step: StepBase | None = None  # the step a restored attempt belongs to
         self.resume_subflow: FlowPosition | None = None

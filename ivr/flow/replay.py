@@ -8,9 +8,10 @@ performed (no audio, no PBX request, no observer sees them) as long as each has 
 arguments recorded; the first action not in the journal (the one that was in progress) runs
 for real, and so does everything after it. A gather, menu or directory in progress also left
 the attempt it was at (``FlowPosition.attempt``, checkpointed as each attempt from the second
-on starts): run again, it starts there (:meth:`Journal.tries`). This is deterministic replay, as durable-execution
-engines (Temporal) do it: the flow's code must take the same path given the same results (the
-rule for flow authors is in docs/flows.md, "Python flows after a takeover").
+on starts): run again, it starts there (:meth:`Journal.tries`). This is deterministic
+replay, as durable-execution engines (Temporal) do it: the flow's code must take the same path
+given the same results (the rule for flow authors is in docs/flows.md, "Python flows after a
+takeover").
 
 When the code asks for another action than the journal holds (the file changed in a way the
 content hash cannot see, or the code is not deterministic), :class:`ReplayMismatch` stops the
