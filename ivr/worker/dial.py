@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import fields
 from typing import Any
 
@@ -24,6 +25,8 @@ from ivr.worker.control import ControlEndpoint
 from ivr.worker.reach import OwnerUnavailable, find_owner
 from ivr.worker.runner import Worker
 from ivr.worker.service import make_lease
+
+log = logging.getLogger("ivr.dial")
 
 
 async def dial(config: WorkerConfig, number: str, flow: str, *,
@@ -38,6 +41,9 @@ async def dial(config: WorkerConfig, number: str, flow: str, *,
             endpoint = await find_owner(config, ownership.lease)
         except OwnerUnavailable as exc:
             raise ConfigError(f"ivr dial: {exc}") from None
+        # Say so at once: the answer comes only when the call has ended, minutes later perhaps.
+        log.info("placing the call through the worker that owns client id %s (%s); "
+                    "its outcome follows when the call ends", config.pbx.client_id, endpoint.url)
         return await dial_through(endpoint, number, str(config.path(flow).resolve()),
                                   route_point=route_point, timeout=timeout)
     ownership.state = OWNER
