@@ -24,6 +24,7 @@ from ivr.call.results import (
     Caller,
     CallError,
     CallHangup,
+    DirectoryMark,
     DirectoryResult,
     GatherResult,
     PlayResult,
@@ -213,6 +214,8 @@ class FakeCall:
         announce: Callable[[str, User], Prompt] | None = None,
         speech: SpeechOptions | Mapping[str, Any] | bool | None = None,
         barge_in: bool = True,
+        start: DirectoryMark | None = None,
+        on_attempt: Callable[[DirectoryMark], None] | None = None,
     ) -> DirectoryResult:
         raise self._unscripted("directory")
 

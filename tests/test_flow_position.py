@@ -32,6 +32,7 @@ WRAPPER = """
     from ivr.flow import load_flow
     from ivr.flow.interpreter import YamlFlow
     from ivr.flow.position import FlowPosition
+    from ivr.flow.python_flow import load_python_flow
 
 
     async def main(call, flow, log, resume=None):
@@ -40,7 +41,10 @@ WRAPPER = """
                 out.write(position.model_dump_json() + "\\n")
 
         start = FlowPosition.model_validate_json(Path(resume).read_text()) if resume else None
-        await YamlFlow(load_flow(flow)).run(call, resume=start, on_position=keep)
+        if flow.endswith(".py"):  # on the Call itself: the Python flow's own proxy journals it
+            await load_python_flow(Path(flow)).run(getattr(call, "call", call), resume=start, on_position=keep)
+        else:
+            await YamlFlow(load_flow(flow)).run(call, resume=start, on_position=keep)
 """
 
 PIN = """
@@ -222,6 +226,45 @@ async def test_a_menu_taken_over_at_its_second_attempt_has_only_the_tries_left(f
     assert said.result == {"message": "nothing after 3 tries"}
     later = positions(flow_dir / "second.jsonl")
     assert [p.attempt.number if p.attempt else None for p in later if p.waiting_for == "input"] == [2, 3]
+
+
+PY_MENU = """
+    async def main(call):
+        await call.answer()
+        key = await call.menu(prompt="{dir}/hello.wav", no_input_prompt=["{dir}/again1.wav", "{dir}/again2.wav"],
+                              choices=["1"], timeout=1, retries=2)
+        call.vars["menu"] = [key.status, key.attempts]
+        await call.hangup()
+"""
+
+
+async def test_a_python_flow_s_menu_taken_over_at_its_second_attempt_has_only_the_tries_left(flow_dir: Path) -> None:
+    for name in ("again1.wav", "again2.wav"):
+        write_tone(flow_dir / name, 0.2)
+    flow = write(flow_dir, "menu.py", PY_MENU.replace("{dir}", str(flow_dir)))
+    first_log = flow_dir / "first.jsonl"
+    params = {"flow": str(flow), "log": str(first_log)}
+    async with FlowHarness(flow_dir / "wrapper.py", params=params, ring_seconds=0.1) as h:
+        callid, call = await h.place_call("+4930123456")
+        assert await until_next_listen(call, 1, 15)  # the second attempt listens: the first timed out
+        await h.emulator.hangup(callid)
+        await asyncio.wait_for(h.record_of(call), 15)
+    taken = positions(first_log)
+    # the menu as it starts, then again as its second attempt starts, with the attempt
+    assert [(p.waiting_for, p.attempt, [a["kind"] for a in p.actions or []]) for p in taken[2:]] == [
+        ("menu", None, ["answer"]), ("menu", AttemptMark(number=2, after="no_input", no_input=1), ["answer"])]
+
+    # Resumed there by replay: answer is not performed again; the menu plays the second
+    # attempt's prompt (the first no-input one, then the question), runs the third and last
+    # attempt, and ends in no_input: 3 tries in all, not 3 more.
+    (flow_dir / "at_second.json").write_text(taken[-1].model_dump_json())
+    record = await call_flow(flow_dir, flow, flow_dir / "second.jsonl", resume=flow_dir / "at_second.json")
+    assert [Path(p).name for p in record.prompts] == ["again1.wav", "hello.wav", "again2.wav", "hello.wav"]
+    assert [s.step for s in record.steps] == ["menu", "hangup"]
+    assert record.steps[0].result["status"] == "no_input" and record.steps[0].result["attempts"] == 3
+    later = positions(flow_dir / "second.jsonl")
+    assert [p.attempt.number if p.attempt else None for p in later if p.waiting_for == "menu"] == [2, 3]
+    assert later[-1].vars["menu"] == ["no_input", 3]
 
 
 def test_a_position_from_before_attempts_loads_and_an_attempt_round_trips(tmp_path: Path) -> None:

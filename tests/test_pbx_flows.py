@@ -278,6 +278,61 @@ async def test_directory_star_searches_again(ivr_sim, directory_flow, pbx) -> No
     await caller.expect_transfer("107")
 
 
+# Runs the YAML flow `flow`, appending each position to `log` (JSON lines), from the position
+# in the file `resume` when given (as a worker taking over the call does).
+RESUMING = """\
+from pathlib import Path
+
+from ivr.flow import load_flow
+from ivr.flow.interpreter import YamlFlow
+from ivr.flow.position import FlowPosition
+
+
+async def main(call, flow, log, resume=""):
+    def keep(position):
+        with Path(log).open("a") as out:
+            out.write(position.model_dump_json() + "\\n")
+
+    start = FlowPosition.model_validate_json(Path(resume).read_text()) if resume else None
+    await YamlFlow(load_flow(flow)).run(call, resume=start, on_position=keep)
+"""
+
+
+async def test_directory_taken_over_at_its_second_try_has_only_the_tries_left(ivr_sim, directory_flow, pbx,
+                                                                               tmp_path) -> None:
+    from ivr.call.results import DirectoryMark
+    from ivr.flow.position import FlowPosition
+
+    wrapper = write(tmp_path, "wrapper.py", RESUMING)
+    first_log = tmp_path / "first.jsonl"
+    caller = await ivr_sim.call(wrapper, params={"flow": str(directory_flow), "log": str(first_log)}, pbx=pbx)
+    await caller.press("999#")
+    await caller.hears("There is no one by that name")  # the second try has started
+    await caller.hangup()
+    await caller.record()
+    at_second = FlowPosition.model_validate_json(first_log.read_text().splitlines()[-1])
+    assert at_second.waiting_for == "input"
+    assert at_second.attempt == DirectoryMark(number=2, after="none", letters="999")
+
+    # Resumed there: the second try's prompt (what ended the first, then the question), and
+    # only the third try after it: 3 in all, not 3 more.
+    resume = tmp_path / "at_second.json"
+    resume.write_text(at_second.model_dump_json())
+    caller = await ivr_sim.call(wrapper, params={"flow": str(directory_flow), "log": str(tmp_path / "second.jsonl"),
+                                                 "resume": str(resume)}, pbx=pbx)
+    await caller.hears("There is no one by that name")
+    await caller.hears("first letters of the person's last name")
+    await caller.press("7#")  # P..: too many
+    await caller.hears("too many names")
+    await caller.press("999#")
+    await caller.hears("Nobody found")
+    person = caller.call.vars["person"]
+    assert (person["status"], person["attempts"], person["letters"]) == ("no_match", 3, "999")
+    later = [FlowPosition.model_validate_json(line) for line in (tmp_path / "second.jsonl").read_text().splitlines()]
+    assert [(p.attempt.number, p.attempt.after) for p in later if p.attempt is not None] == [
+        (2, "none"), (3, "too_many")]
+
+
 @pytest.mark.speech
 async def test_directory_by_speech(ivr_sim, tmp_path, pbx) -> None:
     flow = write(tmp_path, "dir.yaml", DIRECTORY.replace("match: last", "match: last\n      speech: true"))

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from fake_call import FakeCall
 
-from ivr.call.results import GatherResult, PlayResult, RecordResult, TransferResult
+from ivr.call.collector import AttemptMark
+from ivr.call.results import DirectoryMark, DirectoryResult, GatherResult, PlayResult, RecordResult, TransferResult
 from ivr.flow.position import FlowPosition
 from ivr.flow.python_flow import load_python_flow
 from ivr.flow.replay import ReplayMismatch, decode_result, encode_result
@@ -151,6 +152,117 @@ async def test_other_arguments_or_a_flow_that_ends_early_start_it_again(tmp_path
     call.call_record.taken_over = {"resumed": True}
     await short.run(call, resume=told[-1])
     assert call.performed == ["answer"] and "ended before action 2" in call.call_record.taken_over["replay"]
+
+
+class Tries(StandIn):
+    """A call whose menu and directory use every try (nobody answers), telling ``on_attempt``
+    as the real ones do; the try ``hang_at`` (kind, number) never ends (the owner dies in it)."""
+
+    def __init__(self, hang_at: tuple[str, int] | None = None) -> None:
+        super().__init__()
+        self.hang_at = hang_at
+        self.hanging = asyncio.Event()
+        self.starts: dict[str, Any] = {}  # the start each kind was given
+
+    async def _tries(self, kind: str, options: dict[str, Any], mark: Any) -> int:
+        self.performed.append(kind)
+        start = self.starts[kind] = options.get("start")
+        last = options.get("retries", 2) + 1
+        for number in range(start.number if start is not None else 1, last + 1):
+            if (at := mark(number)) is not None:
+                options["on_attempt"](at)
+            if self.hang_at == (kind, number):
+                self.hanging.set()
+                await asyncio.Event().wait()
+        return last
+
+    async def menu(self, **options: Any) -> GatherResult:
+        attempts = await self._tries("menu", options, lambda n: AttemptMark(
+            number=n, after="no_input", no_input=n - 1) if n > 1 else AttemptMark())
+        return GatherResult("no_input", attempts=attempts)
+
+    async def directory(self, **options: Any) -> DirectoryResult:
+        attempts = await self._tries("directory", options, lambda n: DirectoryMark(
+            number=n, after="none", letters="999") if n > 1 else None)  # as Call.directory: from the second
+        return DirectoryResult("no_match", attempts=attempts, letters="999", reason="none")
+
+
+TRIES = """
+    async def main(call):
+        await call.answer()
+        seen = []
+        menu = await call.menu(prompt="menu.wav", choices=["1", "2"], on_attempt=lambda at: seen.append(at.number))
+        found = await call.directory(match="last", on_attempt=lambda at: seen.append(at.number))
+        call.vars["outcomes"] = [menu.status, menu.attempts, found.status, found.attempts, seen]
+"""
+
+
+async def run_until_hanging(path: Path, call: Tries) -> list[FlowPosition]:
+    """Run the flow until its try ``call.hang_at`` hangs; the positions it was told (through JSON)."""
+    told: list[FlowPosition] = []
+    task = asyncio.ensure_future(load_python_flow(path).run(call, on_position=lambda p: told.append(
+        FlowPosition.model_validate_json(p.model_dump_json()))))
+    await asyncio.wait_for(call.hanging.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return told
+
+
+async def test_a_menu_resumed_at_its_second_attempt_has_only_the_tries_left(tmp_path: Path):
+    path = write(tmp_path, TRIES)
+    told = await run_until_hanging(path, Tries(hang_at=("menu", 2)))
+    # the menu as it starts, then again as its second attempt starts (with the attempt)
+    assert [(p.waiting_for, p.attempt) for p in told[2:]] == [
+        ("menu", None), ("menu", AttemptMark(number=2, after="no_input", no_input=1))]
+
+    call = Tries()
+    again: list[FlowPosition] = []
+    await load_python_flow(path).run(call, resume=told[-1], on_position=again.append)
+    assert call.performed == ["menu", "directory"]  # answer is replayed
+    assert call.starts["menu"] == AttemptMark(number=2, after="no_input", no_input=1)
+    assert call.starts["directory"] is None  # the mark was the menu's only
+    # The menu's attempts 2 and 3 here, 3 in all; the flow's own on_attempt saw them too.
+    assert call.vars["outcomes"] == ["no_input", 3, "no_match", 3, [2, 3, 2, 3]]
+    # Taken over again at once, the new owner would still start at attempt 2, then 3.
+    assert [p.attempt.number if p.attempt else None for p in again if p.waiting_for == "menu"] == [2, 3]
+
+
+async def test_a_directory_resumed_at_its_second_try_has_only_the_tries_left(tmp_path: Path):
+    path = write(tmp_path, TRIES)
+    told = await run_until_hanging(path, Tries(hang_at=("directory", 2)))
+    assert told[-1].waiting_for == "directory"
+    assert told[-1].attempt == DirectoryMark(number=2, after="none", letters="999")
+    assert FlowPosition.model_validate_json(told[-1].model_dump_json()).attempt == told[-1].attempt
+
+    call = Tries()
+    await load_python_flow(path).run(call, resume=told[-1])
+    # answer and the menu (its on_attempt a lambda: named, not by address) are replayed
+    assert call.performed == ["directory"]
+    assert call.starts["directory"] == DirectoryMark(number=2, after="none", letters="999")
+    assert call.vars["outcomes"] == ["no_input", 3, "no_match", 3, [2, 3]]
+
+
+async def test_the_journal_s_attempt_replaces_the_flow_s_own_start(tmp_path: Path):
+    path = write(tmp_path, """
+        from ivr.call.collector import AttemptMark
+
+        async def main(call):
+            await call.menu(choices=["1"], start=AttemptMark(number=2, after="no_input", no_input=1))
+    """)
+    call = Tries(hang_at=("menu", 3))
+    told = await run_until_hanging(path, call)
+    assert call.starts["menu"].number == 2  # the flow's own start, on a call not resumed
+    assert told[-1].attempt == AttemptMark(number=3, after="no_input", no_input=2)
+    call = Tries()
+    await load_python_flow(path).run(call, resume=told[-1])
+    assert call.starts["menu"] == AttemptMark(number=3, after="no_input", no_input=2)  # later: reached from it
+
+    # A position at another kind of action than the first run for real: its attempt is not used.
+    other = told[-1].model_copy(update={"waiting_for": "gather"})
+    call = Tries()
+    await load_python_flow(path).run(call, resume=other)
+    assert call.starts["menu"].number == 2
 
 
 def test_results_go_through_json_and_come_back_as_their_class():

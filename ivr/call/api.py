@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # annotations only
     from ivr.call.collector import AttemptMark, DigitRules
     from ivr.call.media import CallMedia
     from ivr.call.pbx_view import HoursAnswer, NameMatch, PbxFacts, Presence
+    from ivr.call.results import DirectoryMark
     from ivr.call.speech_input import SpeechOptions
     from ivr.pbx.hours import Schedule
     from ivr.pbx.xapi import User
@@ -175,8 +176,11 @@ class CallApi(Protocol):
         announce: Callable[[str, User], Prompt] | None = None,
         speech: SpeechOptions | Mapping[str, Any] | bool | None = None,
         barge_in: bool = True,
+        start: DirectoryMark | None = None,
+        on_attempt: Callable[[DirectoryMark], None] | None = None,
     ) -> DirectoryResult:
-        """Dial-by-name: the caller spells a name on the keypad (or says it), then picks a match."""
+        """Dial-by-name: the caller spells a name on the keypad (or says it), then picks a match.
+        ``start``/``on_attempt``: begin at a try, be told each one (a resumed step)."""
 
     async def record(
         self,

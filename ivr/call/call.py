@@ -32,12 +32,14 @@ from ivr.call.results import (
     Caller,
     CallError,
     CallHangup,
+    DirectoryMark,
     DirectoryResult,
     GatherResult,
     PlayResult,
     Prompt,
     RecordResult,
     TransferResult,
+    TryEnd,
     failure_status,
 )
 from ivr.call.ringback import NONE, TONE, Ringback, ringback_tone
@@ -804,12 +806,19 @@ class Call:
         announce: Callable[[str, User], Prompt] | None = None,
         speech: SpeechOptions | Mapping[str, Any] | bool | None = None,
         barge_in: bool = True,
+        start: DirectoryMark | None = None,
+        on_attempt: Callable[[DirectoryMark], None] | None = None,
     ) -> DirectoryResult:
         """Dial-by-name: the caller keys the first letters of a name (2=ABC ... 9=WXYZ), or says
         it (``speech``: the names are the phrases); up to ``max_matches`` are announced with a
         key each and the caller picks one. Too many asks for more letters, none says so; each
         counts as a try (``retries`` more after the first). Users come from the PBX (hidden and
-        disabled ones left out; ``department``: its members only). The flow transfers."""
+        disabled ones left out; ``department``: its members only). The flow transfers.
+
+        ``start``: begin at that try, led by its feedback prompt, with only the tries after it
+        (a directory resumed on another worker). ``on_attempt`` is told each try from the second
+        on as it starts; it must not block. Tries are the unit: the choice among the names read
+        out belongs to its try, so a try resumed in it asks for the letters again."""
         from ivr.call.pbx_view import directory_matches, entries
 
         if not 1 <= max_matches <= 9:
@@ -838,11 +847,18 @@ class Call:
             "no_input": no_input_prompt if no_input_prompt is not None else {"say": "Sorry, I did not hear anything."},
             "not_chosen": None,
         }
-        reason, letters, source, shown = "", "", "dtmf", []
+        reason: TryEnd | None = None
+        letters, source, shown = "", "dtmf", []
         attempts = 0
+        if start is not None:  # the tries before it ran elsewhere (a mark past the last runs the last)
+            attempts = min(start.number, retries + 1) - 1
+            reason, letters, source, shown = start.after, start.letters, start.source, list(start.matches)
         while attempts <= retries:
             attempts += 1
-            lead = feedback.get(reason) if reason else None
+            if reason is not None and on_attempt is not None:
+                on_attempt(DirectoryMark(number=attempts, after=reason, source=source, letters=letters,
+                                         matches=shown))
+            lead = feedback.get(reason) if reason is not None else None
             heard = await self.gather(prompt=_prompt_parts(lead, ask), rules=rules, retries=0, barge_in=barge_in,
                                       speech=options)
             if heard.status != "match":
@@ -865,7 +881,7 @@ class Call:
                 return DirectoryResult("found", chosen.Number or "", chosen.name, attempts, source, letters, shown, source)
             reason = "not_chosen"
         status = "no_input" if reason == "no_input" else "no_match"
-        return DirectoryResult(status, "", "", attempts, source, letters, shown, reason)
+        return DirectoryResult(status, "", "", attempts, source, letters, shown, reason or "")
 
     def _directory_speech(self, speech: SpeechOptions | Mapping[str, Any] | bool | None,
                           users: Sequence[User]) -> SpeechOptions | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class CallHangup(Exception):
@@ -90,6 +92,25 @@ class DirectoryResult:
     @property
     def found(self) -> bool:
         return self.status == "found"
+
+
+#: What ends a directory try without a choice (DirectoryResult.reason, DirectoryMark.after).
+TryEnd = Literal["no_input", "none", "too_many", "not_chosen"]
+
+
+class DirectoryMark(BaseModel):
+    """Where a directory (``Call.directory``) is, as a plain value: try ``number`` is starting,
+    ``after`` what ended the try before (its feedback prompt leads this one), and what that
+    try heard (``source``, ``letters``, ``matches``: the result if no later try hears more).
+    A directory started at a mark (another worker resuming the call) has only the tries left."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    number: int = Field(ge=2)
+    after: TryEnd
+    source: str = "dtmf"
+    letters: str = ""
+    matches: list[dict[str, str]] = Field(default_factory=list)
 
 
 # A prompt: an audio file, {"say": text, "voice": ...}, or a list of those played in order.

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ivr.call.collector import AttemptMark
-from ivr.call.results import CallHangup, step_result
+from ivr.call.results import CallHangup, DirectoryMark, step_result
 from ivr.call.step_budget import StepBudget
 from ivr.pbx.hours import is_open
 from ivr.templating.templates import Template, TemplateError, evaluate, render_value
@@ -177,9 +177,9 @@ class _Runner:
         self.stack: list[list[Any]] = []
         self.child: _Runner | None = None
         self.transfer_in_flight_since: float | None = None  # a resumed transfer step: when it was offered
-        # The running gather/menu's attempt once past the first (positions keep it; a resume
-        # starts the step there).
-        self.attempt: AttemptMark | None = None
+        # The running gather/menu's attempt (a directory's try) once past the first (positions
+        # keep it; a resume starts the step there).
+        self.attempt: AttemptMark | DirectoryMark | None = None
         self._attempt_step: StepBase | None = None  # the step a restored attempt belongs to
         self.resume_subflow: FlowPosition | None = None
         self._nested = 0
@@ -456,15 +456,16 @@ class _Runner:
         self.store(into, out[key] if out["status"] == "match" else None)
         return out
 
-    def _attempts(self) -> dict[str, Any]:
-        """A gather's or menu's start attempt (a resumed step) and the hook that checkpoints
-        each later attempt as it starts, so a takeover leaves the caller only the tries left."""
-        def started(mark: AttemptMark) -> None:
-            if mark.number > 1 and mark != self.attempt:
-                self.attempt = mark
+    def _attempts(self, mark: type[AttemptMark | DirectoryMark] = AttemptMark) -> dict[str, Any]:
+        """A gather's, menu's or directory's start attempt (a resumed step; ``mark`` its kind)
+        and the hook that checkpoints each later attempt as it starts, so a takeover leaves the
+        caller only the tries left."""
+        def started(at: AttemptMark | DirectoryMark) -> None:
+            if at.number > 1 and at != self.attempt:
+                self.attempt = at
                 self.checkpoint("input")
 
-        return {"start": self.attempt, "on_attempt": started}
+        return {"start": self.attempt if isinstance(self.attempt, mark) else None, "on_attempt": started}
 
     async def do_menu(self, step: MenuStep, a: MenuArgs) -> _Take:
         try:
@@ -541,13 +542,17 @@ class _Runner:
                 return [{"say": "For"}, recorded, {"say": f"press {key}."}]
             return {"say": f"For {user.name}, press {key}."}
 
-        found = await self.call.directory(
-            prompt=self.prompt(a.prompt), match=a.match, department=a.department, max_matches=a.max_matches,
-            retries=a.retries, max_letters=a.max_letters, first_digit_timeout=a.first_digit_timeout,
-            inter_digit_timeout=a.inter_digit_timeout, too_many_prompt=self.prompt(a.too_many_prompt),
-            no_match_prompt=self.prompt(a.no_match_prompt), no_input_prompt=self.prompt(a.no_input_prompt),
-            choose_prompt=self.prompt(a.choose_prompt), announce=announce, speech=a.speech_options,
-        )
+        try:
+            found = await self.call.directory(
+                prompt=self.prompt(a.prompt), match=a.match, department=a.department, max_matches=a.max_matches,
+                retries=a.retries, max_letters=a.max_letters, first_digit_timeout=a.first_digit_timeout,
+                inter_digit_timeout=a.inter_digit_timeout, too_many_prompt=self.prompt(a.too_many_prompt),
+                no_match_prompt=self.prompt(a.no_match_prompt), no_input_prompt=self.prompt(a.no_input_prompt),
+                choose_prompt=self.prompt(a.choose_prompt), announce=announce, speech=a.speech_options,
+                **self._attempts(DirectoryMark),
+            )
+        finally:
+            self.attempt = self._attempt_step = None
         self.last = step_result(found) or {}
         self.store(a.into, self.last)
         if not found.found:

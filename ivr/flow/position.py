@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ivr.call.collector import AttemptMark
+from ivr.call.results import DirectoryMark
 
 from .schema import Flow, StepBase
 
@@ -73,8 +74,10 @@ class FlowPosition(BaseModel):
     was taken as the step at it started and waits for something (``input``, ``prompt``,
     ``transfer``, ``recording``, ``http``, ``conversation``: the step model's ``waits_for``);
     resuming runs that step again either way (a prompt replays). A gather or menu past its
-    first attempt also has ``attempt``: the resumed step starts at that attempt, with its
-    prompt and only the tries the caller had left."""
+    first attempt also has ``attempt`` (a directory past its first try: a
+    :class:`~ivr.call.results.DirectoryMark`): the resumed step starts at that attempt, with
+    its prompt and only the tries the caller had left. A Python flow's position has it for
+    its action in progress."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -84,7 +87,8 @@ class FlowPosition(BaseModel):
     frames: list[Frame] = Field(min_length=1)
     waiting_for: str | None = None
     waiting_since: float | None = Field(None, description="Wall-clock time (Unix seconds) the waiting step started.")
-    attempt: AttemptMark | None = Field(None, description="A gather or menu: the attempt that started (absent: the first).")
+    attempt: AttemptMark | DirectoryMark | None = Field(
+        None, description="A gather or menu (a directory: its try) and the attempt that started (absent: the first).")
     params: dict[str, Any] = Field(default_factory=dict)
     vars: dict[str, Any] = Field(default_factory=dict)
     digits: str = ""

@@ -12,8 +12,9 @@ Everything else (``vars``, ``caller``, ``call_id``, ``now()``, ``log_event``...)
 through to the Call.
 
 With a :class:`~ivr.flow.replay.Journal`, the proxy numbers the actions, checkpoints the
-journal as each starts and ends, and on a resumed call answers the actions done before the
-takeover from the journal (``ivr/flow/replay.py``).
+journal as each starts and ends (a gather, menu or directory also as each try from the second
+on starts), and on a resumed call answers the actions done before the takeover from the
+journal (``ivr/flow/replay.py``); the action in progress then runs from the try it was at.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from ivr.call.action_steps import FlowAction
 from ivr.call.api import CallApi
 
-from .replay import MISS, Journal
+from .replay import MISS, TRIED, Journal
 
 __all__ = ["ACTIONS", "FlowCall"]
 
@@ -94,6 +95,8 @@ def _step(name: str) -> Callable[..., Awaitable[Any]]:
         n, args_digest, recorded = journal.begin(name, args, kwargs)  # ReplayMismatch when it does not fit
         if recorded is not MISS:
             return _replayed(recorded)  # done before the takeover: not performed again, not a step here
+        if name in TRIED:  # checkpointed at each try; resumed at the one it was at
+            kwargs = journal.tries(n, name, kwargs)
         run = own(self, *args, **kwargs) if own is not None else getattr(call, name)(*args, **kwargs)
         return _journaled(journal, n, name, args_digest, _observed(call, FlowAction(name, where), info, run))
 

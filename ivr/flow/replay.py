@@ -6,9 +6,12 @@ its result as JSON (``plain()``) and a digest of its arguments. Resuming runs ``
 from the top; the first actions it asks for are answered from the journal without being
 performed (no audio, no PBX request, no observer sees them) as long as each has the kind and
 arguments recorded; the first action not in the journal (the one that was in progress) runs
-for real, and so does everything after it. This is deterministic replay, as durable-execution
-engines (Temporal) do it: the flow's code must take the same path given the same results (the
-rule for flow authors is in docs/flows.md, "Python flows after a takeover").
+for real, and so does everything after it. A gather, menu or directory in progress also left
+the attempt it was at (``FlowPosition.attempt``, checkpointed as each attempt from the second
+on starts): run again, it starts there (:meth:`Journal.tries`). This is deterministic
+replay, as durable-execution engines (Temporal) do it: the flow's code must take the same path
+given the same results (the rule for flow authors is in docs/flows.md, "Python flows after a
+takeover").
 
 When the code asks for another action than the journal holds (the file changed in a way the
 content hash cannot see, or the code is not deterministic), :class:`ReplayMismatch` stops the
@@ -27,14 +30,21 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from ivr.call.collector import AttemptMark
+from ivr.call.results import DirectoryMark
+
 from .position import FlowPosition, Frame, plain
 
-__all__ = ["MISS", "Journal", "ReplayMismatch", "decode_result", "encode_result"]
+__all__ = ["MISS", "TRIED", "Journal", "ReplayMismatch", "decode_result", "encode_result"]
 
 log = logging.getLogger("ivr.flow")
 
 #: ``Journal.begin`` found nothing recorded for the action: run it.
 MISS: Any = object()
+
+#: The actions that take tries: the position of one in progress keeps the try it is at
+#: (``FlowPosition.attempt``), and the one resumed starts there.
+TRIED = ("gather", "menu", "directory")
 
 
 class ReplayMismatch(BaseException):
@@ -78,8 +88,17 @@ def decode_result(encoded: Mapping[str, Any]) -> Any:
         raise ReplayMismatch(f"cannot rebuild a {name}: {exc}") from None
 
 
+def _stable(value: Any) -> Any:
+    # A function (an ``announce``, an ``on_attempt``) by its name: its text has an address,
+    # and a flow's module a load counter, that differ in the process that replays.
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"function {value.__qualname__}"
+    return value
+
+
 def digest(kind: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
     """A short digest of an action's arguments (as JSON values): a replay checks them too."""
+    args, kwargs = tuple(_stable(a) for a in args), {k: _stable(v) for k, v in kwargs.items()}
     text = json.dumps([kind, plain(list(args)), plain(dict(kwargs))], sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
@@ -102,10 +121,17 @@ class Journal:
         self.done: dict[int, dict[str, Any]] = {}  # number -> entry, every action completed in this run
         self.recorded: dict[int, dict[str, Any]] = {}  # not replayed yet
         self.replayed = 0
+        # The try the action in progress is at (``attempt_of`` its number): a checkpoint keeps it.
+        self.attempt: AttemptMark | DirectoryMark | None = None
+        self.attempt_of: int | None = None
+        # The resumed position's: for the first action run for real, if of the kind it waited in.
+        self._resumed_attempt: tuple[str, AttemptMark | DirectoryMark] | None = None
         if resume is not None:
             for entry in resume.actions or []:
                 self.recorded[int(entry["n"])] = dict(entry)
             self.done = {n: dict(e) for n, e in self.recorded.items()}
+            if resume.attempt is not None and resume.waiting_for in TRIED:
+                self._resumed_attempt = (resume.waiting_for, resume.attempt)
 
     @property
     def replaying(self) -> bool:
@@ -119,6 +145,9 @@ class Journal:
         args_digest = digest(kind, args, kwargs)
         entry = self.recorded.pop(n, None)
         if entry is None:
+            resumed, self._resumed_attempt = self._resumed_attempt, None  # the action in progress, if any
+            if resumed is not None and resumed[0] == kind:
+                self.attempt, self.attempt_of = resumed[1], n
             return n, args_digest, MISS
         if entry.get("kind") != kind or entry.get("args") != args_digest:
             what = "arguments" if entry.get("kind") == kind else f"a {kind}"
@@ -127,11 +156,32 @@ class Journal:
         self.replayed += 1
         return n, args_digest, decode_result(entry.get("result") or {})
 
+    def tries(self, n: int, kind: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword arguments a gather, menu or directory runs with: ``start`` at the try the
+        resumed position was at, if this is the action it waited in (it replaces the flow's own
+        ``start``: it is later, reached from there), and an ``on_attempt`` that checkpoints each
+        try from the second on, then calls the flow's own ``on_attempt``, if any."""
+        own_hook = kwargs.get("on_attempt")
+        start = self.attempt if self.attempt_of == n else kwargs.get("start")
+
+        def started(mark: AttemptMark | DirectoryMark) -> None:
+            if mark.number > 1 and (self.attempt_of != n or mark != self.attempt):
+                self.attempt, self.attempt_of = mark, n
+                self._tell(waiting_for=kind)
+            if own_hook is not None:
+                own_hook(mark)
+
+        return {**kwargs, "start": start, "on_attempt": started}
+
     def started(self, n: int, kind: str) -> None:
+        if self.attempt_of not in (None, n):
+            self.attempt = self.attempt_of = None
         self._tell(waiting_for=kind)
 
     def ended(self, n: int, kind: str, args_digest: str, result: Any) -> None:
         self.done[n] = {"n": n, "kind": kind, "args": args_digest, "result": encode_result(result)}
+        if self.attempt_of == n:
+            self.attempt = self.attempt_of = None
         self._tell()
 
     def leftover(self) -> str | None:
@@ -145,7 +195,8 @@ class Journal:
         actions = [self.done[n] for n in sorted(self.done)]
         return FlowPosition.model_construct(
             format=1, flow=self.flow, version=self.version, frames=[Frame(branch=("steps",), at=len(actions))],
-            waiting_for=waiting_for, waiting_since=time.time() if waiting_for else None, params=plain(self.params),
+            waiting_for=waiting_for, waiting_since=time.time() if waiting_for else None,
+            attempt=self.attempt if waiting_for else None, params=plain(self.params),
             vars=plain(dict(self.variables())), digits="", last=None, error=None, hung_up=False, steps_run=len(actions),
             step_limit=0, subflow=None, actions=actions)
 
