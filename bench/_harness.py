@@ -121,7 +121,7 @@ class Stack:
                  lead_ms: int = 80, batch: int = 2, log_level: str = "INFO", python: str = sys.executable,
                  worker_tree: str | None = None, pbx_extra: dict[str, str] | None = None, tls: bool = False,
                  worker_nice: int | None = None, worker_cpu: int | None = None,
-                 repeat_upserts: bool = False) -> None:
+                 repeat_upserts: bool = False, ivr_extra: list[str] | None = None) -> None:
         self.dir = workdir
         # The emulator repeats Upserts every 750 ms by default, as real PBXs do (each costs the
         # worker a GET); the benches measured without them, and keep that unless asked.
@@ -159,7 +159,8 @@ class Stack:
             "".join(f"  {k}: {v}\n" for k, v in (pbx_extra or {}).items()) +
             "routes:\n  - route_point: '800'\n    flow: flow.yaml\n"
             "max_calls: 5000\nrecords: var/calls.jsonl\nrecordings_dir: var/recordings\n"
-            f"audio_dirs: [audio]\nmetrics: {{port: {self.metrics_port}}}\n"
+            f"audio_dirs: [audio]\nmetrics: {{port: {self.metrics_port}}}\n" +
+            "".join(f"{line}\n" for line in ivr_extra or [])  # other top-level ivr.yaml settings
         )
 
     def start(self, timeout: float = 30) -> None:

@@ -192,6 +192,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2, help="the worker's outbound_batch_frames (frames per pacer wake-up)")
     ap.add_argument("--pbx", action="append", default=[], metavar="KEY=VALUE",
                     help="another pbx: setting of the worker, e.g. --pbx inbound_block_ms=0 --pbx outbound_tick_ms=0")
+    ap.add_argument("--ivr", action="append", default=[], metavar="YAML",
+                    help="another top-level ivr.yaml line, e.g. --ivr 'cluster: {local_checkpoints: false}'")
     ap.add_argument("--worker-tree", help="run the worker from this source tree (e.g. an unpacked `git archive HEAD`)")
     ap.add_argument("--log-level", default="INFO", help="the worker's log level (default INFO, as deployed)")
     ap.add_argument("--profile", action="store_true", help="py-spy record the worker over the window (SVG in bench/)")
@@ -235,7 +237,8 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix=f"ivr-bench-{n}-"))
         stack = Stack(work, FLOW, prompts, lead_ms=args.lead_ms, batch=args.batch, log_level=args.log_level,
                       worker_tree=args.worker_tree, pbx_extra=dict(kv.split("=", 1) for kv in args.pbx), tls=args.tls,
-                      worker_nice=args.worker_nice, worker_cpu=args.worker_cpu, repeat_upserts=args.repeat_upserts)
+                      worker_nice=args.worker_nice, worker_cpu=args.worker_cpu, repeat_upserts=args.repeat_upserts,
+                      ivr_extra=args.ivr)
         try:
             stack.start()
             ext = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[args.profile_format]

@@ -42,6 +42,7 @@ from .result import AgentResult
 from .sentences import SentenceSplitter
 from .speaker import Reply
 from .tools import AgentTools, ToolBox
+from .turns import GaveUp, ListenRules
 
 if TYPE_CHECKING:  # annotations only
     from ivr.call.api import CallApi
@@ -260,22 +261,22 @@ class AgentLoop:
                 raise _KeyPressed(item.key.upper())
             log.debug("agent: key %s ignored (keys that end the agent: %s)", item.key, self.s.keys)
 
-    async def _listen(self, speaking: bool) -> SpeechEnded | str:
-        """The caller's next utterance, or "silence" / "timeout" (max_seconds reached)."""
-        silence_at = self.loop.time() + self.s.silence_timeout
+    async def _listen(self, speaking: bool) -> SpeechEnded | GaveUp:
+        """The caller's next utterance, or "silence" / "timeout" (max_seconds reached); the
+        rules are ListenRules', this only waits and feeds them."""
+        rules = ListenRules(self.loop.time(), silence_timeout=self.s.silence_timeout, deadline=self.deadline,
+                            speaking=speaking)
         while True:
-            limit = self.deadline if speaking else min(self.deadline, silence_at)
-            event = await self._next(limit)
+            event = await self._next(rules.wake_at())
             if event is None:
-                if self.loop.time() < limit:
-                    continue  # a timer a clock tick early
-                return "timeout" if self.loop.time() >= self.deadline else "silence"
-            if isinstance(event, SpeechStarted):
-                speaking = True
+                gave_up = rules.gave_up(self.loop.time())
+                if gave_up is not None:
+                    return gave_up
+            elif isinstance(event, SpeechStarted):
+                rules.speech_started()
             elif isinstance(event, SpeechCancelled):
-                speaking = False
                 self._drop(event.start)
-                silence_at = self.loop.time() + self.s.silence_timeout
+                rules.speech_cancelled(self.loop.time())
             elif isinstance(event, SpeechEnded):
                 return event
 
