@@ -145,3 +145,14 @@ async def test_late_terminator_type_ahead_and_unread_keys_over_the_emulator(tmp_
     assert call.vars["play"] == [True, None]
     assert call.vars["typed_ahead"] == ["3", "4"]
     assert record.digits == ["12", "1", "3", "4"]
+
+def test_a_caller_keying_with_nobody_gathering_cannot_grow_the_queue_without_bound() -> None:
+    stream = InputStream()
+    stream.push(SpeechStarted(t=0.0))
+    for n in range(MAX_QUEUED * 4):
+        stream.push(Digit(str(n % 10), float(n)))
+    queued = stream.pending()
+    assert len(queued) == MAX_QUEUED
+    assert SpeechStarted(t=0.0) not in queued  # stale speech goes first
+    assert queued[0] == Digit(str((MAX_QUEUED * 3) % 10), float(MAX_QUEUED * 3))  # then the oldest keys
+    assert queued[-1] == Digit(str((MAX_QUEUED * 4 - 1) % 10), float(MAX_QUEUED * 4 - 1))

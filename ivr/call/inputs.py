@@ -87,7 +87,7 @@ Input = Digit | SpeechStarted | SpeechEnded | SpeechCancelled | Done | HungUp
 Wanted = Callable[[Input], bool]
 _SPEECH = (SpeechStarted, SpeechEnded, SpeechCancelled)
 #: Queued inputs kept at most: past it the oldest speech event goes (nobody listened for
-#: them: a long hold or a prompt loop over background noise). Keys are always kept.
+#: them: a long hold or a prompt loop over background noise), else the oldest key.
 MAX_QUEUED = 256
 
 
@@ -175,6 +175,13 @@ class InputStream:
     def _drop_oldest_speech(self) -> None:
         for n, item in enumerate(self._items):
             if isinstance(item, _SPEECH):
+                del self._items[n]
+                return
+        # Only keys (and ends of work) queued: a caller keying through a long prompt nobody
+        # gathers from. The oldest key goes: type-ahead that deep means nothing, and an
+        # unbounded queue would let a caller grow the worker's memory and every scan of it.
+        for n, item in enumerate(self._items):
+            if isinstance(item, Digit):
                 del self._items[n]
                 return
 
