@@ -16,9 +16,9 @@ from helpers import write_tone
 from ivr.call.record import Outcome
 from ivr.config import PbxSettings, Route, WorkerConfig
 from ivr.emulator import Emulator, EmulatorConfig
-from ivr.pbx.events import DtmfReceived, ParticipantUpdated
+from ivr.pbx.events import DtmfReceived, ParticipantUpdated, Resynced
 from ivr.worker.legs import IllegalLegMove, Leg, Legs, LegState
-from ivr.worker.runner import Worker
+from ivr.worker.runner import MAX_EARLY_DIGITS, Worker
 
 SECRET = "test-secret"
 
@@ -218,3 +218,20 @@ async def test_keys_that_overtake_the_first_upsert_reach_the_call(flow_dir: Path
         record = await ended(worker, "+4930006")
     assert record.digits == ["2"] and record.outcome == Outcome.IVR_HANGUP
     assert [s.step for s in record.steps][:2] == ["answer", "menu"] and "set" in [s.step for s in record.steps]
+
+
+async def test_keys_for_a_participant_the_pbx_never_names_are_bounded_and_forgotten_at_a_resync(flow_dir: Path) -> None:
+    # A DTMF event for an id no Upsert ever names (a PBX glitch, or one missed Remove) made a
+    # leg that stayed forever, its keys growing with every event.
+    flow = write_flow(flow_dir, "hello.yaml", """
+        steps:
+          - answer
+          - hangup
+    """)
+    async with worker_on(flow) as (_emu, worker):
+        for _ in range(100):
+            worker._handle(DtmfReceived("800", 4242, "5"))
+        leg = worker.legs.get(("800", 4242))
+        assert leg is not None and leg.state is LegState.OFFERED and len(leg.early_digits) == MAX_EARLY_DIGITS
+        worker._handle(Resynced())
+        assert worker.legs.get(("800", 4242)) is None

@@ -50,6 +50,8 @@ log = logging.getLogger("ivr.worker")
 
 # How long the overflow destination rings for a call the worker or its flow could not place.
 OVERFLOW_RING_S = 20
+#: DTMF events kept for a participant before its first Upsert (normally one or two).
+MAX_EARLY_DIGITS = 32
 
 # Statuses in which a participant on a route point is a call for us to take.
 _TAKE = (ParticipantStatus.CONNECTED, ParticipantStatus.RINGING)
@@ -300,14 +302,19 @@ class Worker:
             if leg is not None and leg.call is not None:
                 leg.call.on_pbx_digit(event.digits)
             elif event.dn in self.config.route_points:
-                # Keys can overtake the participant's first Upsert: keep them for its call.
-                self.legs.get_or_add(event.dn, event.participant_id).early_digits.append(event.digits)
+                # Keys can overtake the participant's first Upsert: keep them for its call (a
+                # few: an id no Upsert ever names must not grow without bound).
+                early = self.legs.get_or_add(event.dn, event.participant_id).early_digits
+                if len(early) < MAX_EARLY_DIGITS:
+                    early.append(event.digits)
         elif isinstance(event, Resynced):
             assert self.pbx is not None
             for leg in self.legs:
                 if leg.call is not None and self.pbx.state.participant(*leg.key) is None:
                     # Its Remove event was missed (socket down, PBX restarted): say so.
                     leg.call.on_removed("the leg was gone at a resync (missed while the event socket was down)")
+                elif leg.state is LegState.OFFERED and leg.task is None and self.pbx.state.participant(*leg.key) is None:
+                    self.legs.forget(leg)  # only keys ever named it, and the PBX has no such leg
             self._take_existing(self.pbx)
 
     def _maybe_start(self, rp: str, participant: ParticipantInfo) -> None:
